@@ -1,0 +1,169 @@
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::bindings::durango::orchestration::orchestration as host;
+use crate::bindings::durango::orchestration::types;
+use crate::error::{Error, TaskError};
+use crate::task::{Task, TaskHandle, Timer, WhenAll, WhenAny};
+
+pub use types::LogLevel;
+
+/// How the host retries a failing activity (attempts count the first one).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub first_retry_interval: Duration,
+    pub backoff_coefficient: f64,
+    pub max_retry_interval: Duration,
+    /// Time limit for one attempt; `None` leaves the host's default.
+    pub attempt_timeout: Option<Duration>,
+}
+
+impl RetryPolicy {
+    pub fn new(max_attempts: u32, first_retry_interval: Duration) -> Self {
+        RetryPolicy {
+            max_attempts,
+            first_retry_interval,
+            backoff_coefficient: 2.0,
+            max_retry_interval: Duration::from_secs(3600),
+            attempt_timeout: None,
+        }
+    }
+}
+
+/// The orchestrator's window on the outside world. Every method is
+/// deterministic: on replay it gives what it gave the first time.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OrchestrationContext {
+    _private: (),
+}
+
+impl OrchestrationContext {
+    pub(crate) fn new() -> Self {
+        OrchestrationContext { _private: () }
+    }
+
+    pub fn instance_id(&self) -> String {
+        host::instance_id()
+    }
+
+    /// The orchestration's current time: when the current episode started.
+    /// Use it instead of the system clock to compute deadlines.
+    pub fn current_time(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(host::current_time())
+    }
+
+    pub fn is_replaying(&self) -> bool {
+        host::is_replaying()
+    }
+
+    /// A new UUID that is the same on every replay.
+    pub fn new_guid(&self) -> String {
+        host::new_guid()
+    }
+
+    /// Call an activity by name; await the task for its output.
+    pub fn call_activity<O: DeserializeOwned>(&self, name: &str, input: impl Serialize) -> Task<O> {
+        Task::new(host::call_activity(name, &to_json(&input), None))
+    }
+
+    /// Call an activity that the host retries per `policy` before it fails.
+    pub fn call_activity_with_retry<O: DeserializeOwned>(
+        &self,
+        name: &str,
+        input: impl Serialize,
+        policy: RetryPolicy,
+    ) -> Task<O> {
+        let policy = types::RetryPolicy {
+            max_attempts: policy.max_attempts.max(1),
+            first_retry_interval_ms: millis(policy.first_retry_interval),
+            backoff_coefficient: policy.backoff_coefficient,
+            max_retry_interval_ms: millis(policy.max_retry_interval),
+            attempt_timeout_ms: policy.attempt_timeout.map_or(0, millis),
+        };
+        Task::new(host::call_activity(name, &to_json(&input), Some(policy)))
+    }
+
+    /// A durable timer that fires at `fire_at`; it survives restarts.
+    pub fn create_timer(&self, fire_at: SystemTime) -> Timer {
+        let at = fire_at.duration_since(UNIX_EPOCH).map_or(0, millis);
+        Timer::new(host::create_timer(at))
+    }
+
+    /// A timer `delay` after the orchestration's current time.
+    pub fn sleep(&self, delay: Duration) -> Timer {
+        self.create_timer(self.current_time() + delay)
+    }
+
+    /// Wait for the next external event with exactly this name. Events
+    /// raised before the wait are kept and consumed in order.
+    pub fn wait_for_event<T: DeserializeOwned>(&self, name: &str) -> Task<T> {
+        Task::new(host::wait_for_event(name))
+    }
+
+    /// Resolves to the index of the task that completed first.
+    pub fn when_any(&self, tasks: &[&dyn TaskHandle]) -> impl Future<Output = usize> {
+        WhenAny {
+            ids: tasks.iter().map(|t| t.task_id()).collect(),
+        }
+    }
+
+    /// Resolves to every task's result, in the order given, once all completed.
+    pub async fn when_all<T: DeserializeOwned>(
+        &self,
+        tasks: Vec<Task<T>>,
+    ) -> Vec<Result<T, TaskError>> {
+        WhenAll {
+            ids: tasks.iter().map(|t| t.task_id()).collect(),
+        }
+        .await;
+        let mut results = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            results.push(task.await);
+        }
+        results
+    }
+
+    /// Shown as `customStatus` by the status API while the instance runs.
+    pub fn set_custom_status(&self, status: impl Serialize) {
+        let json = to_json(&status);
+        host::set_custom_status((json != "null").then_some(json.as_str()));
+    }
+
+    /// A log line that the host writes once, not again on replay.
+    pub fn log(&self, level: LogLevel, message: &str) {
+        host::log(level, message);
+    }
+
+    /// A non-secret app setting, read in a replay-safe way.
+    pub fn setting(&self, name: &str) -> Option<String> {
+        host::get_setting(name)
+    }
+
+    /// A setting parsed into `T`, `None` when it is unset.
+    pub fn setting_as<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, Error>
+    where
+        T::Err: std::fmt::Display,
+    {
+        self.setting(name)
+            .map(|raw| {
+                raw.trim()
+                    .parse()
+                    .map_err(|e| Error::msg(format!("setting {name} is invalid: {e}")))
+            })
+            .transpose()
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn to_json(value: &impl Serialize) -> String {
+    // Serializing plain data to a String cannot fail unless a map has
+    // non-string keys; such input is a programming error in the orchestrator.
+    serde_json::to_string(value).expect("orchestrator value serializes to JSON")
+}

@@ -1,0 +1,102 @@
+//! Runs the one orchestration a component instance hosts. The host keeps the
+//! instance alive while the orchestration waits, so the future stays in guest
+//! memory between `start` and each `resume`: no replay on the hot path.
+
+use std::cell::RefCell;
+use std::sync::OnceLock;
+use std::task::{Context, Poll, Waker};
+
+use crate::activity::ActivityContext;
+use crate::bindings::durango::orchestration::types::{
+    ActivityContext as WitActivityContext, FunctionInfo, FunctionKind, PollResult,
+};
+use crate::bindings::exports::durango::orchestration::{activity, app, orchestrator};
+use crate::context::OrchestrationContext;
+use crate::registry::{Orchestration, Registry};
+
+/// Implemented by [`crate::app!`] for the component's function table.
+pub trait FunctionApp {
+    fn register(registry: &mut Registry);
+}
+
+struct Functions(Registry);
+
+// SAFETY: a wasm32-wasip2 component is single-threaded; the registry is
+// never touched from another thread.
+unsafe impl Send for Functions {}
+unsafe impl Sync for Functions {}
+
+static FUNCTIONS: OnceLock<Functions> = OnceLock::new();
+
+fn registry<A: FunctionApp>() -> &'static Registry {
+    &FUNCTIONS
+        .get_or_init(|| {
+            let mut registry = Registry::default();
+            A::register(&mut registry);
+            Functions(registry)
+        })
+        .0
+}
+
+thread_local! {
+    static RUNNING: RefCell<Option<Orchestration>> = const { RefCell::new(None) };
+}
+
+fn poll_running() -> PollResult {
+    let Some(mut running) = RUNNING.with(|r| r.borrow_mut().take()) else {
+        return PollResult::Failed("no orchestration was started in this instance".into());
+    };
+    match running
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Pending => {
+            RUNNING.with(|r| *r.borrow_mut() = Some(running));
+            PollResult::Pending
+        }
+        Poll::Ready(Ok(output)) => PollResult::Completed(output),
+        Poll::Ready(Err(message)) => PollResult::Failed(message),
+    }
+}
+
+impl<A: FunctionApp> app::Guest for A {
+    fn functions() -> Vec<FunctionInfo> {
+        let registry = registry::<A>();
+        let info = |kind| {
+            move |name: &String| FunctionInfo {
+                name: name.clone(),
+                kind,
+            }
+        };
+        registry
+            .orchestrators
+            .keys()
+            .map(info(FunctionKind::Orchestrator))
+            .chain(registry.activities.keys().map(info(FunctionKind::Activity)))
+            .collect()
+    }
+}
+
+impl<A: FunctionApp> orchestrator::Guest for A {
+    fn start(name: String, input: String) -> PollResult {
+        let Some(function) = registry::<A>().orchestrators.get(&name) else {
+            return PollResult::Failed(format!("no orchestrator named {name} in this app"));
+        };
+        let running = function(OrchestrationContext::new(), &input);
+        RUNNING.with(|r| *r.borrow_mut() = Some(running));
+        poll_running()
+    }
+
+    fn resume() -> PollResult {
+        poll_running()
+    }
+}
+
+impl<A: FunctionApp> activity::Guest for A {
+    fn run(name: String, input: String, context: WitActivityContext) -> Result<String, String> {
+        let Some(function) = registry::<A>().activities.get(&name) else {
+            return Err(format!("no activity named {name} in this app"));
+        };
+        function(&ActivityContext::new(context), &input)
+    }
+}

@@ -1,0 +1,90 @@
+//! The Durango guest SDK: write durable orchestrations and their activities in
+//! ordinary Rust and build them into one `wasm32-wasip2` component.
+//!
+//! ```ignore
+//! use durango_sdk::{ActivityContext, Error, OrchestrationContext};
+//!
+//! async fn hello_sequence(ctx: OrchestrationContext, _: ()) -> Result<Vec<String>, Error> {
+//!     let mut out = Vec::new();
+//!     for city in ["Tokyo", "Seattle", "London"] {
+//!         out.push(ctx.call_activity("E1_SayHello", city).await?);
+//!     }
+//!     Ok(out)
+//! }
+//!
+//! fn say_hello(_: &ActivityContext, name: String) -> Result<String, Error> {
+//!     Ok(format!("Hello {name}!"))
+//! }
+//!
+//! durango_sdk::app! {
+//!     orchestrator "E1_HelloSequence" => hello_sequence;
+//!     activity "E1_SayHello" => say_hello;
+//! }
+//! ```
+//!
+//! Orchestrators must be deterministic: everything that touches the outside
+//! world goes through [`OrchestrationContext`] (activities, timers, events,
+//! time). The host replays an orchestrator from its history after a restart,
+//! and checks each step against what history recorded.
+
+mod activity;
+mod context;
+mod error;
+mod executor;
+pub mod http;
+mod registry;
+mod task;
+
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "function-app",
+        pub_export_macro: true,
+        export_macro_name: "__export_function_app",
+        default_bindings_module: "durango_sdk::bindings",
+    });
+}
+
+pub use activity::ActivityContext;
+pub use context::{LogLevel, OrchestrationContext, RetryPolicy};
+pub use error::{Error, TaskError};
+pub use registry::Registry;
+pub use task::{Task, TaskHandle, Timer};
+
+/// A random `u64` from the host. In an activity this is real randomness; in
+/// an orchestrator it comes from the per-instance seeded generator, so replay
+/// sees the same value.
+pub fn random_u64() -> u64 {
+    wasi::random::random::get_random_u64()
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::executor::FunctionApp;
+}
+
+/// Declares the component's functions, one line each, and exports them.
+///
+/// ```ignore
+/// durango_sdk::app! {
+///     orchestrator "E4_SmsPhoneVerification" => sms_phone_verification;
+///     activity "E4_SendSmsChallenge" => send_sms_challenge;
+/// }
+/// ```
+///
+/// An orchestrator is an `async fn(OrchestrationContext, I) -> Result<O, Error>`,
+/// an activity a `fn(&ActivityContext, I) -> Result<O, Error>`, where `I` is
+/// any `serde` deserializable input and `O` any serializable output.
+#[macro_export]
+macro_rules! app {
+    ($($kind:ident $name:literal => $func:path;)*) => {
+        struct __DurangoApp;
+        impl $crate::__private::FunctionApp for __DurangoApp {
+            fn register(registry: &mut $crate::Registry) {
+                $( registry.$kind($name, $func); )*
+            }
+        }
+        $crate::bindings::__export_function_app!(__DurangoApp);
+    };
+}

@@ -1,0 +1,61 @@
+//! Admin routes: deploy a component, list the deployed apps.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use super::body::bytes;
+use super::{ApiError, ApiState};
+use crate::host::DeployError;
+
+const MAX_APP_NAME: usize = 64;
+
+pub fn validate_app_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_APP_NAME
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "an app name has 1 to {MAX_APP_NAME} characters: letters, digits, '-', '_' or '.'"
+        ))
+    }
+}
+
+pub async fn deploy(
+    State(state): State<ApiState>,
+    Path(app): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    validate_app_name(&app).map_err(ApiError::bad_request)?;
+    let wasm = bytes(body)?;
+    if wasm.is_empty() {
+        return Err(ApiError::bad_request("the body must be a .wasm component"));
+    }
+    match state.host.deploy(&app, &wasm).await {
+        Ok(deployed) => Ok((StatusCode::CREATED, Json(deployed)).into_response()),
+        Err(DeployError::Invalid(reason)) => Err(ApiError::bad_request(reason)),
+        Err(DeployError::Store(error)) => Err(error.into()),
+    }
+}
+
+pub async fn list(State(state): State<ApiState>) -> Result<Response, ApiError> {
+    let apps = state.host.store.current_apps().await?;
+    let body: Vec<serde_json::Value> = apps
+        .into_iter()
+        .map(|(app, version, functions)| {
+            serde_json::json!({
+                "app": app,
+                "version": version,
+                "functions": serde_json::from_str::<serde_json::Value>(&functions).unwrap_or_default(),
+            })
+        })
+        .collect();
+    Ok(Json(body).into_response())
+}

@@ -1,0 +1,112 @@
+//! `historyEvents` in the shape Durable Functions' status API gives them:
+//! scheduling folded into completions, episode markers left out.
+
+use std::collections::HashMap;
+
+use serde_json::{json, Map, Value};
+
+use super::instances::format_time;
+use crate::engine::history::{Action, HistoryEvent};
+use crate::store::InstanceRow;
+
+pub fn history_events(
+    history: &[HistoryEvent],
+    row: &InstanceRow,
+    show_output: bool,
+) -> Vec<Value> {
+    let mut now = row.created_at;
+    let mut scheduled: HashMap<u32, (String, i64)> = HashMap::new();
+    let mut timers: HashMap<u32, i64> = HashMap::new();
+    let mut out = Vec::new();
+    let parsed =
+        |text: &str| serde_json::from_str::<Value>(text).unwrap_or(Value::String(text.into()));
+    for event in history {
+        let mut entry = Map::new();
+        let mut put = |k: &str, v: Value| {
+            entry.insert(k.to_string(), v);
+        };
+        let kind = match event {
+            HistoryEvent::OrchestratorStarted { timestamp } => {
+                now = *timestamp;
+                continue;
+            }
+            HistoryEvent::ExecutionStarted { name, input } => {
+                put("FunctionName", json!(name));
+                if show_output {
+                    put("Input", parsed(input));
+                }
+                "ExecutionStarted"
+            }
+            HistoryEvent::ActionTaken {
+                seq,
+                action,
+                timestamp,
+            } => match action {
+                Action::Activity { name, .. } => {
+                    scheduled.insert(*seq, (name.clone(), *timestamp));
+                    continue;
+                }
+                Action::Timer { fire_at } => {
+                    timers.insert(*seq, *fire_at);
+                    put("FireAt", json!(format_time(*fire_at)));
+                    put("TimerId", json!(seq));
+                    "TimerCreated"
+                }
+                Action::EventWait { .. } | Action::Setting { .. } => continue,
+            },
+            HistoryEvent::TaskCompleted { seq, result } => {
+                scheduled_fields(&mut put, scheduled.get(seq));
+                if show_output {
+                    put("Result", parsed(result));
+                }
+                "TaskCompleted"
+            }
+            HistoryEvent::TaskFailed { seq, error } => {
+                scheduled_fields(&mut put, scheduled.get(seq));
+                put("Reason", json!(error));
+                "TaskFailed"
+            }
+            HistoryEvent::TimerFired { seq } => {
+                if let Some(fire_at) = timers.get(seq) {
+                    put("FireAt", json!(format_time(*fire_at)));
+                }
+                put("TimerId", json!(seq));
+                "TimerFired"
+            }
+            HistoryEvent::EventRaised { name, input } => {
+                put("Name", json!(name));
+                if show_output {
+                    put("Input", parsed(input));
+                }
+                "EventRaised"
+            }
+            HistoryEvent::ExecutionCompleted { output } => {
+                put("OrchestrationStatus", json!("Completed"));
+                if show_output {
+                    put("Result", parsed(output));
+                }
+                "ExecutionCompleted"
+            }
+            HistoryEvent::ExecutionFailed { error } => {
+                put("OrchestrationStatus", json!("Failed"));
+                put("Result", json!(error));
+                "ExecutionCompleted"
+            }
+            HistoryEvent::ExecutionTerminated { reason } => {
+                put("Input", json!(reason));
+                "ExecutionTerminated"
+            }
+        };
+        entry.insert("EventType".into(), json!(kind));
+        entry.insert("Timestamp".into(), json!(format_time(now)));
+        out.push(Value::Object(entry));
+    }
+    out
+}
+
+fn scheduled_fields(put: &mut impl FnMut(&str, Value), scheduled: Option<&(String, i64)>) {
+    if let Some((name, at)) = scheduled {
+        put("FunctionName", json!(name));
+        put("ScheduledTime", json!(format_time(*at)));
+    }
+}

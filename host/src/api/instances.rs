@@ -1,0 +1,365 @@
+//! Instance routes: start, status, list, raise event, terminate, purge.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::body::json_text;
+use super::history::history_events;
+use super::urls::{origin, CheckStatus};
+use super::{ApiError, ApiState};
+use crate::engine::history::{Message, RuntimeStatus};
+use crate::host::StartError;
+use crate::store::{EnqueueOutcome, InstanceFilter, InstanceRow};
+
+/// Longest instance id accepted (as Durable Functions).
+const MAX_ID_LEN: usize = 100;
+const CONTINUATION: &str = "x-ms-continuation-token";
+
+pub async fn start(
+    state: State<ApiState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    start_instance(state, name, None, headers, body).await
+}
+
+pub async fn start_with_id(
+    state: State<ApiState>,
+    Path((name, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    start_instance(state, name, Some(id), headers, body).await
+}
+
+async fn start_instance(
+    State(state): State<ApiState>,
+    name: String,
+    id: Option<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let input = json_text(body, "the orchestration input")?;
+    let id = match id {
+        Some(id) => validate_id(&id)?,
+        None => new_instance_id(),
+    };
+    state
+        .host
+        .start_instance(&name, id.clone(), input)
+        .await
+        .map_err(|e| match e {
+            StartError::UnknownOrchestrator(name) => ApiError::bad_request(format!(
+                "no orchestrator named {name} is deployed (deployed: {})",
+                state.host.orchestrators().join(", ")
+            )),
+            StartError::Conflict(message) => ApiError::new(StatusCode::CONFLICT, message),
+            StartError::Store(error) => error.into(),
+        })?;
+    let payload = CheckStatus::new(&origin(&headers), &id, &state.key);
+    let location = HeaderValue::from_str(&payload.status_query_get_uri)
+        .map_err(|_| ApiError::bad_request("the Host header cannot form a URL"))?;
+    Ok((
+        StatusCode::ACCEPTED,
+        [
+            (header::LOCATION, location),
+            (header::RETRY_AFTER, HeaderValue::from_static("1")),
+        ],
+        Json(payload),
+    )
+        .into_response())
+}
+
+fn validate_id(id: &str) -> Result<String, ApiError> {
+    if id.is_empty() || id.len() > MAX_ID_LEN {
+        return Err(ApiError::bad_request(format!(
+            "an instance id must have 1 to {MAX_ID_LEN} characters"
+        )));
+    }
+    if id
+        .chars()
+        .any(|c| c.is_control() || matches!(c, '/' | '\\' | '#' | '?'))
+    {
+        return Err(ApiError::bad_request(
+            "an instance id may not contain '/', '\\', '#', '?' or control characters",
+        ));
+    }
+    Ok(id.to_string())
+}
+
+fn new_instance_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusQuery {
+    show_history: Option<String>,
+    show_history_output: Option<String>,
+    show_input: Option<String>,
+}
+
+fn flag(value: &Option<String>, default: bool) -> bool {
+    match value.as_deref().map(str::trim) {
+        None | Some("") => default,
+        Some(v) => !v.eq_ignore_ascii_case("false") && v != "0",
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct InstanceStatus {
+    name: String,
+    instance_id: String,
+    runtime_status: &'static str,
+    input: Value,
+    custom_status: Value,
+    output: Value,
+    created_time: String,
+    last_updated_time: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    history_events: Option<Vec<Value>>,
+}
+
+fn json_or_null(text: Option<&str>) -> Value {
+    text.and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or(Value::Null)
+}
+
+pub fn format_time(millis: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(millis)
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+fn parse_time(text: &str, what: &str) -> Result<i64, ApiError> {
+    chrono::DateTime::parse_from_rfc3339(text.trim())
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| ApiError::bad_request(format!("{what} is not an ISO 8601 time: {e}")))
+}
+
+fn instance_status(row: &InstanceRow, show_input: bool) -> InstanceStatus {
+    InstanceStatus {
+        name: row.name.clone(),
+        instance_id: row.id.clone(),
+        runtime_status: row.status.as_str(),
+        input: if show_input {
+            json_or_null(Some(&row.input))
+        } else {
+            Value::Null
+        },
+        custom_status: json_or_null(row.custom_status.as_deref()),
+        output: json_or_null(row.output.as_deref()),
+        created_time: format_time(row.created_at),
+        last_updated_time: format_time(row.updated_at),
+        history_events: None,
+    }
+}
+
+/// 202 while the instance runs, 200 once it finished.
+fn status_code(status: RuntimeStatus) -> StatusCode {
+    if status.is_terminal() {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    }
+}
+
+pub async fn status(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Query(query): Query<StatusQuery>,
+) -> Result<Response, ApiError> {
+    let row = state
+        .host
+        .store
+        .instance(id.clone())
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no instance with id {id}")))?;
+    let mut body = instance_status(&row, flag(&query.show_input, true));
+    if flag(&query.show_history, false) {
+        let history = state.host.store.history(id).await?;
+        body.history_events = Some(history_events(
+            &history,
+            &row,
+            flag(&query.show_history_output, false),
+        ));
+    }
+    Ok((status_code(row.status), Json(body)).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ListQuery {
+    runtime_status: Option<String>,
+    created_time_from: Option<String>,
+    created_time_to: Option<String>,
+    instance_id_prefix: Option<String>,
+    top: Option<String>,
+    show_input: Option<String>,
+}
+
+const MAX_PAGE: usize = 1000;
+
+pub async fn list(
+    State(state): State<ApiState>,
+    Query(query): Query<ListQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let mut filter = InstanceFilter {
+        limit: MAX_PAGE,
+        ..InstanceFilter::default()
+    };
+    if let Some(statuses) = &query.runtime_status {
+        for name in statuses.split(',').filter(|s| !s.trim().is_empty()) {
+            filter.statuses.push(
+                RuntimeStatus::parse(name).ok_or_else(|| {
+                    ApiError::bad_request(format!("unknown runtimeStatus {name}"))
+                })?,
+            );
+        }
+    }
+    if let Some(from) = &query.created_time_from {
+        filter.created_from = Some(parse_time(from, "createdTimeFrom")?);
+    }
+    if let Some(to) = &query.created_time_to {
+        filter.created_to = Some(parse_time(to, "createdTimeTo")?);
+    }
+    filter.id_prefix = query.instance_id_prefix.clone().filter(|p| !p.is_empty());
+    if let Some(top) = &query.top {
+        let top: usize = top
+            .trim()
+            .parse()
+            .ok()
+            .filter(|t| *t > 0)
+            .ok_or_else(|| ApiError::bad_request("top must be a positive number"))?;
+        filter.limit = top.min(MAX_PAGE);
+    }
+    if let Some(token) = headers.get(CONTINUATION).and_then(|v| v.to_str().ok()) {
+        if !token.is_empty() && token != "null" {
+            filter.after = Some(decode_token(token)?);
+        }
+    }
+    let limit = filter.limit;
+    let rows = state.host.store.list_instances(filter).await?;
+    let show_input = flag(&query.show_input, true);
+    let body: Vec<InstanceStatus> = rows
+        .iter()
+        .map(|r| instance_status(r, show_input))
+        .collect();
+    let mut response = Json(body).into_response();
+    if rows.len() == limit {
+        let last = rows.last().expect("a full page has a last row");
+        let token = encode_token(last.created_at, &last.id);
+        response.headers_mut().insert(
+            CONTINUATION,
+            HeaderValue::from_str(&token).expect("hex is a valid header"),
+        );
+    }
+    Ok(response)
+}
+
+fn encode_token(created_at: i64, id: &str) -> String {
+    format!("{created_at}:{id}")
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn decode_token(token: &str) -> Result<(i64, String), ApiError> {
+    let invalid = || ApiError::bad_request("the continuation token is not valid");
+    if token.len() % 2 != 0 {
+        return Err(invalid());
+    }
+    let bytes: Vec<u8> = (0..token.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&token[i..i + 2], 16))
+        .collect::<Result<_, _>>()
+        .map_err(|_| invalid())?;
+    let text = String::from_utf8(bytes).map_err(|_| invalid())?;
+    let (time, id) = text.split_once(':').ok_or_else(invalid)?;
+    Ok((time.parse().map_err(|_| invalid())?, id.to_string()))
+}
+
+pub async fn raise_event(
+    State(state): State<ApiState>,
+    Path((id, event)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let input = json_text(body, "the event data")?;
+    let message = Message::EventRaised { name: event, input };
+    deliver(&state, &id, message).await
+}
+
+#[derive(Deserialize, Default)]
+pub struct TerminateQuery {
+    reason: Option<String>,
+}
+
+pub async fn terminate(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Query(query): Query<TerminateQuery>,
+) -> Result<Response, ApiError> {
+    let reason = query.reason.unwrap_or_default();
+    deliver(&state, &id, Message::Terminate { reason }).await
+}
+
+/// 202 once the message is committed; 404 or 410 when nobody will read it.
+async fn deliver(state: &ApiState, id: &str, message: Message) -> Result<Response, ApiError> {
+    match state.host.send(id, message).await? {
+        EnqueueOutcome::Queued => Ok(StatusCode::ACCEPTED.into_response()),
+        EnqueueOutcome::NotFound => Err(ApiError::not_found(format!("no instance with id {id}"))),
+        EnqueueOutcome::Terminal(status) => Err(ApiError::new(
+            StatusCode::GONE,
+            format!(
+                "instance {id} is {} and takes no more messages",
+                status.as_str()
+            ),
+        )),
+    }
+}
+
+pub async fn purge(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    if state.host.purge(&id).await? {
+        Ok(Json(serde_json::json!({ "instancesDeleted": 1 })).into_response())
+    } else {
+        Err(ApiError::not_found(format!("no instance with id {id}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn continuation_tokens_round_trip() {
+        let token = encode_token(1234, "abc:def");
+        assert_eq!(decode_token(&token).unwrap(), (1234, "abc:def".to_string()));
+        assert!(decode_token("zz").is_err());
+    }
+
+    #[test]
+    fn instance_ids_are_checked() {
+        assert!(validate_id("abc-123").is_ok());
+        assert!(validate_id("").is_err());
+        assert!(validate_id("a/b").is_err());
+        assert!(validate_id(&"x".repeat(101)).is_err());
+    }
+
+    #[test]
+    fn times_use_the_durable_functions_format() {
+        assert_eq!(format_time(0), "1970-01-01T00:00:00Z");
+    }
+}

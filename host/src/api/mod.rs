@@ -1,0 +1,124 @@
+//! The HTTP API: the Durable Functions management routes, the HTTP starter
+//! and the admin routes, all behind the system key.
+
+mod admin;
+mod auth;
+mod body;
+mod history;
+mod instances;
+mod urls;
+
+pub use urls::encode;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+
+use crate::host::Host;
+use crate::store::StoreError;
+
+/// The management routes' prefix, as Durable Functions has it.
+pub const PREFIX: &str = "/runtime/webhooks/durabletask";
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub host: Arc<Host>,
+    pub key: Arc<str>,
+}
+
+/// An error answer: a status and `{"error": "..."}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        if error.is_unavailable() {
+            tracing::warn!(%error, "storage unavailable");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("storage unavailable: {error}"),
+            )
+        } else {
+            tracing::error!(%error, "storage failure");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("storage failure: {error}"),
+            )
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(serde_json::json!({ "error": self.message })),
+        )
+            .into_response()
+    }
+}
+
+/// Components can be large; everything else is small JSON.
+const DEPLOY_BODY_LIMIT: usize = 128 << 20;
+
+pub fn router(state: ApiState, body_limit: usize) -> Router {
+    let instances = Router::new()
+        .route("/orchestrators/{name}", post(instances::start))
+        .route("/orchestrators/{name}/{id}", post(instances::start_with_id))
+        .route("/instances", get(instances::list))
+        .route(
+            "/instances/{id}",
+            get(instances::status).delete(instances::purge),
+        )
+        .route(
+            "/instances/{id}/raiseEvent/{event}",
+            post(instances::raise_event),
+        )
+        .route("/instances/{id}/terminate", post(instances::terminate));
+    let starter = Router::new()
+        .route("/orchestrators/{name}", post(instances::start))
+        .route("/orchestrators/{name}/{id}", post(instances::start_with_id));
+    let admin = Router::new()
+        .route("/apps", get(admin::list))
+        .route("/apps/{app}", put(admin::deploy))
+        .layer(DefaultBodyLimit::max(DEPLOY_BODY_LIMIT));
+    Router::new()
+        .nest(PREFIX, instances)
+        .nest("/api", starter.layer(DefaultBodyLimit::max(body_limit)))
+        .nest("/admin", admin)
+        .fallback(no_route)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_key,
+        ))
+        .with_state(state)
+}
+
+async fn no_route(uri: Uri) -> ApiError {
+    ApiError::not_found(format!("no route for {}", uri.path()))
+}

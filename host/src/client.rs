@@ -1,0 +1,216 @@
+//! The CLI's client commands: each is one HTTP call to a running host.
+
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context};
+use clap::Args;
+use serde_json::Value;
+
+use crate::api::PREFIX;
+
+#[derive(Debug, Args, Clone)]
+pub struct ClientArgs {
+    /// The host's base URL.
+    #[arg(
+        long,
+        env = "DURANGO_URL",
+        default_value = "http://127.0.0.1:7071",
+        global = true
+    )]
+    pub url: String,
+    /// The system key (printed by `durango serve`).
+    #[arg(long, env = "DURANGO_KEY", hide_env_values = true, global = true)]
+    pub key: Option<String>,
+}
+
+pub struct Client {
+    agent: ureq::Agent,
+    base: String,
+    key: String,
+}
+
+/// A response's status and JSON body.
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Client {
+    pub fn new(args: &ClientArgs) -> anyhow::Result<Client> {
+        let key = args.key.clone().ok_or_else(|| {
+            anyhow!("no key: pass --key or set DURANGO_KEY (durango serve prints it)")
+        })?;
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .new_agent();
+        Ok(Client {
+            agent,
+            base: args.url.trim_end_matches('/').to_string(),
+            key,
+        })
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> anyhow::Result<Answer> {
+        let url = format!("{}{path}", self.base);
+        let sent = match (method, body) {
+            ("GET", _) => self
+                .agent
+                .get(&url)
+                .header("x-functions-key", &self.key)
+                .call(),
+            ("DELETE", _) => self
+                .agent
+                .delete(&url)
+                .header("x-functions-key", &self.key)
+                .call(),
+            (_, body) => {
+                let request = match method {
+                    "PUT" => self.agent.put(&url),
+                    _ => self.agent.post(&url),
+                };
+                let request = request.header("x-functions-key", &self.key);
+                match body {
+                    Some((content_type, bytes)) => {
+                        request.content_type(content_type).send(&bytes[..])
+                    }
+                    None => request.send_empty(),
+                }
+            }
+        };
+        let mut response = sent.with_context(|| format!("cannot reach {}", self.base))?;
+        let status = response.status().as_u16();
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(256 << 20)
+            .read_to_string()
+            .context("cannot read the response")?;
+        let body = if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        if status >= 400 {
+            let message = body
+                .get("error")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .unwrap_or_else(|| body.to_string());
+            bail!("{status}: {message}");
+        }
+        Ok(Answer { status, body })
+    }
+
+    pub fn deploy(&self, file: &PathBuf, name: Option<&str>) -> anyhow::Result<Answer> {
+        let wasm =
+            std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let app = match name {
+            Some(name) => name.to_string(),
+            None => file
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .ok_or_else(|| anyhow!("{} has no usable file name; pass --name", file.display()))?
+                .to_string(),
+        };
+        self.call(
+            "PUT",
+            &format!("/admin/apps/{}", crate::api::encode(&app)),
+            Some(("application/wasm", wasm)),
+        )
+    }
+
+    pub fn start(
+        &self,
+        orchestrator: &str,
+        input: Option<&str>,
+        id: Option<&str>,
+    ) -> anyhow::Result<Answer> {
+        let mut path = format!(
+            "{PREFIX}/orchestrators/{}",
+            crate::api::encode(orchestrator)
+        );
+        if let Some(id) = id {
+            path = format!("{path}/{}", crate::api::encode(id));
+        }
+        let body = json_argument(input, "--input")?;
+        self.call("POST", &path, Some(("application/json", body)))
+    }
+
+    pub fn raise(&self, id: &str, event: &str, data: Option<&str>) -> anyhow::Result<Answer> {
+        let path = format!(
+            "{PREFIX}/instances/{}/raiseEvent/{}",
+            crate::api::encode(id),
+            crate::api::encode(event)
+        );
+        let body = json_argument(data, "the event data")?;
+        self.call("POST", &path, Some(("application/json", body)))
+    }
+
+    pub fn status(&self, id: &str, history: bool) -> anyhow::Result<Answer> {
+        let query = if history {
+            "?showHistory=true&showHistoryOutput=true"
+        } else {
+            ""
+        };
+        self.call(
+            "GET",
+            &format!("{PREFIX}/instances/{}{query}", crate::api::encode(id)),
+            None,
+        )
+    }
+
+    pub fn terminate(&self, id: &str, reason: Option<&str>) -> anyhow::Result<Answer> {
+        let reason = crate::api::encode(reason.unwrap_or(""));
+        let path = format!(
+            "{PREFIX}/instances/{}/terminate?reason={reason}",
+            crate::api::encode(id)
+        );
+        self.call("POST", &path, None)
+    }
+
+    pub fn list(&self, status: Option<&str>) -> anyhow::Result<Answer> {
+        let query = status
+            .map(|s| format!("?runtimeStatus={}", crate::api::encode(s)))
+            .unwrap_or_default();
+        self.call("GET", &format!("{PREFIX}/instances{query}"), None)
+    }
+}
+
+/// A JSON argument: checked here so a typo gets a clear message.
+fn json_argument(text: Option<&str>, what: &str) -> anyhow::Result<Vec<u8>> {
+    match text {
+        None => Ok(Vec::new()),
+        Some(text) => {
+            let value: Value = serde_json::from_str(text).map_err(|e| {
+                anyhow!("{what} is not valid JSON ({e}); quote strings, e.g. '\"+14255550123\"'")
+            })?;
+            Ok(value.to_string().into_bytes())
+        }
+    }
+}
+
+/// The status with its history as a timeline, one event a line.
+pub fn timeline(status: &Value) -> String {
+    let mut lines = Vec::new();
+    for event in status["historyEvents"].as_array().into_iter().flatten() {
+        let kind = event["EventType"].as_str().unwrap_or("?");
+        let time = event["Timestamp"].as_str().unwrap_or("");
+        let detail = ["FunctionName", "Name", "FireAt", "OrchestrationStatus"]
+            .iter()
+            .filter_map(|k| event[*k].as_str().map(|v| format!("{k}={v}")))
+            .chain(["Result", "Input", "Reason"].iter().filter_map(|k| {
+                let v = &event[*k];
+                (!v.is_null()).then(|| format!("{k}={v}"))
+            }))
+            .collect::<Vec<_>>()
+            .join(" ");
+        lines.push(format!("{time}  {kind:<20} {detail}"));
+    }
+    lines.join("\n")
+}

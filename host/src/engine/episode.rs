@@ -1,0 +1,180 @@
+//! An episode: new messages arrive for an instance; the guest runs on until it
+//! waits again; everything that changed becomes one `EpisodeCommit`.
+
+use crate::engine::history::{Action, HistoryEvent, Message, RuntimeStatus};
+use crate::runtime::{GuestFault, Orchestrator, PollResult};
+use crate::store::{now_ms, ActivityRow, EpisodeCommit, InstanceRow};
+
+/// Re-runs a fresh guest over the instance's whole history (the cold path),
+/// leaving it where the hot instance would be. A guest that finishes or
+/// faults during replay does not match its history.
+pub async fn replay_history(
+    guest: &mut Orchestrator,
+    history: &[HistoryEvent],
+) -> Result<(), GuestFault> {
+    for event in history {
+        guest.reveal(event);
+        let poll = match event {
+            HistoryEvent::ExecutionStarted { name, input } => guest.start(name, input).await?,
+            HistoryEvent::TaskCompleted { .. }
+            | HistoryEvent::TaskFailed { .. }
+            | HistoryEvent::TimerFired { .. }
+            | HistoryEvent::EventRaised { .. } => guest.resume().await?,
+            _ => continue,
+        };
+        if !matches!(poll, PollResult::Pending) {
+            return Err(GuestFault(
+                "non-deterministic orchestrator: it finished during replay while history has it waiting"
+                    .into(),
+            ));
+        }
+    }
+    guest.replay().caught_up();
+    Ok(())
+}
+
+/// What an episode decided.
+pub struct Episode {
+    pub commit: EpisodeCommit,
+    /// The instance still waits: worth keeping hot.
+    pub waiting: bool,
+}
+
+/// Runs `messages` through the guest and gathers the commit. `guest` is
+/// `None` when the instance could not be (re)built; the episode then fails
+/// it with `fault`.
+pub async fn run(
+    mut guest: Option<&mut Orchestrator>,
+    instance: &InstanceRow,
+    history_len: usize,
+    messages: Vec<(i64, Message)>,
+    build_fault: Option<GuestFault>,
+) -> Episode {
+    let now = now_ms();
+    let mut ep = Builder::new(instance, history_len);
+    ep.push(HistoryEvent::OrchestratorStarted { timestamp: now });
+    if let Some(guest) = guest.as_deref_mut() {
+        guest.reveal(&HistoryEvent::OrchestratorStarted { timestamp: now });
+    }
+    if let Some(fault) = build_fault {
+        ep.fail(fault);
+    }
+    for (id, message) in messages {
+        ep.commit.consumed.push(id);
+        if ep.finished() {
+            continue;
+        }
+        if let Message::Terminate { reason } = &message {
+            ep.push(HistoryEvent::ExecutionTerminated {
+                reason: reason.clone(),
+            });
+            ep.finish(RuntimeStatus::Terminated, json_string(reason));
+            continue;
+        }
+        let Some(guest) = guest.as_deref_mut() else {
+            continue;
+        };
+        let Some(event) = message.into_event(&instance.name) else {
+            continue;
+        };
+        guest.reveal(&event);
+        let poll = match &event {
+            HistoryEvent::ExecutionStarted { name, input } => guest.start(name, input).await,
+            _ => guest.resume().await,
+        };
+        ep.push(event);
+        ep.take_actions(guest);
+        match poll {
+            Ok(PollResult::Pending) => {}
+            Ok(PollResult::Completed(output)) => {
+                ep.push(HistoryEvent::ExecutionCompleted {
+                    output: output.clone(),
+                });
+                ep.finish(RuntimeStatus::Completed, output);
+            }
+            Ok(PollResult::Failed(error)) => ep.fail(GuestFault(error)),
+            Err(fault) => ep.fail(fault),
+        }
+    }
+    if let Some(guest) = guest {
+        ep.commit.cancelled_timers = guest.replay().take_cancelled_timers();
+        ep.commit.custom_status = Some(guest.replay().custom_status());
+    }
+    let waiting = !ep.finished();
+    Episode {
+        commit: ep.commit,
+        waiting,
+    }
+}
+
+struct Builder<'a> {
+    instance: &'a InstanceRow,
+    commit: EpisodeCommit,
+}
+
+impl<'a> Builder<'a> {
+    fn new(instance: &'a InstanceRow, history_len: usize) -> Self {
+        let status = (instance.status == RuntimeStatus::Pending).then_some(RuntimeStatus::Running);
+        Builder {
+            instance,
+            commit: EpisodeCommit {
+                instance_id: instance.id.clone(),
+                first_position: history_len,
+                status,
+                ..EpisodeCommit::default()
+            },
+        }
+    }
+
+    fn push(&mut self, event: HistoryEvent) {
+        self.commit.events.push(event);
+    }
+
+    fn finished(&self) -> bool {
+        self.commit.status.is_some_and(RuntimeStatus::is_terminal)
+    }
+
+    fn finish(&mut self, status: RuntimeStatus, output: String) {
+        self.commit.status = Some(status);
+        self.commit.output = Some(output);
+    }
+
+    fn fail(&mut self, fault: GuestFault) {
+        self.push(HistoryEvent::ExecutionFailed {
+            error: fault.0.clone(),
+        });
+        self.finish(RuntimeStatus::Failed, json_string(&fault.0));
+    }
+
+    /// Records the steps the guest took and the work they ask for.
+    fn take_actions(&mut self, guest: &mut Orchestrator) {
+        let timestamp = guest.replay().now();
+        for (seq, action) in guest.replay().take_new_actions() {
+            match &action {
+                Action::Activity { name, input, retry } => {
+                    self.commit.activities.push(ActivityRow {
+                        instance_id: self.instance.id.clone(),
+                        seq,
+                        version: self.instance.version.clone(),
+                        name: name.clone(),
+                        input: input.clone(),
+                        retry: retry.unwrap_or(crate::engine::history::RetryPolicy::ONCE),
+                        attempt: 0,
+                        run_at: timestamp,
+                    })
+                }
+                Action::Timer { fire_at } => self.commit.timers.push((seq, *fire_at)),
+                Action::EventWait { .. } | Action::Setting { .. } => {}
+            }
+            self.push(HistoryEvent::ActionTaken {
+                seq,
+                action,
+                timestamp,
+            });
+        }
+    }
+}
+
+fn json_string(text: &str) -> String {
+    serde_json::Value::String(text.to_string()).to_string()
+}

@@ -1,0 +1,205 @@
+//! What an instance's history and inbox hold.
+
+use serde::{Deserialize, Serialize};
+
+/// How the host retries an activity (attempts count the first one).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub first_retry_interval_ms: u64,
+    pub backoff_coefficient: f64,
+    pub max_retry_interval_ms: u64,
+    pub attempt_timeout_ms: u64,
+}
+
+impl RetryPolicy {
+    /// No retry: one attempt.
+    pub const ONCE: RetryPolicy = RetryPolicy {
+        max_attempts: 1,
+        first_retry_interval_ms: 0,
+        backoff_coefficient: 1.0,
+        max_retry_interval_ms: 0,
+        attempt_timeout_ms: 0,
+    };
+
+    /// The pause before attempt `next` (2 for the first retry).
+    pub fn delay_before(&self, next: u32) -> u64 {
+        let exponent = next.saturating_sub(2) as i32;
+        let delay = self.first_retry_interval_ms as f64 * self.backoff_coefficient.powi(exponent);
+        let cap = if self.max_retry_interval_ms == 0 {
+            f64::MAX
+        } else {
+            self.max_retry_interval_ms as f64
+        };
+        delay.min(cap).max(0.0) as u64
+    }
+}
+
+/// One step of an orchestration, in the order the orchestrator took it.
+/// Replay checks each step the code takes against the recorded one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum Action {
+    Activity {
+        name: String,
+        input: String,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        retry: Option<RetryPolicy>,
+    },
+    Timer {
+        fire_at: i64,
+    },
+    EventWait {
+        name: String,
+    },
+    Setting {
+        name: String,
+        value: Option<String>,
+    },
+}
+
+impl Action {
+    /// Names the step for a non-determinism message.
+    pub fn describe(&self) -> String {
+        match self {
+            Action::Activity { name, .. } => format!("activity {name}"),
+            Action::Timer { .. } => "timer".to_string(),
+            Action::EventWait { name } => format!("wait for event {name}"),
+            Action::Setting { name, .. } => format!("setting {name}"),
+        }
+    }
+
+    /// Whether replayed code took the same step as history recorded. A timer's
+    /// fire time may differ only if the code computed it from something other
+    /// than the orchestration clock, which the guest SDK does not allow.
+    pub fn same_step(&self, other: &Action) -> bool {
+        match (self, other) {
+            (Action::Activity { name: a, .. }, Action::Activity { name: b, .. }) => a == b,
+            (Action::Timer { .. }, Action::Timer { .. }) => true,
+            (Action::EventWait { name: a }, Action::EventWait { name: b }) => a == b,
+            (Action::Setting { name: a, .. }, Action::Setting { name: b, .. }) => a == b,
+            _ => false,
+        }
+    }
+}
+
+/// A history event. Completions are revealed to the guest in this order on
+/// every replay, which is what makes `when-any` deterministic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum HistoryEvent {
+    /// An episode began; its time is the orchestration clock until the next.
+    OrchestratorStarted {
+        timestamp: i64,
+    },
+    ExecutionStarted {
+        name: String,
+        input: String,
+    },
+    /// The orchestrator took step `seq`.
+    ActionTaken {
+        seq: u32,
+        action: Action,
+        timestamp: i64,
+    },
+    TaskCompleted {
+        seq: u32,
+        result: String,
+    },
+    TaskFailed {
+        seq: u32,
+        error: String,
+    },
+    TimerFired {
+        seq: u32,
+    },
+    EventRaised {
+        name: String,
+        input: String,
+    },
+    ExecutionCompleted {
+        output: String,
+    },
+    ExecutionFailed {
+        error: String,
+    },
+    ExecutionTerminated {
+        reason: String,
+    },
+}
+
+/// A message waiting in an instance's inbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum Message {
+    Start { input: String },
+    ActivityCompleted { seq: u32, result: String },
+    ActivityFailed { seq: u32, error: String },
+    TimerFired { seq: u32 },
+    EventRaised { name: String, input: String },
+    Terminate { reason: String },
+}
+
+impl Message {
+    /// The history event that records this message, if it goes to the guest.
+    pub fn into_event(self, orchestrator: &str) -> Option<HistoryEvent> {
+        Some(match self {
+            Message::Start { input } => HistoryEvent::ExecutionStarted {
+                name: orchestrator.to_string(),
+                input,
+            },
+            Message::ActivityCompleted { seq, result } => {
+                HistoryEvent::TaskCompleted { seq, result }
+            }
+            Message::ActivityFailed { seq, error } => HistoryEvent::TaskFailed { seq, error },
+            Message::TimerFired { seq } => HistoryEvent::TimerFired { seq },
+            Message::EventRaised { name, input } => HistoryEvent::EventRaised { name, input },
+            Message::Terminate { .. } => return None,
+        })
+    }
+}
+
+/// Where an instance stands, as the status API names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RuntimeStatus {
+    Pending,
+    Running,
+    Completed,
+    Failed,
+    Terminated,
+}
+
+impl RuntimeStatus {
+    pub const ALL: [RuntimeStatus; 5] = [
+        RuntimeStatus::Pending,
+        RuntimeStatus::Running,
+        RuntimeStatus::Completed,
+        RuntimeStatus::Failed,
+        RuntimeStatus::Terminated,
+    ];
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            RuntimeStatus::Completed | RuntimeStatus::Failed | RuntimeStatus::Terminated
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeStatus::Pending => "Pending",
+            RuntimeStatus::Running => "Running",
+            RuntimeStatus::Completed => "Completed",
+            RuntimeStatus::Failed => "Failed",
+            RuntimeStatus::Terminated => "Terminated",
+        }
+    }
+
+    /// Parses a status name, ignoring case as Durable Functions does.
+    pub fn parse(name: &str) -> Option<RuntimeStatus> {
+        Self::ALL
+            .into_iter()
+            .find(|s| s.as_str().eq_ignore_ascii_case(name.trim()))
+    }
+}

@@ -1,0 +1,6 @@
+//! The orchestration engine: the history model, replay with its determinism
+//! check, and the episode that turns new messages into one commit.
+
+pub mod episode;
+pub mod history;
+pub mod replay;

@@ -1,0 +1,422 @@
+//! The deterministic core of an orchestration: answers the guest's host calls
+//! from history, records new steps, and checks replayed steps against the
+//! recorded ones. It knows nothing of wasm or SQLite, so it is tested alone.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use sha2::{Digest, Sha256};
+
+use super::history::{Action, HistoryEvent, RetryPolicy};
+
+/// Code and history disagree: the instance cannot go on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nondeterminism(pub String);
+
+impl std::fmt::Display for Nondeterminism {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "non-deterministic orchestrator: {}", self.0)
+    }
+}
+
+impl std::error::Error for Nondeterminism {}
+
+type Outcome = Result<String, String>;
+
+/// The replay state of one orchestration instance.
+#[derive(Debug)]
+pub struct Replay {
+    instance_id: String,
+    /// Steps recorded in history, indexed by step number.
+    recorded: Vec<Action>,
+    next_seq: u32,
+    /// Steps taken beyond history, not yet handed to a commit.
+    new_actions: Vec<(u32, Action)>,
+    /// Completed tasks with the order in which they completed.
+    results: HashMap<u32, (u64, Outcome)>,
+    completions: u64,
+    /// Events that arrived before anyone waited for them, by name.
+    buffered: HashMap<String, VecDeque<String>>,
+    /// Open waits, oldest step first.
+    waits: BTreeMap<u32, String>,
+    timers: Vec<u32>,
+    cancelled: Vec<u32>,
+    now: i64,
+    replaying: bool,
+    guids: u64,
+    custom_status: Option<String>,
+}
+
+impl Replay {
+    /// A replay over `history`; `replaying` stays true until [`Replay::caught_up`].
+    pub fn new(instance_id: &str, history: &[HistoryEvent]) -> Replay {
+        let mut recorded = Vec::new();
+        for event in history {
+            if let HistoryEvent::ActionTaken { seq, action, .. } = event {
+                debug_assert_eq!(*seq as usize, recorded.len(), "steps are numbered in order");
+                recorded.push(action.clone());
+            }
+        }
+        Replay {
+            instance_id: instance_id.to_string(),
+            replaying: !recorded.is_empty() || !history.is_empty(),
+            recorded,
+            next_seq: 0,
+            new_actions: Vec::new(),
+            results: HashMap::new(),
+            completions: 0,
+            buffered: HashMap::new(),
+            waits: BTreeMap::new(),
+            timers: Vec::new(),
+            cancelled: Vec::new(),
+            now: 0,
+            guids: 0,
+            custom_status: None,
+        }
+    }
+
+    /// History is replayed; what comes now is new.
+    pub fn caught_up(&mut self) {
+        self.replaying = false;
+    }
+
+    pub fn is_replaying(&self) -> bool {
+        self.replaying
+    }
+
+    pub fn instance_id(&self) -> &str {
+        &self.instance_id
+    }
+
+    pub fn now(&self) -> i64 {
+        self.now
+    }
+
+    /// Makes an event visible to the guest, as history orders it.
+    pub fn reveal(&mut self, event: &HistoryEvent) {
+        match event {
+            HistoryEvent::OrchestratorStarted { timestamp } => self.now = *timestamp,
+            HistoryEvent::TaskCompleted { seq, result } => self.complete(*seq, Ok(result.clone())),
+            HistoryEvent::TaskFailed { seq, error } => self.complete(*seq, Err(error.clone())),
+            HistoryEvent::TimerFired { seq } => self.complete(*seq, Ok("null".into())),
+            HistoryEvent::EventRaised { name, input } => {
+                let waiting = self.waits.iter().find(|(_, n)| *n == name).map(|(s, _)| *s);
+                match waiting {
+                    Some(seq) => self.complete(seq, Ok(input.clone())),
+                    None => self
+                        .buffered
+                        .entry(name.clone())
+                        .or_default()
+                        .push_back(input.clone()),
+                }
+            }
+            HistoryEvent::ExecutionStarted { .. }
+            | HistoryEvent::ActionTaken { .. }
+            | HistoryEvent::ExecutionCompleted { .. }
+            | HistoryEvent::ExecutionFailed { .. }
+            | HistoryEvent::ExecutionTerminated { .. } => {}
+        }
+    }
+
+    fn complete(&mut self, seq: u32, outcome: Outcome) {
+        if self.results.contains_key(&seq) {
+            return; // a duplicate delivery (an activity re-run after a crash)
+        }
+        self.waits.remove(&seq);
+        self.completions += 1;
+        self.results.insert(seq, (self.completions, outcome));
+    }
+
+    /// The guest takes its next step: checked against history when replaying,
+    /// recorded as new otherwise. Returns the step number and the step as
+    /// history has it (a setting's recorded value, say).
+    fn take(&mut self, action: Action) -> Result<(u32, Action), Nondeterminism> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        match self.recorded.get(seq as usize) {
+            Some(recorded) if recorded.same_step(&action) => Ok((seq, recorded.clone())),
+            Some(recorded) => Err(Nondeterminism(format!(
+                "step {seq}: history has {}, code asked for {}",
+                recorded.describe(),
+                action.describe()
+            ))),
+            None => {
+                self.new_actions.push((seq, action.clone()));
+                Ok((seq, action))
+            }
+        }
+    }
+
+    pub fn call_activity(
+        &mut self,
+        name: &str,
+        input: &str,
+        retry: Option<RetryPolicy>,
+    ) -> Result<u32, Nondeterminism> {
+        let action = Action::Activity {
+            name: name.to_string(),
+            input: input.to_string(),
+            retry,
+        };
+        Ok(self.take(action)?.0)
+    }
+
+    pub fn create_timer(&mut self, fire_at: i64) -> Result<u32, Nondeterminism> {
+        let (seq, _) = self.take(Action::Timer { fire_at })?;
+        self.timers.push(seq);
+        Ok(seq)
+    }
+
+    pub fn cancel_timer(&mut self, seq: u32) {
+        if self.timers.contains(&seq) && !self.results.contains_key(&seq) {
+            self.cancelled.push(seq);
+        }
+    }
+
+    pub fn wait_for_event(&mut self, name: &str) -> Result<u32, Nondeterminism> {
+        let (seq, _) = self.take(Action::EventWait {
+            name: name.to_string(),
+        })?;
+        let early = self.buffered.get_mut(name).and_then(VecDeque::pop_front);
+        match early {
+            Some(input) => self.complete(seq, Ok(input)),
+            None => {
+                self.waits.insert(seq, name.to_string());
+            }
+        }
+        Ok(seq)
+    }
+
+    /// A setting as history recorded it, or `current` when first read.
+    pub fn setting(
+        &mut self,
+        name: &str,
+        current: Option<String>,
+    ) -> Result<Option<String>, Nondeterminism> {
+        let action = Action::Setting {
+            name: name.to_string(),
+            value: current,
+        };
+        match self.take(action)?.1 {
+            Action::Setting { value, .. } => Ok(value),
+            _ => unreachable!("take returns the same kind of step it was given"),
+        }
+    }
+
+    pub fn task_result(&self, seq: u32) -> Option<Outcome> {
+        self.results.get(&seq).map(|(_, outcome)| outcome.clone())
+    }
+
+    /// Index into `tasks` of the one that completed first.
+    pub fn when_any(&self, tasks: &[u32]) -> Option<u32> {
+        tasks
+            .iter()
+            .enumerate()
+            .filter_map(|(i, seq)| self.results.get(seq).map(|(order, _)| (*order, i)))
+            .min()
+            .map(|(_, i)| i as u32)
+    }
+
+    pub fn when_all(&self, tasks: &[u32]) -> bool {
+        tasks.iter().all(|seq| self.results.contains_key(seq))
+    }
+
+    /// A UUID from the instance id and a counter: the same on every replay.
+    pub fn new_guid(&mut self) -> String {
+        self.guids += 1;
+        let digest = Sha256::digest(format!("{}:{}", self.instance_id, self.guids));
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&digest[..16]);
+        b[6] = (b[6] & 0x0f) | 0x50; // version 5 layout (name-based, SHA)
+        b[8] = (b[8] & 0x3f) | 0x80;
+        let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        format!(
+            "{}-{}-{}-{}-{}",
+            &hex[0..8],
+            &hex[8..12],
+            &hex[12..16],
+            &hex[16..20],
+            &hex[20..32]
+        )
+    }
+
+    pub fn set_custom_status(&mut self, status: Option<String>) {
+        self.custom_status = status;
+    }
+
+    pub fn custom_status(&self) -> Option<String> {
+        self.custom_status.clone()
+    }
+
+    /// Steps taken since the last call, for the episode's commit.
+    pub fn take_new_actions(&mut self) -> Vec<(u32, Action)> {
+        std::mem::take(&mut self.new_actions)
+    }
+
+    /// Timers cancelled since the last call.
+    pub fn take_cancelled_timers(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.cancelled)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn activity(name: &str) -> Action {
+        Action::Activity {
+            name: name.into(),
+            input: "null".into(),
+            retry: None,
+        }
+    }
+
+    fn taken(seq: u32, action: Action) -> HistoryEvent {
+        HistoryEvent::ActionTaken {
+            seq,
+            action,
+            timestamp: 0,
+        }
+    }
+
+    #[test]
+    fn new_steps_are_recorded_in_order() {
+        let mut r = Replay::new("i", &[]);
+        assert!(!r.is_replaying());
+        assert_eq!(r.call_activity("A", "1", None).unwrap(), 0);
+        assert_eq!(r.create_timer(5).unwrap(), 1);
+        assert_eq!(r.wait_for_event("E").unwrap(), 2);
+        let steps = r.take_new_actions();
+        assert_eq!(steps.len(), 3);
+        assert_eq!(steps[1], (1, Action::Timer { fire_at: 5 }));
+        assert!(r.take_new_actions().is_empty());
+    }
+
+    #[test]
+    fn replayed_steps_match_history_and_are_not_recorded_again() {
+        let history = vec![
+            taken(0, activity("A")),
+            taken(1, Action::Timer { fire_at: 9 }),
+        ];
+        let mut r = Replay::new("i", &history);
+        assert!(r.is_replaying());
+        assert_eq!(r.call_activity("A", "null", None).unwrap(), 0);
+        assert_eq!(r.create_timer(9).unwrap(), 1);
+        assert!(r.take_new_actions().is_empty());
+        assert_eq!(r.call_activity("B", "null", None).unwrap(), 2);
+        assert_eq!(r.take_new_actions().len(), 1);
+    }
+
+    #[test]
+    fn a_diverging_step_names_both_sides() {
+        let history = vec![taken(0, Action::Timer { fire_at: 1 })];
+        let mut r = Replay::new("i", &history);
+        let err = r
+            .call_activity("E4_SendSmsChallenge", "null", None)
+            .unwrap_err();
+        assert_eq!(
+            err.0,
+            "step 0: history has timer, code asked for activity E4_SendSmsChallenge"
+        );
+    }
+
+    #[test]
+    fn when_any_follows_completion_order_not_argument_order() {
+        let mut r = Replay::new("i", &[]);
+        let event = r.wait_for_event("E").unwrap();
+        let timer = r.create_timer(10).unwrap();
+        assert_eq!(r.when_any(&[event, timer]), None);
+        r.reveal(&HistoryEvent::TimerFired { seq: timer });
+        r.reveal(&HistoryEvent::EventRaised {
+            name: "E".into(),
+            input: "1".into(),
+        });
+        assert_eq!(r.when_any(&[event, timer]), Some(1));
+        assert!(r.when_all(&[event, timer]));
+        assert_eq!(r.task_result(event), Some(Ok("1".into())));
+    }
+
+    #[test]
+    fn events_raised_early_are_kept_in_order_and_matched_by_exact_name() {
+        let mut r = Replay::new("i", &[]);
+        for (name, input) in [("Reply", "1"), ("reply", "2"), ("Reply", "3")] {
+            r.reveal(&HistoryEvent::EventRaised {
+                name: name.into(),
+                input: input.into(),
+            });
+        }
+        let first = r.wait_for_event("Reply").unwrap();
+        let second = r.wait_for_event("Reply").unwrap();
+        let third = r.wait_for_event("Reply").unwrap();
+        assert_eq!(r.task_result(first), Some(Ok("1".into())));
+        assert_eq!(r.task_result(second), Some(Ok("3".into())));
+        assert_eq!(r.task_result(third), None);
+        let lower = r.wait_for_event("reply").unwrap();
+        assert_eq!(r.task_result(lower), Some(Ok("2".into())));
+    }
+
+    #[test]
+    fn an_event_completes_the_oldest_open_wait() {
+        let mut r = Replay::new("i", &[]);
+        let a = r.wait_for_event("E").unwrap();
+        let b = r.wait_for_event("E").unwrap();
+        r.reveal(&HistoryEvent::EventRaised {
+            name: "E".into(),
+            input: "x".into(),
+        });
+        assert!(r.task_result(a).is_some());
+        assert!(r.task_result(b).is_none());
+    }
+
+    #[test]
+    fn settings_replay_their_recorded_value() {
+        let mut first = Replay::new("i", &[]);
+        assert_eq!(
+            first.setting("T", Some("5".into())).unwrap(),
+            Some("5".into())
+        );
+        let (seq, action) = first.take_new_actions().remove(0);
+        let mut again = Replay::new("i", &[taken(seq, action)]);
+        assert_eq!(
+            again.setting("T", Some("7".into())).unwrap(),
+            Some("5".into())
+        );
+    }
+
+    #[test]
+    fn cancelling_a_fired_or_unknown_timer_does_nothing() {
+        let mut r = Replay::new("i", &[]);
+        let t = r.create_timer(1).unwrap();
+        let u = r.create_timer(2).unwrap();
+        r.reveal(&HistoryEvent::TimerFired { seq: t });
+        r.cancel_timer(t);
+        r.cancel_timer(99);
+        r.cancel_timer(u);
+        assert_eq!(r.take_cancelled_timers(), vec![u]);
+    }
+
+    #[test]
+    fn guids_are_stable_per_instance_and_distinct() {
+        let mut a = Replay::new("one", &[]);
+        let mut b = Replay::new("one", &[]);
+        let first = a.new_guid();
+        assert_eq!(first, b.new_guid());
+        assert_ne!(first, a.new_guid());
+        assert_eq!(first.len(), 36);
+        assert_ne!(first, Replay::new("two", &[]).new_guid());
+    }
+
+    #[test]
+    fn a_duplicate_completion_is_ignored() {
+        let mut r = Replay::new("i", &[]);
+        let t = r.call_activity("A", "null", None).unwrap();
+        r.reveal(&HistoryEvent::TaskCompleted {
+            seq: t,
+            result: "1".into(),
+        });
+        r.reveal(&HistoryEvent::TaskCompleted {
+            seq: t,
+            result: "2".into(),
+        });
+        assert_eq!(r.task_result(t), Some(Ok("1".into())));
+    }
+}

@@ -1,0 +1,264 @@
+//! The running host: the store, the wasm runtime and the schedulers wired
+//! together, and the operations the API and CLI call.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use crate::engine::history::Message;
+use crate::runtime::{FunctionInfo, GuestFault, GuestLimits, Runtime};
+use crate::scheduler::activities::{activity_queue, ActivityQueue};
+use crate::scheduler::dispatch::Dispatcher;
+use crate::scheduler::timers::{timer_queue, TimerQueue};
+use crate::settings::Settings;
+use crate::store::{CreateOutcome, Durability, EnqueueOutcome, Store, StoreError};
+
+pub struct HostConfig {
+    pub db: PathBuf,
+    pub durability: Durability,
+    pub settings: Settings,
+    pub limits: GuestLimits,
+    /// Waiting instances kept in memory; 0 replays every episode.
+    pub hot_instances: usize,
+    pub activity_workers: usize,
+    /// The system key; `None` uses the stored one or generates it.
+    pub key: Option<String>,
+}
+
+/// Where each orchestrator lives: its app and that app's current version.
+#[derive(Default)]
+struct Catalog {
+    orchestrators: HashMap<String, (String, String)>,
+}
+
+pub struct Host {
+    pub store: Store,
+    pub runtime: Runtime,
+    pub settings: Arc<Settings>,
+    /// The system key every management route requires.
+    pub key: String,
+    pub(crate) dispatcher: Dispatcher,
+    pub(crate) timers: TimerQueue,
+    pub(crate) activities: ActivityQueue,
+    catalog: RwLock<Catalog>,
+}
+
+/// A deployed app, as the deploy route reports it.
+#[derive(Debug, serde::Serialize)]
+pub struct Deployed {
+    pub app: String,
+    pub version: String,
+    pub functions: Vec<FunctionInfo>,
+}
+
+#[derive(Debug)]
+pub enum DeployError {
+    Invalid(String),
+    Store(StoreError),
+}
+
+impl std::fmt::Display for DeployError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeployError::Invalid(reason) => f.write_str(reason),
+            DeployError::Store(error) => write!(f, "{error}"),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum StartError {
+    UnknownOrchestrator(String),
+    Conflict(String),
+    Store(StoreError),
+}
+
+impl Host {
+    /// Opens the store, loads the deployed apps, starts the schedulers and
+    /// picks up the work that was under way when the host last stopped.
+    pub async fn start(config: HostConfig) -> anyhow::Result<Arc<Host>> {
+        let store = Store::open(&config.db, config.durability)?;
+        let key = match config.key {
+            Some(key) => key,
+            None => {
+                let fresh: [u8; 32] = rand::random();
+                let fresh = fresh.iter().map(|b| format!("{b:02x}")).collect();
+                store.system_key(fresh).await?
+            }
+        };
+        let mut settings = config.settings;
+        settings.hide(&key);
+        let settings = Arc::new(settings);
+        let runtime = Runtime::new(settings.clone(), config.limits)?;
+        let (timers, timer_task) = timer_queue();
+        let (activities, workers) = activity_queue(config.activity_workers);
+        let host = Arc::new(Host {
+            store,
+            runtime,
+            settings,
+            key,
+            dispatcher: Dispatcher::new(config.hot_instances),
+            timers,
+            activities,
+            catalog: RwLock::new(Catalog::default()),
+        });
+        host.reload_catalog().await?;
+        tokio::spawn(timer_task.run(host.clone()));
+        tokio::spawn(workers.run(host.clone()));
+        for (id, seq, fire_at) in host.store.timers().await? {
+            host.timers.add(&id, seq, fire_at);
+        }
+        for activity in host.store.activities().await? {
+            host.activities.submit(activity);
+        }
+        for id in host.store.instances_with_messages().await? {
+            host.wake(&id);
+        }
+        Ok(host)
+    }
+
+    pub fn wake(self: &Arc<Self>, id: &str) {
+        self.dispatcher.wake(self, id);
+    }
+
+    async fn reload_catalog(&self) -> Result<(), StoreError> {
+        let mut catalog = Catalog::default();
+        for (app, version, functions) in self.store.current_apps().await? {
+            let functions: Vec<FunctionInfo> = serde_json::from_str(&functions)
+                .map_err(|e| StoreError::Corrupt(format!("function list of {app}: {e}")))?;
+            for f in functions.into_iter().filter(|f| f.kind == "orchestrator") {
+                catalog
+                    .orchestrators
+                    .insert(f.name, (app.clone(), version.clone()));
+            }
+        }
+        *self.catalog.write().expect("catalog") = catalog;
+        Ok(())
+    }
+
+    /// Makes a stored app version ready to run; a fault if it cannot be.
+    pub async fn ensure_loaded(&self, version: &str) -> Result<Result<(), GuestFault>, StoreError> {
+        if self.runtime.is_loaded(version) {
+            return Ok(Ok(()));
+        }
+        let Some((compiled, wasm)) = self.store.app_version(version.to_string()).await? else {
+            return Ok(Err(GuestFault(format!(
+                "app version {version} is not in the database"
+            ))));
+        };
+        Ok(self
+            .runtime
+            .load(version, &compiled, &wasm)
+            .map_err(|e| GuestFault(format!("app version {version} cannot be loaded: {e:#}"))))
+    }
+
+    /// Checks, compiles and stores a component as the current version of `app`.
+    pub async fn deploy(&self, app: &str, wasm: &[u8]) -> Result<Deployed, DeployError> {
+        let compiled = self
+            .runtime
+            .compile(wasm)
+            .await
+            .map_err(DeployError::Invalid)?;
+        {
+            let catalog = self.catalog.read().expect("catalog");
+            for f in compiled
+                .functions
+                .iter()
+                .filter(|f| f.kind == "orchestrator")
+            {
+                if let Some((other, _)) = catalog.orchestrators.get(&f.name) {
+                    if other != app {
+                        return Err(DeployError::Invalid(format!(
+                            "orchestrator {} is already deployed by app {other}",
+                            f.name
+                        )));
+                    }
+                }
+            }
+        }
+        let functions =
+            serde_json::to_string(&compiled.functions).expect("function list serializes");
+        self.store
+            .deploy(
+                app.to_string(),
+                compiled.version.clone(),
+                wasm.to_vec(),
+                compiled.compiled,
+                functions,
+            )
+            .await
+            .map_err(DeployError::Store)?;
+        self.reload_catalog().await.map_err(DeployError::Store)?;
+        Ok(Deployed {
+            app: app.to_string(),
+            version: compiled.version,
+            functions: compiled.functions,
+        })
+    }
+
+    /// Starts an orchestration; returns once the start is committed.
+    pub async fn start_instance(
+        self: &Arc<Self>,
+        orchestrator: &str,
+        id: String,
+        input: String,
+    ) -> Result<(), StartError> {
+        let version = self
+            .catalog
+            .read()
+            .expect("catalog")
+            .orchestrators
+            .get(orchestrator)
+            .map(|(_, version)| version.clone())
+            .ok_or_else(|| StartError::UnknownOrchestrator(orchestrator.to_string()))?;
+        let outcome = self
+            .store
+            .create_instance(id.clone(), orchestrator.to_string(), version, input)
+            .await
+            .map_err(StartError::Store)?;
+        match outcome {
+            CreateOutcome::Created => {
+                self.wake(&id);
+                Ok(())
+            }
+            CreateOutcome::Conflict(status) => Err(StartError::Conflict(format!(
+                "instance {id} already exists and is {}",
+                status.as_str()
+            ))),
+        }
+    }
+
+    /// Delivers a message (event, termination) to a running instance.
+    pub async fn send(
+        self: &Arc<Self>,
+        id: &str,
+        message: Message,
+    ) -> Result<EnqueueOutcome, StoreError> {
+        let outcome = self.store.enqueue(id.to_string(), message).await?;
+        if matches!(outcome, EnqueueOutcome::Queued) {
+            self.wake(id);
+        }
+        Ok(outcome)
+    }
+
+    /// Deletes an instance's state and history.
+    pub async fn purge(&self, id: &str) -> Result<bool, StoreError> {
+        let purged = self.store.purge_instance(id.to_string()).await?;
+        self.dispatcher.forget(id);
+        Ok(purged)
+    }
+
+    /// The names of the orchestrators that can be started.
+    pub fn orchestrators(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .catalog
+            .read()
+            .expect("catalog")
+            .orchestrators
+            .keys()
+            .cloned()
+            .collect();
+        names.sort();
+        names
+    }
+}

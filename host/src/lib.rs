@@ -1,0 +1,17 @@
+//! Durango: durable orchestrations for WebAssembly components.
+//!
+//! `host` wires the parts together: `store` (SQLite, one writer with group
+//! commit), `engine` (history, replay, episodes), `runtime` (wasmtime and the
+//! deterministic sandbox), `scheduler` (dispatch, timers, activity workers)
+//! and `api` (the HTTP routes). `client` is the CLI's side of the API.
+
+pub mod api;
+pub mod client;
+pub mod engine;
+pub mod fake_sms;
+pub mod host;
+pub mod runtime;
+pub mod scheduler;
+pub mod serve;
+pub mod settings;
+pub mod store;

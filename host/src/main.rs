@@ -1,0 +1,156 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use durango::client::{timeline, Client, ClientArgs};
+use durango::fake_sms::{self, FakeSmsArgs};
+use durango::serve::{serve, ServeArgs};
+
+/// Durable orchestrations for WebAssembly components.
+#[derive(Parser)]
+#[command(name = "durango", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the host: the HTTP API over the SQLite store.
+    Serve(ServeArgs),
+    /// Run a local stand-in for Twilio's SMS API (for the demo and tests).
+    FakeSms(FakeSmsArgs),
+    /// Deploy a component (app name = file stem unless --name).
+    Deploy {
+        file: PathBuf,
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Start an orchestration.
+    Start {
+        orchestrator: String,
+        /// The input, as JSON.
+        #[arg(long)]
+        input: Option<String>,
+        /// The instance id (generated if absent).
+        #[arg(long)]
+        id: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Raise an external event on an instance.
+    Raise {
+        id: String,
+        event: String,
+        /// The event data, as JSON.
+        data: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show an instance's status.
+    Status {
+        id: String,
+        /// Also print its history as a timeline.
+        #[arg(long)]
+        history: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Terminate a running instance.
+    Terminate {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List instances.
+    List {
+        /// Only these statuses (comma-separated, e.g. Running,Pending).
+        #[arg(long)]
+        status: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => run_server(serve(args)),
+        Command::FakeSms(args) => run_server(fake_sms::run(args)),
+        command => run_client(command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("durango: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_server(task: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(task)
+}
+
+fn run_client(command: Command) -> anyhow::Result<()> {
+    let answer = match &command {
+        Command::Serve(_) | Command::FakeSms(_) => unreachable!("servers run in run_server"),
+        Command::Deploy { file, name, client } => {
+            Client::new(client)?.deploy(file, name.as_deref())?
+        }
+        Command::Start {
+            orchestrator,
+            input,
+            id,
+            client,
+        } => Client::new(client)?.start(orchestrator, input.as_deref(), id.as_deref())?,
+        Command::Raise {
+            id,
+            event,
+            data,
+            client,
+        } => Client::new(client)?.raise(id, event, data.as_deref())?,
+        Command::Status {
+            id,
+            history,
+            client,
+        } => {
+            let answer = Client::new(client)?.status(id, *history)?;
+            if *history {
+                let mut status = answer.body.clone();
+                let events = timeline(&status);
+                if let Some(map) = status.as_object_mut() {
+                    map.remove("historyEvents");
+                }
+                println!("{}", serde_json::to_string_pretty(&status)?);
+                println!("{events}");
+                return Ok(());
+            }
+            answer
+        }
+        Command::Terminate { id, reason, client } => {
+            Client::new(client)?.terminate(id, reason.as_deref())?
+        }
+        Command::List { status, client } => Client::new(client)?.list(status.as_deref())?,
+    };
+    if answer.body.is_null() {
+        println!("{}", answer.status);
+    } else {
+        println!("{}", serde_json::to_string_pretty(&answer.body)?);
+    }
+    Ok(())
+}

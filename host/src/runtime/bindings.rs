@@ -1,0 +1,10 @@
+//! Host-side bindings of the `durango:orchestration` function-app world.
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "function-app",
+    imports: { default: trappable },
+    exports: { default: async },
+});
+
+pub use durango::orchestration::types::{ActivityContext, FunctionKind, LogLevel, PollResult};

@@ -1,0 +1,245 @@
+//! The state a guest's store carries, and the host calls it may make. One
+//! component serves both roles: as an orchestrator it sees only the replay
+//! engine; as an activity it sees settings and real I/O.
+
+use std::sync::Arc;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::StoreLimits;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+use super::bindings::durango::orchestration::{orchestration, settings, types};
+use super::bindings::LogLevel;
+use super::sandbox::OrchestrationClock;
+use crate::engine::history::RetryPolicy;
+use crate::engine::replay::Replay;
+use crate::settings::Settings;
+
+/// Keep at most this much of what a guest prints (for its failure message).
+pub const OUTPUT_CAPACITY: usize = 64 * 1024;
+
+pub enum Role {
+    Orchestrator {
+        replay: Replay,
+        clock: OrchestrationClock,
+    },
+    Activity,
+}
+
+pub struct GuestState {
+    pub role: Role,
+    pub settings: Arc<Settings>,
+    pub output: MemoryOutputPipe,
+    pub limits: StoreLimits,
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    deny_http: DenyHttp,
+}
+
+impl GuestState {
+    pub fn new(
+        role: Role,
+        settings: Arc<Settings>,
+        wasi: WasiCtx,
+        output: MemoryOutputPipe,
+        limits: StoreLimits,
+    ) -> Self {
+        GuestState {
+            role,
+            settings,
+            output,
+            limits,
+            wasi,
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            deny_http: DenyHttp,
+        }
+    }
+
+    pub fn replay(&mut self) -> wasmtime::Result<&mut Replay> {
+        match &mut self.role {
+            Role::Orchestrator { replay, .. } => Ok(replay),
+            Role::Activity => Err(wasmtime::Error::msg(
+                "orchestration calls are not available to activities",
+            )),
+        }
+    }
+
+    /// What the guest printed, with secrets removed.
+    pub fn printed(&self) -> String {
+        let text = String::from_utf8_lossy(&self.output.contents())
+            .trim()
+            .to_string();
+        self.settings.redact(&text)
+    }
+}
+
+impl WasiView for GuestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for GuestState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        let hooks: &mut dyn WasiHttpHooks = match self.role {
+            Role::Activity => Default::default(),
+            Role::Orchestrator { .. } => &mut self.deny_http,
+        };
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks,
+        }
+    }
+}
+
+/// Orchestrators make no network calls: that is what activities are for.
+struct DenyHttp;
+
+impl WasiHttpHooks for DenyHttp {
+    fn send_request(
+        &mut self,
+        _request: http::Request<wasmtime_wasi_http::WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn std::future::Future<
+                Output = wasmtime_wasi_http::Result<(
+                    http::Response<wasmtime_wasi_http::WasiBody>,
+                    Box<
+                        dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>>
+                            + Send,
+                    >,
+                )>,
+            > + Send,
+    > {
+        Box::new(std::future::ready(Err(
+            wasmtime_wasi_http::Error::HttpRequestDenied,
+        )))
+    }
+}
+
+impl types::Host for GuestState {}
+
+impl From<types::RetryPolicy> for RetryPolicy {
+    fn from(p: types::RetryPolicy) -> Self {
+        RetryPolicy {
+            max_attempts: p.max_attempts.max(1),
+            first_retry_interval_ms: p.first_retry_interval_ms,
+            backoff_coefficient: if p.backoff_coefficient.is_finite()
+                && p.backoff_coefficient >= 1.0
+            {
+                p.backoff_coefficient
+            } else {
+                1.0
+            },
+            max_retry_interval_ms: p.max_retry_interval_ms,
+            attempt_timeout_ms: p.attempt_timeout_ms,
+        }
+    }
+}
+
+impl orchestration::Host for GuestState {
+    fn instance_id(&mut self) -> wasmtime::Result<String> {
+        Ok(self.replay()?.instance_id().to_string())
+    }
+
+    fn current_time(&mut self) -> wasmtime::Result<u64> {
+        Ok(self.replay()?.now().max(0) as u64)
+    }
+
+    fn is_replaying(&mut self) -> wasmtime::Result<bool> {
+        Ok(self.replay()?.is_replaying())
+    }
+
+    fn new_guid(&mut self) -> wasmtime::Result<String> {
+        Ok(self.replay()?.new_guid())
+    }
+
+    fn call_activity(
+        &mut self,
+        name: String,
+        input: String,
+        retry: Option<types::RetryPolicy>,
+    ) -> wasmtime::Result<u32> {
+        Ok(self
+            .replay()?
+            .call_activity(&name, &input, retry.map(Into::into))?)
+    }
+
+    fn create_timer(&mut self, fire_at: u64) -> wasmtime::Result<u32> {
+        let fire_at = i64::try_from(fire_at).unwrap_or(i64::MAX);
+        Ok(self.replay()?.create_timer(fire_at)?)
+    }
+
+    fn cancel_timer(&mut self, timer: u32) -> wasmtime::Result<()> {
+        self.replay()?.cancel_timer(timer);
+        Ok(())
+    }
+
+    fn wait_for_event(&mut self, name: String) -> wasmtime::Result<u32> {
+        Ok(self.replay()?.wait_for_event(&name)?)
+    }
+
+    fn when_any(&mut self, tasks: Vec<u32>) -> wasmtime::Result<Option<u32>> {
+        Ok(self.replay()?.when_any(&tasks))
+    }
+
+    fn when_all(&mut self, tasks: Vec<u32>) -> wasmtime::Result<bool> {
+        Ok(self.replay()?.when_all(&tasks))
+    }
+
+    fn task_result(&mut self, task: u32) -> wasmtime::Result<Option<Result<String, String>>> {
+        Ok(self.replay()?.task_result(task))
+    }
+
+    fn set_custom_status(&mut self, status: Option<String>) -> wasmtime::Result<()> {
+        self.replay()?.set_custom_status(status);
+        Ok(())
+    }
+
+    fn log(&mut self, level: LogLevel, message: String) -> wasmtime::Result<()> {
+        let message = self.settings.redact(&message);
+        let replay = self.replay()?;
+        if replay.is_replaying() {
+            return Ok(());
+        }
+        let instance = replay.instance_id();
+        match level {
+            LogLevel::Trace => tracing::trace!(instance, "{message}"),
+            LogLevel::Debug => tracing::debug!(instance, "{message}"),
+            LogLevel::Info => tracing::info!(instance, "{message}"),
+            LogLevel::Warn => tracing::warn!(instance, "{message}"),
+            LogLevel::Error => tracing::error!(instance, "{message}"),
+        }
+        Ok(())
+    }
+
+    fn get_setting(&mut self, name: String) -> wasmtime::Result<Option<String>> {
+        if self.settings.is_secret(&name) {
+            return Err(wasmtime::Error::msg(format!(
+                "setting {name} is secret: orchestrators may not read it (history would keep it); read it in an activity"
+            )));
+        }
+        let current = self.settings.get(&name);
+        Ok(self.replay()?.setting(&name, current)?)
+    }
+}
+
+impl settings::Host for GuestState {
+    fn get(&mut self, name: String) -> wasmtime::Result<Option<String>> {
+        match self.role {
+            Role::Activity => Ok(self.settings.get(&name)),
+            Role::Orchestrator { .. } => Err(wasmtime::Error::msg(
+                "orchestrators read settings through orchestration.get-setting",
+            )),
+        }
+    }
+}

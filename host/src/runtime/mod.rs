@@ -1,0 +1,384 @@
+//! wasmtime: the engine, the linker, compiled apps, and running a guest as an
+//! orchestrator or as an activity.
+
+mod bindings;
+mod guest;
+mod sandbox;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, StoreLimitsBuilder, Trap};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+
+pub use bindings::{ActivityContext, FunctionKind, PollResult};
+use bindings::{FunctionApp, FunctionAppPre};
+use guest::{GuestState, Role, OUTPUT_CAPACITY};
+use sandbox::OrchestrationClock;
+
+use crate::engine::replay::{Nondeterminism, Replay};
+use crate::settings::Settings;
+
+/// How often the epoch ticks; guest time limits are counted in ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Limits that keep a guest from hurting the host.
+#[derive(Debug, Clone)]
+pub struct GuestLimits {
+    /// Longest an orchestrator may run between two waits.
+    pub orchestrator_step: Duration,
+    /// Default time limit for one activity attempt.
+    pub activity_attempt: Duration,
+    /// Linear memory one guest instance may grow to.
+    pub memory_bytes: usize,
+}
+
+impl Default for GuestLimits {
+    fn default() -> Self {
+        GuestLimits {
+            orchestrator_step: Duration::from_secs(10),
+            activity_attempt: Duration::from_secs(300),
+            memory_bytes: 256 << 20,
+        }
+    }
+}
+
+/// A function an app exports.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct FunctionInfo {
+    pub name: String,
+    pub kind: String,
+}
+
+/// A component checked and compiled at deploy time.
+pub struct Compiled {
+    pub version: String,
+    pub compiled: Vec<u8>,
+    pub functions: Vec<FunctionInfo>,
+}
+
+/// A guest stopped without finishing its call normally.
+#[derive(Debug, Clone)]
+pub struct GuestFault(pub String);
+
+impl std::fmt::Display for GuestFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<GuestState>,
+    loaded: Mutex<HashMap<String, FunctionAppPre<GuestState>>>,
+    settings: Arc<Settings>,
+    limits: GuestLimits,
+}
+
+impl Runtime {
+    pub fn new(settings: Arc<Settings>, limits: GuestLimits) -> anyhow::Result<Runtime> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config)?;
+        let ticker = engine.weak();
+        std::thread::Builder::new()
+            .name("durango-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = ticker.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        FunctionApp::add_to_linker::<_, wasmtime::component::HasSelf<GuestState>>(
+            &mut linker,
+            |s| s,
+        )?;
+        Ok(Runtime {
+            engine,
+            linker,
+            loaded: Mutex::new(HashMap::new()),
+            settings,
+            limits,
+        })
+    }
+
+    /// Checks that `wasm` is a Durango function app, compiles it and lists
+    /// its functions. The error says why the bytes were refused.
+    pub async fn compile(&self, wasm: &[u8]) -> Result<Compiled, String> {
+        let version = hex(&Sha256::digest(wasm));
+        let engine = self.engine.clone();
+        let bytes = wasm.to_vec();
+        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
+            .await
+            .map_err(|e| format!("compilation stopped: {e}"))?
+            .map_err(|e| format!("not a valid WebAssembly component: {}", root_cause(&e)))?;
+        let pre = self.prepare(&component)?;
+        let compiled = component
+            .serialize()
+            .map_err(|e| format!("cannot serialize the compiled component: {e}"))?;
+        let functions = self.list_functions(&pre).await?;
+        self.loaded
+            .lock()
+            .expect("app cache")
+            .insert(version.clone(), pre);
+        Ok(Compiled {
+            version,
+            compiled,
+            functions,
+        })
+    }
+
+    fn prepare(&self, component: &Component) -> Result<FunctionAppPre<GuestState>, String> {
+        let pre = self.linker.instantiate_pre(component).map_err(|e| {
+            format!(
+                "the component imports something Durango does not provide: {}",
+                root_cause(&e)
+            )
+        })?;
+        FunctionAppPre::new(pre).map_err(|e| {
+            format!(
+                "the component does not export the durango:orchestration function-app world: {}",
+                root_cause(&e)
+            )
+        })
+    }
+
+    async fn list_functions(
+        &self,
+        pre: &FunctionAppPre<GuestState>,
+    ) -> Result<Vec<FunctionInfo>, String> {
+        let (mut store, app) = self
+            .instantiate(pre, Role::Activity)
+            .await
+            .map_err(|e| format!("the component failed to start: {e}"))?;
+        let functions = app
+            .durango_orchestration_app()
+            .call_functions(&mut store)
+            .await
+            .map_err(|e| {
+                format!(
+                    "the component's function list failed: {}",
+                    fault(&store, &e)
+                )
+            })?;
+        Ok(functions
+            .into_iter()
+            .map(|f| FunctionInfo {
+                name: f.name,
+                kind: match f.kind {
+                    FunctionKind::Orchestrator => "orchestrator",
+                    FunctionKind::Activity => "activity",
+                }
+                .to_string(),
+            })
+            .collect())
+    }
+
+    /// Makes a stored version ready to instantiate (deserializing its
+    /// compiled form, or compiling again if this wasmtime cannot read it).
+    pub fn load(&self, version: &str, compiled: &[u8], wasm: &[u8]) -> anyhow::Result<()> {
+        if self.loaded.lock().expect("app cache").contains_key(version) {
+            return Ok(());
+        }
+        // SAFETY: the bytes were produced by `Component::serialize` on this
+        // host and stored in our own database.
+        let component = match unsafe { Component::deserialize(&self.engine, compiled) } {
+            Ok(component) => component,
+            Err(_) => Component::new(&self.engine, wasm)?,
+        };
+        let pre = self.prepare(&component).map_err(anyhow::Error::msg)?;
+        self.loaded
+            .lock()
+            .expect("app cache")
+            .insert(version.to_string(), pre);
+        Ok(())
+    }
+
+    pub fn is_loaded(&self, version: &str) -> bool {
+        self.loaded.lock().expect("app cache").contains_key(version)
+    }
+
+    fn pre(&self, version: &str) -> Result<FunctionAppPre<GuestState>, GuestFault> {
+        self.loaded
+            .lock()
+            .expect("app cache")
+            .get(version)
+            .cloned()
+            .ok_or_else(|| GuestFault(format!("app version {version} is not loaded")))
+    }
+
+    async fn instantiate(
+        &self,
+        pre: &FunctionAppPre<GuestState>,
+        role: Role,
+    ) -> Result<(wasmtime::Store<GuestState>, FunctionApp), GuestFault> {
+        let output = MemoryOutputPipe::new(OUTPUT_CAPACITY);
+        let wasi = match &role {
+            Role::Orchestrator { replay, clock } => {
+                sandbox::orchestrator_wasi(replay.instance_id(), clock, &output)
+            }
+            Role::Activity => sandbox::activity_wasi(&output),
+        };
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.limits.memory_bytes)
+            .instances(100)
+            .build();
+        let state = GuestState::new(role, self.settings.clone(), wasi, output, limits);
+        let mut store = wasmtime::Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_async_yield_and_update(1);
+        let app = pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| GuestFault(format!("instantiation failed: {}", fault(&store, &e))))?;
+        Ok((store, app))
+    }
+
+    /// A fresh orchestrator instance of `version` over `replay`.
+    pub async fn orchestrator(
+        &self,
+        version: &str,
+        replay: Replay,
+    ) -> Result<Orchestrator, GuestFault> {
+        let pre = self.pre(version)?;
+        let clock = OrchestrationClock::default();
+        clock.set(replay.now());
+        let (store, app) = self
+            .instantiate(&pre, Role::Orchestrator { replay, clock })
+            .await?;
+        Ok(Orchestrator {
+            store,
+            app,
+            step_ticks: ticks(self.limits.orchestrator_step),
+        })
+    }
+
+    /// Runs one activity attempt to completion (or its time limit).
+    pub async fn run_activity(
+        &self,
+        version: &str,
+        name: &str,
+        input: &str,
+        context: ActivityContext,
+        time_limit: Option<Duration>,
+    ) -> Result<String, String> {
+        let limit = time_limit.unwrap_or(self.limits.activity_attempt);
+        let pre = self.pre(version).map_err(|e| e.0)?;
+        let run = async {
+            let (mut store, app) = self
+                .instantiate(&pre, Role::Activity)
+                .await
+                .map_err(|e| e.0)?;
+            let result = app
+                .durango_orchestration_activity()
+                .call_run(&mut store, name, input, &context)
+                .await;
+            match result {
+                Ok(outcome) => outcome,
+                Err(e) => Err(fault(&store, &e)),
+            }
+        };
+        match tokio::time::timeout(limit, run).await {
+            Ok(outcome) => outcome.map_err(|e| self.settings.redact(&e)),
+            Err(_) => Err(format!(
+                "activity {name} exceeded its time limit of {limit:?}"
+            )),
+        }
+    }
+}
+
+/// An orchestrator instance: a store whose guest holds the running
+/// orchestration in its memory.
+pub struct Orchestrator {
+    store: wasmtime::Store<GuestState>,
+    app: FunctionApp,
+    step_ticks: u64,
+}
+
+impl Orchestrator {
+    pub fn replay(&mut self) -> &mut Replay {
+        match &mut self.store.data_mut().role {
+            Role::Orchestrator { replay, .. } => replay,
+            Role::Activity => unreachable!("an Orchestrator always has the orchestrator role"),
+        }
+    }
+
+    /// Reveals a history event to the guest, moving its clock along.
+    pub fn reveal(&mut self, event: &crate::engine::history::HistoryEvent) {
+        let data = self.store.data_mut();
+        if let Role::Orchestrator { replay, clock } = &mut data.role {
+            replay.reveal(event);
+            clock.set(replay.now());
+        }
+    }
+
+    fn arm(&mut self) {
+        self.store.epoch_deadline_trap();
+        self.store.set_epoch_deadline(self.step_ticks);
+    }
+
+    pub async fn start(&mut self, name: &str, input: &str) -> Result<PollResult, GuestFault> {
+        self.arm();
+        let result = self
+            .app
+            .durango_orchestration_orchestrator()
+            .call_start(&mut self.store, name, input)
+            .await;
+        result.map_err(|e| GuestFault(fault(&self.store, &e)))
+    }
+
+    pub async fn resume(&mut self) -> Result<PollResult, GuestFault> {
+        self.arm();
+        let result = self
+            .app
+            .durango_orchestration_orchestrator()
+            .call_resume(&mut self.store)
+            .await;
+        result.map_err(|e| GuestFault(fault(&self.store, &e)))
+    }
+}
+
+fn ticks(limit: Duration) -> u64 {
+    (limit.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn root_cause(error: &wasmtime::Error) -> String {
+    error.root_cause().to_string()
+}
+
+/// Explains why a guest call failed, in words for the instance's status.
+fn fault(store: &wasmtime::Store<GuestState>, error: &wasmtime::Error) -> String {
+    let state = store.data();
+    if let Some(nondeterminism) = error.downcast_ref::<Nondeterminism>() {
+        return nondeterminism.to_string();
+    }
+    let printed = state.printed();
+    let reason = match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => {
+            "the guest ran past its time limit without waiting (stopped by epoch interruption)"
+                .to_string()
+        }
+        Some(Trap::UnreachableCodeReached) if !printed.is_empty() => {
+            "the guest panicked".to_string()
+        }
+        Some(trap) => format!("the guest trapped: {trap}"),
+        None => state.settings.redact(&format!("{:#}", error.root_cause())),
+    };
+    if printed.is_empty() {
+        reason
+    } else {
+        format!("{reason}: {printed}")
+    }
+}

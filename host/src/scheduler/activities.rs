@@ -1,0 +1,119 @@
+//! The activity worker pool. Activities run at least once: the row stays in
+//! `activities` until its result is in the inbox, so a crash mid-run means a
+//! re-run after restart, and a committed result is never run again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::engine::history::Message;
+use crate::host::Host;
+use crate::runtime::ActivityContext;
+use crate::store::{now_ms, ActivityRow};
+
+#[derive(Clone)]
+pub struct ActivityQueue {
+    tx: mpsc::UnboundedSender<ActivityRow>,
+}
+
+pub struct ActivityWorkers {
+    rx: mpsc::UnboundedReceiver<ActivityRow>,
+    slots: Arc<Semaphore>,
+}
+
+pub fn activity_queue(workers: usize) -> (ActivityQueue, ActivityWorkers) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let slots = Arc::new(Semaphore::new(workers.max(1)));
+    (ActivityQueue { tx }, ActivityWorkers { rx, slots })
+}
+
+impl ActivityQueue {
+    pub fn submit(&self, activity: ActivityRow) {
+        let _ = self.tx.send(activity);
+    }
+}
+
+impl ActivityWorkers {
+    pub async fn run(mut self, host: Arc<Host>) {
+        while let Some(activity) = self.rx.recv().await {
+            let host = host.clone();
+            let slots = self.slots.clone();
+            tokio::spawn(async move {
+                let wait = activity.run_at.saturating_sub(now_ms());
+                if wait > 0 {
+                    tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+                }
+                let Ok(_slot) = slots.acquire().await else {
+                    return;
+                };
+                run_attempt(&host, activity).await;
+            });
+        }
+    }
+}
+
+async fn run_attempt(host: &Arc<Host>, activity: ActivityRow) {
+    let attempt = activity.attempt + 1;
+    let context = ActivityContext {
+        instance_id: activity.instance_id.clone(),
+        idempotency_key: format!("{}:{}", activity.instance_id, activity.seq),
+        attempt,
+    };
+    let limit = (activity.retry.attempt_timeout_ms > 0)
+        .then(|| Duration::from_millis(activity.retry.attempt_timeout_ms));
+    let outcome = match host.ensure_loaded(&activity.version).await {
+        Ok(Ok(())) => {
+            host.runtime
+                .run_activity(
+                    &activity.version,
+                    &activity.name,
+                    &activity.input,
+                    context,
+                    limit,
+                )
+                .await
+        }
+        Ok(Err(fault)) => Err(fault.0),
+        Err(error) => {
+            tracing::error!(instance = %activity.instance_id, %error, "cannot load an activity's app; it will run after restart");
+            return;
+        }
+    };
+    let (id, seq) = (activity.instance_id.clone(), activity.seq);
+    let message = match outcome {
+        Ok(result) => Message::ActivityCompleted {
+            seq,
+            result: host.settings.redact(&result),
+        },
+        Err(error) if attempt < activity.retry.max_attempts => {
+            let run_at = now_ms() + activity.retry.delay_before(attempt + 1) as i64;
+            tracing::warn!(instance = %id, activity = %activity.name, attempt, %error, "activity failed; will retry");
+            match host
+                .store
+                .retry_activity(id.clone(), seq, attempt, run_at)
+                .await
+            {
+                Ok(true) => host.activities.submit(ActivityRow {
+                    attempt,
+                    run_at,
+                    ..activity
+                }),
+                Ok(false) => {}
+                Err(e) => tracing::error!(instance = %id, error = %e, "cannot record a retry"),
+            }
+            return;
+        }
+        Err(error) => Message::ActivityFailed {
+            seq,
+            error: host.settings.redact(&error),
+        },
+    };
+    match host.store.complete_activity(id.clone(), seq, message).await {
+        Ok(true) => host.wake(&id),
+        Ok(false) => {} // the instance finished meanwhile, or a re-run reported first
+        Err(error) => {
+            tracing::error!(instance = %id, %error, "cannot record an activity result; it will run again after restart")
+        }
+    }
+}

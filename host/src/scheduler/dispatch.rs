@@ -1,0 +1,142 @@
+//! Runs each instance's episodes one at a time, in inbox order, and keeps
+//! waiting instances hot (their guest parked in memory) in a bounded LRU
+//! cache. An evicted or restarted instance is rebuilt from its rows alone.
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+
+use lru::LruCache;
+
+use crate::engine::episode;
+use crate::engine::replay::Replay;
+use crate::host::Host;
+use crate::runtime::{GuestFault, Orchestrator};
+use crate::store::{InstanceRow, StoreError};
+
+struct Hot {
+    guest: Orchestrator,
+    history_len: usize,
+}
+
+pub struct Dispatcher {
+    /// Instances with an episode under way; `true` = new messages came meanwhile.
+    active: Mutex<HashMap<String, bool>>,
+    hot: Option<Mutex<LruCache<String, Hot>>>,
+}
+
+impl Dispatcher {
+    pub fn new(hot_instances: usize) -> Dispatcher {
+        Dispatcher {
+            active: Mutex::new(HashMap::new()),
+            hot: NonZeroUsize::new(hot_instances).map(|n| Mutex::new(LruCache::new(n))),
+        }
+    }
+
+    /// Makes sure the instance's inbox gets processed.
+    pub fn wake(&self, host: &Arc<Host>, id: &str) {
+        let mut active = self.active.lock().expect("dispatch table");
+        match active.get_mut(id) {
+            Some(again) => *again = true,
+            None => {
+                active.insert(id.to_string(), false);
+                tokio::spawn(drive(host.clone(), id.to_string()));
+            }
+        }
+    }
+
+    /// Drops a hot instance whose rows are gone.
+    pub fn forget(&self, id: &str) {
+        self.take_hot(id);
+    }
+
+    fn take_hot(&self, id: &str) -> Option<Hot> {
+        self.hot.as_ref()?.lock().expect("hot cache").pop(id)
+    }
+
+    fn keep_hot(&self, id: &str, hot: Hot) {
+        if let Some(cache) = &self.hot {
+            cache.lock().expect("hot cache").put(id.to_string(), hot);
+        }
+    }
+
+    /// Whether another round is needed (messages arrived during this one).
+    fn finish_round(&self, id: &str) -> bool {
+        let mut active = self.active.lock().expect("dispatch table");
+        if active.get(id).copied().unwrap_or(false) {
+            active.insert(id.to_string(), false);
+            true
+        } else {
+            active.remove(id);
+            false
+        }
+    }
+}
+
+async fn drive(host: Arc<Host>, id: String) {
+    loop {
+        if let Err(error) = process(&host, &id).await {
+            tracing::error!(instance = %id, %error, "episode not committed; its messages stay queued");
+        }
+        if !host.dispatcher.finish_round(&id) {
+            return;
+        }
+    }
+}
+
+async fn process(host: &Arc<Host>, id: &str) -> Result<(), StoreError> {
+    let dispatcher = &host.dispatcher;
+    let messages = host.store.inbox(id.to_string()).await?;
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let instance = match host.store.instance(id.to_string()).await? {
+        Some(instance) if !instance.status.is_terminal() => instance,
+        _ => {
+            dispatcher.take_hot(id);
+            let ids = messages.into_iter().map(|(id, _)| id).collect();
+            return host.store.discard_messages(ids).await;
+        }
+    };
+    let (mut guest, history_len, fault) = match dispatcher.take_hot(id) {
+        Some(hot) => (Some(hot.guest), hot.history_len, None),
+        None => rebuild(host, &instance).await?,
+    };
+    let episode = episode::run(guest.as_mut(), &instance, history_len, messages, fault).await;
+    let history_len = history_len + episode.commit.events.len();
+    let activities = episode.commit.activities.clone();
+    let timers = episode.commit.timers.clone();
+    host.store.commit_episode(episode.commit).await?;
+    for activity in activities {
+        host.activities.submit(activity);
+    }
+    for (seq, fire_at) in timers {
+        host.timers.add(id, seq, fire_at);
+    }
+    if let (true, Some(guest)) = (episode.waiting, guest) {
+        dispatcher.keep_hot(id, Hot { guest, history_len });
+    }
+    Ok(())
+}
+
+/// The cold path: a fresh guest replayed over the stored history. A guest
+/// that cannot be rebuilt comes back as a fault that fails the instance.
+async fn rebuild(
+    host: &Arc<Host>,
+    instance: &InstanceRow,
+) -> Result<(Option<Orchestrator>, usize, Option<GuestFault>), StoreError> {
+    let history = host.store.history(instance.id.clone()).await?;
+    let len = history.len();
+    if let Err(fault) = host.ensure_loaded(&instance.version).await? {
+        return Ok((None, len, Some(fault)));
+    }
+    let replay = Replay::new(&instance.id, &history);
+    let mut guest = match host.runtime.orchestrator(&instance.version, replay).await {
+        Ok(guest) => guest,
+        Err(fault) => return Ok((None, len, Some(fault))),
+    };
+    match episode::replay_history(&mut guest, &history).await {
+        Ok(()) => Ok((Some(guest), len, None)),
+        Err(fault) => Ok((None, len, Some(fault))),
+    }
+}

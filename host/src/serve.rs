@@ -1,0 +1,112 @@
+//! `durango serve`: start the host and its HTTP listener.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::api::{self, ApiState};
+use crate::host::{Host, HostConfig};
+use crate::runtime::GuestLimits;
+use crate::settings::Settings;
+use crate::store::Durability;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The SQLite database file (created on first use).
+    #[arg(long, env = "DURANGO_DB", default_value = "durango.db")]
+    pub db: PathBuf,
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, env = "DURANGO_LISTEN", default_value = "127.0.0.1:7071")]
+    pub listen: SocketAddr,
+    /// Deploy these components at start-up (app name = file stem).
+    #[arg(long = "deploy", value_name = "FILE.wasm")]
+    pub deploy: Vec<PathBuf>,
+    /// App settings file (TOML; a [secrets] table holds secret settings).
+    #[arg(long, env = "DURANGO_SETTINGS")]
+    pub settings: Option<PathBuf>,
+    /// `full` syncs every commit to disk before answering; `normal` may lose
+    /// the last commits on power loss (never on a process crash).
+    #[arg(long, env = "DURANGO_DURABILITY", value_enum, default_value = "full")]
+    pub durability: Durability,
+    /// Waiting instances kept in memory; 0 replays history for every episode.
+    #[arg(long, env = "DURANGO_HOT_INSTANCES", default_value_t = 1024)]
+    pub hot_instances: usize,
+    /// Activities that may run at once.
+    #[arg(long, env = "DURANGO_ACTIVITY_WORKERS", default_value_t = 64)]
+    pub activity_workers: usize,
+    /// Largest request body accepted, in bytes (deploys excepted).
+    #[arg(long, env = "DURANGO_MAX_BODY", default_value_t = 1 << 20)]
+    pub max_body: usize,
+    /// Longest an orchestrator may run between two waits, in milliseconds.
+    #[arg(long, env = "DURANGO_ORCHESTRATOR_STEP_MS", default_value_t = 10_000)]
+    pub orchestrator_step_ms: u64,
+    /// Default time limit of one activity attempt, in milliseconds.
+    #[arg(long, env = "DURANGO_ACTIVITY_TIMEOUT_MS", default_value_t = 300_000)]
+    pub activity_timeout_ms: u64,
+    /// Linear memory one guest instance may use, in MiB.
+    #[arg(long, env = "DURANGO_GUEST_MEMORY_MB", default_value_t = 256)]
+    pub guest_memory_mb: usize,
+}
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let settings = Settings::load(args.settings.as_deref())?;
+    let key_from_env = std::env::var("DURANGO_KEY").ok().filter(|k| !k.is_empty());
+    let config = HostConfig {
+        db: args.db.clone(),
+        durability: args.durability,
+        settings,
+        limits: GuestLimits {
+            orchestrator_step: Duration::from_millis(args.orchestrator_step_ms),
+            activity_attempt: Duration::from_millis(args.activity_timeout_ms),
+            memory_bytes: args.guest_memory_mb << 20,
+        },
+        hot_instances: args.hot_instances,
+        activity_workers: args.activity_workers,
+        key: key_from_env.clone(),
+    };
+    let host = Host::start(config)
+        .await
+        .with_context(|| format!("cannot open the database {}", args.db.display()))?;
+    for file in &args.deploy {
+        let app = file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .context("a --deploy file needs a name")?;
+        let wasm =
+            std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let deployed = host
+            .deploy(app, &wasm)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot deploy {}: {e}", file.display()))?;
+        let names: Vec<&str> = deployed.functions.iter().map(|f| f.name.as_str()).collect();
+        println!(
+            "deployed {} ({}): {}",
+            deployed.app,
+            &deployed.version[..12],
+            names.join(", ")
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let address = listener.local_addr()?;
+    println!("listening on http://{address}");
+    match key_from_env {
+        Some(_) => println!("system key: taken from DURANGO_KEY"),
+        None => println!("system key: {}", host.key),
+    }
+    let state = ApiState {
+        key: host.key.clone().into(),
+        host,
+    };
+    let app = api::router(state, args.max_body);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,215 @@
+//! The reads the engine and the API need.
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::{Store, StoreError};
+use crate::engine::history::{HistoryEvent, Message, RetryPolicy, RuntimeStatus};
+use crate::store::ActivityRow;
+
+#[derive(Debug, Clone)]
+pub struct InstanceRow {
+    pub id: String,
+    pub name: String,
+    pub version: String,
+    pub status: RuntimeStatus,
+    pub input: String,
+    pub output: Option<String>,
+    pub custom_status: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Which instances a list asks for.
+#[derive(Debug, Clone, Default)]
+pub struct InstanceFilter {
+    pub statuses: Vec<RuntimeStatus>,
+    pub created_from: Option<i64>,
+    pub created_to: Option<i64>,
+    pub id_prefix: Option<String>,
+    /// Continue after this (created_at, id).
+    pub after: Option<(i64, String)>,
+    pub limit: usize,
+}
+
+const INSTANCE_COLUMNS: &str =
+    "id, name, version, status, input, output, custom_status, created_at, updated_at";
+
+fn instance_row(row: &Row<'_>) -> rusqlite::Result<InstanceRow> {
+    let status: String = row.get(3)?;
+    Ok(InstanceRow {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        version: row.get(2)?,
+        status: RuntimeStatus::parse(&status).unwrap_or(RuntimeStatus::Failed),
+        input: row.get(4)?,
+        output: row.get(5)?,
+        custom_status: row.get(6)?,
+        created_at: row.get(7)?,
+        updated_at: row.get(8)?,
+    })
+}
+
+fn decode<T: serde::de::DeserializeOwned>(what: &str, json: &str) -> Result<T, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+fn activity_row(row: &Row<'_>) -> rusqlite::Result<(ActivityRow, String)> {
+    let retry: Option<String> = row.get(5)?;
+    Ok((
+        ActivityRow {
+            instance_id: row.get(0)?,
+            seq: row.get(1)?,
+            version: row.get(2)?,
+            name: row.get(3)?,
+            input: row.get(4)?,
+            retry: RetryPolicy::ONCE,
+            attempt: row.get(6)?,
+            run_at: row.get(7)?,
+        },
+        retry.unwrap_or_default(),
+    ))
+}
+
+impl Store {
+    pub async fn instance(&self, id: String) -> Result<Option<InstanceRow>, StoreError> {
+        self.read(move |conn| {
+            let sql = format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE id = ?1");
+            Ok(conn.query_row(&sql, [id], instance_row).optional()?)
+        })
+        .await
+    }
+
+    pub async fn history(&self, id: String) -> Result<Vec<HistoryEvent>, StoreError> {
+        self.read(move |conn| read_history(conn, &id)).await
+    }
+
+    /// The instance's unconsumed messages, oldest first, with their ids.
+    pub async fn inbox(&self, id: String) -> Result<Vec<(i64, Message)>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, message FROM inbox WHERE instance_id = ?1 ORDER BY id",
+            )?;
+            let rows =
+                stmt.query_map([id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+            rows.map(|row| {
+                let (id, json) = row?;
+                Ok((id, decode("inbox message", &json)?))
+            })
+            .collect()
+        })
+        .await
+    }
+
+    /// A version's compiled form and original bytes.
+    pub async fn app_version(
+        &self,
+        version: String,
+    ) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+        self.read(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT compiled, wasm FROM app_versions WHERE version = ?1",
+                    [version],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    /// Every app's current version: (name, version, functions JSON).
+    pub async fn current_apps(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT apps.name, apps.version, v.functions
+                   FROM apps JOIN app_versions v ON v.version = apps.version ORDER BY apps.name",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    /// Every pending timer: (instance, seq, fire_at).
+    pub async fn timers(&self) -> Result<Vec<(String, u32, i64)>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare("SELECT instance_id, seq, fire_at FROM timers")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    /// Every activity call still owed a result.
+    pub async fn activities(&self) -> Result<Vec<ActivityRow>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT instance_id, seq, version, name, input, retry, attempt, run_at FROM activities",
+            )?;
+            let rows = stmt.query_map([], activity_row)?;
+            rows.map(|row| {
+                let (mut activity, retry) = row?;
+                if !retry.is_empty() {
+                    activity.retry = decode("retry policy", &retry)?;
+                }
+                Ok(activity)
+            })
+            .collect()
+        })
+        .await
+    }
+
+    /// Instances with messages waiting: the work left when the host stopped.
+    pub async fn instances_with_messages(&self) -> Result<Vec<String>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare("SELECT DISTINCT instance_id FROM inbox")?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    /// Instances matching `filter`, oldest first.
+    pub async fn list_instances(
+        &self,
+        filter: InstanceFilter,
+    ) -> Result<Vec<InstanceRow>, StoreError> {
+        self.read(move |conn| {
+            let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
+            let statuses = serde_json::to_string(&statuses).expect("strings serialize");
+            let (after_time, after_id) = filter.after.clone().unwrap_or((i64::MIN, String::new()));
+            let sql = format!(
+                "SELECT {INSTANCE_COLUMNS} FROM instances
+                  WHERE (?1 = '[]' OR status IN (SELECT value FROM json_each(?1)))
+                    AND (?2 IS NULL OR created_at >= ?2)
+                    AND (?3 IS NULL OR created_at <= ?3)
+                    AND (?4 IS NULL OR substr(id, 1, length(?4)) = ?4)
+                    AND (created_at > ?5 OR (created_at = ?5 AND id > ?6))
+                  ORDER BY created_at, id
+                  LIMIT ?7"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(
+                params![
+                    statuses,
+                    filter.created_from,
+                    filter.created_to,
+                    filter.id_prefix,
+                    after_time,
+                    after_id,
+                    filter.limit as i64
+                ],
+                instance_row,
+            )?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+}
+
+pub(crate) fn read_history(conn: &Connection, id: &str) -> Result<Vec<HistoryEvent>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT event FROM history WHERE instance_id = ?1 ORDER BY position")?;
+    let rows = stmt.query_map([id], |r| r.get::<_, String>(0))?;
+    rows.map(|row| decode("history event", &row?)).collect()
+}

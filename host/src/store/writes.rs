@@ -1,0 +1,309 @@
+//! The logical transactions the writer commits.
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{now_ms, Store, StoreError};
+use crate::engine::history::{HistoryEvent, Message, RetryPolicy, RuntimeStatus};
+
+pub enum CreateOutcome {
+    Created,
+    /// An instance with that id exists and has not finished.
+    Conflict(RuntimeStatus),
+}
+
+pub enum EnqueueOutcome {
+    Queued,
+    NotFound,
+    /// The instance has finished; nothing will read the message.
+    Terminal(RuntimeStatus),
+}
+
+/// An activity call waiting for (another) attempt.
+#[derive(Debug, Clone)]
+pub struct ActivityRow {
+    pub instance_id: String,
+    pub seq: u32,
+    pub version: String,
+    pub name: String,
+    pub input: String,
+    pub retry: RetryPolicy,
+    /// Attempts already made.
+    pub attempt: u32,
+    pub run_at: i64,
+}
+
+/// Everything one episode changes, committed atomically with the messages it
+/// consumed.
+#[derive(Debug, Default)]
+pub struct EpisodeCommit {
+    pub instance_id: String,
+    /// Position of the first new event (the history's length before).
+    pub first_position: usize,
+    pub events: Vec<HistoryEvent>,
+    pub consumed: Vec<i64>,
+    pub activities: Vec<ActivityRow>,
+    pub timers: Vec<(u32, i64)>,
+    pub cancelled_timers: Vec<u32>,
+    pub status: Option<RuntimeStatus>,
+    pub output: Option<String>,
+    /// `Some` replaces the custom status (`Some(None)` clears it).
+    pub custom_status: Option<Option<String>>,
+}
+
+fn status_of(conn: &Connection, id: &str) -> rusqlite::Result<Option<RuntimeStatus>> {
+    let status: Option<String> = conn
+        .query_row("SELECT status FROM instances WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    Ok(status.and_then(|s| RuntimeStatus::parse(&s)))
+}
+
+fn insert_message(conn: &Connection, id: &str, message: &Message) -> rusqlite::Result<()> {
+    let json = serde_json::to_string(message).expect("messages serialize");
+    conn.execute(
+        "INSERT INTO inbox (instance_id, message) VALUES (?1, ?2)",
+        params![id, json],
+    )?;
+    Ok(())
+}
+
+/// Removes every row an instance owns.
+fn delete_instance_rows(conn: &Connection, id: &str) -> rusqlite::Result<()> {
+    for table in ["history", "inbox", "activities", "timers"] {
+        conn.execute(&format!("DELETE FROM {table} WHERE instance_id = ?1"), [id])?;
+    }
+    conn.execute("DELETE FROM instances WHERE id = ?1", [id])?;
+    Ok(())
+}
+
+impl Store {
+    /// Stores a deployed version and makes it the app's current one.
+    pub async fn deploy(
+        &self,
+        app: String,
+        version: String,
+        wasm: Vec<u8>,
+        compiled: Vec<u8>,
+        functions: String,
+    ) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            let now = now_ms();
+            conn.execute(
+                "INSERT INTO app_versions (version, app, wasm, compiled, functions, deployed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(version) DO UPDATE SET compiled = excluded.compiled",
+                params![version, app, wasm, compiled, functions, now],
+            )?;
+            conn.execute(
+                "INSERT INTO apps (name, version, deployed_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(name) DO UPDATE SET version = excluded.version,
+                                                 deployed_at = excluded.deployed_at",
+                params![app, version, now],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Creates an instance with its start message, replacing a finished
+    /// instance of the same id.
+    pub async fn create_instance(
+        &self,
+        id: String,
+        name: String,
+        version: String,
+        input: String,
+    ) -> Result<CreateOutcome, StoreError> {
+        self.write(move |conn| {
+            if let Some(status) = status_of(conn, &id)? {
+                if !status.is_terminal() {
+                    return Ok(CreateOutcome::Conflict(status));
+                }
+                delete_instance_rows(conn, &id)?;
+            }
+            let now = now_ms();
+            conn.execute(
+                "INSERT INTO instances (id, name, version, status, input, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, 'Pending', ?4, ?5, ?5)",
+                params![id, name, version, input, now],
+            )?;
+            insert_message(conn, &id, &Message::Start { input })?;
+            Ok(CreateOutcome::Created)
+        })
+        .await
+    }
+
+    /// Puts a message in a running instance's inbox.
+    pub async fn enqueue(
+        &self,
+        id: String,
+        message: Message,
+    ) -> Result<EnqueueOutcome, StoreError> {
+        self.write(move |conn| match status_of(conn, &id)? {
+            None => Ok(EnqueueOutcome::NotFound),
+            Some(status) if status.is_terminal() => Ok(EnqueueOutcome::Terminal(status)),
+            Some(_) => {
+                insert_message(conn, &id, &message)?;
+                Ok(EnqueueOutcome::Queued)
+            }
+        })
+        .await
+    }
+
+    pub async fn commit_episode(&self, commit: EpisodeCommit) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            let id = commit.instance_id.as_str();
+            if status_of(conn, id)?.is_none() {
+                return Ok(()); // purged while the episode ran
+            }
+            let mut append = conn.prepare_cached(
+                "INSERT INTO history (instance_id, position, event) VALUES (?1, ?2, ?3)",
+            )?;
+            for (offset, event) in commit.events.iter().enumerate() {
+                let json = serde_json::to_string(event).expect("history events serialize");
+                append.execute(params![id, (commit.first_position + offset) as i64, json])?;
+            }
+            let mut consume = conn.prepare_cached("DELETE FROM inbox WHERE id = ?1")?;
+            for message in &commit.consumed {
+                consume.execute([message])?;
+            }
+            let now = now_ms();
+            if commit.status.is_some_and(RuntimeStatus::is_terminal) {
+                conn.execute("DELETE FROM timers WHERE instance_id = ?1", [id])?;
+                conn.execute("DELETE FROM activities WHERE instance_id = ?1", [id])?;
+            } else {
+                let mut timer = conn.prepare_cached(
+                    "INSERT OR REPLACE INTO timers (instance_id, seq, fire_at) VALUES (?1, ?2, ?3)",
+                )?;
+                for (seq, fire_at) in &commit.timers {
+                    timer.execute(params![id, seq, fire_at])?;
+                }
+                let mut cancel =
+                    conn.prepare_cached("DELETE FROM timers WHERE instance_id = ?1 AND seq = ?2")?;
+                for seq in &commit.cancelled_timers {
+                    cancel.execute(params![id, seq])?;
+                }
+                let mut activity = conn.prepare_cached(
+                    "INSERT OR REPLACE INTO activities
+                       (instance_id, seq, version, name, input, retry, attempt, run_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?;
+                for a in &commit.activities {
+                    let retry = serde_json::to_string(&a.retry).expect("retry policy serializes");
+                    activity.execute(params![
+                        id, a.seq, a.version, a.name, a.input, retry, a.attempt, a.run_at
+                    ])?;
+                }
+            }
+            conn.execute(
+                "UPDATE instances SET status = COALESCE(?2, status),
+                                      output = COALESCE(?3, output),
+                                      custom_status = CASE WHEN ?4 THEN ?5 ELSE custom_status END,
+                                      updated_at = ?6
+                 WHERE id = ?1",
+                params![
+                    id,
+                    commit.status.map(RuntimeStatus::as_str),
+                    commit.output,
+                    commit.custom_status.is_some(),
+                    commit.custom_status.flatten(),
+                    now
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records an activity's outcome in the inbox, unless the call is no
+    /// longer wanted (the instance finished, or a re-run already reported).
+    pub async fn complete_activity(
+        &self,
+        id: String,
+        seq: u32,
+        message: Message,
+    ) -> Result<bool, StoreError> {
+        self.write(move |conn| {
+            let removed = conn.execute(
+                "DELETE FROM activities WHERE instance_id = ?1 AND seq = ?2",
+                params![id, seq],
+            )?;
+            if removed == 1 {
+                insert_message(conn, &id, &message)?;
+            }
+            Ok(removed == 1)
+        })
+        .await
+    }
+
+    /// Notes a failed attempt and when to try again.
+    pub async fn retry_activity(
+        &self,
+        id: String,
+        seq: u32,
+        attempt: u32,
+        run_at: i64,
+    ) -> Result<bool, StoreError> {
+        self.write(move |conn| {
+            let changed = conn.execute(
+                "UPDATE activities SET attempt = ?3, run_at = ?4 WHERE instance_id = ?1 AND seq = ?2",
+                params![id, seq, attempt, run_at],
+            )?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    /// Turns a due timer into a message, unless it was cancelled or its
+    /// instance finished meanwhile.
+    pub async fn fire_timer(&self, id: String, seq: u32) -> Result<bool, StoreError> {
+        self.write(move |conn| {
+            let removed = conn.execute(
+                "DELETE FROM timers WHERE instance_id = ?1 AND seq = ?2",
+                params![id, seq],
+            )?;
+            if removed == 1 {
+                insert_message(conn, &id, &Message::TimerFired { seq })?;
+            }
+            Ok(removed == 1)
+        })
+        .await
+    }
+
+    /// Drops inbox messages that no episode can use (the instance finished).
+    pub async fn discard_messages(&self, ids: Vec<i64>) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            let mut delete = conn.prepare_cached("DELETE FROM inbox WHERE id = ?1")?;
+            for id in ids {
+                delete.execute([id])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Deletes an instance and everything it owns; false if there was none.
+    pub async fn purge_instance(&self, id: String) -> Result<bool, StoreError> {
+        self.write(move |conn| {
+            let existed = status_of(conn, &id)?.is_some();
+            delete_instance_rows(conn, &id)?;
+            Ok(existed)
+        })
+        .await
+    }
+
+    /// The stored system key, storing `candidate` first if there is none.
+    pub async fn system_key(&self, candidate: String) -> Result<String, StoreError> {
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('system_key', ?1)",
+                [candidate],
+            )?;
+            conn.query_row("SELECT value FROM meta WHERE key = 'system_key'", [], |r| {
+                r.get(0)
+            })
+        })
+        .await
+    }
+}

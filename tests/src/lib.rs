@@ -1,0 +1,429 @@
+//! Harness for the end-to-end tests: starts the real `durango` binary (and
+//! its fake SMS endpoint) as processes on loopback, and talks HTTP to them.
+//!
+//! The Makefile points `DURANGO_BIN` at the binary and `DURANGO_WASM_DIR` at
+//! the components built from `orchestrators/`.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const KEY: &str = "e2e-system-key-3b1f";
+pub const TWILIO_SID: &str = "AC0123456789";
+pub const TWILIO_TOKEN: &str = "twilio-secret-token-9f8e7d";
+pub const TWILIO_FROM: &str = "+15005550006";
+
+/// Generous: a first deploy compiles the component.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+pub const WAIT: Duration = Duration::from_secs(30);
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"))
+}
+
+pub fn durango_bin() -> PathBuf {
+    std::env::var_os("DURANGO_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("debug/durango"))
+}
+
+/// A component built from `orchestrators/`, e.g. `wasm("phone_verification")`.
+pub fn wasm(name: &str) -> PathBuf {
+    let dir = std::env::var_os("DURANGO_WASM_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("wasm32-wasip2/guest"));
+    let path = dir.join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run `make test`",
+        path.display()
+    );
+    path
+}
+
+/// Polls `check` until it yields a value or `timeout` passes.
+pub fn wait_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Spawns a server process and waits for its `listening on http://ADDR` line.
+fn spawn_listening(mut command: Command, log: &Path) -> (Child, String) {
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("open the log file");
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log_file))
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", command.get_program()));
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        for line in lines.by_ref().map_while(Result::ok) {
+            if let Some(address) = line.strip_prefix("listening on ") {
+                let _ = tx.send(address.trim().to_string());
+                break;
+            }
+        }
+        // Keep draining so the child never blocks on a full pipe.
+        for _ in lines.map_while(Result::ok) {}
+    });
+    match rx.recv_timeout(START_TIMEOUT) {
+        Ok(base) => (child, base),
+        Err(_) => {
+            let _ = child.kill();
+            let mut text = String::new();
+            let _ = std::fs::File::open(log).and_then(|mut f| f.read_to_string(&mut text));
+            panic!("server did not start listening; its log:\n{text}");
+        }
+    }
+}
+
+/// An HTTP answer.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .new_agent()
+}
+
+/// One HTTP request; `url` is absolute.
+pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Answer {
+    let agent = agent();
+    let result = match method {
+        "GET" | "DELETE" => {
+            let mut req = if method == "GET" {
+                agent.get(url)
+            } else {
+                agent.delete(url)
+            };
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            req.call()
+        }
+        _ => {
+            let mut req = match method {
+                "PUT" => agent.put(url),
+                "PATCH" => agent.patch(url),
+                _ => agent.post(url),
+            };
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            match body {
+                Some(bytes) => req.send(bytes),
+                None => req.send_empty(),
+            }
+        }
+    };
+    let mut response = result.unwrap_or_else(|e| panic!("{method} {url} failed: {e}"));
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let text = response
+        .body_mut()
+        .with_config()
+        .limit(64 << 20)
+        .read_to_string()
+        .unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Answer {
+        status,
+        headers,
+        body,
+        text,
+    }
+}
+
+/// How to run a host.
+#[derive(Clone)]
+pub struct HostOptions {
+    pub apps: Vec<&'static str>,
+    pub env: Vec<(String, String)>,
+    pub args: Vec<String>,
+}
+
+impl Default for HostOptions {
+    fn default() -> Self {
+        HostOptions {
+            apps: vec!["phone_verification", "hello_sequence", "test_guests"],
+            env: Vec::new(),
+            args: Vec::new(),
+        }
+    }
+}
+
+impl HostOptions {
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.args.push(arg.to_string());
+        self
+    }
+
+    /// Twilio settings pointing at `sms`, the token marked secret.
+    pub fn twilio(self, sms: &FakeSms) -> Self {
+        self.env("TwilioAccountSid", TWILIO_SID)
+            .env("TwilioAuthToken", TWILIO_TOKEN)
+            .env("TwilioPhoneNumber", TWILIO_FROM)
+            .env("TwilioBaseUrl", &sms.base)
+            .env("DURANGO_SECRET_SETTINGS", "TwilioAuthToken")
+    }
+}
+
+/// A running `durango serve` over a database in its own temporary folder.
+pub struct Host {
+    child: Option<Child>,
+    pub base: String,
+    pub dir: tempfile::TempDir,
+    options: HostOptions,
+}
+
+impl Host {
+    pub fn start(options: HostOptions) -> Host {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let mut host = Host {
+            child: None,
+            base: String::new(),
+            dir,
+            options,
+        };
+        host.launch();
+        host
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.dir.path().join("durango.db")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("host.log")
+    }
+
+    /// Everything the host wrote to its log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn launch(&mut self) {
+        let mut command = Command::new(durango_bin());
+        command
+            .arg("serve")
+            .arg("--db")
+            .arg(self.db())
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .env("DURANGO_KEY", KEY)
+            .env("RUST_LOG", "info")
+            .env_remove("DURANGO_DB")
+            .env_remove("DURANGO_LISTEN");
+        for app in &self.options.apps {
+            command.arg("--deploy").arg(wasm(app));
+        }
+        command.args(&self.options.args);
+        for (k, v) in &self.options.env {
+            command.env(k, v);
+        }
+        let (child, base) = spawn_listening(command, &self.log_path());
+        self.child = Some(child);
+        self.base = format!("http://{base}");
+    }
+
+    /// `kill -9`: no shutdown, no flush.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL the host");
+            child.wait().expect("reap the host");
+        }
+    }
+
+    /// Starts the host again on the same database (on a new port).
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.launch();
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// A request with the system key in the `x-functions-key` header.
+    pub fn call(&self, method: &str, path: &str, body: Option<&str>) -> Answer {
+        request(
+            method,
+            &self.url(path),
+            &[
+                ("x-functions-key", KEY),
+                ("content-type", "application/json"),
+            ],
+            body.map(str::as_bytes),
+        )
+    }
+
+    /// Starts an orchestration; panics unless it answers 202.
+    pub fn start_orchestration(&self, name: &str, input: &str) -> String {
+        let answer = self.call("POST", &format!("/api/orchestrators/{name}"), Some(input));
+        assert_eq!(answer.status, 202, "start {name}: {}", answer.text);
+        answer.body["id"]
+            .as_str()
+            .expect("an instance id")
+            .to_string()
+    }
+
+    pub fn status(&self, id: &str) -> Answer {
+        self.call(
+            "GET",
+            &format!("/runtime/webhooks/durabletask/instances/{id}"),
+            None,
+        )
+    }
+
+    pub fn status_with_history(&self, id: &str) -> Answer {
+        self.call(
+            "GET",
+            &format!("/runtime/webhooks/durabletask/instances/{id}?showHistory=true&showHistoryOutput=true"),
+            None,
+        )
+    }
+
+    pub fn raise(&self, id: &str, event: &str, data: &str) -> Answer {
+        self.call(
+            "POST",
+            &format!("/runtime/webhooks/durabletask/instances/{id}/raiseEvent/{event}"),
+            Some(data),
+        )
+    }
+
+    /// Waits until the instance has finished; returns its status body.
+    pub fn wait_finished(&self, id: &str) -> Value {
+        wait_until(&format!("instance {id} to finish"), WAIT, || {
+            let answer = self.status(id);
+            (answer.status == 200).then_some(answer.body)
+        })
+    }
+
+    /// Waits until the instance's history holds `count` events of `kind`.
+    pub fn wait_history(&self, id: &str, kind: &str, count: usize) -> Value {
+        wait_until(&format!("{count} {kind} events in {id}"), WAIT, || {
+            let answer = self.status_with_history(id);
+            let seen = answer.body["historyEvents"].as_array().map_or(0, |events| {
+                events.iter().filter(|e| e["EventType"] == kind).count()
+            });
+            (seen >= count).then_some(answer.body)
+        })
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// `durango fake-sms`: a Twilio stand-in on loopback.
+pub struct FakeSms {
+    child: Child,
+    pub base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl FakeSms {
+    pub fn start() -> FakeSms {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let mut command = Command::new(durango_bin());
+        command.args([
+            "fake-sms",
+            "--listen",
+            "127.0.0.1:0",
+            "--account-sid",
+            TWILIO_SID,
+            "--auth-token",
+            TWILIO_TOKEN,
+        ]);
+        let (child, base) = spawn_listening(command, &dir.path().join("sms.log"));
+        FakeSms {
+            child,
+            base: format!("http://{base}"),
+            _dir: dir,
+        }
+    }
+
+    pub fn messages(&self) -> Vec<Value> {
+        let answer = request("GET", &format!("{}/messages", self.base), &[], None);
+        answer.body.as_array().cloned().unwrap_or_default()
+    }
+
+    /// Messages sent to `to`, once there are at least `count`.
+    pub fn wait_messages_to(&self, to: &str, count: usize) -> Vec<Value> {
+        wait_until(&format!("{count} SMS to {to}"), WAIT, || {
+            let sent: Vec<Value> = self
+                .messages()
+                .into_iter()
+                .filter(|m| m["to"] == to)
+                .collect();
+            (sent.len() >= count).then_some(sent)
+        })
+    }
+
+    /// The code in the (first) SMS sent to `to`.
+    pub fn code_sent_to(&self, to: &str) -> u32 {
+        let message = &self.wait_messages_to(to, 1)[0];
+        let body = message["body"].as_str().expect("an SMS body");
+        body.strip_prefix("Your verification code is ")
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected SMS body {body:?}"))
+    }
+}
+
+impl Drop for FakeSms {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

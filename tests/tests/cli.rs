@@ -1,0 +1,121 @@
+//! The client commands of the `durango` CLI against a running host.
+
+use std::process::{Command, Output};
+
+use durango_e2e::{durango_bin, wait_until, wasm, Host, HostOptions, KEY, WAIT};
+use serde_json::Value;
+
+fn durango(host: &Host, args: &[&str]) -> Output {
+    Command::new(durango_bin())
+        .args(args)
+        .env("DURANGO_URL", &host.base)
+        .env("DURANGO_KEY", KEY)
+        .output()
+        .expect("run durango")
+}
+
+fn json_of(output: &Output) -> Value {
+    assert!(
+        output.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("JSON output")
+}
+
+#[test]
+fn the_client_commands_drive_an_instance() {
+    let host = Host::start(HostOptions {
+        apps: vec![],
+        ..HostOptions::default()
+    });
+    let path = wasm("test_guests");
+    let deployed = json_of(&durango(
+        &host,
+        &["deploy", path.to_str().unwrap(), "--name", "guests"],
+    ));
+    assert_eq!(deployed["app"], "guests");
+
+    let started = json_of(&durango(
+        &host,
+        &[
+            "start",
+            "EchoAfterEvent",
+            "--input",
+            "\"Go\"",
+            "--id",
+            "cli-1",
+        ],
+    ));
+    assert_eq!(started["id"], "cli-1");
+
+    let listed = json_of(&durango(&host, &["list", "--status", "Running,Pending"]));
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+
+    assert!(
+        durango(&host, &["raise", "cli-1", "Go", "\"from the cli\""])
+            .status
+            .success()
+    );
+    let status = wait_until("cli-1 to complete", WAIT, || {
+        let status = json_of(&durango(&host, &["status", "cli-1"]));
+        (status["runtimeStatus"] == "Completed").then_some(status)
+    });
+    assert_eq!(status["output"], "from the cli");
+
+    let timeline = durango(&host, &["status", "cli-1", "--history"]);
+    let text = String::from_utf8_lossy(&timeline.stdout);
+    assert!(text.contains("ExecutionStarted"), "{text}");
+    assert!(text.contains("EventRaised"), "{text}");
+    assert!(text.contains("TaskCompleted"), "{text}");
+
+    json_of(&durango(
+        &host,
+        &[
+            "start",
+            "EchoAfterEvent",
+            "--input",
+            "\"Go\"",
+            "--id",
+            "cli-2",
+        ],
+    ));
+    assert!(
+        durango(&host, &["terminate", "cli-2", "--reason", "enough"])
+            .status
+            .success()
+    );
+    let terminated = wait_until("cli-2 to terminate", WAIT, || {
+        let status = json_of(&durango(&host, &["status", "cli-2"]));
+        (status["runtimeStatus"] == "Terminated").then_some(status)
+    });
+    assert_eq!(terminated["output"], "enough");
+}
+
+#[test]
+fn client_errors_are_one_line_and_exit_non_zero() {
+    let host = Host::start(HostOptions {
+        apps: vec![],
+        ..HostOptions::default()
+    });
+    for args in [
+        vec!["status", "nobody"],
+        vec!["start", "Nothing"],
+        vec!["start", "Nothing", "--input", "{bad"],
+        vec!["deploy", "/no/such/file.wasm"],
+    ] {
+        let output = durango(&host, &args);
+        assert!(!output.status.success(), "{args:?} succeeded");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("durango: "), "{stderr}");
+    }
+    let no_key = Command::new(durango_bin())
+        .args(["list"])
+        .env("DURANGO_URL", &host.base)
+        .env_remove("DURANGO_KEY")
+        .output()
+        .unwrap();
+    assert!(!no_key.status.success());
+    assert!(String::from_utf8_lossy(&no_key.stderr).contains("key"));
+}
