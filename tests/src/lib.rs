@@ -272,7 +272,7 @@ impl Host {
         }
         let (child, base) = spawn_listening(command, &self.log_path());
         self.child = Some(child);
-        self.base = format!("http://{base}");
+        self.base = base;
     }
 
     /// `kill -9`: no shutdown, no flush.
@@ -389,7 +389,7 @@ impl FakeSms {
         let (child, base) = spawn_listening(command, &dir.path().join("sms.log"));
         FakeSms {
             child,
-            base: format!("http://{base}"),
+            base,
             _dir: dir,
         }
     }

@@ -117,7 +117,7 @@ fn std_clock_and_randomness_replay_identically() {
     let host = Host::start(HostOptions::default().arg("--hot-instances").arg("0"));
     let id = host.start_orchestration("StdClockAndRandom", "null");
     host.wait_history(&id, "ExecutionStarted", 1);
-    host.raise(&id, "Continue", "null");
+    host.raise(&id, "Continue", "\"go\"");
     let status = host.wait_finished(&id);
     assert_eq!(status["runtimeStatus"], "Completed", "{status}");
 }

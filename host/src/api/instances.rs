@@ -276,7 +276,7 @@ fn encode_token(created_at: i64, id: &str) -> String {
 
 fn decode_token(token: &str) -> Result<(i64, String), ApiError> {
     let invalid = || ApiError::bad_request("the continuation token is not valid");
-    if token.len() % 2 != 0 {
+    if !token.len().is_multiple_of(2) {
         return Err(invalid());
     }
     let bytes: Vec<u8> = (0..token.len())

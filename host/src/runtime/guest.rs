@@ -22,7 +22,7 @@ pub const OUTPUT_CAPACITY: usize = 64 * 1024;
 
 pub enum Role {
     Orchestrator {
-        replay: Replay,
+        replay: Box<Replay>,
         clock: OrchestrationClock,
     },
     Activity,

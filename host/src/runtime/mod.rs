@@ -252,7 +252,13 @@ impl Runtime {
         let clock = OrchestrationClock::default();
         clock.set(replay.now());
         let (store, app) = self
-            .instantiate(&pre, Role::Orchestrator { replay, clock })
+            .instantiate(
+                &pre,
+                Role::Orchestrator {
+                    replay: Box::new(replay),
+                    clock,
+                },
+            )
             .await?;
         Ok(Orchestrator {
             store,
