@@ -32,6 +32,7 @@ mod context;
 mod error;
 mod executor;
 pub mod http;
+mod json;
 mod registry;
 mod task;
 

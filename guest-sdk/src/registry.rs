@@ -58,7 +58,7 @@ impl Registry {
 }
 
 fn decode_input<I: DeserializeOwned>(function: &str, input: &str) -> Result<I, String> {
-    serde_json::from_str(input).map_err(|e| format!("{function}: input does not fit: {e}"))
+    crate::json::decode(input).map_err(|e| format!("{function}: input does not fit: {e}"))
 }
 
 fn encode_output<O: Serialize>(output: Result<O, Error>) -> Outcome {

@@ -48,7 +48,7 @@ impl<T: DeserializeOwned> Future for Task<T> {
         match host::task_result(self.id) {
             None => Poll::Pending,
             Some(Err(message)) => Poll::Ready(Err(TaskError { message })),
-            Some(Ok(json)) => Poll::Ready(serde_json::from_str(&json).map_err(|e| TaskError {
+            Some(Ok(json)) => Poll::Ready(crate::json::decode(&json).map_err(|e| TaskError {
                 message: format!("task {} output does not decode: {e}", self.id),
             })),
         }

@@ -174,11 +174,95 @@ impl Client {
         self.call("POST", &path, None)
     }
 
-    pub fn list(&self, status: Option<&str>) -> anyhow::Result<Answer> {
-        let query = status
-            .map(|s| format!("?runtimeStatus={}", crate::api::encode(s)))
-            .unwrap_or_default();
-        self.call("GET", &format!("{PREFIX}/instances{query}"), None)
+    /// Lists instances; `filters` are query parameters (`runtimeStatus`,
+    /// `createdTimeFrom`, `createdTimeTo`, `instanceIdPrefix`, `top`). Follows
+    /// continuation tokens unless `top` caps the count.
+    pub fn list(&self, filters: &[(&str, String)]) -> anyhow::Result<Answer> {
+        let query: String = filters
+            .iter()
+            .map(|(k, v)| format!("{k}={}", crate::api::encode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let url = format!("{}{PREFIX}/instances?{query}", self.base);
+        let capped = filters.iter().any(|(k, _)| *k == "top");
+        let mut all = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut request = self.agent.get(&url).header("x-functions-key", &self.key);
+            if let Some(token) = &token {
+                request = request.header("x-ms-continuation-token", token);
+            }
+            let mut response = request
+                .call()
+                .with_context(|| format!("cannot reach {}", self.base))?;
+            let next = response
+                .headers()
+                .get("x-ms-continuation-token")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let status = response.status().as_u16();
+            let text = response
+                .body_mut()
+                .read_to_string()
+                .context("cannot read the response")?;
+            let page: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+            if status >= 400 {
+                bail!(
+                    "{status}: {}",
+                    page.get("error")
+                        .and_then(Value::as_str)
+                        .unwrap_or("list failed")
+                );
+            }
+            all.extend(page.as_array().cloned().unwrap_or_default());
+            match next {
+                Some(next) if !capped => token = Some(next),
+                _ => break,
+            }
+        }
+        Ok(Answer {
+            status: 200,
+            body: Value::Array(all),
+        })
+    }
+
+    /// `suspend`, `resume`, `rewind` or `restart` an instance.
+    pub fn control(
+        &self,
+        id: &str,
+        operation: &str,
+        reason: Option<&str>,
+    ) -> anyhow::Result<Answer> {
+        let reason = crate::api::encode(reason.unwrap_or(""));
+        let path = format!(
+            "{PREFIX}/instances/{}/{operation}?reason={reason}",
+            crate::api::encode(id)
+        );
+        self.call("POST", &path, None)
+    }
+
+    pub fn restart(&self, id: &str, same_id: bool) -> anyhow::Result<Answer> {
+        let path = format!(
+            "{PREFIX}/instances/{}/restart?restartWithNewInstanceId={}",
+            crate::api::encode(id),
+            !same_id
+        );
+        self.call("POST", &path, None)
+    }
+
+    /// Purges one instance, or (with no id) the finished ones in a time range.
+    pub fn purge(&self, id: Option<&str>, filters: &[(&str, String)]) -> anyhow::Result<Answer> {
+        let path = match id {
+            Some(id) => format!("{PREFIX}/instances/{}", crate::api::encode(id)),
+            None => {
+                let query: Vec<String> = filters
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", crate::api::encode(v)))
+                    .collect();
+                format!("{PREFIX}/instances?{}", query.join("&"))
+            }
+        };
+        self.call("DELETE", &path, None)
     }
 }
 

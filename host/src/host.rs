@@ -4,14 +4,20 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
-use crate::engine::history::Message;
+use tokio::sync::broadcast;
+
+use crate::engine::history::{Message, RuntimeStatus};
+use crate::engine::rewind;
 use crate::runtime::{FunctionInfo, GuestFault, GuestLimits, Runtime};
 use crate::scheduler::activities::{activity_queue, ActivityQueue};
 use crate::scheduler::dispatch::Dispatcher;
 use crate::scheduler::timers::{timer_queue, TimerQueue};
 use crate::settings::Settings;
-use crate::store::{CreateOutcome, Durability, EnqueueOutcome, Store, StoreError};
+use crate::store::{
+    now_ms, ActivityRow, CreateOutcome, Durability, EnqueueOutcome, InstanceRow, Store, StoreError,
+};
 
 pub struct HostConfig {
     pub db: PathBuf,
@@ -41,6 +47,24 @@ pub struct Host {
     pub(crate) timers: TimerQueue,
     pub(crate) activities: ActivityQueue,
     catalog: RwLock<Catalog>,
+    lifecycle: broadcast::Sender<Lifecycle>,
+}
+
+/// An instance changed status (committed).
+#[derive(Debug, Clone)]
+pub struct Lifecycle {
+    pub instance_id: String,
+    pub status: RuntimeStatus,
+}
+
+/// How many status changes a slow listener may fall behind by.
+const LIFECYCLE_BACKLOG: usize = 4096;
+
+#[derive(Debug)]
+pub enum RewindError {
+    NotFound,
+    NotFailed(RuntimeStatus),
+    Store(StoreError),
 }
 
 /// A deployed app, as the deploy route reports it.
@@ -101,6 +125,7 @@ impl Host {
             timers,
             activities,
             catalog: RwLock::new(Catalog::default()),
+            lifecycle: broadcast::channel(LIFECYCLE_BACKLOG).0,
         });
         host.reload_catalog().await?;
         tokio::spawn(timer_task.run(host.clone()));
@@ -218,6 +243,7 @@ impl Host {
             .map_err(StartError::Store)?;
         match outcome {
             CreateOutcome::Created => {
+                self.announce(&id, RuntimeStatus::Pending);
                 self.wake(&id);
                 Ok(())
             }
@@ -246,6 +272,92 @@ impl Host {
         let purged = self.store.purge_instance(id.to_string()).await?;
         self.dispatcher.forget(id);
         Ok(purged)
+    }
+
+    /// Tells waiters that an instance's status changed.
+    pub(crate) fn announce(&self, instance_id: &str, status: RuntimeStatus) {
+        let _ = self.lifecycle.send(Lifecycle {
+            instance_id: instance_id.to_string(),
+            status,
+        });
+    }
+
+    /// The instance once it has finished, or `None` if `timeout` passed
+    /// first (or it does not exist). Woken by status changes, not polling.
+    pub async fn wait_finished(
+        &self,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<Option<InstanceRow>, StoreError> {
+        let mut changes = self.lifecycle.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match self.store.instance(id.to_string()).await? {
+                Some(row) if row.status.is_terminal() => return Ok(Some(row)),
+                Some(_) => {}
+                None => return Ok(None),
+            }
+            loop {
+                match tokio::time::timeout_at(deadline, changes.recv()).await {
+                    Err(_) => return Ok(None),
+                    Ok(Ok(change)) if change.instance_id != id || !change.status.is_terminal() => {}
+                    // Our instance finished, or we fell behind: look again.
+                    Ok(_) => break,
+                }
+            }
+        }
+    }
+
+    /// Runs a failed instance again from where it failed.
+    pub async fn rewind(self: &Arc<Self>, id: &str, reason: String) -> Result<(), RewindError> {
+        let row = self
+            .store
+            .instance(id.to_string())
+            .await
+            .map_err(RewindError::Store)?
+            .ok_or(RewindError::NotFound)?;
+        if row.status != RuntimeStatus::Failed {
+            return Err(RewindError::NotFailed(row.status));
+        }
+        let history = self
+            .store
+            .history(id.to_string())
+            .await
+            .map_err(RewindError::Store)?;
+        let (history, retries) = rewind::without_failures(&history);
+        let activities: Vec<ActivityRow> = retries
+            .into_iter()
+            .map(|(seq, name, input, retry)| ActivityRow {
+                instance_id: id.to_string(),
+                seq,
+                version: row.version.clone(),
+                name,
+                input,
+                retry,
+                attempt: 0,
+                run_at: now_ms(),
+            })
+            .collect();
+        let rewound = self
+            .store
+            .rewind(
+                id.to_string(),
+                history,
+                activities.clone(),
+                Message::Rewind { reason },
+            )
+            .await
+            .map_err(RewindError::Store)?;
+        if !rewound {
+            return Err(RewindError::NotFailed(RuntimeStatus::Failed));
+        }
+        self.dispatcher.forget(id);
+        self.announce(id, RuntimeStatus::Running);
+        for activity in activities {
+            self.activities.submit(activity);
+        }
+        self.wake(id);
+        Ok(())
     }
 
     /// The names of the orchestrators that can be started.

@@ -71,9 +71,76 @@ enum Command {
         /// Only these statuses (comma-separated, e.g. Running,Pending).
         #[arg(long)]
         status: Option<String>,
+        /// Created at or after this time (ISO 8601).
+        #[arg(long)]
+        created_from: Option<String>,
+        /// Created at or before this time (ISO 8601).
+        #[arg(long)]
+        created_to: Option<String>,
+        /// Only ids starting with this.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// At most this many.
+        #[arg(long)]
+        top: Option<u32>,
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Suspend a running instance (events raised meanwhile are kept).
+    Suspend {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Resume a suspended instance.
+    Resume {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Run a Failed instance again from where it failed.
+    Rewind {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Start an instance's orchestrator again with the same input.
+    Restart {
+        id: String,
+        /// Reuse the id (the instance must have finished).
+        #[arg(long)]
+        same_id: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Delete an instance's history, or finished instances by creation time.
+    Purge {
+        /// The instance; omit it to purge by --created-from/--created-to.
+        id: Option<String>,
+        #[arg(long)]
+        created_from: Option<String>,
+        #[arg(long)]
+        created_to: Option<String>,
+        /// Statuses to purge (default Completed,Failed,Terminated).
+        #[arg(long)]
+        status: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// The query parameters for whichever of these were given.
+fn filters<'a>(given: &[(&'a str, Option<String>)]) -> Vec<(&'a str, String)> {
+    given
+        .iter()
+        .filter_map(|(k, v)| v.clone().map(|v| (*k, v)))
+        .collect()
 }
 
 fn main() -> ExitCode {
@@ -145,7 +212,53 @@ fn run_client(command: Command) -> anyhow::Result<()> {
         Command::Terminate { id, reason, client } => {
             Client::new(client)?.terminate(id, reason.as_deref())?
         }
-        Command::List { status, client } => Client::new(client)?.list(status.as_deref())?,
+        Command::List {
+            status,
+            created_from,
+            created_to,
+            prefix,
+            top,
+            client,
+        } => Client::new(client)?.list(&filters(&[
+            ("runtimeStatus", status.clone()),
+            ("createdTimeFrom", created_from.clone()),
+            ("createdTimeTo", created_to.clone()),
+            ("instanceIdPrefix", prefix.clone()),
+            ("top", top.map(|t| t.to_string())),
+        ]))?,
+        Command::Suspend { id, reason, client } => {
+            Client::new(client)?.control(id, "suspend", reason.as_deref())?
+        }
+        Command::Resume { id, reason, client } => {
+            Client::new(client)?.control(id, "resume", reason.as_deref())?
+        }
+        Command::Rewind { id, reason, client } => {
+            Client::new(client)?.control(id, "rewind", reason.as_deref())?
+        }
+        Command::Restart {
+            id,
+            same_id,
+            client,
+        } => Client::new(client)?.restart(id, *same_id)?,
+        Command::Purge {
+            id,
+            created_from,
+            created_to,
+            status,
+            client,
+        } => {
+            if id.is_none() && created_from.is_none() {
+                anyhow::bail!("give an instance id, or --created-from to purge by time");
+            }
+            Client::new(client)?.purge(
+                id.as_deref(),
+                &filters(&[
+                    ("createdTimeFrom", created_from.clone()),
+                    ("createdTimeTo", created_to.clone()),
+                    ("runtimeStatus", status.clone()),
+                ]),
+            )?
+        }
     };
     if answer.body.is_null() {
         println!("{}", answer.status);

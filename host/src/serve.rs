@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use crate::api::{self, ApiState};
+use crate::api;
 use crate::host::{Host, HostConfig};
 use crate::runtime::GuestLimits;
 use crate::settings::Settings;
@@ -46,6 +46,10 @@ pub struct ServeArgs {
     /// Default time limit of one activity attempt, in milliseconds.
     #[arg(long, env = "DURANGO_ACTIVITY_TIMEOUT_MS", default_value_t = 300_000)]
     pub activity_timeout_ms: u64,
+    /// Also serve the management routes under /durabletask/ without a key
+    /// (the clients' `rpcBaseUrl`, e.g. 127.0.0.1:17071); loopback only.
+    #[arg(long, env = "DURANGO_RPC_LISTEN")]
+    pub rpc_listen: Option<SocketAddr>,
     /// Linear memory one guest instance may use, in MiB.
     #[arg(long, env = "DURANGO_GUEST_MEMORY_MB", default_value_t = 256)]
     pub guest_memory_mb: usize,
@@ -92,17 +96,33 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    if let Some(rpc) = args.rpc_listen {
+        if !rpc.ip().is_loopback() {
+            anyhow::bail!("refusing to bind the keyless RPC listener to {rpc}: it takes loopback addresses only");
+        }
+        let rpc_listener = tokio::net::TcpListener::bind(rpc)
+            .await
+            .with_context(|| format!("cannot listen on {rpc}"))?;
+        println!(
+            "rpc listening on http://{}{}/",
+            rpc_listener.local_addr()?,
+            api::RPC_PREFIX
+        );
+        let rpc_app = api::rpc_router(host.clone(), args.max_body);
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(rpc_listener, rpc_app).await {
+                tracing::error!(%error, "the RPC listener stopped");
+            }
+        });
+    }
     let address = listener.local_addr()?;
+    // Printed last: scripts wait for this line before they talk to us.
     println!("listening on http://{address}");
     match key_from_env {
         Some(_) => println!("system key: taken from DURANGO_KEY"),
         None => println!("system key: {}", host.key),
     }
-    let state = ApiState {
-        key: host.key.clone().into(),
-        host,
-    };
-    let app = api::router(state, args.max_body);
+    let app = api::router(host, args.max_body);
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

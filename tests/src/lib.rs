@@ -63,8 +63,9 @@ pub fn wait_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> O
     }
 }
 
-/// Spawns a server process and waits for its `listening on http://ADDR` line.
-fn spawn_listening(mut command: Command, log: &Path) -> (Child, String) {
+/// Spawns a server process and waits for its `listening on http://ADDR`
+/// line; also returns the lines printed before it.
+fn spawn_listening(mut command: Command, log: &Path) -> (Child, String, Vec<String>) {
     let log_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -80,17 +81,19 @@ fn spawn_listening(mut command: Command, log: &Path) -> (Child, String) {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut lines = BufReader::new(stdout).lines();
+        let mut before = Vec::new();
         for line in lines.by_ref().map_while(Result::ok) {
             if let Some(address) = line.strip_prefix("listening on ") {
-                let _ = tx.send(address.trim().to_string());
+                let _ = tx.send((address.trim().to_string(), before));
                 break;
             }
+            before.push(line);
         }
         // Keep draining so the child never blocks on a full pipe.
         for _ in lines.map_while(Result::ok) {}
     });
     match rx.recv_timeout(START_TIMEOUT) {
-        Ok(base) => (child, base),
+        Ok((base, before)) => (child, base, before),
         Err(_) => {
             let _ = child.kill();
             let mut text = String::new();
@@ -221,6 +224,8 @@ impl HostOptions {
 pub struct Host {
     child: Option<Child>,
     pub base: String,
+    /// The keyless RPC base URL (`.../durabletask/`), with `--rpc-listen`.
+    pub rpc_base: Option<String>,
     pub dir: tempfile::TempDir,
     options: HostOptions,
 }
@@ -231,6 +236,7 @@ impl Host {
         let mut host = Host {
             child: None,
             base: String::new(),
+            rpc_base: None,
             dir,
             options,
         };
@@ -270,9 +276,13 @@ impl Host {
         for (k, v) in &self.options.env {
             command.env(k, v);
         }
-        let (child, base) = spawn_listening(command, &self.log_path());
+        let (child, base, before) = spawn_listening(command, &self.log_path());
         self.child = Some(child);
         self.base = base;
+        self.rpc_base = before
+            .iter()
+            .find_map(|line| line.strip_prefix("rpc listening on "))
+            .map(|url| url.trim().to_string());
     }
 
     /// `kill -9`: no shutdown, no flush.
@@ -287,6 +297,12 @@ impl Host {
     pub fn restart(&mut self) {
         self.kill9();
         self.launch();
+    }
+
+    /// Restarts with changed options (new settings, say), same database.
+    pub fn restart_with(&mut self, change: impl FnOnce(HostOptions) -> HostOptions) {
+        self.options = change(self.options.clone());
+        self.restart();
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -386,7 +402,7 @@ impl FakeSms {
             "--auth-token",
             TWILIO_TOKEN,
         ]);
-        let (child, base) = spawn_listening(command, &dir.path().join("sms.log"));
+        let (child, base, _) = spawn_listening(command, &dir.path().join("sms.log"));
         FakeSms {
             child,
             base,

@@ -29,3 +29,18 @@ fn a_panicking_orchestrator_fails_with_its_message() {
     let other = host.start_orchestration("E1_HelloSequence", "");
     assert_eq!(host.wait_finished(&other)["runtimeStatus"], "Completed");
 }
+
+#[test]
+fn a_failing_activity_is_retried_per_its_policy() {
+    let host = Host::start(HostOptions::default());
+    let enough = host.start_orchestration("Retries", "3");
+    let status = host.wait_finished(&enough);
+    assert_eq!(status["runtimeStatus"], "Completed", "{status}");
+    assert_eq!(status["output"], 3, "the third attempt succeeded");
+
+    let too_few = host.start_orchestration("Retries", "2");
+    let status = host.wait_finished(&too_few);
+    assert_eq!(status["runtimeStatus"], "Failed");
+    let message = status["output"].as_str().unwrap();
+    assert!(message.contains("attempt 2 failed on purpose"), "{message}");
+}

@@ -96,6 +96,18 @@ pub fn history_events(
                 put("Input", json!(reason));
                 "ExecutionTerminated"
             }
+            HistoryEvent::ExecutionSuspended { reason } => {
+                put("Reason", json!(reason));
+                "ExecutionSuspended"
+            }
+            HistoryEvent::ExecutionResumed { reason } => {
+                put("Reason", json!(reason));
+                "ExecutionResumed"
+            }
+            HistoryEvent::ExecutionRewound { reason } => {
+                put("Reason", json!(reason));
+                "ExecutionRewound"
+            }
         };
         entry.insert("EventType".into(), json!(kind));
         entry.insert("Timestamp".into(), json!(format_time(now)));

@@ -8,52 +8,84 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::time::Duration;
 
 use super::body::json_text;
 use super::history::history_events;
 use super::urls::{origin, CheckStatus};
 use super::{ApiError, ApiState};
 use crate::engine::history::{Message, RuntimeStatus};
-use crate::host::StartError;
+use crate::host::{RewindError, StartError};
 use crate::store::{EnqueueOutcome, InstanceFilter, InstanceRow};
 
 /// Longest instance id accepted (as Durable Functions).
 const MAX_ID_LEN: usize = 100;
 const CONTINUATION: &str = "x-ms-continuation-token";
 
+/// The wait-for-completion form of the start route (seconds).
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct StartQuery {
+    timeout: Option<String>,
+    /// Accepted for compatibility; completion wakes the waiter directly.
+    #[serde(rename = "pollingInterval")]
+    _polling_interval: Option<String>,
+}
+
+/// Longest wait the start route accepts.
+const MAX_WAIT_SECONDS: f64 = 3600.0;
+
 pub async fn start(
-    state: State<ApiState>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    start_instance(state, name, None, headers, body).await
-}
-
-pub async fn start_with_id(
-    state: State<ApiState>,
-    Path((name, id)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    start_instance(state, name, Some(id), headers, body).await
-}
-
-async fn start_instance(
     State(state): State<ApiState>,
-    name: String,
-    id: Option<String>,
+    Path(name): Path<String>,
+    Query(query): Query<StartQuery>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let input = json_text(body, "the orchestration input")?;
+    start_instance(&state, &name, None, input, &query, &headers).await
+}
+
+pub async fn start_with_id(
+    State(state): State<ApiState>,
+    Path((name, id)): Path<(String, String)>,
+    Query(query): Query<StartQuery>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let input = json_text(body, "the orchestration input")?;
+    start_instance(&state, &name, Some(id), input, &query, &headers).await
+}
+
+async fn start_instance(
+    state: &ApiState,
+    name: &str,
+    id: Option<String>,
+    input: String,
+    query: &StartQuery,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let wait = match query.timeout.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(text) => Some(
+            text.parse::<f64>()
+                .ok()
+                .filter(|s| s.is_finite() && *s >= 0.0 && *s <= MAX_WAIT_SECONDS)
+                .map(Duration::from_secs_f64)
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "timeout must be 0 to {MAX_WAIT_SECONDS} seconds"
+                    ))
+                })?,
+        ),
+    };
     let id = match id {
         Some(id) => validate_id(&id)?,
         None => new_instance_id(),
     };
     state
         .host
-        .start_instance(&name, id.clone(), input)
+        .start_instance(name, id.clone(), input)
         .await
         .map_err(|e| match e {
             StartError::UnknownOrchestrator(name) => ApiError::bad_request(format!(
@@ -63,7 +95,21 @@ async fn start_instance(
             StartError::Conflict(message) => ApiError::new(StatusCode::CONFLICT, message),
             StartError::Store(error) => error.into(),
         })?;
-    let payload = CheckStatus::new(&origin(&headers), &id, &state.key);
+    if let Some(wait) = wait {
+        if let Some(row) = state.host.wait_finished(&id, wait).await? {
+            return Ok(finished_response(&row));
+        }
+    }
+    check_status_response(state, &id, headers)
+}
+
+/// 202 with `Location`, `Retry-After` and the management URLs.
+fn check_status_response(
+    state: &ApiState,
+    id: &str,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let payload = CheckStatus::new(&origin(headers), &state.links, id);
     let location = HeaderValue::from_str(&payload.status_query_get_uri)
         .map_err(|_| ApiError::bad_request("the Host header cannot form a URL"))?;
     Ok((
@@ -75,6 +121,17 @@ async fn start_instance(
         Json(payload),
     )
         .into_response())
+}
+
+/// What a start that waited answers once the instance finished: the output
+/// when it completed, else its status.
+fn finished_response(row: &InstanceRow) -> Response {
+    let body = if row.status == RuntimeStatus::Completed {
+        json_or_null(row.output.as_deref())
+    } else {
+        serde_json::to_value(instance_status(row, true)).expect("status serializes")
+    };
+    (StatusCode::OK, Json(body)).into_response()
 }
 
 fn validate_id(id: &str) -> Result<String, ApiError> {
@@ -219,13 +276,7 @@ pub async fn list(
         ..InstanceFilter::default()
     };
     if let Some(statuses) = &query.runtime_status {
-        for name in statuses.split(',').filter(|s| !s.trim().is_empty()) {
-            filter.statuses.push(
-                RuntimeStatus::parse(name).ok_or_else(|| {
-                    ApiError::bad_request(format!("unknown runtimeStatus {name}"))
-                })?,
-            );
-        }
+        filter.statuses = parse_statuses(statuses)?;
     }
     if let Some(from) = &query.created_time_from {
         filter.created_from = Some(parse_time(from, "createdTimeFrom")?);
@@ -300,17 +351,88 @@ pub async fn raise_event(
 }
 
 #[derive(Deserialize, Default)]
-pub struct TerminateQuery {
+pub struct ReasonQuery {
     reason: Option<String>,
 }
 
 pub async fn terminate(
     State(state): State<ApiState>,
     Path(id): Path<String>,
-    Query(query): Query<TerminateQuery>,
+    Query(query): Query<ReasonQuery>,
 ) -> Result<Response, ApiError> {
     let reason = query.reason.unwrap_or_default();
     deliver(&state, &id, Message::Terminate { reason }).await
+}
+
+pub async fn suspend(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Query(query): Query<ReasonQuery>,
+) -> Result<Response, ApiError> {
+    let reason = query.reason.unwrap_or_default();
+    deliver(&state, &id, Message::Suspend { reason }).await
+}
+
+pub async fn resume(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Query(query): Query<ReasonQuery>,
+) -> Result<Response, ApiError> {
+    let reason = query.reason.unwrap_or_default();
+    deliver(&state, &id, Message::Resume { reason }).await
+}
+
+pub async fn rewind(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Query(query): Query<ReasonQuery>,
+) -> Result<Response, ApiError> {
+    let reason = query.reason.unwrap_or_default();
+    match state.host.rewind(&id, reason).await {
+        Ok(()) => Ok(StatusCode::ACCEPTED.into_response()),
+        Err(RewindError::NotFound) => Err(ApiError::not_found(format!("no instance with id {id}"))),
+        Err(RewindError::NotFailed(status)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "only Failed instances can be rewound; {id} is {}",
+                status.as_str()
+            ),
+        )),
+        Err(RewindError::Store(error)) => Err(error.into()),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RestartQuery {
+    restart_with_new_instance_id: Option<String>,
+}
+
+/// Starts the instance's orchestrator again with the same input, under a
+/// new id unless `restartWithNewInstanceId=false`.
+pub async fn restart(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Query(query): Query<RestartQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let row = state
+        .host
+        .store
+        .instance(id.clone())
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no instance with id {id}")))?;
+    let new_id = flag(&query.restart_with_new_instance_id, true).then(new_instance_id);
+    let target = new_id.unwrap_or(id);
+    start_instance(
+        &state,
+        &row.name,
+        Some(target),
+        row.input,
+        &StartQuery::default(),
+        &headers,
+    )
+    .await
 }
 
 /// 202 once the message is committed; 404 or 410 when nobody will read it.
@@ -326,6 +448,60 @@ async fn deliver(state: &ApiState, id: &str, message: Message) -> Result<Respons
             ),
         )),
     }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PurgeQuery {
+    runtime_status: Option<String>,
+    created_time_from: Option<String>,
+    created_time_to: Option<String>,
+}
+
+/// Purges finished instances by creation time (`createdTimeFrom` required)
+/// and status (Completed, Failed, Terminated; all three by default).
+pub async fn purge_many(
+    State(state): State<ApiState>,
+    Query(query): Query<PurgeQuery>,
+) -> Result<Response, ApiError> {
+    let from = query
+        .created_time_from
+        .as_deref()
+        .ok_or_else(|| ApiError::bad_request("createdTimeFrom is required to purge by filter"))?;
+    let from = parse_time(from, "createdTimeFrom")?;
+    let to = query
+        .created_time_to
+        .as_deref()
+        .map(|t| parse_time(t, "createdTimeTo"))
+        .transpose()?;
+    let statuses = match &query.runtime_status {
+        None => RuntimeStatus::ALL
+            .into_iter()
+            .filter(|s| s.is_terminal())
+            .collect(),
+        Some(list) => parse_statuses(list)?,
+    };
+    if let Some(running) = statuses.iter().find(|s| !s.is_terminal()) {
+        return Err(ApiError::bad_request(format!(
+            "only finished instances can be purged by filter, not {}",
+            running.as_str()
+        )));
+    }
+    let deleted = state.host.store.purge_finished(from, to, statuses).await?;
+    if deleted == 0 {
+        return Err(ApiError::not_found("no instances matched"));
+    }
+    Ok(Json(serde_json::json!({ "instancesDeleted": deleted })).into_response())
+}
+
+fn parse_statuses(list: &str) -> Result<Vec<RuntimeStatus>, ApiError> {
+    list.split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|name| {
+            RuntimeStatus::parse(name)
+                .ok_or_else(|| ApiError::bad_request(format!("unknown runtimeStatus {name}")))
+        })
+        .collect()
 }
 
 pub async fn purge(

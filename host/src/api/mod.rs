@@ -23,11 +23,24 @@ use crate::store::StoreError;
 
 /// The management routes' prefix, as Durable Functions has it.
 pub const PREFIX: &str = "/runtime/webhooks/durabletask";
+/// The same routes on the keyless loopback RPC listener (`rpcBaseUrl`).
+pub const RPC_PREFIX: &str = "/durabletask";
 
 #[derive(Clone)]
 pub struct ApiState {
     pub host: Arc<Host>,
+    /// The system key the main listener requires.
     pub key: Arc<str>,
+    /// How handed-out URLs look on this listener.
+    pub links: Links,
+}
+
+/// The shape of the management URLs a listener hands out.
+#[derive(Clone)]
+pub struct Links {
+    pub prefix: &'static str,
+    /// Appended as `code=KEY`; none on the RPC listener.
+    pub key: Option<Arc<str>>,
 }
 
 /// An error answer: a status and `{"error": "..."}`.
@@ -85,11 +98,20 @@ impl IntoResponse for ApiError {
 /// Components can be large; everything else is small JSON.
 const DEPLOY_BODY_LIMIT: usize = 128 << 20;
 
-pub fn router(state: ApiState, body_limit: usize) -> Router {
-    let instances = Router::new()
+/// The management routes, relative to their prefix.
+fn management() -> Router<ApiState> {
+    Router::new()
         .route("/orchestrators/{name}", post(instances::start))
         .route("/orchestrators/{name}/{id}", post(instances::start_with_id))
-        .route("/instances", get(instances::list))
+        .route(
+            "/instances",
+            get(instances::list).delete(instances::purge_many),
+        )
+        // The official clients ask for `instances/` with the slash.
+        .route(
+            "/instances/",
+            get(instances::list).delete(instances::purge_many),
+        )
         .route(
             "/instances/{id}",
             get(instances::status).delete(instances::purge),
@@ -98,7 +120,24 @@ pub fn router(state: ApiState, body_limit: usize) -> Router {
             "/instances/{id}/raiseEvent/{event}",
             post(instances::raise_event),
         )
-        .route("/instances/{id}/terminate", post(instances::terminate));
+        .route("/instances/{id}/terminate", post(instances::terminate))
+        .route("/instances/{id}/suspend", post(instances::suspend))
+        .route("/instances/{id}/resume", post(instances::resume))
+        .route("/instances/{id}/restart", post(instances::restart))
+        .route("/instances/{id}/rewind", post(instances::rewind))
+}
+
+/// The main listener: management routes, the HTTP starter and the admin
+/// routes, every one behind the system key.
+pub fn router(host: Arc<Host>, body_limit: usize) -> Router {
+    let state = ApiState {
+        key: host.key.clone().into(),
+        links: Links {
+            prefix: PREFIX,
+            key: Some(host.key.clone().into()),
+        },
+        host,
+    };
     let starter = Router::new()
         .route("/orchestrators/{name}", post(instances::start))
         .route("/orchestrators/{name}/{id}", post(instances::start_with_id));
@@ -107,15 +146,37 @@ pub fn router(state: ApiState, body_limit: usize) -> Router {
         .route("/apps/{app}", put(admin::deploy))
         .layer(DefaultBodyLimit::max(DEPLOY_BODY_LIMIT));
     Router::new()
-        .nest(PREFIX, instances)
+        .nest(
+            PREFIX,
+            management().layer(DefaultBodyLimit::max(body_limit)),
+        )
         .nest("/api", starter.layer(DefaultBodyLimit::max(body_limit)))
         .nest("/admin", admin)
         .fallback(no_route)
-        .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,
         ))
+        .with_state(state)
+}
+
+/// The RPC listener: the management routes under `/durabletask/`, without a
+/// key. It only ever binds loopback (see `serve`).
+pub fn rpc_router(host: Arc<Host>, body_limit: usize) -> Router {
+    let state = ApiState {
+        key: host.key.clone().into(),
+        links: Links {
+            prefix: RPC_PREFIX,
+            key: None,
+        },
+        host,
+    };
+    Router::new()
+        .nest(
+            RPC_PREFIX,
+            management().layer(DefaultBodyLimit::max(body_limit)),
+        )
+        .fallback(no_route)
         .with_state(state)
 }
 

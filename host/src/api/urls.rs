@@ -5,7 +5,7 @@ use axum::http::HeaderMap;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Serialize;
 
-use super::PREFIX;
+use super::Links;
 
 /// Everything but the unreserved characters of RFC 3986.
 const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -41,18 +41,23 @@ pub struct CheckStatus {
 }
 
 impl CheckStatus {
-    pub fn new(origin: &str, id: &str, key: &str) -> CheckStatus {
-        let base = format!("{origin}{PREFIX}/instances/{}", encode(id));
-        let code = format!("code={}", encode(key));
+    pub fn new(origin: &str, links: &Links, id: &str) -> CheckStatus {
+        let base = format!("{origin}{}/instances/{}", links.prefix, encode(id));
+        // `tail("?reason={text}")` ends a URL with the key, if there is one.
+        let tail = |query: &str| match (&links.key, query.is_empty()) {
+            (None, _) => query.to_string(),
+            (Some(key), true) => format!("?code={}", encode(key)),
+            (Some(key), false) => format!("{query}&code={}", encode(key)),
+        };
         CheckStatus {
             id: id.to_string(),
-            status_query_get_uri: format!("{base}?{code}"),
-            send_event_post_uri: format!("{base}/raiseEvent/{{eventName}}?{code}"),
-            terminate_post_uri: format!("{base}/terminate?reason={{text}}&{code}"),
-            purge_history_delete_uri: format!("{base}?{code}"),
-            restart_post_uri: format!("{base}/restart?{code}"),
-            suspend_post_uri: format!("{base}/suspend?reason={{text}}&{code}"),
-            resume_post_uri: format!("{base}/resume?reason={{text}}&{code}"),
+            status_query_get_uri: format!("{base}{}", tail("")),
+            send_event_post_uri: format!("{base}/raiseEvent/{{eventName}}{}", tail("")),
+            terminate_post_uri: format!("{base}/terminate{}", tail("?reason={text}")),
+            purge_history_delete_uri: format!("{base}{}", tail("")),
+            restart_post_uri: format!("{base}/restart{}", tail("")),
+            suspend_post_uri: format!("{base}/suspend{}", tail("?reason={text}")),
+            resume_post_uri: format!("{base}/resume{}", tail("?reason={text}")),
         }
     }
 }

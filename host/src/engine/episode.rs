@@ -1,6 +1,8 @@
 //! An episode: new messages arrive for an instance; the guest runs on until it
 //! waits again; everything that changed becomes one `EpisodeCommit`.
 
+use std::collections::VecDeque;
+
 use crate::engine::history::{Action, HistoryEvent, Message, RuntimeStatus};
 use crate::runtime::{GuestFault, Orchestrator, PollResult};
 use crate::store::{now_ms, ActivityRow, EpisodeCommit, InstanceRow};
@@ -40,6 +42,13 @@ pub struct Episode {
     pub waiting: bool,
 }
 
+impl Episode {
+    /// Nothing was consumed (every message is held while suspended).
+    pub fn is_idle(&self) -> bool {
+        self.commit.consumed.is_empty()
+    }
+}
+
 /// Runs `messages` through the guest and gathers the commit. `guest` is
 /// `None` when the instance could not be (re)built; the episode then fails
 /// it with `fault`.
@@ -59,42 +68,54 @@ pub async fn run(
     if let Some(fault) = build_fault {
         ep.fail(fault);
     }
-    for (id, message) in messages {
-        ep.commit.consumed.push(id);
+    // While suspended, only resume and terminate act; everything else is
+    // held in the inbox, and handled in arrival order once resumed.
+    let mut suspended = instance.status == RuntimeStatus::Suspended;
+    let mut queue: VecDeque<(i64, Message)> = messages.into();
+    let mut held = Vec::new();
+    while let Some((id, message)) = queue.pop_front() {
         if ep.finished() {
+            ep.commit.consumed.push(id);
             continue;
         }
-        if let Message::Terminate { reason } = &message {
-            ep.push(HistoryEvent::ExecutionTerminated {
-                reason: reason.clone(),
-            });
-            ep.finish(RuntimeStatus::Terminated, json_string(reason));
-            continue;
-        }
-        let Some(guest) = guest.as_deref_mut() else {
-            continue;
-        };
-        let Some(event) = message.into_event(&instance.name) else {
-            continue;
-        };
-        guest.reveal(&event);
-        let poll = match &event {
-            HistoryEvent::ExecutionStarted { name, input } => guest.start(name, input).await,
-            _ => guest.resume().await,
-        };
-        ep.push(event);
-        ep.take_actions(guest);
-        match poll {
-            Ok(PollResult::Pending) => {}
-            Ok(PollResult::Completed(output)) => {
-                ep.push(HistoryEvent::ExecutionCompleted {
-                    output: output.clone(),
+        match message {
+            Message::Terminate { reason } => {
+                ep.commit.consumed.push(id);
+                ep.push(HistoryEvent::ExecutionTerminated {
+                    reason: reason.clone(),
                 });
-                ep.finish(RuntimeStatus::Completed, output);
+                ep.finish(RuntimeStatus::Terminated, json_string(&reason));
             }
-            Ok(PollResult::Failed(error)) => ep.fail(GuestFault(error)),
-            Err(fault) => ep.fail(fault),
+            Message::Resume { reason } => {
+                ep.commit.consumed.push(id);
+                if suspended {
+                    suspended = false;
+                    ep.push(HistoryEvent::ExecutionResumed { reason });
+                    while let Some(waiting) = held.pop() {
+                        queue.push_front(waiting);
+                    }
+                }
+            }
+            message if suspended => held.push((id, message)),
+            Message::Suspend { reason } => {
+                ep.commit.consumed.push(id);
+                suspended = true;
+                ep.push(HistoryEvent::ExecutionSuspended { reason });
+            }
+            message => {
+                ep.commit.consumed.push(id);
+                if let Some(guest) = guest.as_deref_mut() {
+                    ep.deliver(guest, message).await;
+                }
+            }
         }
+    }
+    if !ep.finished() {
+        ep.commit.status = Some(if suspended {
+            RuntimeStatus::Suspended
+        } else {
+            RuntimeStatus::Running
+        });
     }
     if let Some(guest) = guest {
         ep.commit.cancelled_timers = guest.replay().take_cancelled_timers();
@@ -114,13 +135,11 @@ struct Builder<'a> {
 
 impl<'a> Builder<'a> {
     fn new(instance: &'a InstanceRow, history_len: usize) -> Self {
-        let status = (instance.status == RuntimeStatus::Pending).then_some(RuntimeStatus::Running);
         Builder {
             instance,
             commit: EpisodeCommit {
                 instance_id: instance.id.clone(),
                 first_position: history_len,
-                status,
                 ..EpisodeCommit::default()
             },
         }
@@ -144,6 +163,31 @@ impl<'a> Builder<'a> {
             error: fault.0.clone(),
         });
         self.finish(RuntimeStatus::Failed, json_string(&fault.0));
+    }
+
+    /// Hands one message to the guest and records what it did.
+    async fn deliver(&mut self, guest: &mut Orchestrator, message: Message) {
+        let Some(event) = message.into_event(&self.instance.name) else {
+            return;
+        };
+        guest.reveal(&event);
+        let poll = match &event {
+            HistoryEvent::ExecutionStarted { name, input } => guest.start(name, input).await,
+            _ => guest.resume().await,
+        };
+        self.push(event);
+        self.take_actions(guest);
+        match poll {
+            Ok(PollResult::Pending) => {}
+            Ok(PollResult::Completed(output)) => {
+                self.push(HistoryEvent::ExecutionCompleted {
+                    output: output.clone(),
+                });
+                self.finish(RuntimeStatus::Completed, output);
+            }
+            Ok(PollResult::Failed(error)) => self.fail(GuestFault(error)),
+            Err(fault) => self.fail(fault),
+        }
     }
 
     /// Records the steps the guest took and the work they ask for.

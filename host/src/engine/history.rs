@@ -127,18 +127,54 @@ pub enum HistoryEvent {
     ExecutionTerminated {
         reason: String,
     },
+    ExecutionSuspended {
+        reason: String,
+    },
+    ExecutionResumed {
+        reason: String,
+    },
+    /// A failed instance was rewound: its failures were taken out of history.
+    ExecutionRewound {
+        reason: String,
+    },
 }
 
 /// A message waiting in an instance's inbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum Message {
-    Start { input: String },
-    ActivityCompleted { seq: u32, result: String },
-    ActivityFailed { seq: u32, error: String },
-    TimerFired { seq: u32 },
-    EventRaised { name: String, input: String },
-    Terminate { reason: String },
+    Start {
+        input: String,
+    },
+    ActivityCompleted {
+        seq: u32,
+        result: String,
+    },
+    ActivityFailed {
+        seq: u32,
+        error: String,
+    },
+    TimerFired {
+        seq: u32,
+    },
+    EventRaised {
+        name: String,
+        input: String,
+    },
+    Terminate {
+        reason: String,
+    },
+    Suspend {
+        reason: String,
+    },
+    Resume {
+        reason: String,
+    },
+    /// Sent by a rewind so the instance runs again after its failures were
+    /// removed from history.
+    Rewind {
+        reason: String,
+    },
 }
 
 impl Message {
@@ -155,7 +191,10 @@ impl Message {
             Message::ActivityFailed { seq, error } => HistoryEvent::TaskFailed { seq, error },
             Message::TimerFired { seq } => HistoryEvent::TimerFired { seq },
             Message::EventRaised { name, input } => HistoryEvent::EventRaised { name, input },
-            Message::Terminate { .. } => return None,
+            Message::Rewind { reason } => HistoryEvent::ExecutionRewound { reason },
+            Message::Terminate { .. } | Message::Suspend { .. } | Message::Resume { .. } => {
+                return None
+            }
         })
     }
 }
@@ -165,15 +204,17 @@ impl Message {
 pub enum RuntimeStatus {
     Pending,
     Running,
+    Suspended,
     Completed,
     Failed,
     Terminated,
 }
 
 impl RuntimeStatus {
-    pub const ALL: [RuntimeStatus; 5] = [
+    pub const ALL: [RuntimeStatus; 6] = [
         RuntimeStatus::Pending,
         RuntimeStatus::Running,
+        RuntimeStatus::Suspended,
         RuntimeStatus::Completed,
         RuntimeStatus::Failed,
         RuntimeStatus::Terminated,
@@ -190,6 +231,7 @@ impl RuntimeStatus {
         match self {
             RuntimeStatus::Pending => "Pending",
             RuntimeStatus::Running => "Running",
+            RuntimeStatus::Suspended => "Suspended",
             RuntimeStatus::Completed => "Completed",
             RuntimeStatus::Failed => "Failed",
             RuntimeStatus::Terminated => "Terminated",

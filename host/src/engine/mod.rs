@@ -4,3 +4,4 @@
 pub mod episode;
 pub mod history;
 pub mod replay;
+pub mod rewind;

@@ -113,7 +113,10 @@ impl Replay {
             | HistoryEvent::ActionTaken { .. }
             | HistoryEvent::ExecutionCompleted { .. }
             | HistoryEvent::ExecutionFailed { .. }
-            | HistoryEvent::ExecutionTerminated { .. } => {}
+            | HistoryEvent::ExecutionTerminated { .. }
+            | HistoryEvent::ExecutionSuspended { .. }
+            | HistoryEvent::ExecutionResumed { .. }
+            | HistoryEvent::ExecutionRewound { .. } => {}
         }
     }
 

@@ -5,10 +5,12 @@
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use lru::LruCache;
 
 use crate::engine::episode;
+use crate::engine::history::{Message, RuntimeStatus};
 use crate::engine::replay::Replay;
 use crate::host::Host;
 use crate::runtime::{GuestFault, Orchestrator};
@@ -73,10 +75,19 @@ impl Dispatcher {
     }
 }
 
+/// Longest pause between attempts at an episode the store refused.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
 async fn drive(host: Arc<Host>, id: String) {
+    let mut backoff = Duration::from_millis(100);
     loop {
         if let Err(error) = process(&host, &id).await {
-            tracing::error!(instance = %id, %error, "episode not committed; its messages stay queued");
+            // The messages stay in the inbox; try again once the store may
+            // have recovered (disk space freed, lock released).
+            tracing::error!(instance = %id, %error, "episode not committed; retrying in {backoff:?}");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            continue;
         }
         if !host.dispatcher.finish_round(&id) {
             return;
@@ -98,15 +109,32 @@ async fn process(host: &Arc<Host>, id: &str) -> Result<(), StoreError> {
             return host.store.discard_messages(ids).await;
         }
     };
+    if instance.status == RuntimeStatus::Suspended
+        && !messages
+            .iter()
+            .any(|(_, m)| matches!(m, Message::Resume { .. } | Message::Terminate { .. }))
+    {
+        return Ok(()); // held until resumed
+    }
     let (mut guest, history_len, fault) = match dispatcher.take_hot(id) {
         Some(hot) => (Some(hot.guest), hot.history_len, None),
         None => rebuild(host, &instance).await?,
     };
     let episode = episode::run(guest.as_mut(), &instance, history_len, messages, fault).await;
+    if episode.is_idle() {
+        if let Some(guest) = guest {
+            dispatcher.keep_hot(id, Hot { guest, history_len });
+        }
+        return Ok(());
+    }
     let history_len = history_len + episode.commit.events.len();
     let activities = episode.commit.activities.clone();
     let timers = episode.commit.timers.clone();
+    let changed = episode.commit.status.filter(|s| *s != instance.status);
     host.store.commit_episode(episode.commit).await?;
+    if let Some(status) = changed {
+        host.announce(id, status);
+    }
     for activity in activities {
         host.activities.submit(activity);
     }

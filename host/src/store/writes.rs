@@ -68,6 +68,26 @@ fn insert_message(conn: &Connection, id: &str, message: &Message) -> rusqlite::R
     Ok(())
 }
 
+fn insert_activity(conn: &Connection, a: &ActivityRow) -> rusqlite::Result<()> {
+    let retry = serde_json::to_string(&a.retry).expect("retry policy serializes");
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO activities
+           (instance_id, seq, version, name, input, retry, attempt, run_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        a.instance_id,
+        a.seq,
+        a.version,
+        a.name,
+        a.input,
+        retry,
+        a.attempt,
+        a.run_at
+    ])?;
+    Ok(())
+}
+
 /// Removes every row an instance owns.
 fn delete_instance_rows(conn: &Connection, id: &str) -> rusqlite::Result<()> {
     for table in ["history", "inbox", "activities", "timers"] {
@@ -184,16 +204,8 @@ impl Store {
                 for seq in &commit.cancelled_timers {
                     cancel.execute(params![id, seq])?;
                 }
-                let mut activity = conn.prepare_cached(
-                    "INSERT OR REPLACE INTO activities
-                       (instance_id, seq, version, name, input, retry, attempt, run_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )?;
                 for a in &commit.activities {
-                    let retry = serde_json::to_string(&a.retry).expect("retry policy serializes");
-                    activity.execute(params![
-                        id, a.seq, a.version, a.name, a.input, retry, a.attempt, a.run_at
-                    ])?;
+                    insert_activity(conn, a)?;
                 }
             }
             conn.execute(
@@ -289,6 +301,69 @@ impl Store {
             let existed = status_of(conn, &id)?.is_some();
             delete_instance_rows(conn, &id)?;
             Ok(existed)
+        })
+        .await
+    }
+
+    /// Replaces a failed instance's history with `history`, schedules
+    /// `activities` again and sends it `message` to run on. False if the
+    /// instance is no longer Failed.
+    pub async fn rewind(
+        &self,
+        id: String,
+        history: Vec<HistoryEvent>,
+        activities: Vec<ActivityRow>,
+        message: Message,
+    ) -> Result<bool, StoreError> {
+        self.write(move |conn| {
+            if status_of(conn, &id)? != Some(RuntimeStatus::Failed) {
+                return Ok(false);
+            }
+            conn.execute("DELETE FROM history WHERE instance_id = ?1", [&id])?;
+            let mut append = conn.prepare_cached(
+                "INSERT INTO history (instance_id, position, event) VALUES (?1, ?2, ?3)",
+            )?;
+            for (position, event) in history.iter().enumerate() {
+                let json = serde_json::to_string(event).expect("history events serialize");
+                append.execute(params![id, position as i64, json])?;
+            }
+            for a in &activities {
+                insert_activity(conn, a)?;
+            }
+            conn.execute(
+                "UPDATE instances SET status = 'Running', output = NULL, updated_at = ?2 WHERE id = ?1",
+                params![id, now_ms()],
+            )?;
+            insert_message(conn, &id, &message)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Purges finished instances created in `[from, to]` with one of
+    /// `statuses`; returns how many.
+    pub async fn purge_finished(
+        &self,
+        from: i64,
+        to: Option<i64>,
+        statuses: Vec<RuntimeStatus>,
+    ) -> Result<usize, StoreError> {
+        self.write(move |conn| {
+            let names: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
+            let names = serde_json::to_string(&names).expect("strings serialize");
+            let ids: Vec<String> = {
+                let mut stmt = conn.prepare(
+                    "SELECT id FROM instances
+                      WHERE created_at >= ?1 AND (?2 IS NULL OR created_at <= ?2)
+                        AND status IN (SELECT value FROM json_each(?3))",
+                )?;
+                let rows = stmt.query_map(params![from, to, names], |r| r.get(0))?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            for id in &ids {
+                delete_instance_rows(conn, id)?;
+            }
+            Ok(ids.len())
         })
         .await
     }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use durango_sdk::{ActivityContext, Error, OrchestrationContext};
+use durango_sdk::{ActivityContext, Error, OrchestrationContext, RetryPolicy};
 
 /// Takes a different path when it is replayed: the host must notice.
 async fn non_deterministic(ctx: OrchestrationContext, _: ()) -> Result<String, Error> {
@@ -38,6 +38,35 @@ async fn std_clock_and_random(ctx: OrchestrationContext, _: ()) -> Result<String
     Ok(format!("{seen} {again}"))
 }
 
+/// Calls an activity that fails until its third attempt, with the retry
+/// policy's attempt limit as input: the host retries it durably.
+async fn retries(ctx: OrchestrationContext, max_attempts: u32) -> Result<u32, Error> {
+    let policy = RetryPolicy::new(max_attempts, Duration::from_millis(50));
+    Ok(ctx
+        .call_activity_with_retry("FailsTwice", (), policy)
+        .await?)
+}
+
+fn fails_twice(ctx: &ActivityContext, _: ()) -> Result<u32, Error> {
+    if ctx.attempt < 3 {
+        return Err(Error::msg(format!(
+            "attempt {} failed on purpose",
+            ctx.attempt
+        )));
+    }
+    Ok(ctx.attempt)
+}
+
+/// Calls an activity that fails until the host has the setting `RewindOk`:
+/// fix the setting, rewind the failed instance, and it completes.
+async fn needs_setting(ctx: OrchestrationContext, _: ()) -> Result<String, Error> {
+    Ok(ctx.call_activity("ReadRewindOk", ()).await?)
+}
+
+fn read_rewind_ok(ctx: &ActivityContext, _: ()) -> Result<String, Error> {
+    ctx.required_setting("RewindOk")
+}
+
 /// Panics with a message.
 async fn panics(_: OrchestrationContext, message: String) -> Result<(), Error> {
     panic!("{message}");
@@ -52,5 +81,9 @@ durango_sdk::app! {
     orchestrator "EchoAfterEvent" => echo_after_event;
     orchestrator "StdClockAndRandom" => std_clock_and_random;
     orchestrator "Panics" => panics;
+    orchestrator "Retries" => retries;
+    orchestrator "NeedsSetting" => needs_setting;
     activity "Echo" => echo;
+    activity "FailsTwice" => fails_twice;
+    activity "ReadRewindOk" => read_rewind_ok;
 }

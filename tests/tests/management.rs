@@ -1,0 +1,240 @@
+//! The rest of the management API: suspend/resume, restart, rewind, purge by
+//! filter, wait-for-completion starts, and the keyless RPC listener.
+
+use std::process::Command;
+
+use durango_e2e::{durango_bin, request, Host, HostOptions, KEY};
+use serde_json::json;
+
+const PREFIX: &str = "/runtime/webhooks/durabletask";
+
+fn post(host: &Host, path: &str) -> durango_e2e::Answer {
+    host.call("POST", &format!("{PREFIX}{path}"), None)
+}
+
+#[test]
+fn events_raised_while_suspended_are_handled_after_resume() {
+    let host = Host::start(HostOptions::default());
+    let id = host.start_orchestration("EchoAfterEvent", "\"Go\"");
+    host.wait_history(&id, "ExecutionStarted", 1);
+    assert_eq!(
+        post(&host, &format!("/instances/{id}/suspend?reason=hold")).status,
+        202
+    );
+    host.wait_history(&id, "ExecutionSuspended", 1);
+    let suspended = host.status(&id);
+    assert_eq!(suspended.status, 202);
+    assert_eq!(suspended.body["runtimeStatus"], "Suspended");
+
+    assert_eq!(host.raise(&id, "Go", "\"held\"").status, 202);
+    assert_eq!(host.status(&id).body["runtimeStatus"], "Suspended");
+    assert_eq!(host.status(&id).body["output"], json!(null));
+
+    assert_eq!(
+        post(&host, &format!("/instances/{id}/resume?reason=go")).status,
+        202
+    );
+    let status = host.wait_finished(&id);
+    assert_eq!(status["runtimeStatus"], "Completed");
+    assert_eq!(status["output"], "held");
+    assert_eq!(post(&host, &format!("/instances/{id}/suspend")).status, 410);
+    assert_eq!(post(&host, "/instances/nobody/suspend").status, 404);
+}
+
+#[test]
+fn a_suspended_instance_stays_suspended_across_a_restart() {
+    let mut host = Host::start(HostOptions::default());
+    let id = host.start_orchestration("EchoAfterEvent", "\"Go\"");
+    post(&host, &format!("/instances/{id}/suspend"));
+    host.wait_history(&id, "ExecutionSuspended", 1);
+    host.raise(&id, "Go", "\"kept\"");
+    host.restart();
+    assert_eq!(host.status(&id).body["runtimeStatus"], "Suspended");
+    post(&host, &format!("/instances/{id}/resume"));
+    assert_eq!(host.wait_finished(&id)["output"], "kept");
+}
+
+#[test]
+fn restart_runs_the_orchestration_again() {
+    let host = Host::start(HostOptions::default());
+    let id = host.start_orchestration("E1_HelloSequence", "");
+    host.wait_finished(&id);
+    let again = post(&host, &format!("/instances/{id}/restart"));
+    assert_eq!(again.status, 202, "{}", again.text);
+    let new_id = again.body["id"].as_str().unwrap();
+    assert_ne!(new_id, id);
+    assert_eq!(host.wait_finished(new_id)["output"][0], "Hello Tokyo!");
+
+    let same = post(
+        &host,
+        &format!("/instances/{id}/restart?restartWithNewInstanceId=false"),
+    );
+    assert_eq!(same.status, 202);
+    assert_eq!(same.body["id"], id);
+    assert_eq!(post(&host, "/instances/nobody/restart").status, 404);
+}
+
+#[test]
+fn rewind_runs_a_failed_instance_on_from_its_failure() {
+    let mut host = Host::start(HostOptions::default());
+    let id = host.start_orchestration("NeedsSetting", "null");
+    let failed = host.wait_finished(&id);
+    assert_eq!(failed["runtimeStatus"], "Failed");
+    assert!(failed["output"].as_str().unwrap().contains("RewindOk"));
+
+    // Fix the cause (the missing setting), then rewind.
+    host.restart_with(|o| o.env("RewindOk", "fixed"));
+    assert_eq!(
+        post(&host, &format!("/instances/{id}/rewind?reason=fixed")).status,
+        202
+    );
+    let status = host.wait_finished(&id);
+    assert_eq!(status["runtimeStatus"], "Completed", "{status}");
+    assert_eq!(status["output"], "fixed");
+    let history = host.status_with_history(&id).body;
+    let kinds: Vec<&str> = history["historyEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["EventType"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"ExecutionRewound"), "{kinds:?}");
+    assert!(!kinds.contains(&"TaskFailed"), "{kinds:?}");
+
+    let rewound_again = post(&host, &format!("/instances/{id}/rewind"));
+    assert_eq!(rewound_again.status, 409, "only Failed instances rewind");
+    assert_eq!(post(&host, "/instances/nobody/rewind").status, 404);
+}
+
+#[test]
+fn purge_by_filter_needs_a_start_time_and_deletes_finished_instances() {
+    let host = Host::start(HostOptions::default());
+    let done: Vec<String> = (0..3)
+        .map(|_| host.start_orchestration("E1_HelloSequence", ""))
+        .collect();
+    for id in &done {
+        host.wait_finished(id);
+    }
+    let running = host.start_orchestration("EchoAfterEvent", "\"Go\"");
+    let missing = host.call("DELETE", &format!("{PREFIX}/instances"), None);
+    assert_eq!(missing.status, 400);
+    let not_finished = host.call(
+        "DELETE",
+        &format!("{PREFIX}/instances?createdTimeFrom=2020-01-01T00:00:00Z&runtimeStatus=Running"),
+        None,
+    );
+    assert_eq!(not_finished.status, 400);
+    let purged = host.call(
+        "DELETE",
+        &format!("{PREFIX}/instances/?createdTimeFrom=2020-01-01T00:00:00.000Z"),
+        None,
+    );
+    assert_eq!(purged.status, 200, "{}", purged.text);
+    assert_eq!(purged.body["instancesDeleted"], 3);
+    for id in &done {
+        assert_eq!(host.status(id).status, 404);
+    }
+    assert_eq!(
+        host.status(&running).status,
+        202,
+        "running instances are kept"
+    );
+    let again = host.call(
+        "DELETE",
+        &format!("{PREFIX}/instances?createdTimeFrom=2020-01-01T00:00:00Z"),
+        None,
+    );
+    assert_eq!(again.status, 404);
+}
+
+#[test]
+fn a_start_can_wait_for_completion() {
+    let host = Host::start(HostOptions::default());
+    let done = host.call(
+        "POST",
+        "/api/orchestrators/E1_HelloSequence?timeout=20&pollingInterval=1",
+        None,
+    );
+    assert_eq!(done.status, 200, "{}", done.text);
+    assert_eq!(
+        done.body,
+        json!(["Hello Tokyo!", "Hello Seattle!", "Hello London!"])
+    );
+
+    let waiting = host.call(
+        "POST",
+        "/api/orchestrators/EchoAfterEvent?timeout=0.2",
+        Some("\"Go\""),
+    );
+    assert_eq!(waiting.status, 202);
+    assert!(waiting.body["statusQueryGetUri"].is_string());
+
+    let bad = host.call(
+        "POST",
+        "/api/orchestrators/E1_HelloSequence?timeout=soon",
+        None,
+    );
+    assert_eq!(bad.status, 400);
+}
+
+#[test]
+fn the_rpc_listener_serves_the_same_routes_without_a_key() {
+    let host = Host::start(
+        HostOptions::default()
+            .arg("--rpc-listen")
+            .arg("127.0.0.1:0"),
+    );
+    let rpc = host.rpc_base.clone().expect("the RPC listener's URL");
+    assert!(rpc.ends_with("/durabletask/"), "{rpc}");
+    let started = request(
+        "POST",
+        &format!("{rpc}orchestrators/EchoAfterEvent"),
+        &[],
+        Some(b"\"Go\""),
+    );
+    assert_eq!(started.status, 202, "{}", started.text);
+    let status_uri = started.body["statusQueryGetUri"].as_str().unwrap();
+    assert!(status_uri.starts_with(&rpc), "{status_uri}");
+    assert!(
+        !status_uri.contains("code="),
+        "no key on RPC URLs: {status_uri}"
+    );
+    let id = started.body["id"].as_str().unwrap();
+    let raised = request(
+        "POST",
+        &format!("{rpc}instances/{id}/raiseEvent/Go"),
+        &[],
+        Some(b"\"rpc\""),
+    );
+    assert_eq!(raised.status, 202);
+    assert_eq!(host.wait_finished(id)["output"], "rpc");
+    let listed = request("GET", &format!("{rpc}instances/"), &[], None);
+    assert_eq!(listed.status, 200);
+    assert_eq!(listed.body.as_array().unwrap().len(), 1);
+    // The admin routes are not on it.
+    assert_eq!(
+        request("PUT", &format!("{rpc}../admin/apps/x"), &[], Some(b"x")).status,
+        404
+    );
+}
+
+#[test]
+fn the_rpc_listener_refuses_non_loopback_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(durango_bin())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--rpc-listen",
+            "0.0.0.0:0",
+            "--db",
+        ])
+        .arg(dir.path().join("d.db"))
+        .env("DURANGO_KEY", KEY)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("loopback"), "{stderr}");
+}
