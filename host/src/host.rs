@@ -10,6 +10,7 @@ use tokio::sync::broadcast;
 
 use crate::engine::history::{Message, RuntimeStatus};
 use crate::engine::rewind;
+use crate::notify::{self, Change, Notifier};
 use crate::runtime::{FunctionInfo, GuestFault, GuestLimits, Runtime};
 use crate::scheduler::activities::{activity_queue, ActivityQueue};
 use crate::scheduler::dispatch::Dispatcher;
@@ -29,6 +30,10 @@ pub struct HostConfig {
     pub activity_workers: usize,
     /// The system key; `None` uses the stored one or generates it.
     pub key: Option<String>,
+    /// Webhooks that get every instance's lifecycle events.
+    pub notify_urls: Vec<String>,
+    /// Signs lifecycle events; `None` uses the stored one or generates it.
+    pub notify_secret: Option<String>,
 }
 
 /// Where each orchestrator lives: its app and that app's current version.
@@ -48,6 +53,7 @@ pub struct Host {
     pub(crate) activities: ActivityQueue,
     catalog: RwLock<Catalog>,
     lifecycle: broadcast::Sender<Lifecycle>,
+    pub(crate) notifier: Notifier,
 }
 
 /// An instance changed status (committed).
@@ -55,6 +61,11 @@ pub struct Host {
 pub struct Lifecycle {
     pub instance_id: String,
     pub status: RuntimeStatus,
+}
+
+fn random_secret() -> String {
+    let bytes: [u8; 32] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// How many status changes a slow listener may fall behind by.
@@ -104,14 +115,15 @@ impl Host {
         let store = Store::open(&config.db, config.durability)?;
         let key = match config.key {
             Some(key) => key,
-            None => {
-                let fresh: [u8; 32] = rand::random();
-                let fresh = fresh.iter().map(|b| format!("{b:02x}")).collect();
-                store.system_key(fresh).await?
-            }
+            None => store.meta_secret("system_key", random_secret()).await?,
+        };
+        let notify_secret = match config.notify_secret {
+            Some(secret) => secret,
+            None => store.meta_secret("notify_secret", random_secret()).await?,
         };
         let mut settings = config.settings;
         settings.hide(&key);
+        settings.hide(&notify_secret);
         let settings = Arc::new(settings);
         let runtime = Runtime::new(settings.clone(), config.limits)?;
         let (timers, timer_task) = timer_queue();
@@ -126,10 +138,12 @@ impl Host {
             activities,
             catalog: RwLock::new(Catalog::default()),
             lifecycle: broadcast::channel(LIFECYCLE_BACKLOG).0,
+            notifier: Notifier::new(config.notify_urls, notify_secret),
         });
         host.reload_catalog().await?;
         tokio::spawn(timer_task.run(host.clone()));
         tokio::spawn(workers.run(host.clone()));
+        tokio::spawn(notify::deliver(host.clone()));
         for (id, seq, fire_at) in host.store.timers().await? {
             host.timers.add(&id, seq, fire_at);
         }
@@ -222,11 +236,13 @@ impl Host {
     }
 
     /// Starts an orchestration; returns once the start is committed.
+    /// `callback_url` also gets the instance's lifecycle events.
     pub async fn start_instance(
         self: &Arc<Self>,
         orchestrator: &str,
         id: String,
         input: String,
+        callback_url: Option<String>,
     ) -> Result<(), StartError> {
         let version = self
             .catalog
@@ -236,14 +252,32 @@ impl Host {
             .get(orchestrator)
             .map(|(_, version)| version.clone())
             .ok_or_else(|| StartError::UnknownOrchestrator(orchestrator.to_string()))?;
+        let notifications = self.notifier.notifications(&Change {
+            instance_id: &id,
+            name: orchestrator,
+            status: RuntimeStatus::Pending,
+            detail: None,
+            callback_url: callback_url.as_deref(),
+        });
+        let notify = !notifications.is_empty();
         let outcome = self
             .store
-            .create_instance(id.clone(), orchestrator.to_string(), version, input)
+            .create_instance(
+                id.clone(),
+                orchestrator.to_string(),
+                version,
+                input,
+                callback_url,
+                notifications,
+            )
             .await
             .map_err(StartError::Store)?;
         match outcome {
             CreateOutcome::Created => {
                 self.announce(&id, RuntimeStatus::Pending);
+                if notify {
+                    self.notifier.wake();
+                }
                 self.wake(&id);
                 Ok(())
             }

@@ -10,6 +10,7 @@ pub mod client;
 pub mod engine;
 pub mod fake_sms;
 pub mod host;
+pub mod notify;
 pub mod runtime;
 pub mod scheduler;
 pub mod serve;

@@ -46,6 +46,13 @@ pub struct ServeArgs {
     /// Default time limit of one activity attempt, in milliseconds.
     #[arg(long, env = "DURANGO_ACTIVITY_TIMEOUT_MS", default_value_t = 300_000)]
     pub activity_timeout_ms: u64,
+    /// Webhook that gets every instance's lifecycle events (repeatable).
+    #[arg(
+        long = "notify-url",
+        env = "DURANGO_NOTIFY_URLS",
+        value_delimiter = ','
+    )]
+    pub notify_urls: Vec<String>,
     /// Also serve the management routes under /durabletask/ without a key
     /// (the clients' `rpcBaseUrl`, e.g. 127.0.0.1:17071); loopback only.
     #[arg(long, env = "DURANGO_RPC_LISTEN")]
@@ -70,6 +77,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         hot_instances: args.hot_instances,
         activity_workers: args.activity_workers,
         key: key_from_env.clone(),
+        notify_urls: args.notify_urls.clone(),
+        notify_secret: std::env::var("DURANGO_NOTIFY_SECRET")
+            .ok()
+            .filter(|s| !s.is_empty()),
     };
     let host = Host::start(config)
         .await

@@ -382,6 +382,98 @@ impl Drop for Host {
     }
 }
 
+/// A webhook receiver on loopback that records every request; it answers
+/// 500 while `failing` is set, 200 otherwise.
+pub struct Webhook {
+    pub url: String,
+    received: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    server: std::sync::Arc<tiny_http::Server>,
+}
+
+/// One request a webhook received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).expect("a JSON body")
+    }
+}
+
+impl Webhook {
+    pub fn start() -> Webhook {
+        use std::sync::atomic::Ordering;
+        let server =
+            std::sync::Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind a webhook"));
+        let port = server.server_addr().to_ip().expect("an IP address").port();
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (srv, log, fail) = (server.clone(), received.clone(), failing.clone());
+        std::thread::spawn(move || {
+            for mut request in srv.incoming_requests() {
+                let mut body = String::new();
+                let _ = request.as_reader().read_to_string(&mut body);
+                let failing = fail.load(Ordering::SeqCst);
+                if !failing {
+                    log.lock().unwrap().push(Received {
+                        path: request.url().to_string(),
+                        headers: request
+                            .headers()
+                            .iter()
+                            .map(|h| (h.field.to_string(), h.value.to_string()))
+                            .collect(),
+                        body,
+                    });
+                }
+                let status = if failing { 500 } else { 200 };
+                let _ = request.respond(tiny_http::Response::empty(status));
+            }
+        });
+        Webhook {
+            url: format!("http://127.0.0.1:{port}/hook"),
+            received,
+            failing,
+            server,
+        }
+    }
+
+    /// Answer 500 (and record nothing) while `failing`.
+    pub fn set_failing(&self, failing: bool) {
+        self.failing
+            .store(failing, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// The events received for `instance` once `predicate` holds for them.
+    pub fn wait_for(&self, what: &str, predicate: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+        wait_until(what, WAIT, || {
+            let got = self.received();
+            predicate(&got).then_some(got)
+        })
+    }
+}
+
+impl Drop for Webhook {
+    fn drop(&mut self) {
+        self.server.unblock();
+    }
+}
+
 /// `durango fake-sms`: a Twilio stand-in on loopback.
 pub struct FakeSms {
     child: Child,

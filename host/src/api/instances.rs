@@ -22,11 +22,13 @@ use crate::store::{EnqueueOutcome, InstanceFilter, InstanceRow};
 const MAX_ID_LEN: usize = 100;
 const CONTINUATION: &str = "x-ms-continuation-token";
 
-/// The wait-for-completion form of the start route (seconds).
+/// A start's options: wait for completion (`timeout`, in seconds), and a
+/// webhook for this instance's lifecycle events (`callbackUrl`).
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct StartQuery {
     timeout: Option<String>,
+    callback_url: Option<String>,
     /// Accepted for compatibility; completion wakes the waiter directly.
     #[serde(rename = "pollingInterval")]
     _polling_interval: Option<String>,
@@ -79,13 +81,18 @@ async fn start_instance(
                 })?,
         ),
     };
+    let callback = query
+        .callback_url
+        .as_deref()
+        .map(validate_callback)
+        .transpose()?;
     let id = match id {
         Some(id) => validate_id(&id)?,
         None => new_instance_id(),
     };
     state
         .host
-        .start_instance(name, id.clone(), input)
+        .start_instance(name, id.clone(), input, callback)
         .await
         .map_err(|e| match e {
             StartError::UnknownOrchestrator(name) => ApiError::bad_request(format!(
@@ -132,6 +139,17 @@ fn finished_response(row: &InstanceRow) -> Response {
         serde_json::to_value(instance_status(row, true)).expect("status serializes")
     };
     (StatusCode::OK, Json(body)).into_response()
+}
+
+fn validate_callback(url: &str) -> Result<String, ApiError> {
+    let url = url.trim();
+    let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
+    if !scheme_ok || url.parse::<axum::http::Uri>().is_err() {
+        return Err(ApiError::bad_request(format!(
+            "callbackUrl must be an http or https URL, not {url:?}"
+        )));
+    }
+    Ok(url.to_string())
 }
 
 fn validate_id(id: &str) -> Result<String, ApiError> {
@@ -424,12 +442,16 @@ pub async fn restart(
         .ok_or_else(|| ApiError::not_found(format!("no instance with id {id}")))?;
     let new_id = flag(&query.restart_with_new_instance_id, true).then(new_instance_id);
     let target = new_id.unwrap_or(id);
+    let options = StartQuery {
+        callback_url: row.callback_url,
+        ..StartQuery::default()
+    };
     start_instance(
         &state,
         &row.name,
         Some(target),
         row.input,
-        &StartQuery::default(),
+        &options,
         &headers,
     )
     .await

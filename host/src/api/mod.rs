@@ -8,6 +8,7 @@ mod history;
 mod instances;
 mod urls;
 
+pub use instances::format_time;
 pub use urls::encode;
 
 use std::sync::Arc;

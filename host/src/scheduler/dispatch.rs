@@ -13,6 +13,7 @@ use crate::engine::episode;
 use crate::engine::history::{Message, RuntimeStatus};
 use crate::engine::replay::Replay;
 use crate::host::Host;
+use crate::notify::Change;
 use crate::runtime::{GuestFault, Orchestrator};
 use crate::store::{InstanceRow, StoreError};
 
@@ -120,7 +121,7 @@ async fn process(host: &Arc<Host>, id: &str) -> Result<(), StoreError> {
         Some(hot) => (Some(hot.guest), hot.history_len, None),
         None => rebuild(host, &instance).await?,
     };
-    let episode = episode::run(guest.as_mut(), &instance, history_len, messages, fault).await;
+    let mut episode = episode::run(guest.as_mut(), &instance, history_len, messages, fault).await;
     if episode.is_idle() {
         if let Some(guest) = guest {
             dispatcher.keep_hot(id, Hot { guest, history_len });
@@ -131,9 +132,22 @@ async fn process(host: &Arc<Host>, id: &str) -> Result<(), StoreError> {
     let activities = episode.commit.activities.clone();
     let timers = episode.commit.timers.clone();
     let changed = episode.commit.status.filter(|s| *s != instance.status);
+    if let Some(status) = changed.filter(|s| s.is_terminal()) {
+        episode.commit.notifications = host.notifier.notifications(&Change {
+            instance_id: id,
+            name: &instance.name,
+            status,
+            detail: episode.commit.output.as_deref(),
+            callback_url: instance.callback_url.as_deref(),
+        });
+    }
+    let notify = !episode.commit.notifications.is_empty();
     host.store.commit_episode(episode.commit).await?;
     if let Some(status) = changed {
         host.announce(id, status);
+    }
+    if notify {
+        host.notifier.wake();
     }
     for activity in activities {
         host.activities.submit(activity);

@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags};
 
-pub use reads::{InstanceFilter, InstanceRow};
+pub use reads::{InstanceFilter, InstanceRow, OutboxRow};
 use writer::Writer;
-pub use writes::{ActivityRow, CreateOutcome, EnqueueOutcome, EpisodeCommit};
+pub use writes::{ActivityRow, CreateOutcome, EnqueueOutcome, EpisodeCommit, Notification};
 
 /// What the store failed with. Cloned to every caller of a failed commit.
 #[derive(Debug, Clone)]

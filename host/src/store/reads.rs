@@ -17,6 +17,7 @@ pub struct InstanceRow {
     pub custom_status: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    pub callback_url: Option<String>,
 }
 
 /// Which instances a list asks for.
@@ -32,7 +33,7 @@ pub struct InstanceFilter {
 }
 
 const INSTANCE_COLUMNS: &str =
-    "id, name, version, status, input, output, custom_status, created_at, updated_at";
+    "id, name, version, status, input, output, custom_status, created_at, updated_at, callback_url";
 
 fn instance_row(row: &Row<'_>) -> rusqlite::Result<InstanceRow> {
     let status: String = row.get(3)?;
@@ -46,6 +47,7 @@ fn instance_row(row: &Row<'_>) -> rusqlite::Result<InstanceRow> {
         custom_status: row.get(6)?,
         created_at: row.get(7)?,
         updated_at: row.get(8)?,
+        callback_url: row.get(9)?,
     })
 }
 
@@ -202,6 +204,50 @@ impl Store {
                 instance_row,
             )?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+}
+
+/// A notification waiting for delivery.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub url: String,
+    pub body: String,
+    pub attempts: u32,
+    pub created_at: i64,
+}
+
+impl Store {
+    /// Notifications due by `now`, oldest first, and when the next one after
+    /// those is due.
+    pub async fn outbox_due(
+        &self,
+        now: i64,
+        limit: usize,
+    ) -> Result<(Vec<OutboxRow>, Option<i64>), StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, url, body, attempts, created_at FROM outbox
+                  WHERE next_at <= ?1 ORDER BY next_at, id LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![now, limit as i64], |r| {
+                Ok(OutboxRow {
+                    id: r.get(0)?,
+                    url: r.get(1)?,
+                    body: r.get(2)?,
+                    attempts: r.get(3)?,
+                    created_at: r.get(4)?,
+                })
+            })?;
+            let due = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+            let next: Option<i64> = conn.query_row(
+                "SELECT MIN(next_at) FROM outbox WHERE next_at > ?1",
+                [now],
+                |r| r.get(0),
+            )?;
+            Ok((due, next))
         })
         .await
     }

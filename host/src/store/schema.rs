@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS instances (
     output        TEXT,
     custom_status TEXT,
     created_at    INTEGER NOT NULL,
-    updated_at    INTEGER NOT NULL
+    updated_at    INTEGER NOT NULL,
+    callback_url  TEXT                     -- lifecycle webhook given at start
 );
 CREATE INDEX IF NOT EXISTS instances_by_created ON instances(created_at);
 CREATE INDEX IF NOT EXISTS instances_by_status ON instances(status);
@@ -65,6 +66,18 @@ CREATE TABLE IF NOT EXISTS activities (
     run_at      INTEGER NOT NULL,
     PRIMARY KEY (instance_id, seq)
 ) WITHOUT ROWID;
+
+-- Lifecycle notifications not yet delivered, written in the same
+-- transaction as the status change they report.
+CREATE TABLE IF NOT EXISTS outbox (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    url         TEXT NOT NULL,
+    body        TEXT NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    created_at  INTEGER NOT NULL,
+    next_at     INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_by_due ON outbox(next_at);
 
 CREATE TABLE IF NOT EXISTS timers (
     instance_id TEXT NOT NULL,

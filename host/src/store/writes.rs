@@ -32,6 +32,13 @@ pub struct ActivityRow {
     pub run_at: i64,
 }
 
+/// A lifecycle notification to queue: where to POST and what.
+#[derive(Debug, Clone)]
+pub struct Notification {
+    pub url: String,
+    pub body: String,
+}
+
 /// Everything one episode changes, committed atomically with the messages it
 /// consumed.
 #[derive(Debug, Default)]
@@ -48,6 +55,7 @@ pub struct EpisodeCommit {
     pub output: Option<String>,
     /// `Some` replaces the custom status (`Some(None)` clears it).
     pub custom_status: Option<Option<String>>,
+    pub notifications: Vec<Notification>,
 }
 
 fn status_of(conn: &Connection, id: &str) -> rusqlite::Result<Option<RuntimeStatus>> {
@@ -65,6 +73,17 @@ fn insert_message(conn: &Connection, id: &str, message: &Message) -> rusqlite::R
         "INSERT INTO inbox (instance_id, message) VALUES (?1, ?2)",
         params![id, json],
     )?;
+    Ok(())
+}
+
+fn insert_notifications(conn: &Connection, notifications: &[Notification]) -> rusqlite::Result<()> {
+    let now = now_ms();
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO outbox (url, body, created_at, next_at) VALUES (?1, ?2, ?3, ?3)",
+    )?;
+    for n in notifications {
+        insert.execute(params![n.url, n.body, now])?;
+    }
     Ok(())
 }
 
@@ -134,6 +153,8 @@ impl Store {
         name: String,
         version: String,
         input: String,
+        callback_url: Option<String>,
+        notifications: Vec<Notification>,
     ) -> Result<CreateOutcome, StoreError> {
         self.write(move |conn| {
             if let Some(status) = status_of(conn, &id)? {
@@ -144,11 +165,13 @@ impl Store {
             }
             let now = now_ms();
             conn.execute(
-                "INSERT INTO instances (id, name, version, status, input, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, 'Pending', ?4, ?5, ?5)",
-                params![id, name, version, input, now],
+                "INSERT INTO instances
+                   (id, name, version, status, input, created_at, updated_at, callback_url)
+                 VALUES (?1, ?2, ?3, 'Pending', ?4, ?5, ?5, ?6)",
+                params![id, name, version, input, now, callback_url],
             )?;
             insert_message(conn, &id, &Message::Start { input })?;
+            insert_notifications(conn, &notifications)?;
             Ok(CreateOutcome::Created)
         })
         .await
@@ -189,6 +212,7 @@ impl Store {
                 consume.execute([message])?;
             }
             let now = now_ms();
+            insert_notifications(conn, &commit.notifications)?;
             if commit.status.is_some_and(RuntimeStatus::is_terminal) {
                 conn.execute("DELETE FROM timers WHERE instance_id = ?1", [id])?;
                 conn.execute("DELETE FROM activities WHERE instance_id = ?1", [id])?;
@@ -368,14 +392,45 @@ impl Store {
         .await
     }
 
-    /// The stored system key, storing `candidate` first if there is none.
-    pub async fn system_key(&self, candidate: String) -> Result<String, StoreError> {
+    /// A notification was delivered.
+    pub async fn outbox_delivered(&self, id: i64) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            conn.execute("DELETE FROM outbox WHERE id = ?1", [id])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// A delivery failed; try again at `next_at`.
+    pub async fn outbox_retry(
+        &self,
+        id: i64,
+        attempts: u32,
+        next_at: i64,
+    ) -> Result<(), StoreError> {
         self.write(move |conn| {
             conn.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('system_key', ?1)",
-                [candidate],
+                "UPDATE outbox SET attempts = ?2, next_at = ?3 WHERE id = ?1",
+                params![id, attempts, next_at],
             )?;
-            conn.query_row("SELECT value FROM meta WHERE key = 'system_key'", [], |r| {
+            Ok(())
+        })
+        .await
+    }
+
+    /// A stored secret from `meta` (the system key, the signing secret),
+    /// storing `candidate` first if there is none.
+    pub async fn meta_secret(
+        &self,
+        name: &'static str,
+        candidate: String,
+    ) -> Result<String, StoreError> {
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)",
+                params![name, candidate],
+            )?;
+            conn.query_row("SELECT value FROM meta WHERE key = ?1", [name], |r| {
                 r.get(0)
             })
         })
