@@ -5,8 +5,8 @@ CARGO       ?= cargo
 TARGET_DIR  ?= $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),$(CURDIR)/target)
 WASM_DIR    := $(TARGET_DIR)/wasm32-wasip2/guest
 DURANGO     := $(TARGET_DIR)/debug/durango
-GUESTS      := phone-verification hello-sequence test-guests
-SAMPLES     := $(WASM_DIR)/phone_verification.wasm $(WASM_DIR)/hello_sequence.wasm
+GUESTS      := phone-verification hello-sequence approval monitor test-guests
+SAMPLES     := $(WASM_DIR)/phone_verification.wasm $(WASM_DIR)/hello_sequence.wasm $(WASM_DIR)/approval.wasm $(WASM_DIR)/monitor.wasm
 DEMO_DB     ?= durango.db
 DEMO_SMS    ?= 127.0.0.1:7072
 

@@ -10,6 +10,9 @@ pub struct ActivityContext {
     pub idempotency_key: String,
     /// 1 for the first attempt.
     pub attempt: u32,
+    send_event_url: String,
+    /// Where a person can read this instance's status (token included).
+    pub status_url: String,
 }
 
 impl ActivityContext {
@@ -18,7 +21,16 @@ impl ActivityContext {
             instance_id: context.instance_id,
             idempotency_key: context.idempotency_key,
             attempt: context.attempt,
+            send_event_url: context.send_event_url,
+            status_url: context.status_url,
         }
+    }
+
+    /// A link a person can POST `event`'s data to, for this instance only
+    /// (it carries a token that allows raising events and reading status).
+    pub fn send_event_url(&self, event: &str) -> String {
+        let encoded: String = form_urlencoded::byte_serialize(event.as_bytes()).collect();
+        self.send_event_url.replace("{eventName}", &encoded)
     }
 
     /// An app setting (from the host's environment or settings file).

@@ -87,6 +87,46 @@ impl OrchestrationContext {
         Task::new(host::call_activity(name, &to_json(&input), Some(policy)))
     }
 
+    /// Start another orchestration as a child; await the task for its
+    /// output. The child has its own status; its id is derived from this
+    /// instance's.
+    pub fn call_sub_orchestrator<O: DeserializeOwned>(
+        &self,
+        name: &str,
+        input: impl Serialize,
+    ) -> Task<O> {
+        Task::new(host::call_sub_orchestrator(name, &to_json(&input), None))
+    }
+
+    /// A child orchestration with the given instance id.
+    pub fn call_sub_orchestrator_with_id<O: DeserializeOwned>(
+        &self,
+        name: &str,
+        instance_id: &str,
+        input: impl Serialize,
+    ) -> Task<O> {
+        Task::new(host::call_sub_orchestrator(
+            name,
+            &to_json(&input),
+            Some(instance_id),
+        ))
+    }
+
+    /// Call an HTTP endpoint as a durable step: the host makes the request
+    /// (with retries per `policy`, if given) and records the response, so
+    /// replay does not call again.
+    pub fn call_http(&self, request: DurableHttpRequest) -> Task<DurableHttpResponse> {
+        self.call_activity(BUILTIN_HTTP, request)
+    }
+
+    /// End this round and start the orchestration over with `input` and a
+    /// fresh history; events not yet consumed carry over. Return its result
+    /// from the orchestrator: `return ctx.continue_as_new(next)`.
+    pub fn continue_as_new<O>(&self, input: impl Serialize) -> Result<O, Error> {
+        crate::executor::continue_as_new(to_json(&input));
+        Err(Error::msg("the orchestration continued as new"))
+    }
+
     /// A durable timer that fires at `fire_at`; it survives restarts.
     pub fn create_timer(&self, fire_at: SystemTime) -> Timer {
         let at = fire_at.duration_since(UNIX_EPOCH).map_or(0, millis);
@@ -156,6 +196,51 @@ impl OrchestrationContext {
             })
             .transpose()
     }
+}
+
+/// The activity name the host runs itself for [`OrchestrationContext::call_http`].
+pub const BUILTIN_HTTP: &str = "durango.http";
+
+/// A request for [`OrchestrationContext::call_http`].
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DurableHttpRequest {
+    pub method: String,
+    pub url: String,
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+}
+
+impl DurableHttpRequest {
+    pub fn get(url: &str) -> Self {
+        DurableHttpRequest {
+            method: "GET".into(),
+            url: url.into(),
+            ..Default::default()
+        }
+    }
+
+    pub fn post(url: &str, content: impl Into<String>) -> Self {
+        DurableHttpRequest {
+            method: "POST".into(),
+            url: url.into(),
+            headers: vec![("Content-Type".into(), "application/json".into())],
+            content: Some(content.into()),
+        }
+    }
+}
+
+/// The recorded response of a durable HTTP call.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DurableHttpResponse {
+    pub status_code: u16,
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
+    #[serde(default)]
+    pub content: String,
 }
 
 fn millis(d: Duration) -> u64 {

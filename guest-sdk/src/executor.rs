@@ -40,22 +40,34 @@ fn registry<A: FunctionApp>() -> &'static Registry {
 
 thread_local! {
     static RUNNING: RefCell<Option<Orchestration>> = const { RefCell::new(None) };
+    /// Set by `continue_as_new`: the next round's input.
+    static NEXT_ROUND: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+pub(crate) fn continue_as_new(input: String) {
+    NEXT_ROUND.with(|n| *n.borrow_mut() = Some(input));
 }
 
 fn poll_running() -> PollResult {
     let Some(mut running) = RUNNING.with(|r| r.borrow_mut().take()) else {
         return PollResult::Failed("no orchestration was started in this instance".into());
     };
-    match running
+    let outcome = match running
         .as_mut()
         .poll(&mut Context::from_waker(Waker::noop()))
     {
         Poll::Pending => {
             RUNNING.with(|r| *r.borrow_mut() = Some(running));
-            PollResult::Pending
+            return PollResult::Pending;
         }
-        Poll::Ready(Ok(output)) => PollResult::Completed(output),
-        Poll::Ready(Err(message)) => PollResult::Failed(message),
+        Poll::Ready(outcome) => outcome,
+    };
+    if let Some(input) = NEXT_ROUND.with(|n| n.borrow_mut().take()) {
+        return PollResult::ContinuedAsNew(input);
+    }
+    match outcome {
+        Ok(output) => PollResult::Completed(output),
+        Err(message) => PollResult::Failed(message),
     }
 }
 

@@ -48,7 +48,10 @@ pub mod bindings {
 }
 
 pub use activity::ActivityContext;
-pub use context::{LogLevel, OrchestrationContext, RetryPolicy};
+pub use context::{
+    DurableHttpRequest, DurableHttpResponse, LogLevel, OrchestrationContext, RetryPolicy,
+    BUILTIN_HTTP,
+};
 pub use error::{Error, TaskError};
 pub use registry::Registry;
 pub use task::{Task, TaskHandle, Timer};

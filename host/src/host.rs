@@ -34,6 +34,8 @@ pub struct HostConfig {
     pub notify_urls: Vec<String>,
     /// Signs lifecycle events; `None` uses the stored one or generates it.
     pub notify_secret: Option<String>,
+    /// Base of the links handed out to people (no trailing slash).
+    pub public_url: String,
 }
 
 /// Where each orchestrator lives: its app and that app's current version.
@@ -48,6 +50,7 @@ pub struct Host {
     pub settings: Arc<Settings>,
     /// The system key every management route requires.
     pub key: String,
+    pub public_url: String,
     pub(crate) dispatcher: Dispatcher,
     pub(crate) timers: TimerQueue,
     pub(crate) activities: ActivityQueue,
@@ -133,6 +136,7 @@ impl Host {
             runtime,
             settings,
             key,
+            public_url: config.public_url,
             dispatcher: Dispatcher::new(config.hot_instances),
             timers,
             activities,
@@ -235,6 +239,34 @@ impl Host {
         })
     }
 
+    /// Links for one instance that are safe to hand to a person: they carry
+    /// a token that allows raising events on that instance and reading its
+    /// status, and nothing else. Returns (send-event URL with `{eventName}`,
+    /// status URL).
+    pub fn instance_links(&self, id: &str) -> (String, String) {
+        let token = crate::api::instance_token(&self.key, id);
+        let base = format!(
+            "{}{}/instances/{}",
+            self.public_url,
+            crate::api::PREFIX,
+            crate::api::encode(id)
+        );
+        (
+            format!("{base}/raiseEvent/{{eventName}}?token={token}"),
+            format!("{base}?token={token}"),
+        )
+    }
+
+    /// The current app version that serves `orchestrator`.
+    pub fn version_of(&self, orchestrator: &str) -> Option<String> {
+        self.catalog
+            .read()
+            .expect("catalog")
+            .orchestrators
+            .get(orchestrator)
+            .map(|(_, version)| version.clone())
+    }
+
     /// Starts an orchestration; returns once the start is committed.
     /// `callback_url` also gets the instance's lifecycle events.
     pub async fn start_instance(
@@ -245,12 +277,7 @@ impl Host {
         callback_url: Option<String>,
     ) -> Result<(), StartError> {
         let version = self
-            .catalog
-            .read()
-            .expect("catalog")
-            .orchestrators
-            .get(orchestrator)
-            .map(|(_, version)| version.clone())
+            .version_of(orchestrator)
             .ok_or_else(|| StartError::UnknownOrchestrator(orchestrator.to_string()))?;
         let notifications = self.notifier.notifications(&Change {
             instance_id: &id,

@@ -46,6 +46,10 @@ pub struct ServeArgs {
     /// Default time limit of one activity attempt, in milliseconds.
     #[arg(long, env = "DURANGO_ACTIVITY_TIMEOUT_MS", default_value_t = 300_000)]
     pub activity_timeout_ms: u64,
+    /// The base URL people reach this host at, for the links activities hand
+    /// out (e.g. an approval link); default http://LISTEN-ADDRESS.
+    #[arg(long, env = "DURANGO_PUBLIC_URL")]
+    pub public_url: Option<String>,
     /// Webhook that gets every instance's lifecycle events (repeatable).
     #[arg(
         long = "notify-url",
@@ -64,6 +68,15 @@ pub struct ServeArgs {
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let settings = Settings::load(args.settings.as_deref())?;
+    // Bound first: the links handed to activities name this address.
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let address = listener.local_addr()?;
+    let public_url = args
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{address}"));
     let key_from_env = std::env::var("DURANGO_KEY").ok().filter(|k| !k.is_empty());
     let config = HostConfig {
         db: args.db.clone(),
@@ -81,6 +94,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         notify_secret: std::env::var("DURANGO_NOTIFY_SECRET")
             .ok()
             .filter(|s| !s.is_empty()),
+        public_url: public_url.trim_end_matches('/').to_string(),
     };
     let host = Host::start(config)
         .await
@@ -104,9 +118,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             names.join(", ")
         );
     }
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
     if let Some(rpc) = args.rpc_listen {
         if !rpc.ip().is_loopback() {
             anyhow::bail!("refusing to bind the keyless RPC listener to {rpc}: it takes loopback addresses only");
@@ -126,7 +137,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
         });
     }
-    let address = listener.local_addr()?;
     // Printed last: scripts wait for this line before they talk to us.
     println!("listening on http://{address}");
     match key_from_env {

@@ -52,6 +52,14 @@ pub fn history_events(
                     put("TimerId", json!(seq));
                     "TimerCreated"
                 }
+                Action::SubOrchestration {
+                    name, instance_id, ..
+                } => {
+                    scheduled.insert(*seq, (name.clone(), *timestamp));
+                    put("FunctionName", json!(name));
+                    put("InstanceId", json!(instance_id));
+                    "SubOrchestrationInstanceCreated"
+                }
                 Action::EventWait { .. } | Action::Setting { .. } => continue,
             },
             HistoryEvent::TaskCompleted { seq, result } => {
@@ -95,6 +103,12 @@ pub fn history_events(
             HistoryEvent::ExecutionTerminated { reason } => {
                 put("Input", json!(reason));
                 "ExecutionTerminated"
+            }
+            HistoryEvent::ExecutionContinuedAsNew { input } => {
+                if show_output {
+                    put("Input", parsed(input));
+                }
+                "ContinueAsNew"
             }
             HistoryEvent::ExecutionSuspended { reason } => {
                 put("Reason", json!(reason));

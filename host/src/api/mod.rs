@@ -8,6 +8,7 @@ mod history;
 mod instances;
 mod urls;
 
+pub use auth::instance_token;
 pub use instances::format_time;
 pub use urls::encode;
 

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 
 use crate::engine::history::{Action, HistoryEvent, Message, RuntimeStatus};
 use crate::runtime::{GuestFault, Orchestrator, PollResult};
-use crate::store::{now_ms, ActivityRow, EpisodeCommit, InstanceRow};
+use crate::store::{now_ms, ActivityRow, ChildStart, ContinueAsNew, EpisodeCommit, InstanceRow};
 
 /// Re-runs a fresh guest over the instance's whole history (the cold path),
 /// leaving it where the hot instance would be. A guest that finishes or
@@ -76,6 +76,9 @@ pub async fn run(
     while let Some((id, message)) = queue.pop_front() {
         if ep.finished() {
             ep.commit.consumed.push(id);
+            if let Some(restart) = &mut ep.commit.continue_as_new {
+                restart.carried.push(message);
+            }
             continue;
         }
         match message {
@@ -109,6 +112,17 @@ pub async fn run(
                 }
             }
         }
+    }
+    if let (Some(restart), Some(guest)) = (&mut ep.commit.continue_as_new, guest.as_deref_mut()) {
+        // Events that arrived but no wait took go to the next round first,
+        // then the messages this episode did not get to.
+        let unconsumed = guest.replay().take_unconsumed_events();
+        let mut carried: Vec<Message> = unconsumed
+            .into_iter()
+            .map(|(name, input)| Message::EventRaised { name, input })
+            .collect();
+        carried.append(&mut restart.carried);
+        restart.carried = carried;
     }
     if !ep.finished() {
         ep.commit.status = Some(if suspended {
@@ -149,8 +163,11 @@ impl<'a> Builder<'a> {
         self.commit.events.push(event);
     }
 
+    /// Nothing more happens in this run of the orchestration: it ended, or
+    /// it starts over.
     fn finished(&self) -> bool {
         self.commit.status.is_some_and(RuntimeStatus::is_terminal)
+            || self.commit.continue_as_new.is_some()
     }
 
     fn finish(&mut self, status: RuntimeStatus, output: String) {
@@ -186,6 +203,16 @@ impl<'a> Builder<'a> {
                 self.finish(RuntimeStatus::Completed, output);
             }
             Ok(PollResult::Failed(error)) => self.fail(GuestFault(error)),
+            Ok(PollResult::ContinuedAsNew(input)) => {
+                self.push(HistoryEvent::ExecutionContinuedAsNew {
+                    input: input.clone(),
+                });
+                self.commit.status = Some(RuntimeStatus::ContinuedAsNew);
+                self.commit.continue_as_new = Some(ContinueAsNew {
+                    input,
+                    carried: Vec::new(),
+                });
+            }
             Err(fault) => self.fail(fault),
         }
     }
@@ -208,6 +235,17 @@ impl<'a> Builder<'a> {
                     })
                 }
                 Action::Timer { fire_at } => self.commit.timers.push((seq, *fire_at)),
+                Action::SubOrchestration {
+                    name,
+                    input,
+                    instance_id,
+                } => self.commit.children.push(ChildStart {
+                    parent_seq: seq,
+                    id: instance_id.clone(),
+                    name: name.clone(),
+                    input: input.clone(),
+                    version: None,
+                }),
                 Action::EventWait { .. } | Action::Setting { .. } => {}
             }
             self.push(HistoryEvent::ActionTaken {

@@ -57,6 +57,11 @@ pub enum Action {
         name: String,
         value: Option<String>,
     },
+    SubOrchestration {
+        name: String,
+        input: String,
+        instance_id: String,
+    },
 }
 
 impl Action {
@@ -67,6 +72,7 @@ impl Action {
             Action::Timer { .. } => "timer".to_string(),
             Action::EventWait { name } => format!("wait for event {name}"),
             Action::Setting { name, .. } => format!("setting {name}"),
+            Action::SubOrchestration { name, .. } => format!("sub-orchestration {name}"),
         }
     }
 
@@ -79,6 +85,10 @@ impl Action {
             (Action::Timer { .. }, Action::Timer { .. }) => true,
             (Action::EventWait { name: a }, Action::EventWait { name: b }) => a == b,
             (Action::Setting { name: a, .. }, Action::Setting { name: b, .. }) => a == b,
+            (
+                Action::SubOrchestration { name: a, .. },
+                Action::SubOrchestration { name: b, .. },
+            ) => a == b,
             _ => false,
         }
     }
@@ -127,6 +137,10 @@ pub enum HistoryEvent {
     ExecutionTerminated {
         reason: String,
     },
+    /// The orchestration started over with `input` (continue-as-new).
+    ExecutionContinuedAsNew {
+        input: String,
+    },
     ExecutionSuspended {
         reason: String,
     },
@@ -146,11 +160,12 @@ pub enum Message {
     Start {
         input: String,
     },
-    ActivityCompleted {
+    /// An activity or sub-orchestration finished.
+    TaskCompleted {
         seq: u32,
         result: String,
     },
-    ActivityFailed {
+    TaskFailed {
         seq: u32,
         error: String,
     },
@@ -185,10 +200,8 @@ impl Message {
                 name: orchestrator.to_string(),
                 input,
             },
-            Message::ActivityCompleted { seq, result } => {
-                HistoryEvent::TaskCompleted { seq, result }
-            }
-            Message::ActivityFailed { seq, error } => HistoryEvent::TaskFailed { seq, error },
+            Message::TaskCompleted { seq, result } => HistoryEvent::TaskCompleted { seq, result },
+            Message::TaskFailed { seq, error } => HistoryEvent::TaskFailed { seq, error },
             Message::TimerFired { seq } => HistoryEvent::TimerFired { seq },
             Message::EventRaised { name, input } => HistoryEvent::EventRaised { name, input },
             Message::Rewind { reason } => HistoryEvent::ExecutionRewound { reason },
@@ -205,16 +218,18 @@ pub enum RuntimeStatus {
     Pending,
     Running,
     Suspended,
+    ContinuedAsNew,
     Completed,
     Failed,
     Terminated,
 }
 
 impl RuntimeStatus {
-    pub const ALL: [RuntimeStatus; 6] = [
+    pub const ALL: [RuntimeStatus; 7] = [
         RuntimeStatus::Pending,
         RuntimeStatus::Running,
         RuntimeStatus::Suspended,
+        RuntimeStatus::ContinuedAsNew,
         RuntimeStatus::Completed,
         RuntimeStatus::Failed,
         RuntimeStatus::Terminated,
@@ -232,6 +247,7 @@ impl RuntimeStatus {
             RuntimeStatus::Pending => "Pending",
             RuntimeStatus::Running => "Running",
             RuntimeStatus::Suspended => "Suspended",
+            RuntimeStatus::ContinuedAsNew => "ContinuedAsNew",
             RuntimeStatus::Completed => "Completed",
             RuntimeStatus::Failed => "Failed",
             RuntimeStatus::Terminated => "Terminated",

@@ -114,6 +114,7 @@ impl Replay {
             | HistoryEvent::ExecutionCompleted { .. }
             | HistoryEvent::ExecutionFailed { .. }
             | HistoryEvent::ExecutionTerminated { .. }
+            | HistoryEvent::ExecutionContinuedAsNew { .. }
             | HistoryEvent::ExecutionSuspended { .. }
             | HistoryEvent::ExecutionResumed { .. }
             | HistoryEvent::ExecutionRewound { .. } => {}
@@ -159,6 +160,23 @@ impl Replay {
             name: name.to_string(),
             input: input.to_string(),
             retry,
+        };
+        Ok(self.take(action)?.0)
+    }
+
+    /// Starts a child orchestration; its id defaults to `{parent}:{step}`.
+    pub fn call_sub_orchestrator(
+        &mut self,
+        name: &str,
+        input: &str,
+        instance_id: Option<String>,
+    ) -> Result<u32, Nondeterminism> {
+        let instance_id =
+            instance_id.unwrap_or_else(|| format!("{}:{}", self.instance_id, self.next_seq));
+        let action = Action::SubOrchestration {
+            name: name.to_string(),
+            input: input.to_string(),
+            instance_id,
         };
         Ok(self.take(action)?.0)
     }
@@ -253,6 +271,21 @@ impl Replay {
     /// Steps taken since the last call, for the episode's commit.
     pub fn take_new_actions(&mut self) -> Vec<(u32, Action)> {
         std::mem::take(&mut self.new_actions)
+    }
+
+    /// Events that arrived but no wait consumed, oldest first: carried over
+    /// when the orchestration continues as new.
+    pub fn take_unconsumed_events(&mut self) -> Vec<(String, String)> {
+        let mut events: Vec<(String, String)> = Vec::new();
+        // Keep arrival order within a name; names in a stable order.
+        let mut names: Vec<String> = self.buffered.keys().cloned().collect();
+        names.sort();
+        for name in names {
+            if let Some(queue) = self.buffered.remove(&name) {
+                events.extend(queue.into_iter().map(|input| (name.clone(), input)));
+            }
+        }
+        events
     }
 
     /// Timers cancelled since the last call.

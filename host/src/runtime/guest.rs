@@ -17,6 +17,10 @@ use crate::engine::history::RetryPolicy;
 use crate::engine::replay::Replay;
 use crate::settings::Settings;
 
+/// Largest custom status (JSON) an orchestrator may set, as Durable
+/// Functions allows.
+pub const CUSTOM_STATUS_LIMIT: usize = 16 * 1024;
+
 /// Keep at most this much of what a guest prints (for its failure message).
 pub const OUTPUT_CAPACITY: usize = 64 * 1024;
 
@@ -174,6 +178,17 @@ impl orchestration::Host for GuestState {
             .call_activity(&name, &input, retry.map(Into::into))?)
     }
 
+    fn call_sub_orchestrator(
+        &mut self,
+        name: String,
+        input: String,
+        instance_id: Option<String>,
+    ) -> wasmtime::Result<u32> {
+        Ok(self
+            .replay()?
+            .call_sub_orchestrator(&name, &input, instance_id)?)
+    }
+
     fn create_timer(&mut self, fire_at: u64) -> wasmtime::Result<u32> {
         let fire_at = i64::try_from(fire_at).unwrap_or(i64::MAX);
         Ok(self.replay()?.create_timer(fire_at)?)
@@ -201,6 +216,14 @@ impl orchestration::Host for GuestState {
     }
 
     fn set_custom_status(&mut self, status: Option<String>) -> wasmtime::Result<()> {
+        if let Some(text) = &status {
+            if text.len() > CUSTOM_STATUS_LIMIT {
+                return Err(wasmtime::Error::msg(format!(
+                    "custom status is {} bytes; the limit is {CUSTOM_STATUS_LIMIT}",
+                    text.len()
+                )));
+            }
+        }
         self.replay()?.set_custom_status(status);
         Ok(())
     }

@@ -7,10 +7,14 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, Semaphore};
 
+use super::durable_http;
 use crate::engine::history::Message;
 use crate::host::Host;
 use crate::runtime::ActivityContext;
 use crate::store::{now_ms, ActivityRow};
+
+/// Time limit of one durable HTTP attempt unless its policy says otherwise.
+const DEFAULT_HTTP_LIMIT: Duration = Duration::from_secs(60);
 
 #[derive(Clone)]
 pub struct ActivityQueue {
@@ -55,34 +59,41 @@ impl ActivityWorkers {
 
 async fn run_attempt(host: &Arc<Host>, activity: ActivityRow) {
     let attempt = activity.attempt + 1;
+    let (send_event_url, status_url) = host.instance_links(&activity.instance_id);
     let context = ActivityContext {
         instance_id: activity.instance_id.clone(),
         idempotency_key: format!("{}:{}", activity.instance_id, activity.seq),
         attempt,
+        send_event_url,
+        status_url,
     };
     let limit = (activity.retry.attempt_timeout_ms > 0)
         .then(|| Duration::from_millis(activity.retry.attempt_timeout_ms));
-    let outcome = match host.ensure_loaded(&activity.version).await {
-        Ok(Ok(())) => {
-            host.runtime
-                .run_activity(
-                    &activity.version,
-                    &activity.name,
-                    &activity.input,
-                    context,
-                    limit,
-                )
-                .await
-        }
-        Ok(Err(fault)) => Err(fault.0),
-        Err(error) => {
-            tracing::error!(instance = %activity.instance_id, %error, "cannot load an activity's app; it will run after restart");
-            return;
+    let outcome = if activity.name == durable_http::BUILTIN_HTTP {
+        durable_http::call(&activity.input, limit.unwrap_or(DEFAULT_HTTP_LIMIT)).await
+    } else {
+        match host.ensure_loaded(&activity.version).await {
+            Ok(Ok(())) => {
+                host.runtime
+                    .run_activity(
+                        &activity.version,
+                        &activity.name,
+                        &activity.input,
+                        context,
+                        limit,
+                    )
+                    .await
+            }
+            Ok(Err(fault)) => Err(fault.0),
+            Err(error) => {
+                tracing::error!(instance = %activity.instance_id, %error, "cannot load an activity's app; it will run after restart");
+                return;
+            }
         }
     };
     let (id, seq) = (activity.instance_id.clone(), activity.seq);
     let message = match outcome {
-        Ok(result) => Message::ActivityCompleted {
+        Ok(result) => Message::TaskCompleted {
             seq,
             result: host.settings.redact(&result),
         },
@@ -104,7 +115,7 @@ async fn run_attempt(host: &Arc<Host>, activity: ActivityRow) {
             }
             return;
         }
-        Err(error) => Message::ActivityFailed {
+        Err(error) => Message::TaskFailed {
             seq,
             error: host.settings.redact(&error),
         },

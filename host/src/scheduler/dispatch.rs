@@ -141,8 +141,14 @@ async fn process(host: &Arc<Host>, id: &str) -> Result<(), StoreError> {
             callback_url: instance.callback_url.as_deref(),
         });
     }
+    for child in &mut episode.commit.children {
+        child.version = host.version_of(&child.name);
+    }
     let notify = !episode.commit.notifications.is_empty();
-    host.store.commit_episode(episode.commit).await?;
+    let woken = host.store.commit_episode(episode.commit).await?;
+    for other in woken.0 {
+        host.wake(&other);
+    }
     if let Some(status) = changed {
         host.announce(id, status);
     }

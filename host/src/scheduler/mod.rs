@@ -4,4 +4,5 @@
 
 pub mod activities;
 pub mod dispatch;
+pub mod durable_http;
 pub mod timers;

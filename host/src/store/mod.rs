@@ -15,7 +15,10 @@ use rusqlite::{Connection, OpenFlags};
 
 pub use reads::{InstanceFilter, InstanceRow, OutboxRow};
 use writer::Writer;
-pub use writes::{ActivityRow, CreateOutcome, EnqueueOutcome, EpisodeCommit, Notification};
+pub use writes::{
+    ActivityRow, ChildStart, ContinueAsNew, CreateOutcome, EnqueueOutcome, EpisodeCommit,
+    Notification, Woken,
+};
 
 /// What the store failed with. Cloned to every caller of a failed commit.
 #[derive(Debug, Clone)]

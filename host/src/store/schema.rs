@@ -33,7 +33,9 @@ CREATE TABLE IF NOT EXISTS instances (
     custom_status TEXT,
     created_at    INTEGER NOT NULL,
     updated_at    INTEGER NOT NULL,
-    callback_url  TEXT                     -- lifecycle webhook given at start
+    callback_url  TEXT,                    -- lifecycle webhook given at start
+    parent_id     TEXT,                    -- set for sub-orchestrations
+    parent_seq    INTEGER                  -- the parent's step that awaits it
 );
 CREATE INDEX IF NOT EXISTS instances_by_created ON instances(created_at);
 CREATE INDEX IF NOT EXISTS instances_by_status ON instances(status);

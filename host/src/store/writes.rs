@@ -39,6 +39,25 @@ pub struct Notification {
     pub body: String,
 }
 
+/// A sub-orchestration to create with the episode that asked for it.
+#[derive(Debug, Clone)]
+pub struct ChildStart {
+    pub parent_seq: u32,
+    pub id: String,
+    pub name: String,
+    pub input: String,
+    /// The app version to run; `None` if no such orchestrator is deployed.
+    pub version: Option<String>,
+}
+
+/// The orchestration starts over: a fresh history with `input`, and these
+/// messages queued after the start, in order.
+#[derive(Debug, Clone)]
+pub struct ContinueAsNew {
+    pub input: String,
+    pub carried: Vec<Message>,
+}
+
 /// Everything one episode changes, committed atomically with the messages it
 /// consumed.
 #[derive(Debug, Default)]
@@ -56,7 +75,13 @@ pub struct EpisodeCommit {
     /// `Some` replaces the custom status (`Some(None)` clears it).
     pub custom_status: Option<Option<String>>,
     pub notifications: Vec<Notification>,
+    pub children: Vec<ChildStart>,
+    pub continue_as_new: Option<ContinueAsNew>,
 }
+
+/// Other instances an episode's commit sent messages to: wake them.
+#[derive(Debug, Default)]
+pub struct Woken(pub Vec<String>);
 
 fn status_of(conn: &Connection, id: &str) -> rusqlite::Result<Option<RuntimeStatus>> {
     let status: Option<String> = conn
@@ -105,6 +130,139 @@ fn insert_activity(conn: &Connection, a: &ActivityRow) -> rusqlite::Result<()> {
         a.run_at
     ])?;
     Ok(())
+}
+
+/// Continue-as-new: the instance keeps its id and starts over with a fresh
+/// history; unconsumed events follow its start message.
+fn start_over(conn: &Connection, id: &str, restart: &ContinueAsNew) -> rusqlite::Result<()> {
+    for table in ["history", "activities", "timers"] {
+        conn.execute(&format!("DELETE FROM {table} WHERE instance_id = ?1"), [id])?;
+    }
+    // Messages still queued (arrived during the episode) go after the
+    // carried ones, keeping arrival order.
+    let queued: Vec<(i64, String)> = {
+        let mut stmt = conn
+            .prepare_cached("SELECT id, message FROM inbox WHERE instance_id = ?1 ORDER BY id")?;
+        let rows = stmt.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    conn.execute("DELETE FROM inbox WHERE instance_id = ?1", [id])?;
+    insert_message(
+        conn,
+        id,
+        &Message::Start {
+            input: restart.input.clone(),
+        },
+    )?;
+    for message in &restart.carried {
+        insert_message(conn, id, message)?;
+    }
+    for (_, json) in queued {
+        conn.execute(
+            "INSERT INTO inbox (instance_id, message) VALUES (?1, ?2)",
+            params![id, json],
+        )?;
+    }
+    conn.execute(
+        "UPDATE instances SET status = 'ContinuedAsNew', input = ?2, output = NULL,
+                              updated_at = ?3 WHERE id = ?1",
+        params![id, restart.input, now_ms()],
+    )?;
+    Ok(())
+}
+
+/// Creates a sub-orchestration, or fails its task at once when it cannot
+/// start. Returns the instance to wake (the child, or the parent).
+fn start_child(conn: &Connection, parent: &str, child: &ChildStart) -> rusqlite::Result<String> {
+    let refuse = |error: String| -> rusqlite::Result<String> {
+        insert_message(
+            conn,
+            parent,
+            &Message::TaskFailed {
+                seq: child.parent_seq,
+                error,
+            },
+        )?;
+        Ok(parent.to_string())
+    };
+    let Some(version) = &child.version else {
+        return refuse(format!("no orchestrator named {} is deployed", child.name));
+    };
+    match status_of(conn, &child.id)? {
+        Some(status) if !status.is_terminal() => {
+            return refuse(format!(
+                "sub-orchestration instance {} already exists and is {}",
+                child.id,
+                status.as_str()
+            ));
+        }
+        Some(_) => delete_instance_rows(conn, &child.id)?,
+        None => {}
+    }
+    let now = now_ms();
+    conn.execute(
+        "INSERT INTO instances
+           (id, name, version, status, input, created_at, updated_at, parent_id, parent_seq)
+         VALUES (?1, ?2, ?3, 'Pending', ?4, ?5, ?5, ?6, ?7)",
+        params![
+            child.id,
+            child.name,
+            version,
+            child.input,
+            now,
+            parent,
+            child.parent_seq
+        ],
+    )?;
+    insert_message(
+        conn,
+        &child.id,
+        &Message::Start {
+            input: child.input.clone(),
+        },
+    )?;
+    Ok(child.id.clone())
+}
+
+/// A finished sub-orchestration's outcome goes to its parent's inbox.
+/// Returns the parent to wake, if it still runs.
+fn report_to_parent(
+    conn: &Connection,
+    id: &str,
+    status: RuntimeStatus,
+    output: Option<&str>,
+) -> rusqlite::Result<Option<String>> {
+    let parent: Option<(Option<String>, Option<u32>)> = conn
+        .query_row(
+            "SELECT parent_id, parent_seq FROM instances WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((Some(parent), Some(seq))) = parent else {
+        return Ok(None);
+    };
+    if status_of(conn, &parent)?.is_none_or(RuntimeStatus::is_terminal) {
+        return Ok(None);
+    }
+    let output = output.unwrap_or("null");
+    let reason = || serde_json::from_str::<String>(output).unwrap_or_else(|_| output.to_string());
+    let message = match status {
+        RuntimeStatus::Completed => Message::TaskCompleted {
+            seq,
+            result: output.to_string(),
+        },
+        RuntimeStatus::Terminated => Message::TaskFailed {
+            seq,
+            error: format!("sub-orchestration {id} was terminated: {}", reason()),
+        },
+        _ => Message::TaskFailed {
+            seq,
+            error: format!("sub-orchestration {id} failed: {}", reason()),
+        },
+    };
+    insert_message(conn, &parent, &message)?;
+    Ok(Some(parent))
 }
 
 /// Removes every row an instance owns.
@@ -194,11 +352,24 @@ impl Store {
         .await
     }
 
-    pub async fn commit_episode(&self, commit: EpisodeCommit) -> Result<(), StoreError> {
+    /// Commits an episode; returns the other instances it sent messages to.
+    pub async fn commit_episode(&self, commit: EpisodeCommit) -> Result<Woken, StoreError> {
         self.write(move |conn| {
             let id = commit.instance_id.as_str();
+            let mut woken = Woken::default();
             if status_of(conn, id)?.is_none() {
-                return Ok(()); // purged while the episode ran
+                return Ok(woken); // purged while the episode ran
+            }
+            let mut consume = conn.prepare_cached("DELETE FROM inbox WHERE id = ?1")?;
+            for message in &commit.consumed {
+                consume.execute([message])?;
+            }
+            insert_notifications(conn, &commit.notifications)?;
+            let now = now_ms();
+            if let Some(restart) = &commit.continue_as_new {
+                start_over(conn, id, restart)?;
+                woken.0.push(id.to_string());
+                return Ok(woken);
             }
             let mut append = conn.prepare_cached(
                 "INSERT INTO history (instance_id, position, event) VALUES (?1, ?2, ?3)",
@@ -207,15 +378,13 @@ impl Store {
                 let json = serde_json::to_string(event).expect("history events serialize");
                 append.execute(params![id, (commit.first_position + offset) as i64, json])?;
             }
-            let mut consume = conn.prepare_cached("DELETE FROM inbox WHERE id = ?1")?;
-            for message in &commit.consumed {
-                consume.execute([message])?;
-            }
-            let now = now_ms();
-            insert_notifications(conn, &commit.notifications)?;
-            if commit.status.is_some_and(RuntimeStatus::is_terminal) {
+            if let Some(status) = commit.status.filter(|s| s.is_terminal()) {
                 conn.execute("DELETE FROM timers WHERE instance_id = ?1", [id])?;
                 conn.execute("DELETE FROM activities WHERE instance_id = ?1", [id])?;
+                if let Some(parent) = report_to_parent(conn, id, status, commit.output.as_deref())?
+                {
+                    woken.0.push(parent);
+                }
             } else {
                 let mut timer = conn.prepare_cached(
                     "INSERT OR REPLACE INTO timers (instance_id, seq, fire_at) VALUES (?1, ?2, ?3)",
@@ -230,6 +399,9 @@ impl Store {
                 }
                 for a in &commit.activities {
                     insert_activity(conn, a)?;
+                }
+                for child in &commit.children {
+                    woken.0.push(start_child(conn, id, child)?);
                 }
             }
             conn.execute(
@@ -247,7 +419,7 @@ impl Store {
                     now
                 ],
             )?;
-            Ok(())
+            Ok(woken)
         })
         .await
     }

@@ -67,6 +67,33 @@ fn read_rewind_ok(ctx: &ActivityContext, _: ()) -> Result<String, Error> {
     ctx.required_setting("RewindOk")
 }
 
+/// Starts `EchoAfterEvent` as a child under `{this id}-child` and returns
+/// what the child returned.
+async fn parent_of_echo(ctx: OrchestrationContext, event: String) -> Result<String, Error> {
+    let child_id = format!("{}-child", ctx.instance_id());
+    Ok(ctx
+        .call_sub_orchestrator_with_id("EchoAfterEvent", &child_id, event)
+        .await?)
+}
+
+/// Adds each `Add` event to a running total; every addition is a new round
+/// (continue-as-new). Completes once the total reaches 10.
+async fn counter(ctx: OrchestrationContext, total: i64) -> Result<i64, Error> {
+    ctx.set_custom_status(total);
+    if total >= 10 {
+        return Ok(total);
+    }
+    let add: i64 = ctx.wait_for_event("Add").await?;
+    ctx.continue_as_new(total + add)
+}
+
+/// Sets a custom status larger than the host allows.
+async fn huge_status(ctx: OrchestrationContext, bytes: usize) -> Result<(), Error> {
+    ctx.set_custom_status("x".repeat(bytes));
+    let _: () = ctx.wait_for_event("Never").await?;
+    Ok(())
+}
+
 /// Panics with a message.
 async fn panics(_: OrchestrationContext, message: String) -> Result<(), Error> {
     panic!("{message}");
@@ -83,6 +110,9 @@ durango_sdk::app! {
     orchestrator "Panics" => panics;
     orchestrator "Retries" => retries;
     orchestrator "NeedsSetting" => needs_setting;
+    orchestrator "ParentOfEcho" => parent_of_echo;
+    orchestrator "Counter" => counter;
+    orchestrator "HugeStatus" => huge_status;
     activity "Echo" => echo;
     activity "FailsTwice" => fails_twice;
     activity "ReadRewindOk" => read_rewind_ok;
