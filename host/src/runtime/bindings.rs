@@ -7,4 +7,6 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use durango::orchestration::types::{ActivityContext, FunctionKind, LogLevel, PollResult};
+pub use self::durango::orchestration::types::{
+    ActivityContext, FunctionKind, LogLevel, PollResult,
+};
