@@ -41,7 +41,7 @@ demo: build
 	fi
 
 test: build
-	DURANGO_BIN=$(DURANGO) DURANGO_WASM_DIR=$(WASM_DIR) $(CARGO) test --workspace --exclude durango-sdk $(addprefix --exclude ,$(GUESTS))
+	DURANGO_BIN=$(DURANGO) DURANGO_WASM_DIR=$(WASM_DIR) $(CARGO) test --workspace $(addprefix --exclude ,$(GUESTS))
 
 lint: setup
 	$(CARGO) fmt --all -- --check
