@@ -107,7 +107,13 @@ impl Client {
         Ok(Answer { status, body })
     }
 
-    pub fn deploy(&self, file: &PathBuf, name: Option<&str>) -> anyhow::Result<Answer> {
+    /// Deploys a component; `allow` limits the settings it may read.
+    pub fn deploy(
+        &self,
+        file: &PathBuf,
+        name: Option<&str>,
+        allow: &[String],
+    ) -> anyhow::Result<Answer> {
         let wasm =
             std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
         let app = match name {
@@ -118,9 +124,14 @@ impl Client {
                 .ok_or_else(|| anyhow!("{} has no usable file name; pass --name", file.display()))?
                 .to_string(),
         };
+        let query: String = allow
+            .iter()
+            .map(|name| format!("allowSetting={}", crate::api::encode(name)))
+            .collect::<Vec<_>>()
+            .join("&");
         self.call(
             "PUT",
-            &format!("/admin/apps/{}", crate::api::encode(&app)),
+            &format!("/admin/apps/{}?{query}", crate::api::encode(&app)),
             Some(("application/wasm", wasm)),
         )
     }

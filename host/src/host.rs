@@ -17,7 +17,8 @@ use crate::scheduler::dispatch::Dispatcher;
 use crate::scheduler::timers::{timer_queue, TimerQueue};
 use crate::settings::Settings;
 use crate::store::{
-    now_ms, ActivityRow, CreateOutcome, Durability, EnqueueOutcome, InstanceRow, Store, StoreError,
+    now_ms, ActivityRow, CreateOutcome, Deployment, Durability, EnqueueOutcome, InstanceRow, Store,
+    StoreError,
 };
 
 pub struct HostConfig {
@@ -87,6 +88,9 @@ pub struct Deployed {
     pub app: String,
     pub version: String,
     pub functions: Vec<FunctionInfo>,
+    /// The settings the app may read; absent when it may read all.
+    #[serde(rename = "allowedSettings", skip_serializing_if = "Option::is_none")]
+    pub allowed_settings: Option<Vec<String>>,
 }
 
 #[derive(Debug)]
@@ -184,22 +188,34 @@ impl Host {
         if self.runtime.is_loaded(version) {
             return Ok(Ok(()));
         }
-        let Some((compiled, wasm)) = self.store.app_version(version.to_string()).await? else {
+        let Some(stored) = self.store.app_version(version.to_string()).await? else {
             return Ok(Err(GuestFault(format!(
                 "app version {version} is not in the database"
             ))));
         };
+        let allowed = stored
+            .allowed_settings
+            .map(|names| Arc::new(names.into_iter().collect()));
         Ok(self
             .runtime
-            .load(version, &compiled, &wasm)
+            .load(version, &stored.compiled, &stored.wasm, allowed)
             .map_err(|e| GuestFault(format!("app version {version} cannot be loaded: {e:#}"))))
     }
 
     /// Checks, compiles and stores a component as the current version of `app`.
-    pub async fn deploy(&self, app: &str, wasm: &[u8]) -> Result<Deployed, DeployError> {
+    /// `allowed_settings` limits the settings the app may read (`None`: all).
+    pub async fn deploy(
+        &self,
+        app: &str,
+        wasm: &[u8],
+        allowed_settings: Option<Vec<String>>,
+    ) -> Result<Deployed, DeployError> {
+        let allowed = allowed_settings
+            .clone()
+            .map(|names| Arc::new(names.into_iter().collect()));
         let compiled = self
             .runtime
-            .compile(wasm)
+            .compile(wasm, allowed)
             .await
             .map_err(DeployError::Invalid)?;
         {
@@ -222,13 +238,14 @@ impl Host {
         let functions =
             serde_json::to_string(&compiled.functions).expect("function list serializes");
         self.store
-            .deploy(
-                app.to_string(),
-                compiled.version.clone(),
-                wasm.to_vec(),
-                compiled.compiled,
+            .deploy(Deployment {
+                app: app.to_string(),
+                version: compiled.version.clone(),
+                wasm: wasm.to_vec(),
+                compiled: compiled.compiled,
                 functions,
-            )
+                allowed_settings: allowed_settings.clone(),
+            })
             .await
             .map_err(DeployError::Store)?;
         self.reload_catalog().await.map_err(DeployError::Store)?;
@@ -236,6 +253,7 @@ impl Host {
             app: app.to_string(),
             version: compiled.version,
             functions: compiled.functions,
+            allowed_settings,
         })
     }
 

@@ -25,6 +25,10 @@ enum Command {
         file: PathBuf,
         #[arg(long)]
         name: Option<String>,
+        /// Let the app read this setting (repeatable); without any, it may
+        /// read every setting.
+        #[arg(long = "allow-setting", value_name = "NAME")]
+        allow_settings: Vec<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -176,9 +180,12 @@ fn run_server(task: impl std::future::Future<Output = anyhow::Result<()>>) -> an
 fn run_client(command: Command) -> anyhow::Result<()> {
     let answer = match &command {
         Command::Serve(_) | Command::FakeSms(_) => unreachable!("servers run in run_server"),
-        Command::Deploy { file, name, client } => {
-            Client::new(client)?.deploy(file, name.as_deref())?
-        }
+        Command::Deploy {
+            file,
+            name,
+            allow_settings,
+            client,
+        } => Client::new(client)?.deploy(file, name.as_deref(), allow_settings)?,
         Command::Start {
             orchestrator,
             input,

@@ -107,7 +107,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let wasm =
             std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
         let deployed = host
-            .deploy(app, &wasm)
+            .deploy(app, &wasm, None)
             .await
             .map_err(|e| anyhow::anyhow!("cannot deploy {}: {e}", file.display()))?;
         let names: Vec<&str> = deployed.functions.iter().map(|f| f.name.as_str()).collect();

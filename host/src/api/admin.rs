@@ -3,7 +3,7 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
@@ -28,9 +28,27 @@ pub fn validate_app_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// `?allowSetting=A&allowSetting=B` (or `allowSettings=A,B`): the settings
+/// the app may read. Without it, it may read all.
+fn allowed_settings(uri: &Uri) -> Option<Vec<String>> {
+    let query = uri.query()?;
+    let names: Vec<String> = form_urlencoded::parse(query.as_bytes())
+        .filter(|(k, _)| k == "allowSetting" || k == "allowSettings")
+        .flat_map(|(_, v)| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    (!names.is_empty()).then_some(names)
+}
+
 pub async fn deploy(
     State(state): State<ApiState>,
     Path(app): Path<String>,
+    uri: Uri,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     validate_app_name(&app).map_err(ApiError::bad_request)?;
@@ -38,7 +56,7 @@ pub async fn deploy(
     if wasm.is_empty() {
         return Err(ApiError::bad_request("the body must be a .wasm component"));
     }
-    match state.host.deploy(&app, &wasm).await {
+    match state.host.deploy(&app, &wasm, allowed_settings(&uri)).await {
         Ok(deployed) => Ok((StatusCode::CREATED, Json(deployed)).into_response()),
         Err(DeployError::Invalid(reason)) => Err(ApiError::bad_request(reason)),
         Err(DeployError::Store(error)) => Err(error.into()),

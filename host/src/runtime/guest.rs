@@ -13,6 +13,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 use super::bindings::durango::orchestration::{orchestration, settings, types};
 use super::bindings::LogLevel;
 use super::sandbox::OrchestrationClock;
+use super::AllowedSettings;
 use crate::engine::history::RetryPolicy;
 use crate::engine::replay::Replay;
 use crate::settings::Settings;
@@ -35,6 +36,8 @@ pub enum Role {
 pub struct GuestState {
     pub role: Role,
     pub settings: Arc<Settings>,
+    /// What this app's deployment may read; `None` = every setting.
+    allowed: AllowedSettings,
     pub output: MemoryOutputPipe,
     pub limits: StoreLimits,
     wasi: WasiCtx,
@@ -47,6 +50,7 @@ impl GuestState {
     pub fn new(
         role: Role,
         settings: Arc<Settings>,
+        allowed: AllowedSettings,
         wasi: WasiCtx,
         output: MemoryOutputPipe,
         limits: StoreLimits,
@@ -54,6 +58,7 @@ impl GuestState {
         GuestState {
             role,
             settings,
+            allowed,
             output,
             limits,
             wasi,
@@ -69,6 +74,16 @@ impl GuestState {
             Role::Activity => Err(wasmtime::Error::msg(
                 "orchestration calls are not available to activities",
             )),
+        }
+    }
+
+    /// Refuses settings the app's deployment did not allow.
+    fn check_allowed(&self, name: &str) -> wasmtime::Result<()> {
+        match &self.allowed {
+            Some(allowed) if !allowed.contains(name) => Err(wasmtime::Error::msg(format!(
+                "app setting {name} is not allowed for this app; deploy it with --allow-setting {name}"
+            ))),
+            _ => Ok(()),
         }
     }
 
@@ -246,6 +261,7 @@ impl orchestration::Host for GuestState {
     }
 
     fn get_setting(&mut self, name: String) -> wasmtime::Result<Option<String>> {
+        self.check_allowed(&name)?;
         if self.settings.is_secret(&name) {
             return Err(wasmtime::Error::msg(format!(
                 "setting {name} is secret: orchestrators may not read it (history would keep it); read it in an activity"
@@ -258,6 +274,7 @@ impl orchestration::Host for GuestState {
 
 impl settings::Host for GuestState {
     fn get(&mut self, name: String) -> wasmtime::Result<Option<String>> {
+        self.check_allowed(&name)?;
         match self.role {
             Role::Activity => Ok(self.settings.get(&name)),
             Role::Orchestrator { .. } => Err(wasmtime::Error::msg(

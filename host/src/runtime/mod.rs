@@ -5,7 +5,7 @@ mod bindings;
 mod guest;
 mod sandbox;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -60,6 +60,16 @@ pub struct Compiled {
     pub functions: Vec<FunctionInfo>,
 }
 
+/// The settings an app's deployment lets it read; `None` allows all.
+pub type AllowedSettings = Option<Arc<BTreeSet<String>>>;
+
+/// A version ready to instantiate, with what its deployment allows.
+#[derive(Clone)]
+struct LoadedApp {
+    pre: FunctionAppPre<GuestState>,
+    allowed: AllowedSettings,
+}
+
 /// A guest stopped without finishing its call normally.
 #[derive(Debug, Clone)]
 pub struct GuestFault(pub String);
@@ -73,7 +83,7 @@ impl std::fmt::Display for GuestFault {
 pub struct Runtime {
     engine: Engine,
     linker: Linker<GuestState>,
-    loaded: Mutex<HashMap<String, FunctionAppPre<GuestState>>>,
+    loaded: Mutex<HashMap<String, LoadedApp>>,
     settings: Arc<Settings>,
     limits: GuestLimits,
 }
@@ -112,7 +122,7 @@ impl Runtime {
 
     /// Checks that `wasm` is a Durango function app, compiles it and lists
     /// its functions. The error says why the bytes were refused.
-    pub async fn compile(&self, wasm: &[u8]) -> Result<Compiled, String> {
+    pub async fn compile(&self, wasm: &[u8], allowed: AllowedSettings) -> Result<Compiled, String> {
         let version = hex(&Sha256::digest(wasm));
         let engine = self.engine.clone();
         let bytes = wasm.to_vec();
@@ -124,11 +134,12 @@ impl Runtime {
         let compiled = component
             .serialize()
             .map_err(|e| format!("cannot serialize the compiled component: {e}"))?;
-        let functions = self.list_functions(&pre).await?;
+        let app = LoadedApp { pre, allowed };
+        let functions = self.list_functions(&app).await?;
         self.loaded
             .lock()
             .expect("app cache")
-            .insert(version.clone(), pre);
+            .insert(version.clone(), app);
         Ok(Compiled {
             version,
             compiled,
@@ -151,12 +162,9 @@ impl Runtime {
         })
     }
 
-    async fn list_functions(
-        &self,
-        pre: &FunctionAppPre<GuestState>,
-    ) -> Result<Vec<FunctionInfo>, String> {
+    async fn list_functions(&self, loaded: &LoadedApp) -> Result<Vec<FunctionInfo>, String> {
         let (mut store, app) = self
-            .instantiate(pre, Role::Activity)
+            .instantiate(loaded, Role::Activity)
             .await
             .map_err(|e| format!("the component failed to start: {e}"))?;
         let functions = app
@@ -184,7 +192,13 @@ impl Runtime {
 
     /// Makes a stored version ready to instantiate (deserializing its
     /// compiled form, or compiling again if this wasmtime cannot read it).
-    pub fn load(&self, version: &str, compiled: &[u8], wasm: &[u8]) -> anyhow::Result<()> {
+    pub fn load(
+        &self,
+        version: &str,
+        compiled: &[u8],
+        wasm: &[u8],
+        allowed: AllowedSettings,
+    ) -> anyhow::Result<()> {
         if self.loaded.lock().expect("app cache").contains_key(version) {
             return Ok(());
         }
@@ -198,7 +212,7 @@ impl Runtime {
         self.loaded
             .lock()
             .expect("app cache")
-            .insert(version.to_string(), pre);
+            .insert(version.to_string(), LoadedApp { pre, allowed });
         Ok(())
     }
 
@@ -206,7 +220,7 @@ impl Runtime {
         self.loaded.lock().expect("app cache").contains_key(version)
     }
 
-    fn pre(&self, version: &str) -> Result<FunctionAppPre<GuestState>, GuestFault> {
+    fn app(&self, version: &str) -> Result<LoadedApp, GuestFault> {
         self.loaded
             .lock()
             .expect("app cache")
@@ -217,7 +231,7 @@ impl Runtime {
 
     async fn instantiate(
         &self,
-        pre: &FunctionAppPre<GuestState>,
+        loaded: &LoadedApp,
         role: Role,
     ) -> Result<(wasmtime::Store<GuestState>, FunctionApp), GuestFault> {
         let output = MemoryOutputPipe::new(OUTPUT_CAPACITY);
@@ -231,11 +245,19 @@ impl Runtime {
             .memory_size(self.limits.memory_bytes)
             .instances(100)
             .build();
-        let state = GuestState::new(role, self.settings.clone(), wasi, output, limits);
+        let state = GuestState::new(
+            role,
+            self.settings.clone(),
+            loaded.allowed.clone(),
+            wasi,
+            output,
+            limits,
+        );
         let mut store = wasmtime::Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_async_yield_and_update(1);
-        let app = pre
+        let app = loaded
+            .pre
             .instantiate_async(&mut store)
             .await
             .map_err(|e| GuestFault(format!("instantiation failed: {}", fault(&store, &e))))?;
@@ -248,12 +270,12 @@ impl Runtime {
         version: &str,
         replay: Replay,
     ) -> Result<Orchestrator, GuestFault> {
-        let pre = self.pre(version)?;
+        let loaded = self.app(version)?;
         let clock = OrchestrationClock::default();
         clock.set(replay.now());
         let (store, app) = self
             .instantiate(
-                &pre,
+                &loaded,
                 Role::Orchestrator {
                     replay: Box::new(replay),
                     clock,
@@ -277,10 +299,10 @@ impl Runtime {
         time_limit: Option<Duration>,
     ) -> Result<String, String> {
         let limit = time_limit.unwrap_or(self.limits.activity_attempt);
-        let pre = self.pre(version).map_err(|e| e.0)?;
+        let loaded = self.app(version).map_err(|e| e.0)?;
         let run = async {
             let (mut store, app) = self
-                .instantiate(&pre, Role::Activity)
+                .instantiate(&loaded, Role::Activity)
                 .await
                 .map_err(|e| e.0)?;
             let result = app

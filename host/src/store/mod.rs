@@ -13,11 +13,11 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags};
 
-pub use reads::{InstanceFilter, InstanceRow, OutboxRow};
+pub use reads::{InstanceFilter, InstanceRow, OutboxRow, StoredVersion};
 use writer::Writer;
 pub use writes::{
-    ActivityRow, ChildStart, ContinueAsNew, CreateOutcome, EnqueueOutcome, EpisodeCommit,
-    Notification, Woken,
+    ActivityRow, ChildStart, ContinueAsNew, CreateOutcome, Deployment, EnqueueOutcome,
+    EpisodeCommit, Notification, Woken,
 };
 
 /// What the store failed with. Cloned to every caller of a failed commit.

@@ -20,6 +20,13 @@ pub struct InstanceRow {
     pub callback_url: Option<String>,
 }
 
+/// A stored app version.
+pub struct StoredVersion {
+    pub compiled: Vec<u8>,
+    pub wasm: Vec<u8>,
+    pub allowed_settings: Option<Vec<String>>,
+}
+
 /// Which instances a list asks for.
 #[derive(Debug, Clone, Default)]
 pub struct InstanceFilter {
@@ -103,18 +110,25 @@ impl Store {
     }
 
     /// A version's compiled form and original bytes.
-    pub async fn app_version(
-        &self,
-        version: String,
-    ) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub async fn app_version(&self, version: String) -> Result<Option<StoredVersion>, StoreError> {
         self.read(move |conn| {
-            Ok(conn
+            let row: Option<(Vec<u8>, Vec<u8>, Option<String>)> = conn
                 .query_row(
-                    "SELECT compiled, wasm FROM app_versions WHERE version = ?1",
+                    "SELECT compiled, wasm, allowed_settings FROM app_versions WHERE version = ?1",
                     [version],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
-                .optional()?)
+                .optional()?;
+            row.map(|(compiled, wasm, allowed)| {
+                Ok(StoredVersion {
+                    compiled,
+                    wasm,
+                    allowed_settings: allowed
+                        .map(|json| decode("allowed settings", &json))
+                        .transpose()?,
+                })
+            })
+            .transpose()
         })
         .await
     }

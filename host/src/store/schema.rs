@@ -13,6 +13,7 @@ CREATE TABLE IF NOT EXISTS app_versions (
     wasm        BLOB NOT NULL,
     compiled    BLOB NOT NULL,             -- wasmtime's serialized form
     functions   TEXT NOT NULL,             -- JSON [{name, kind}]
+    allowed_settings TEXT,                 -- JSON [names]; NULL allows all
     deployed_at INTEGER NOT NULL
 );
 

@@ -39,6 +39,18 @@ pub struct Notification {
     pub body: String,
 }
 
+/// A version to store as an app's current one.
+pub struct Deployment {
+    pub app: String,
+    pub version: String,
+    pub wasm: Vec<u8>,
+    pub compiled: Vec<u8>,
+    /// JSON list of the app's functions.
+    pub functions: String,
+    /// The settings it may read; `None` allows all.
+    pub allowed_settings: Option<Vec<String>>,
+}
+
 /// A sub-orchestration to create with the episode that asked for it.
 #[derive(Debug, Clone)]
 pub struct ChildStart {
@@ -276,27 +288,33 @@ fn delete_instance_rows(conn: &Connection, id: &str) -> rusqlite::Result<()> {
 
 impl Store {
     /// Stores a deployed version and makes it the app's current one.
-    pub async fn deploy(
-        &self,
-        app: String,
-        version: String,
-        wasm: Vec<u8>,
-        compiled: Vec<u8>,
-        functions: String,
-    ) -> Result<(), StoreError> {
+    pub async fn deploy(&self, d: Deployment) -> Result<(), StoreError> {
         self.write(move |conn| {
             let now = now_ms();
+            let allowed = d
+                .allowed_settings
+                .map(|names| serde_json::to_string(&names).expect("names serialize"));
             conn.execute(
-                "INSERT INTO app_versions (version, app, wasm, compiled, functions, deployed_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT(version) DO UPDATE SET compiled = excluded.compiled",
-                params![version, app, wasm, compiled, functions, now],
+                "INSERT INTO app_versions
+                   (version, app, wasm, compiled, functions, allowed_settings, deployed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(version) DO UPDATE SET compiled = excluded.compiled,
+                                                    allowed_settings = excluded.allowed_settings",
+                params![
+                    d.version,
+                    d.app,
+                    d.wasm,
+                    d.compiled,
+                    d.functions,
+                    allowed,
+                    now
+                ],
             )?;
             conn.execute(
                 "INSERT INTO apps (name, version, deployed_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT(name) DO UPDATE SET version = excluded.version,
                                                  deployed_at = excluded.deployed_at",
-                params![app, version, now],
+                params![d.app, d.version, now],
             )?;
             Ok(())
         })

@@ -94,6 +94,19 @@ async fn huge_status(ctx: OrchestrationContext, bytes: usize) -> Result<(), Erro
     Ok(())
 }
 
+/// Fails with an error that quotes the secret setting `LeakySecret`: the
+/// host must redact it everywhere it shows the error.
+async fn leaks_secret(ctx: OrchestrationContext, _: ()) -> Result<(), Error> {
+    ctx.log(durango_sdk::LogLevel::Info, "about to leak");
+    Ok(ctx.call_activity("QuoteSecret", ()).await?)
+}
+
+fn quote_secret(ctx: &ActivityContext, _: ()) -> Result<(), Error> {
+    let secret = ctx.required_setting("LeakySecret")?;
+    println!("printing {secret} to stdout");
+    Err(Error::msg(format!("the provider rejected token {secret}")))
+}
+
 /// Panics with a message.
 async fn panics(_: OrchestrationContext, message: String) -> Result<(), Error> {
     panic!("{message}");
@@ -113,7 +126,9 @@ durango_sdk::app! {
     orchestrator "ParentOfEcho" => parent_of_echo;
     orchestrator "Counter" => counter;
     orchestrator "HugeStatus" => huge_status;
+    orchestrator "LeaksSecret" => leaks_secret;
     activity "Echo" => echo;
     activity "FailsTwice" => fails_twice;
     activity "ReadRewindOk" => read_rewind_ok;
+    activity "QuoteSecret" => quote_secret;
 }
