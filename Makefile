@@ -33,7 +33,7 @@ demo: build
 	  echo "No TwilioAccountSid set: SMS go to the local fake endpoint on $(DEMO_SMS)."; \
 	  $(DURANGO) fake-sms --listen $(DEMO_SMS) & \
 	  export TwilioAccountSid=ACdemo TwilioAuthToken=demo-token TwilioPhoneNumber=+15005550006 \
-	         TwilioBaseUrl=http://$(DEMO_SMS); \
+	         TwilioBaseUrl=http://$(DEMO_SMS) ApprovalWebhookUrl=$${ApprovalWebhookUrl:-http://$(DEMO_SMS)/webhook}; \
 	  trap 'kill %1 2>/dev/null' EXIT INT TERM; \
 	  DURANGO_SECRET_SETTINGS=TwilioAuthToken $(DURANGO) serve --db $(DEMO_DB) $(addprefix --deploy ,$(SAMPLES)); \
 	else \

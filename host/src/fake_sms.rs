@@ -2,6 +2,8 @@
 //! the phone-verification sample runs (and is tested) without an account.
 //! It speaks the REST shape the sample uses, checks basic auth when given
 //! credentials, prints each message, and lists them at `GET /messages`.
+//! It also takes any JSON posted to `/webhook` (approval requests, lifecycle
+//! notifications) and lists it there too, for the walk-throughs.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -41,6 +43,7 @@ pub async fn run(args: FakeSmsArgs) -> anyhow::Result<()> {
     };
     let app = Router::new()
         .route("/2010-04-01/Accounts/{sid}/Messages.json", post(send))
+        .route("/webhook", post(webhook))
         .route("/messages", get(list))
         .with_state(fake);
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
@@ -104,6 +107,15 @@ async fn send(
     println!("SMS to {}: {}", field("To"), field("Body"));
     messages.push(message.clone());
     (StatusCode::CREATED, Json(message)).into_response()
+}
+
+async fn webhook(State(fake): State<Fake>, Json(body): Json<Value>) -> StatusCode {
+    println!("webhook: {body}");
+    fake.messages
+        .lock()
+        .expect("message log")
+        .push(json!({"webhook": body}));
+    StatusCode::OK
 }
 
 async fn list(State(fake): State<Fake>) -> Json<Vec<Value>> {

@@ -119,3 +119,71 @@ fn client_errors_are_one_line_and_exit_non_zero() {
     assert!(!no_key.status.success());
     assert!(String::from_utf8_lossy(&no_key.stderr).contains("key"));
 }
+
+#[test]
+fn the_client_manages_instances_through_their_life() {
+    let host = Host::start(HostOptions::default());
+    json_of(&durango(
+        &host,
+        &[
+            "start",
+            "EchoAfterEvent",
+            "--input",
+            "\"Go\"",
+            "--id",
+            "life-1",
+        ],
+    ));
+    host.wait_history("life-1", "ExecutionStarted", 1);
+    assert!(durango(&host, &["suspend", "life-1", "--reason", "hold"])
+        .status
+        .success());
+    wait_until("life-1 to be suspended", WAIT, || {
+        let status = json_of(&durango(&host, &["status", "life-1"]));
+        (status["runtimeStatus"] == "Suspended").then_some(())
+    });
+    assert!(durango(&host, &["raise", "life-1", "Go", "\"later\""])
+        .status
+        .success());
+    assert!(durango(&host, &["resume", "life-1"]).status.success());
+    let done = wait_until("life-1 to complete", WAIT, || {
+        let status = json_of(&durango(&host, &["status", "life-1"]));
+        (status["runtimeStatus"] == "Completed").then_some(status)
+    });
+    assert_eq!(done["output"], "later");
+
+    let restarted = json_of(&durango(&host, &["restart", "life-1"]));
+    let new_id = restarted["id"].as_str().unwrap().to_string();
+    assert_ne!(new_id, "life-1");
+    let listed = json_of(&durango(
+        &host,
+        &["list", "--prefix", "life-", "--top", "5"],
+    ));
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+
+    let purged = json_of(&durango(&host, &["purge", "life-1"]));
+    assert_eq!(purged["instancesDeleted"], 1);
+    assert!(
+        !durango(&host, &["purge"]).status.success(),
+        "purge needs an id or a time"
+    );
+    let by_time = durango(&host, &["purge", "--created-from", "2020-01-01T00:00:00Z"]);
+    assert!(
+        !by_time.status.success(),
+        "nothing finished is left to purge"
+    );
+    assert!(String::from_utf8_lossy(&by_time.stderr).contains("404"));
+
+    let failed = json_of(&durango(
+        &host,
+        &["start", "NeedsSetting", "--id", "life-2"],
+    ));
+    assert_eq!(failed["id"], "life-2");
+    host.wait_finished("life-2");
+    let rewound = durango(&host, &["rewind", "life-2"]);
+    assert!(
+        rewound.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rewound.stderr)
+    );
+}
