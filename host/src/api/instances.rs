@@ -373,31 +373,24 @@ pub struct ReasonQuery {
     reason: Option<String>,
 }
 
-pub async fn terminate(
+/// `terminate`, `suspend` and `resume`: a message with an optional reason.
+pub async fn control(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
+    Path((id, operation)): Path<(String, String)>,
     Query(query): Query<ReasonQuery>,
 ) -> Result<Response, ApiError> {
     let reason = query.reason.unwrap_or_default();
-    deliver(&state, &id, Message::Terminate { reason }).await
-}
-
-pub async fn suspend(
-    State(state): State<ApiState>,
-    Path(id): Path<String>,
-    Query(query): Query<ReasonQuery>,
-) -> Result<Response, ApiError> {
-    let reason = query.reason.unwrap_or_default();
-    deliver(&state, &id, Message::Suspend { reason }).await
-}
-
-pub async fn resume(
-    State(state): State<ApiState>,
-    Path(id): Path<String>,
-    Query(query): Query<ReasonQuery>,
-) -> Result<Response, ApiError> {
-    let reason = query.reason.unwrap_or_default();
-    deliver(&state, &id, Message::Resume { reason }).await
+    let message = match operation.as_str() {
+        "terminate" => Message::Terminate { reason },
+        "suspend" => Message::Suspend { reason },
+        "resume" => Message::Resume { reason },
+        _ => {
+            return Err(ApiError::not_found(format!(
+                "no instance operation {operation}"
+            )))
+        }
+    };
+    deliver(&state, &id, message).await
 }
 
 pub async fn rewind(

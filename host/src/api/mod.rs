@@ -122,9 +122,8 @@ fn management() -> Router<ApiState> {
             "/instances/{id}/raiseEvent/{event}",
             post(instances::raise_event),
         )
-        .route("/instances/{id}/terminate", post(instances::terminate))
-        .route("/instances/{id}/suspend", post(instances::suspend))
-        .route("/instances/{id}/resume", post(instances::resume))
+        // terminate, suspend, resume; the fixed routes around it win.
+        .route("/instances/{id}/{operation}", post(instances::control))
         .route("/instances/{id}/restart", post(instances::restart))
         .route("/instances/{id}/rewind", post(instances::rewind))
 }

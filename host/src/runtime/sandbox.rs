@@ -9,7 +9,7 @@ use std::time::Duration;
 use rand::SeedableRng;
 use sha2::{Digest, Sha256};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx};
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder};
 
 /// The orchestration's current time in milliseconds, shared between the
 /// replay engine (which moves it) and the guest's WASI clocks.
@@ -46,6 +46,19 @@ impl HostMonotonicClock for OrchestrationClock {
     }
 }
 
+/// What both roles share: output captured (for failure messages), no
+/// environment, no files, no sockets.
+fn base_wasi(output: &MemoryOutputPipe) -> WasiCtxBuilder {
+    let mut builder = WasiCtx::builder();
+    builder
+        .stdout(output.clone())
+        .stderr(output.clone())
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false);
+    builder
+}
+
 /// WASI for an orchestrator; `output` collects what the guest prints (a
 /// panic message, for instance).
 pub fn orchestrator_wasi(
@@ -55,29 +68,18 @@ pub fn orchestrator_wasi(
 ) -> WasiCtx {
     let seed: [u8; 32] = Sha256::digest(instance_id.as_bytes()).into();
     let insecure_seed = u128::from_le_bytes(seed[..16].try_into().expect("16 bytes"));
-    WasiCtx::builder()
+    base_wasi(output)
         .wall_clock(clock.clone())
         .monotonic_clock(clock.clone())
         .secure_random(rand::rngs::StdRng::from_seed(seed))
         .insecure_random(rand::rngs::StdRng::from_seed(seed))
         .insecure_random_seed(insecure_seed)
-        .stdout(output.clone())
-        .stderr(output.clone())
-        .allow_tcp(false)
-        .allow_udp(false)
-        .allow_ip_name_lookup(false)
         .build()
 }
 
-/// WASI for an activity: real clocks and randomness, outbound HTTP through
-/// wasi:http (added by the linker), no environment and no files; settings
-/// come through the `settings` interface.
+/// WASI for an activity: real clocks and randomness; outbound HTTP comes
+/// through wasi:http (added by the linker) and settings through the
+/// `settings` interface.
 pub fn activity_wasi(output: &MemoryOutputPipe) -> WasiCtx {
-    WasiCtx::builder()
-        .stdout(output.clone())
-        .stderr(output.clone())
-        .allow_tcp(false)
-        .allow_udp(false)
-        .allow_ip_name_lookup(false)
-        .build()
+    base_wasi(output).build()
 }
