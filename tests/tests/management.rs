@@ -238,3 +238,30 @@ fn the_rpc_listener_refuses_non_loopback_addresses() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("loopback"), "{stderr}");
 }
+
+#[test]
+fn terminating_while_an_activity_runs_ignores_its_result() {
+    let hook = durango_e2e::Webhook::start();
+    let host = Host::start(HostOptions::default());
+    let input = json!({"millis": 700, "url": hook.url}).to_string();
+    let id = host.start_orchestration("SlowStep", &input);
+    host.wait_history(&id, "ExecutionStarted", 1);
+    assert_eq!(
+        post(&host, &format!("/instances/{id}/terminate?reason=enough")).status,
+        202
+    );
+    assert_eq!(host.wait_finished(&id)["runtimeStatus"], "Terminated");
+    // The activity still finishes (it was already running) ...
+    hook.wait_for("the activity to finish", |r| !r.is_empty());
+    // ... and a later episode, if any, would see its result: make sure the
+    // result was dropped rather than recorded.
+    let history = host.status_with_history(&id).body;
+    let kinds: Vec<&str> = history["historyEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["EventType"].as_str().unwrap())
+        .collect();
+    assert!(!kinds.contains(&"TaskCompleted"), "{kinds:?}");
+    assert_eq!(host.status(&id).body["runtimeStatus"], "Terminated");
+}

@@ -107,6 +107,66 @@ fn quote_secret(ctx: &ActivityContext, _: ()) -> Result<(), Error> {
     Err(Error::msg(format!("the provider rejected token {secret}")))
 }
 
+/// Runs `SlowNotify`, an activity that takes its time and then tells a
+/// webhook it finished.
+async fn slow_step(ctx: OrchestrationContext, step: serde_json::Value) -> Result<(), Error> {
+    Ok(ctx.call_activity("SlowNotify", step).await?)
+}
+
+fn slow_notify(_: &ActivityContext, step: serde_json::Value) -> Result<(), Error> {
+    let millis = step["millis"].as_u64().unwrap_or(0);
+    std::thread::sleep(Duration::from_millis(millis));
+    let url = step["url"].as_str().ok_or_else(|| Error::msg("no url"))?;
+    durango_sdk::http::Request::post(url)
+        .json(&serde_json::json!({"finished": true}))?
+        .send()?;
+    Ok(())
+}
+
+/// Loops forever without waiting: the host must stop it.
+async fn spins(_: OrchestrationContext, _: ()) -> Result<(), Error> {
+    let mut n: u64 = 0;
+    loop {
+        n = std::hint::black_box(n.wrapping_add(1));
+    }
+}
+
+/// Allocates without end: the memory limit must stop it.
+async fn hoards(_: OrchestrationContext, _: ()) -> Result<usize, Error> {
+    let mut kept: Vec<Vec<u8>> = Vec::new();
+    loop {
+        kept.push(vec![1u8; 1 << 20]);
+        std::hint::black_box(&kept);
+    }
+}
+
+/// Recurses until the stack runs out.
+async fn overflows(_: OrchestrationContext, depth: u64) -> Result<u64, Error> {
+    fn down(n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            1 + std::hint::black_box(down(n - 1))
+        }
+    }
+    Ok(down(depth))
+}
+
+/// Calls `Spin`, an activity that never returns, with a time limit and
+/// retries.
+async fn spinning_activity(ctx: OrchestrationContext, attempts: u32) -> Result<(), Error> {
+    let mut policy = RetryPolicy::new(attempts, Duration::from_millis(10));
+    policy.attempt_timeout = Some(Duration::from_millis(300));
+    Ok(ctx.call_activity_with_retry("Spin", (), policy).await?)
+}
+
+fn spin(_: &ActivityContext, _: ()) -> Result<(), Error> {
+    let mut n: u64 = 0;
+    loop {
+        n = std::hint::black_box(n.wrapping_add(1));
+    }
+}
+
 /// Panics with a message.
 async fn panics(_: OrchestrationContext, message: String) -> Result<(), Error> {
     panic!("{message}");
@@ -127,8 +187,15 @@ durango_sdk::app! {
     orchestrator "Counter" => counter;
     orchestrator "HugeStatus" => huge_status;
     orchestrator "LeaksSecret" => leaks_secret;
+    orchestrator "SlowStep" => slow_step;
+    orchestrator "Spins" => spins;
+    orchestrator "Hoards" => hoards;
+    orchestrator "Overflows" => overflows;
+    orchestrator "SpinningActivity" => spinning_activity;
     activity "Echo" => echo;
     activity "FailsTwice" => fails_twice;
     activity "ReadRewindOk" => read_rewind_ok;
     activity "QuoteSecret" => quote_secret;
+    activity "SlowNotify" => slow_notify;
+    activity "Spin" => spin;
 }

@@ -1,0 +1,62 @@
+//! Misbehaving guests fail their own instance, with a message that says
+//! why, while the host and other instances carry on.
+
+use durango_e2e::{Host, HostOptions};
+
+fn limited_host() -> Host {
+    Host::start(
+        HostOptions::default()
+            .arg("--orchestrator-step-ms")
+            .arg("300")
+            .arg("--guest-memory-mb")
+            .arg("64"),
+    )
+}
+
+fn failure(host: &Host, orchestrator: &str, input: &str) -> String {
+    let id = host.start_orchestration(orchestrator, input);
+    let status = host.wait_finished(&id);
+    assert_eq!(
+        status["runtimeStatus"], "Failed",
+        "{orchestrator}: {status}"
+    );
+    status["output"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn runaway_guests_are_stopped_and_fail_their_instance_only() {
+    let host = limited_host();
+    let spinning = host.start_orchestration("Spins", "null");
+    // While one guest spins, the host keeps serving others.
+    let other = host.start_orchestration("E1_HelloSequence", "");
+    assert_eq!(host.wait_finished(&other)["runtimeStatus"], "Completed");
+    let status = host.wait_finished(&spinning);
+    assert_eq!(status["runtimeStatus"], "Failed");
+    let message = status["output"].as_str().unwrap();
+    assert!(message.contains("time limit"), "{message}");
+}
+
+#[test]
+fn a_guest_that_allocates_without_end_hits_the_memory_limit() {
+    let host = limited_host();
+    let message = failure(&host, "Hoards", "null");
+    assert!(message.contains("memory allocation"), "{message}");
+}
+
+#[test]
+fn a_stack_overflow_fails_the_instance() {
+    let host = limited_host();
+    let message = failure(&host, "Overflows", "100000000");
+    assert!(message.contains("stack"), "{message}");
+}
+
+#[test]
+fn an_activity_past_its_time_limit_is_retried_then_fails() {
+    let host = limited_host();
+    let message = failure(&host, "SpinningActivity", "2");
+    assert!(message.contains("exceeded its time limit"), "{message}");
+    assert!(
+        host.log().contains("attempt=1"),
+        "the first attempt was retried"
+    );
+}
