@@ -44,7 +44,7 @@ pub async fn start(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let input = json_text(body, "the orchestration input")?;
+    let input = json_text(&headers, body, "the orchestration input")?;
     start_instance(&state, &name, None, input, &query, &headers).await
 }
 
@@ -55,7 +55,7 @@ pub async fn start_with_id(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let input = json_text(body, "the orchestration input")?;
+    let input = json_text(&headers, body, "the orchestration input")?;
     start_instance(&state, &name, Some(id), input, &query, &headers).await
 }
 
@@ -361,9 +361,10 @@ fn decode_token(token: &str) -> Result<(i64, String), ApiError> {
 pub async fn raise_event(
     State(state): State<ApiState>,
     Path((id, event)): Path<(String, String)>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let input = json_text(body, "the event data")?;
+    let input = json_text(&headers, body, "the event data")?;
     let message = Message::EventRaised { name: event, input };
     deliver(&state, &id, message).await
 }

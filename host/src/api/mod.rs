@@ -15,7 +15,7 @@ pub use urls::encode;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::http::{StatusCode, Uri};
+use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -154,10 +154,12 @@ pub fn router(host: Arc<Host>, body_limit: usize) -> Router {
         .nest("/api", starter.layer(DefaultBodyLimit::max(body_limit)))
         .nest("/admin", admin)
         .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,
         ))
+        .layer(axum::middleware::from_fn(json_errors))
         .with_state(state)
 }
 
@@ -178,7 +180,36 @@ pub fn rpc_router(host: Arc<Host>, body_limit: usize) -> Router {
             management().layer(DefaultBodyLimit::max(body_limit)),
         )
         .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(json_errors))
         .with_state(state)
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+/// Any error answer that is not already JSON (axum's own rejections of a bad
+/// path or query, say) becomes `{"error": ...}`, so every 4xx speaks the same
+/// shape.
+async fn json_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let text = match axum::body::to_bytes(response.into_body(), 64 * 1024).await {
+        Ok(bytes) if !bytes.is_empty() => String::from_utf8_lossy(&bytes).trim().to_string(),
+        _ => status.canonical_reason().unwrap_or("error").to_string(),
+    };
+    ApiError::new(status, text).into_response()
 }
 
 async fn no_route(uri: Uri) -> ApiError {
