@@ -47,6 +47,14 @@ enum ApprovalPlan {
     Expire,
 }
 
+/// A flow not started yet: orchestrator, input and plan.
+type Planned = (
+    String,
+    String,
+    Option<(PhonePlan, String)>,
+    Option<ApprovalPlan>,
+);
+
 struct Flow {
     id: String,
     phone: Option<(PhonePlan, String)>,
@@ -194,12 +202,7 @@ fn flows_survive_random_kill_9_and_end_as_their_answers_call_for() {
 
     // The flows start one per round, so kills land among starts, SMS sends,
     // timers and answers alike.
-    let mut pending: Vec<(
-        String,
-        String,
-        Option<(PhonePlan, String)>,
-        Option<ApprovalPlan>,
-    )> = Vec::new();
+    let mut pending: Vec<Planned> = Vec::new();
     for i in 0..PHONE_FLOWS {
         let plan = [
             PhonePlan::Right,
