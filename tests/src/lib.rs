@@ -187,6 +187,9 @@ pub struct HostOptions {
     pub apps: Vec<&'static str>,
     pub env: Vec<(String, String)>,
     pub args: Vec<String>,
+    /// Largest file the host may write, in bytes (RLIMIT_FSIZE): a full disk
+    /// as the host sees it.
+    pub file_size_limit: Option<u64>,
 }
 
 impl Default for HostOptions {
@@ -195,6 +198,7 @@ impl Default for HostOptions {
             apps: vec!["phone_verification", "hello_sequence", "test_guests"],
             env: Vec::new(),
             args: Vec::new(),
+            file_size_limit: None,
         }
     }
 }
@@ -258,7 +262,25 @@ impl Host {
     }
 
     fn launch(&mut self) {
-        let mut command = Command::new(durango_bin());
+        let mut command = match self.options.file_size_limit {
+            None => Command::new(durango_bin()),
+            // Writes past the limit then fail with EFBIG instead of killing
+            // the process with SIGXFSZ, as writes to a full disk fail.
+            Some(limit) => {
+                let mut wrapper = Command::new("python3");
+                wrapper.args([
+                    "-c",
+                    "import os, resource, signal, sys\n\
+                     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n\
+                     limit = int(sys.argv[1])\n\
+                     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))\n\
+                     os.execv(sys.argv[2], sys.argv[2:])",
+                    &limit.to_string(),
+                ]);
+                wrapper.arg(durango_bin());
+                wrapper
+            }
+        };
         command
             .arg("serve")
             .arg("--db")

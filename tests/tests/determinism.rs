@@ -44,3 +44,39 @@ fn a_failing_activity_is_retried_per_its_policy() {
     let message = status["output"].as_str().unwrap();
     assert!(message.contains("attempt 2 failed on purpose"), "{message}");
 }
+
+#[test]
+fn a_redeploy_does_not_change_running_instances() {
+    let mut host = Host::start(HostOptions {
+        apps: vec!["test_guests"],
+        ..HostOptions::default()
+    });
+    let id = host.start_orchestration("EchoAfterEvent", "\"Go\"");
+    host.wait_history(&id, "ExecutionStarted", 1);
+    let before = host.status(&id).body;
+    // The app "test_guests" now becomes different code: the hello sequence,
+    // which has no EchoAfterEvent at all.
+    let other = std::fs::read(durango_e2e::wasm("hello_sequence")).unwrap();
+    let deployed = durango_e2e::request(
+        "PUT",
+        &host.url("/admin/apps/test_guests"),
+        &[("x-functions-key", durango_e2e::KEY)],
+        Some(&other),
+    );
+    assert_eq!(deployed.status, 201, "{}", deployed.text);
+    assert_eq!(
+        host.call("POST", "/api/orchestrators/EchoAfterEvent", Some("\"Go\""))
+            .status,
+        400,
+        "new instances get the new code"
+    );
+    // The running instance keeps its version, also after a restart (which
+    // deploys nothing, so the app's current code stays the new one).
+    host.restart_with(|o| HostOptions { apps: vec![], ..o });
+    assert_eq!(
+        host.status(&id).body["runtimeStatus"],
+        before["runtimeStatus"]
+    );
+    host.raise(&id, "Go", "\"still the old code\"");
+    assert_eq!(host.wait_finished(&id)["output"], "still the old code");
+}

@@ -1,0 +1,107 @@
+//! Storage faults: the host says so clearly, refuses writes with 503, and
+//! loses nothing it acknowledged.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+
+use durango_e2e::{durango_bin, Host, HostOptions, KEY};
+
+#[test]
+fn a_database_locked_by_another_process_stops_the_start_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("locked.db");
+    let mut locker = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys\n\
+             c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+             c.execute('BEGIN EXCLUSIVE')\n\
+             print('locked', flush=True)\n\
+             sys.stdin.read()",
+        ])
+        .arg(&db)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut ready = String::new();
+    BufReader::new(locker.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert_eq!(ready.trim(), "locked");
+
+    let output = Command::new(durango_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+        .arg(&db)
+        .env("DURANGO_KEY", KEY)
+        .output()
+        .unwrap();
+    let _ = locker.stdin.take().unwrap().write_all(b"");
+    let _ = locker.kill();
+    assert!(
+        !output.status.success(),
+        "the host must not start on a locked database"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("locked"), "{stderr}");
+    assert!(stderr.contains("locked.db"), "names the file: {stderr}");
+}
+
+#[test]
+fn a_full_disk_answers_503_for_writes_and_loses_nothing_acknowledged() {
+    let mut host = Host::start(HostOptions {
+        apps: vec!["test_guests"],
+        ..HostOptions::default()
+    });
+    let first = host.start_orchestration("EchoAfterEvent", "\"Go\"");
+    host.wait_history(&first, "ExecutionStarted", 1);
+    host.kill9();
+    let size = |path: std::path::PathBuf| std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let largest = size(host.db()).max(size(host.db().with_extension("db-wal")));
+    // Restart (apps already stored) with room for only a little more.
+    host.restart_with(|o| HostOptions {
+        apps: vec![],
+        file_size_limit: Some(largest + 96 * 1024),
+        ..o
+    });
+
+    let mut acknowledged = vec![first.clone()];
+    let mut refused = None;
+    for _ in 0..5000 {
+        let answer = host.call("POST", "/api/orchestrators/EchoAfterEvent", Some("\"Go\""));
+        match answer.status {
+            202 => acknowledged.push(answer.body["id"].as_str().unwrap().to_string()),
+            _ => {
+                refused = Some(answer);
+                break;
+            }
+        }
+    }
+    let refused = refused.expect("the disk filled up");
+    assert_eq!(refused.status, 503, "{}", refused.text);
+    assert!(refused.body["error"]
+        .as_str()
+        .unwrap()
+        .contains("storage unavailable"));
+    // Reads still work while writes are refused.
+    assert_eq!(host.status(&first).status, 202);
+
+    // Room again: everything acknowledged is there, and runs on.
+    host.restart_with(|o| HostOptions {
+        file_size_limit: None,
+        ..o
+    });
+    for id in &acknowledged {
+        assert_ne!(
+            host.status(id).status,
+            404,
+            "acknowledged instance {id} was lost"
+        );
+    }
+    host.raise(&first, "Go", "\"after the disk was full\"");
+    assert_eq!(
+        host.wait_finished(&first)["output"],
+        "after the disk was full"
+    );
+    println!("disk full after {} acknowledged starts", acknowledged.len());
+}
