@@ -38,6 +38,7 @@ fn a_database_locked_by_another_process_stops_the_start_with_a_clear_message() {
         .unwrap();
     let _ = locker.stdin.take().unwrap().write_all(b"");
     let _ = locker.kill();
+    let _ = locker.wait();
     assert!(
         !output.status.success(),
         "the host must not start on a locked database"
