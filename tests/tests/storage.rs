@@ -106,3 +106,50 @@ fn a_full_disk_answers_503_for_writes_and_loses_nothing_acknowledged() {
     );
     println!("disk full after {} acknowledged starts", acknowledged.len());
 }
+
+/// Makes a file immutable (even for root) until dropped.
+struct Immutable(std::path::PathBuf);
+
+impl Immutable {
+    fn new(path: std::path::PathBuf) -> Immutable {
+        let status = Command::new("chattr")
+            .arg("+i")
+            .arg(&path)
+            .status()
+            .expect("chattr");
+        assert!(status.success(), "chattr +i {}", path.display());
+        Immutable(path)
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_read_only_database_stops_the_start_with_a_clear_message() {
+    let mut host = Host::start(HostOptions {
+        apps: vec!["test_guests"],
+        ..HostOptions::default()
+    });
+    let id = host.start_orchestration("EchoAfterEvent", "\"Go\"");
+    host.wait_history(&id, "ExecutionStarted", 1);
+    host.kill9();
+    let _guard = Immutable::new(host.db());
+    let output = Command::new(durango_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+        .arg(host.db())
+        .env("DURANGO_KEY", KEY)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("read-only"), "{stderr}");
+    drop(_guard);
+    // Writable again: nothing was lost.
+    host.restart();
+    host.raise(&id, "Go", "\"writable again\"");
+    assert_eq!(host.wait_finished(&id)["output"], "writable again");
+}

@@ -28,6 +28,8 @@ pub enum StoreError {
         message: String,
     },
     Corrupt(String),
+    /// The database file cannot be written.
+    ReadOnly(String),
     WriterGone,
 }
 
@@ -49,6 +51,7 @@ impl StoreError {
                 ),
                 ..
             } | StoreError::WriterGone
+                | StoreError::ReadOnly(_)
         )
     }
 }
@@ -58,6 +61,10 @@ impl fmt::Display for StoreError {
         match self {
             StoreError::Sqlite { message, .. } => write!(f, "database error: {message}"),
             StoreError::Corrupt(what) => write!(f, "database holds an unreadable row: {what}"),
+            StoreError::ReadOnly(path) => write!(
+                f,
+                "the database {path} is read-only; durango needs to write to it"
+            ),
             StoreError::WriterGone => f.write_str("the database writer has stopped"),
         }
     }
@@ -97,6 +104,11 @@ impl Store {
     /// the writer.
     pub fn open(path: &Path, durability: Durability) -> Result<Store, StoreError> {
         let conn = Connection::open(path)?;
+        // SQLite quietly opens a file it cannot write read-only; say so now
+        // rather than fail every write later.
+        if conn.is_readonly(rusqlite::MAIN_DB)? {
+            return Err(StoreError::ReadOnly(path.display().to_string()));
+        }
         let sync = match durability {
             Durability::Full => "FULL",
             Durability::Normal => "NORMAL",
