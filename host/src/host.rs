@@ -353,6 +353,11 @@ impl Host {
         Ok(purged)
     }
 
+    /// Status changes as they are committed.
+    pub fn subscribe(&self) -> broadcast::Receiver<Lifecycle> {
+        self.lifecycle.subscribe()
+    }
+
     /// Tells waiters that an instance's status changed.
     pub(crate) fn announce(&self, instance_id: &str, status: RuntimeStatus) {
         let _ = self.lifecycle.send(Lifecycle {

@@ -6,6 +6,7 @@
 //! and `api` (the HTTP routes). `client` is the CLI's side of the API.
 
 pub mod api;
+pub mod bench;
 pub mod client;
 pub mod engine;
 pub mod fake_sms;

@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use durango::bench::BenchArgs;
 use durango::client::{timeline, Client, ClientArgs};
 use durango::fake_sms::{self, FakeSmsArgs};
 use durango::serve::{serve, ServeArgs};
@@ -21,6 +22,8 @@ enum Command {
     Serve(ServeArgs),
     /// Run a local stand-in for Twilio's SMS API (for the demo and tests).
     FakeSms(FakeSmsArgs),
+    /// Measure the engine on this machine (see BENCHMARKS.md).
+    Bench(BenchArgs),
     /// Deploy a component (app name = file stem unless --name).
     Deploy {
         file: PathBuf,
@@ -153,6 +156,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => run_server(serve(args)),
         Command::FakeSms(args) => run_server(fake_sms::run(args)),
+        Command::Bench(args) => run_server(durango::bench::run(args)),
         command => run_client(command),
     };
     match result {
@@ -181,7 +185,9 @@ fn run_server(task: impl std::future::Future<Output = anyhow::Result<()>>) -> an
 
 fn run_client(command: Command) -> anyhow::Result<()> {
     let answer = match &command {
-        Command::Serve(_) | Command::FakeSms(_) => unreachable!("servers run in run_server"),
+        Command::Serve(_) | Command::FakeSms(_) | Command::Bench(_) => {
+            unreachable!("servers run in run_server")
+        }
         Command::Deploy {
             file,
             name,

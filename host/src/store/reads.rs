@@ -175,6 +175,19 @@ impl Store {
         .await
     }
 
+    /// How many instances have `status`.
+    pub async fn count_instances(&self, status: RuntimeStatus) -> Result<usize, StoreError> {
+        self.read(move |conn| {
+            let n: i64 = conn.query_row(
+                "SELECT COUNT(*) FROM instances WHERE status = ?1",
+                [status.as_str()],
+                |r| r.get(0),
+            )?;
+            Ok(n as usize)
+        })
+        .await
+    }
+
     /// Instances with messages waiting: the work left when the host stopped.
     pub async fn instances_with_messages(&self) -> Result<Vec<String>, StoreError> {
         self.read(|conn| {

@@ -1,4 +1,5 @@
-//! Orchestrators that misbehave on purpose, for the host's tests.
+//! Orchestrators for the host's tests and benchmarks; some misbehave on
+//! purpose.
 
 use std::time::Duration;
 
@@ -167,6 +168,42 @@ fn spin(_: &ActivityContext, _: ()) -> Result<(), Error> {
     }
 }
 
+/// Five activities in a row (the benchmark's longer chain).
+async fn hello_five(ctx: OrchestrationContext, _: ()) -> Result<Vec<String>, Error> {
+    let mut out = Vec::new();
+    for name in ["one", "two", "three", "four", "five"] {
+        out.push(ctx.call_activity("Echo", name).await?);
+    }
+    Ok(out)
+}
+
+/// Waits for `Answer`, raced against a timer an hour away (the shape of
+/// a phone verification), and returns whether the answer came first.
+async fn wait_or_timeout(ctx: OrchestrationContext, _: ()) -> Result<bool, Error> {
+    let timer = ctx.sleep(Duration::from_secs(3600));
+    let answer = ctx.wait_for_event::<serde_json::Value>("Answer");
+    let answered = ctx.when_any(&[&answer, &timer]).await == 0;
+    if answered {
+        timer.cancel();
+    }
+    Ok(answered)
+}
+
+/// A durable timer at `fire_at` (milliseconds since the epoch).
+async fn sleep_until(ctx: OrchestrationContext, fire_at: u64) -> Result<(), Error> {
+    let at = std::time::UNIX_EPOCH + Duration::from_millis(fire_at);
+    ctx.create_timer(at).await;
+    Ok(())
+}
+
+/// Waits for `count` events named `Tick`: a long history to replay.
+async fn collect(ctx: OrchestrationContext, count: u32) -> Result<u32, Error> {
+    for _ in 0..count {
+        let _: serde_json::Value = ctx.wait_for_event("Tick").await?;
+    }
+    Ok(count)
+}
+
 /// Panics with a message.
 async fn panics(_: OrchestrationContext, message: String) -> Result<(), Error> {
     panic!("{message}");
@@ -192,6 +229,10 @@ durango_sdk::app! {
     orchestrator "Hoards" => hoards;
     orchestrator "Overflows" => overflows;
     orchestrator "SpinningActivity" => spinning_activity;
+    orchestrator "HelloFive" => hello_five;
+    orchestrator "WaitOrTimeout" => wait_or_timeout;
+    orchestrator "SleepUntil" => sleep_until;
+    orchestrator "Collect" => collect;
     activity "Echo" => echo;
     activity "FailsTwice" => fails_twice;
     activity "ReadRewindOk" => read_rewind_ok;

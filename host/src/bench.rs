@@ -1,0 +1,467 @@
+//! `durango bench`: measures the engine on this machine. It starts its own
+//! host (in process, on a temporary database, the real components) for each
+//! scenario and prints a table and one JSON line per scenario.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use serde_json::json;
+use tokio::sync::broadcast;
+
+use crate::engine::history::{HistoryEvent, Message, RuntimeStatus};
+use crate::host::{Host, HostConfig, Lifecycle};
+use crate::runtime::GuestLimits;
+use crate::settings::Settings;
+use crate::store::{now_ms, Durability};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// E1_HelloSequence (3 activities), closed loop.
+    Hello,
+    /// A 5-activity chain, closed loop.
+    Hello5,
+    /// Instances parked on event + timer, then all signalled at once.
+    Interaction,
+    /// Many timers due within a short window.
+    Timers,
+    /// Cold replay of a long history.
+    Replay,
+    /// Many waiting instances: memory, database size, restart.
+    Parked,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Scenarios to run (default: all).
+    #[arg(long = "scenario", value_enum)]
+    pub scenarios: Vec<Scenario>,
+    /// Closed-loop concurrency for hello / hello5.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Orchestrations per hello run.
+    #[arg(long, default_value_t = 3000)]
+    pub orchestrations: usize,
+    /// Instances parked for `interaction`.
+    #[arg(long, default_value_t = 10_000)]
+    pub interaction: usize,
+    /// Timers for `timers`.
+    #[arg(long, default_value_t = 100_000)]
+    pub timers: usize,
+    /// History length (events) for `replay`.
+    #[arg(long, default_value_t = 1000)]
+    pub history: usize,
+    /// Waiting instances for `parked`.
+    #[arg(long, default_value_t = 100_000)]
+    pub parked: usize,
+    #[arg(long, value_enum, default_value = "full")]
+    pub durability: Durability,
+    /// Where the guest components are (hello_sequence.wasm, test_guests.wasm).
+    #[arg(
+        long,
+        env = "DURANGO_WASM_DIR",
+        default_value = "target/wasm32-wasip2/guest"
+    )]
+    pub wasm_dir: PathBuf,
+}
+
+struct Bench {
+    args: BenchArgs,
+    dir: PathBuf,
+    runs: usize,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let scenarios = if args.scenarios.is_empty() {
+        Scenario::value_variants().to_vec()
+    } else {
+        args.scenarios.clone()
+    };
+    let dir = std::env::temp_dir().join(format!("durango-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let mut bench = Bench { args, dir, runs: 0 };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "durango bench: {cores} cores, durability {:?}, concurrency {}",
+        bench.args.durability, bench.args.concurrency
+    );
+    for scenario in scenarios {
+        let report = match scenario {
+            Scenario::Hello => bench.closed_loop("E1_HelloSequence", 3).await?,
+            Scenario::Hello5 => bench.closed_loop("HelloFive", 5).await?,
+            Scenario::Interaction => bench.interaction().await?,
+            Scenario::Timers => bench.timers().await?,
+            Scenario::Replay => bench.replay().await?,
+            Scenario::Parked => bench.parked().await?,
+        };
+        let mut report = report;
+        report["cores"] = json!(cores);
+        report["durability"] = json!(format!("{:?}", bench.args.durability).to_lowercase());
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    let _ = std::fs::remove_dir_all(&bench.dir);
+    Ok(())
+}
+
+/// p50, p99 and max of `samples`, in milliseconds.
+fn percentiles(samples: &mut [f64]) -> (f64, f64, f64) {
+    if samples.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    samples.sort_by(f64::total_cmp);
+    let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+    (at(0.50), at(0.99), samples[samples.len() - 1])
+}
+
+fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn file_mb(path: &Path) -> f64 {
+    ["", "-wal"]
+        .iter()
+        .filter_map(|suffix| std::fs::metadata(format!("{}{suffix}", path.display())).ok())
+        .map(|m| m.len() as f64 / (1024.0 * 1024.0))
+        .sum()
+}
+
+impl Bench {
+    async fn host(&mut self, hot_instances: usize) -> anyhow::Result<(Arc<Host>, PathBuf)> {
+        self.runs += 1;
+        let db = self.dir.join(format!("bench-{}.db", self.runs));
+        let host = self.open(&db, hot_instances).await?;
+        for app in ["hello_sequence", "test_guests"] {
+            let path = self.args.wasm_dir.join(format!("{app}.wasm"));
+            let wasm = std::fs::read(&path)
+                .with_context(|| format!("cannot read {} (run `make guests`)", path.display()))?;
+            host.deploy(app, &wasm, None)
+                .await
+                .map_err(|e| anyhow::anyhow!("deploy {app}: {e}"))?;
+        }
+        Ok((host, db))
+    }
+
+    async fn open(&self, db: &Path, hot_instances: usize) -> anyhow::Result<Arc<Host>> {
+        Host::start(HostConfig {
+            db: db.to_path_buf(),
+            durability: self.args.durability,
+            settings: Settings::default(),
+            limits: GuestLimits::default(),
+            hot_instances,
+            activity_workers: 64,
+            key: Some("bench".into()),
+            notify_urls: Vec::new(),
+            notify_secret: Some("bench".into()),
+            public_url: "http://127.0.0.1".into(),
+        })
+        .await
+    }
+
+    /// `concurrency` clients, each starting an orchestration and waiting for
+    /// it to complete, until `orchestrations` have run.
+    async fn closed_loop(
+        &mut self,
+        orchestrator: &str,
+        activities: usize,
+    ) -> anyhow::Result<serde_json::Value> {
+        let (host, _) = self.host(1024).await?;
+        let total = self.args.orchestrations;
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let started = Instant::now();
+        let mut clients = Vec::new();
+        for client in 0..self.args.concurrency {
+            let (host, next, orchestrator) = (host.clone(), next.clone(), orchestrator.to_string());
+            clients.push(tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
+                    let id = format!("c{client}-{}", latencies.len());
+                    let t0 = Instant::now();
+                    host.start_instance(&orchestrator, id.clone(), "null".into(), None)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("start: {e:?}"))?;
+                    let done = host.wait_finished(&id, Duration::from_secs(120)).await?;
+                    anyhow::ensure!(
+                        done.is_some_and(|r| r.status == RuntimeStatus::Completed),
+                        "{id} did not complete"
+                    );
+                    latencies.push(t0.elapsed().as_secs_f64() * 1000.0);
+                }
+                Ok::<_, anyhow::Error>(latencies)
+            }));
+        }
+        let mut latencies = Vec::new();
+        for client in clients {
+            latencies.extend(client.await??);
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let (p50, p99, max) = percentiles(&mut latencies);
+        let rate = latencies.len() as f64 / elapsed;
+        println!(
+            "{orchestrator:<16} {activities} activities  {:>7.0} orchestrations/s  p50 {p50:.1} ms  p99 {p99:.1} ms  max {max:.1} ms  ({} in {elapsed:.1} s, concurrency {})",
+            rate,
+            latencies.len(),
+            self.args.concurrency
+        );
+        Ok(
+            json!({"scenario": orchestrator, "activities": activities, "orchestrations": latencies.len(),
+                  "per_second": rate, "p50_ms": p50, "p99_ms": p99, "max_ms": max,
+                  "concurrency": self.args.concurrency}),
+        )
+    }
+
+    /// Starts `ids` as `orchestrator` with `input(i)`, many at a time.
+    async fn start_many(
+        host: &Arc<Host>,
+        orchestrator: &str,
+        ids: &[String],
+        input: impl Fn(usize) -> String,
+    ) -> anyhow::Result<f64> {
+        let started = Instant::now();
+        for (chunk_no, chunk) in ids.chunks(512).enumerate() {
+            let mut starts = Vec::new();
+            for (i, id) in chunk.iter().enumerate() {
+                let (host, id, orch) = (host.clone(), id.clone(), orchestrator.to_string());
+                let input = input(chunk_no * 512 + i);
+                starts.push(tokio::spawn(async move {
+                    host.start_instance(&orch, id, input, None).await
+                }));
+            }
+            for start in starts {
+                start.await?.map_err(|e| anyhow::anyhow!("start: {e:?}"))?;
+            }
+        }
+        Ok(ids.len() as f64 / started.elapsed().as_secs_f64())
+    }
+
+    async fn wait_count(
+        host: &Arc<Host>,
+        status: RuntimeStatus,
+        count: usize,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while host.store.count_instances(status).await? < count {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "timed out waiting for {count} {status:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// When each of the instances reached a terminal status (milliseconds
+    /// since the epoch), collected from the lifecycle announcements.
+    fn completions(
+        host: &Arc<Host>,
+        expected: usize,
+    ) -> tokio::task::JoinHandle<HashMap<String, i64>> {
+        let mut changes: broadcast::Receiver<Lifecycle> = host.subscribe();
+        tokio::spawn(async move {
+            let mut done = HashMap::new();
+            while done.len() < expected {
+                match changes.recv().await {
+                    Ok(change) if change.status.is_terminal() => {
+                        done.insert(change.instance_id, now_ms());
+                    }
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => break,
+                }
+            }
+            done
+        })
+    }
+
+    async fn interaction(&mut self) -> anyhow::Result<serde_json::Value> {
+        let n = self.args.interaction;
+        let (host, _) = self.host(n + 1024).await?;
+        let ids: Vec<String> = (0..n).map(|i| format!("wait-{i}")).collect();
+        let start_rate = Self::start_many(&host, "WaitOrTimeout", &ids, |_| "null".into()).await?;
+        Self::wait_count(&host, RuntimeStatus::Running, n).await?;
+        let completions = Self::completions(&host, n);
+        let mut raised_at = HashMap::new();
+        let burst = Instant::now();
+        let mut raises = Vec::new();
+        for id in &ids {
+            raised_at.insert(id.clone(), now_ms());
+            let (host, id) = (host.clone(), id.clone());
+            raises.push(tokio::spawn(async move {
+                host.send(
+                    &id,
+                    Message::EventRaised {
+                        name: "Answer".into(),
+                        input: "1".into(),
+                    },
+                )
+                .await
+            }));
+        }
+        for raise in raises {
+            raise.await??;
+        }
+        let done = completions.await?;
+        let elapsed = burst.elapsed().as_secs_f64();
+        let mut latencies: Vec<f64> = done
+            .iter()
+            .filter_map(|(id, at)| raised_at.get(id).map(|r| (at - r) as f64))
+            .collect();
+        let (p50, p99, max) = percentiles(&mut latencies);
+        let rate = done.len() as f64 / elapsed;
+        println!(
+            "interaction      {n} parked: raise-to-Completed p50 {p50:.0} ms  p99 {p99:.0} ms  max {max:.0} ms  {rate:>7.0} completions/s  (started {start_rate:.0}/s)"
+        );
+        Ok(
+            json!({"scenario": "interaction", "parked": n, "p50_ms": p50, "p99_ms": p99, "max_ms": max,
+                  "completions_per_second": rate, "start_per_second": start_rate}),
+        )
+    }
+
+    async fn timers(&mut self) -> anyhow::Result<serde_json::Value> {
+        let n = self.args.timers;
+        let (host, _) = self.host(n + 1024).await?;
+        let window_ms = 2000i64;
+        // Far enough ahead that every start is committed before the first
+        // timer falls due.
+        let lead_ms = 5000 + (n as i64) / 2;
+        let base = now_ms() + lead_ms;
+        let ids: Vec<String> = (0..n).map(|i| format!("timer-{i}")).collect();
+        let fire_at: Vec<i64> = (0..n)
+            .map(|i| base + (i as i64 * window_ms) / n as i64)
+            .collect();
+        let completions = Self::completions(&host, n);
+        let start_rate =
+            Self::start_many(&host, "SleepUntil", &ids, |i| fire_at[i].to_string()).await?;
+        let late_start = now_ms() > base;
+        let done = completions.await?;
+        let index: HashMap<&String, i64> = ids.iter().zip(fire_at.iter().copied()).collect();
+        let mut lateness: Vec<f64> = done
+            .iter()
+            .filter_map(|(id, at)| index.get(id).map(|due| (at - due).max(0) as f64))
+            .collect();
+        let (p50, p99, max) = percentiles(&mut lateness);
+        println!(
+            "timers           {n} due within {window_ms} ms: lateness p50 {p50:.0} ms  p99 {p99:.0} ms  max {max:.0} ms  (started {start_rate:.0}/s{})",
+            if late_start { "; some starts were later than their timers" } else { "" }
+        );
+        Ok(
+            json!({"scenario": "timers", "timers": n, "window_ms": window_ms, "p50_ms": p50, "p99_ms": p99,
+                  "max_ms": max, "start_per_second": start_rate}),
+        )
+    }
+
+    async fn replay(&mut self) -> anyhow::Result<serde_json::Value> {
+        // No hot instances: every episode rebuilds the guest from history.
+        let (host, _) = self.host(0).await?;
+        // Each awaited event adds three history events (episode start, the
+        // event, the next wait).
+        let ticks = (self.args.history / 3).max(2);
+        let mut samples = Vec::new();
+        for run in 0..5 {
+            let id = format!("replay-{run}");
+            host.start_instance("Collect", id.clone(), ticks.to_string(), None)
+                .await
+                .map_err(|e| anyhow::anyhow!("start: {e:?}"))?;
+            for _ in 0..ticks - 1 {
+                host.send(
+                    &id,
+                    Message::EventRaised {
+                        name: "Tick".into(),
+                        input: "null".into(),
+                    },
+                )
+                .await?;
+            }
+            let history_len = loop {
+                let history = host.store.history(id.clone()).await?;
+                let raised = history
+                    .iter()
+                    .filter(|e| matches!(e, HistoryEvent::EventRaised { .. }))
+                    .count();
+                if raised == ticks - 1 {
+                    break history.len();
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            };
+            let t0 = Instant::now();
+            host.send(
+                &id,
+                Message::EventRaised {
+                    name: "Tick".into(),
+                    input: "null".into(),
+                },
+            )
+            .await?;
+            host.wait_finished(&id, Duration::from_secs(60)).await?;
+            samples.push((t0.elapsed().as_secs_f64() * 1000.0, history_len));
+        }
+        let mut times: Vec<f64> = samples.iter().map(|(t, _)| *t).collect();
+        let (p50, _, max) = percentiles(&mut times);
+        let events = samples[0].1;
+        println!("replay           {events}-event history: cold resume to Completed p50 {p50:.1} ms  max {max:.1} ms (5 runs)");
+        Ok(json!({"scenario": "replay", "history_events": events, "p50_ms": p50, "max_ms": max}))
+    }
+
+    async fn parked(&mut self) -> anyhow::Result<serde_json::Value> {
+        let (host, db) = self.host(0).await?;
+        let n = self.args.parked;
+        let rss_before = rss_mb();
+        let ids: Vec<String> = (0..n).map(|i| format!("parked-{i}")).collect();
+        let start_rate = Self::start_many(&host, "WaitOrTimeout", &ids, |_| "null".into()).await?;
+        Self::wait_count(&host, RuntimeStatus::Running, n).await?;
+        let rss = rss_mb();
+        let db_mb = file_mb(&db);
+        // A second host on the same file, as after a restart: how long until
+        // it serves, and until the first parked instance is answered.
+        let t0 = Instant::now();
+        let restarted = self.open(&db, 1024).await?;
+        let ready_ms = t0.elapsed().as_secs_f64() * 1000.0;
+        let t1 = Instant::now();
+        restarted
+            .send(
+                &ids[0],
+                Message::EventRaised {
+                    name: "Answer".into(),
+                    input: "1".into(),
+                },
+            )
+            .await?;
+        restarted
+            .wait_finished(&ids[0], Duration::from_secs(60))
+            .await?;
+        let first_ms = t1.elapsed().as_secs_f64() * 1000.0;
+        let last = &ids[n - 1];
+        let t2 = Instant::now();
+        restarted
+            .send(
+                last,
+                Message::EventRaised {
+                    name: "Answer".into(),
+                    input: "1".into(),
+                },
+            )
+            .await?;
+        restarted
+            .wait_finished(last, Duration::from_secs(60))
+            .await?;
+        let last_ms = t2.elapsed().as_secs_f64() * 1000.0;
+        println!(
+            "parked           {n} waiting: RSS {rss:.0} MB (was {rss_before:.0} MB before)  database {db_mb:.0} MB  started {start_rate:.0}/s  restart ready in {ready_ms:.0} ms, first answered in {first_ms:.1} ms, last in {last_ms:.1} ms"
+        );
+        Ok(
+            json!({"scenario": "parked", "parked": n, "rss_mb": rss, "rss_before_mb": rss_before, "db_mb": db_mb,
+                  "start_per_second": start_rate, "restart_ready_ms": ready_ms, "first_answer_ms": first_ms,
+                  "last_answer_ms": last_ms}),
+        )
+    }
+}

@@ -1,0 +1,68 @@
+//! `durango bench` runs every scenario and reports its figures (tiny sizes:
+//! this checks the benchmark works, not how fast the machine is).
+
+use std::process::Command;
+
+use durango_e2e::durango_bin;
+use serde_json::Value;
+
+#[test]
+fn every_benchmark_scenario_runs_and_reports() {
+    let wasm_dir = durango_e2e::wasm("test_guests")
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let output = Command::new(durango_bin())
+        .args([
+            "bench",
+            "--orchestrations",
+            "20",
+            "--concurrency",
+            "4",
+            "--interaction",
+            "20",
+            "--timers",
+            "50",
+            "--history",
+            "60",
+            "--parked",
+            "50",
+            "--wasm-dir",
+        ])
+        .arg(wasm_dir)
+        .output()
+        .expect("run durango bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let reports: Vec<Value> = stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let scenarios: Vec<&str> = reports
+        .iter()
+        .map(|r| r["scenario"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        scenarios,
+        [
+            "E1_HelloSequence",
+            "HelloFive",
+            "interaction",
+            "timers",
+            "replay",
+            "parked"
+        ]
+    );
+    for report in &reports {
+        assert!(report["cores"].as_u64().unwrap() >= 1);
+        assert_eq!(report["durability"], "full");
+    }
+    assert_eq!(reports[0]["orchestrations"], 20);
+    assert!(reports[2]["p99_ms"].as_f64().is_some());
+    assert!(reports[5]["rss_mb"].as_f64().unwrap() > 0.0);
+}
