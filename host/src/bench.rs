@@ -68,6 +68,9 @@ pub struct BenchArgs {
     pub wasm_dir: PathBuf,
 }
 
+/// The host's default hot-instance cache (`durango serve --hot-instances`).
+const HOT_INSTANCES: usize = 1024;
+
 struct Bench {
     args: BenchArgs,
     dir: PathBuf,
@@ -176,7 +179,7 @@ impl Bench {
         orchestrator: &str,
         activities: usize,
     ) -> anyhow::Result<serde_json::Value> {
-        let (host, _) = self.host(1024).await?;
+        let (host, _) = self.host(HOT_INSTANCES).await?;
         let total = self.args.orchestrations;
         let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let started = Instant::now();
@@ -285,7 +288,7 @@ impl Bench {
 
     async fn interaction(&mut self) -> anyhow::Result<serde_json::Value> {
         let n = self.args.interaction;
-        let (host, _) = self.host(n + 1024).await?;
+        let (host, _) = self.host(HOT_INSTANCES).await?;
         let ids: Vec<String> = (0..n).map(|i| format!("wait-{i}")).collect();
         let start_rate = Self::start_many(&host, "WaitOrTimeout", &ids, |_| "null".into()).await?;
         Self::wait_count(&host, RuntimeStatus::Running, n).await?;
@@ -329,7 +332,7 @@ impl Bench {
 
     async fn timers(&mut self) -> anyhow::Result<serde_json::Value> {
         let n = self.args.timers;
-        let (host, _) = self.host(n + 1024).await?;
+        let (host, _) = self.host(HOT_INSTANCES).await?;
         let window_ms = 2000i64;
         // Far enough ahead that every start is committed before the first
         // timer falls due.
@@ -424,7 +427,7 @@ impl Bench {
         // A second host on the same file, as after a restart: how long until
         // it serves, and until the first parked instance is answered.
         let t0 = Instant::now();
-        let restarted = self.open(&db, 1024).await?;
+        let restarted = self.open(&db, HOT_INSTANCES).await?;
         let ready_ms = t0.elapsed().as_secs_f64() * 1000.0;
         let t1 = Instant::now();
         restarted

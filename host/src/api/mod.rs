@@ -89,11 +89,14 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(serde_json::json!({ "error": self.message })),
-        )
-            .into_response()
+        // `Message` and `ExceptionMessage` are what the Durable Functions
+        // clients read from an error (the Python client fails without them).
+        let body = serde_json::json!({
+            "error": self.message,
+            "Message": self.message,
+            "ExceptionMessage": self.message,
+        });
+        (self.status, Json(body)).into_response()
     }
 }
 

@@ -22,9 +22,15 @@ struct Hot {
     history_len: usize,
 }
 
+/// Episodes that may run at once. Each holds a guest instance in memory
+/// (and replays it when cold), so a burst of thousands of starts must not
+/// instantiate thousands of guests at the same moment.
+const CONCURRENT_EPISODES: usize = 64;
+
 pub struct Dispatcher {
     /// Instances with an episode under way; `true` = new messages came meanwhile.
     active: Mutex<HashMap<String, bool>>,
+    running: tokio::sync::Semaphore,
     hot: Option<Mutex<LruCache<String, Hot>>>,
 }
 
@@ -32,6 +38,7 @@ impl Dispatcher {
     pub fn new(hot_instances: usize) -> Dispatcher {
         Dispatcher {
             active: Mutex::new(HashMap::new()),
+            running: tokio::sync::Semaphore::new(CONCURRENT_EPISODES),
             hot: NonZeroUsize::new(hot_instances).map(|n| Mutex::new(LruCache::new(n))),
         }
     }
@@ -82,7 +89,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 async fn drive(host: Arc<Host>, id: String) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        if let Err(error) = process(&host, &id).await {
+        let processed = {
+            let _slot = host.dispatcher.running.acquire().await;
+            process(&host, &id).await
+        };
+        if let Err(error) = processed {
             // The messages stay in the inbox; try again once the store may
             // have recovered (disk space freed, lock released).
             tracing::error!(instance = %id, %error, "episode not committed; retrying in {backoff:?}");
