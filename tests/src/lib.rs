@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod tools;
+
 pub const KEY: &str = "e2e-system-key-3b1f";
 pub const TWILIO_SID: &str = "AC0123456789";
 pub const TWILIO_TOKEN: &str = "twilio-secret-token-9f8e7d";

@@ -14,12 +14,12 @@
 //! make the calls and print one JSON object with what they observed; the
 //! assertions are here.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use durango_e2e::tools::{install_once, read, require, run};
 use durango_e2e::{Host, HostOptions, KEY};
 use serde_json::{json, Value};
 
@@ -30,112 +30,6 @@ const INSTALL_TIMEOUT: Duration = Duration::from_secs(600);
 
 fn clients_src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("clients")
-}
-
-fn cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("DURANGO_CLIENTS_DIR") {
-        return PathBuf::from(dir);
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    target.join("official-clients")
-}
-
-/// What a finished process printed.
-struct Output {
-    success: bool,
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `command` to the end, killing it after `timeout`.
-fn run(mut command: Command, timeout: Duration) -> Output {
-    let what = format!("{command:?}");
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
-    let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for the child") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{what} ran over {timeout:?}\nstdout:\n{}\nstderr:\n{}",
-                stdout.join().unwrap_or_default(),
-                stderr.join().unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    Output {
-        success: status.success(),
-        code: status.code(),
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
-    }
-}
-
-/// Panics with a hint when `program` is not on the PATH.
-fn require(program: &str, version_arg: &str, hint: &str) {
-    let found = Command::new(program)
-        .arg(version_arg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(found, "`{program}` is needed for this test: {hint}");
-}
-
-fn read(path: &Path) -> Option<String> {
-    std::fs::read_to_string(path).ok()
-}
-
-/// Installs into `<cache>/<name>` through a fresh sibling folder renamed into
-/// place, so an interrupted install is never taken for a finished one.
-/// `ready` says whether a folder holds the wanted install; `install` fills one.
-fn install_once(name: &str, ready: impl Fn(&Path) -> bool, install: impl Fn(&Path)) -> PathBuf {
-    let cache = cache_dir();
-    let dir = cache.join(name);
-    if ready(&dir) {
-        return dir;
-    }
-    std::fs::create_dir_all(&cache)
-        .unwrap_or_else(|e| panic!("cannot create {}: {e}", cache.display()));
-    let fresh = cache.join(format!("{name}.installing-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&fresh);
-    std::fs::create_dir_all(&fresh).expect("create the install folder");
-    install(&fresh);
-    assert!(
-        ready(&fresh),
-        "the install in {} is incomplete",
-        fresh.display()
-    );
-    if dir.exists() {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-    if std::fs::rename(&fresh, &dir).is_err() {
-        // Another test process won the race; use its install if it is good.
-        let _ = std::fs::remove_dir_all(&fresh);
-        assert!(ready(&dir), "cannot install into {}", dir.display());
-    }
-    dir
 }
 
 /// `node_modules` holding the pinned `durable-functions`.
