@@ -83,28 +83,8 @@ impl Client {
                 }
             }
         };
-        let mut response = sent.with_context(|| format!("cannot reach {}", self.base))?;
-        let status = response.status().as_u16();
-        let text = response
-            .body_mut()
-            .with_config()
-            .limit(256 << 20)
-            .read_to_string()
-            .context("cannot read the response")?;
-        let body = if text.trim().is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        if status >= 400 {
-            let message = body
-                .get("error")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .unwrap_or_else(|| body.to_string());
-            bail!("{status}: {message}");
-        }
-        Ok(Answer { status, body })
+        let response = sent.with_context(|| format!("cannot reach {}", self.base))?;
+        Ok(read_answer(response)?.0)
     }
 
     /// Deploys a component; `allow` limits the settings it may read.
@@ -189,12 +169,7 @@ impl Client {
     /// `createdTimeFrom`, `createdTimeTo`, `instanceIdPrefix`, `top`). Follows
     /// continuation tokens unless `top` caps the count.
     pub fn list(&self, filters: &[(&str, String)]) -> anyhow::Result<Answer> {
-        let query: String = filters
-            .iter()
-            .map(|(k, v)| format!("{k}={}", crate::api::encode(v)))
-            .collect::<Vec<_>>()
-            .join("&");
-        let url = format!("{}{PREFIX}/instances?{query}", self.base);
+        let url = format!("{}{PREFIX}/instances?{}", self.base, query(filters));
         let capped = filters.iter().any(|(k, _)| *k == "top");
         let mut all = Vec::new();
         let mut token: Option<String> = None;
@@ -203,29 +178,11 @@ impl Client {
             if let Some(token) = &token {
                 request = request.header("x-ms-continuation-token", token);
             }
-            let mut response = request
+            let response = request
                 .call()
                 .with_context(|| format!("cannot reach {}", self.base))?;
-            let next = response
-                .headers()
-                .get("x-ms-continuation-token")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            let status = response.status().as_u16();
-            let text = response
-                .body_mut()
-                .read_to_string()
-                .context("cannot read the response")?;
-            let page: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-            if status >= 400 {
-                bail!(
-                    "{status}: {}",
-                    page.get("error")
-                        .and_then(Value::as_str)
-                        .unwrap_or("list failed")
-                );
-            }
-            all.extend(page.as_array().cloned().unwrap_or_default());
+            let (page, next) = read_answer(response)?;
+            all.extend(page.body.as_array().cloned().unwrap_or_default());
             match next {
                 Some(next) if !capped => token = Some(next),
                 _ => break,
@@ -265,16 +222,52 @@ impl Client {
     pub fn purge(&self, id: Option<&str>, filters: &[(&str, String)]) -> anyhow::Result<Answer> {
         let path = match id {
             Some(id) => format!("{PREFIX}/instances/{}", crate::api::encode(id)),
-            None => {
-                let query: Vec<String> = filters
-                    .iter()
-                    .map(|(k, v)| format!("{k}={}", crate::api::encode(v)))
-                    .collect();
-                format!("{PREFIX}/instances?{}", query.join("&"))
-            }
+            None => format!("{PREFIX}/instances?{}", query(filters)),
         };
         self.call("DELETE", &path, None)
     }
+}
+
+/// `k=v&…` with the values encoded.
+fn query(filters: &[(&str, String)]) -> String {
+    filters
+        .iter()
+        .map(|(k, v)| format!("{k}={}", crate::api::encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// The status and JSON body of a response, and its continuation token; an
+/// error status becomes an error with the host's message.
+fn read_answer(
+    mut response: ureq::http::Response<ureq::Body>,
+) -> anyhow::Result<(Answer, Option<String>)> {
+    let status = response.status().as_u16();
+    let next = response
+        .headers()
+        .get("x-ms-continuation-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let text = response
+        .body_mut()
+        .with_config()
+        .limit(256 << 20)
+        .read_to_string()
+        .context("cannot read the response")?;
+    let body = if text.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    if status >= 400 {
+        let message = body
+            .get("error")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| body.to_string());
+        bail!("{status}: {message}");
+    }
+    Ok((Answer { status, body }, next))
 }
 
 /// A JSON argument: checked here so a typo gets a clear message.
