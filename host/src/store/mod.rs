@@ -88,6 +88,9 @@ pub enum Durability {
     Normal,
 }
 
+/// Prepared statements kept per connection (the hot paths use ~30).
+const STATEMENT_CACHE: usize = 64;
+
 #[derive(Clone)]
 pub struct Store {
     writer: Writer,
@@ -124,6 +127,7 @@ impl Store {
             "PRAGMA synchronous={sync}; PRAGMA foreign_keys=ON;"
         ))?;
         conn.execute_batch(schema::SCHEMA)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         Ok(Store {
             writer: Writer::start(conn),
             readers: Arc::new(Readers {
@@ -149,6 +153,7 @@ impl Store {
                         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
                     )?;
                     conn.busy_timeout(std::time::Duration::from_secs(5))?;
+                    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
                     conn
                 }
             };

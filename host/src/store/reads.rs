@@ -83,7 +83,10 @@ impl Store {
     pub async fn instance(&self, id: String) -> Result<Option<InstanceRow>, StoreError> {
         self.read(move |conn| {
             let sql = format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE id = ?1");
-            Ok(conn.query_row(&sql, [id], instance_row).optional()?)
+            Ok(conn
+                .prepare_cached(&sql)?
+                .query_row([id], instance_row)
+                .optional()?)
         })
         .await
     }

@@ -58,14 +58,15 @@ fn in_savepoint<R>(
     conn: &Connection,
     work: impl FnOnce(&Connection) -> rusqlite::Result<R>,
 ) -> rusqlite::Result<R> {
-    conn.execute_batch("SAVEPOINT job")?;
+    conn.prepare_cached("SAVEPOINT job")?.execute([])?;
     match work(conn) {
         Ok(value) => {
-            conn.execute_batch("RELEASE job")?;
+            conn.prepare_cached("RELEASE job")?.execute([])?;
             Ok(value)
         }
         Err(error) => {
-            conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+            conn.prepare_cached("ROLLBACK TO job")?.execute([])?;
+            conn.prepare_cached("RELEASE job")?.execute([])?;
             Err(error)
         }
     }

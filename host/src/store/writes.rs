@@ -97,16 +97,22 @@ pub struct Woken(pub Vec<String>);
 
 fn status_of(conn: &Connection, id: &str) -> rusqlite::Result<Option<RuntimeStatus>> {
     let status: Option<String> = conn
-        .query_row("SELECT status FROM instances WHERE id = ?1", [id], |r| {
-            r.get(0)
-        })
+        .prepare_cached("SELECT status FROM instances WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
         .optional()?;
     Ok(status.and_then(|s| RuntimeStatus::parse(&s)))
 }
 
+/// Runs one statement through the connection's statement cache: these run
+/// thousands of times a second, and parsing SQL each time showed in profiles.
+fn exec<P: rusqlite::Params>(conn: &Connection, sql: &str, params: P) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
+}
+
 fn insert_message(conn: &Connection, id: &str, message: &Message) -> rusqlite::Result<()> {
     let json = serde_json::to_string(message).expect("messages serialize");
-    conn.execute(
+    exec(
+        conn,
         "INSERT INTO inbox (instance_id, message) VALUES (?1, ?2)",
         params![id, json],
     )?;
@@ -148,7 +154,11 @@ fn insert_activity(conn: &Connection, a: &ActivityRow) -> rusqlite::Result<()> {
 /// history; unconsumed events follow its start message.
 fn start_over(conn: &Connection, id: &str, restart: &ContinueAsNew) -> rusqlite::Result<()> {
     for table in ["history", "activities", "timers"] {
-        conn.execute(&format!("DELETE FROM {table} WHERE instance_id = ?1"), [id])?;
+        exec(
+            conn,
+            &format!("DELETE FROM {table} WHERE instance_id = ?1"),
+            [id],
+        )?;
     }
     // Messages still queued (arrived during the episode) go after the
     // carried ones, keeping arrival order.
@@ -158,7 +168,7 @@ fn start_over(conn: &Connection, id: &str, restart: &ContinueAsNew) -> rusqlite:
         let rows = stmt.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
         rows.collect::<rusqlite::Result<_>>()?
     };
-    conn.execute("DELETE FROM inbox WHERE instance_id = ?1", [id])?;
+    exec(conn, "DELETE FROM inbox WHERE instance_id = ?1", [id])?;
     insert_message(
         conn,
         id,
@@ -170,12 +180,14 @@ fn start_over(conn: &Connection, id: &str, restart: &ContinueAsNew) -> rusqlite:
         insert_message(conn, id, message)?;
     }
     for (_, json) in queued {
-        conn.execute(
+        exec(
+            conn,
             "INSERT INTO inbox (instance_id, message) VALUES (?1, ?2)",
             params![id, json],
         )?;
     }
-    conn.execute(
+    exec(
+        conn,
         "UPDATE instances SET status = 'ContinuedAsNew', input = ?2, output = NULL,
                               updated_at = ?3 WHERE id = ?1",
         params![id, restart.input, now_ms()],
@@ -212,7 +224,8 @@ fn start_child(conn: &Connection, parent: &str, child: &ChildStart) -> rusqlite:
         None => {}
     }
     let now = now_ms();
-    conn.execute(
+    exec(
+        conn,
         "INSERT INTO instances
            (id, name, version, status, input, created_at, updated_at, parent_id, parent_seq)
          VALUES (?1, ?2, ?3, 'Pending', ?4, ?5, ?5, ?6, ?7)",
@@ -280,9 +293,13 @@ fn report_to_parent(
 /// Removes every row an instance owns.
 fn delete_instance_rows(conn: &Connection, id: &str) -> rusqlite::Result<()> {
     for table in ["history", "inbox", "activities", "timers"] {
-        conn.execute(&format!("DELETE FROM {table} WHERE instance_id = ?1"), [id])?;
+        exec(
+            conn,
+            &format!("DELETE FROM {table} WHERE instance_id = ?1"),
+            [id],
+        )?;
     }
-    conn.execute("DELETE FROM instances WHERE id = ?1", [id])?;
+    exec(conn, "DELETE FROM instances WHERE id = ?1", [id])?;
     Ok(())
 }
 
@@ -294,7 +311,8 @@ impl Store {
             let allowed = d
                 .allowed_settings
                 .map(|names| serde_json::to_string(&names).expect("names serialize"));
-            conn.execute(
+            exec(
+                conn,
                 "INSERT INTO app_versions
                    (version, app, wasm, compiled, functions, allowed_settings, deployed_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
@@ -310,7 +328,8 @@ impl Store {
                     now
                 ],
             )?;
-            conn.execute(
+            exec(
+                conn,
                 "INSERT INTO apps (name, version, deployed_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT(name) DO UPDATE SET version = excluded.version,
                                                  deployed_at = excluded.deployed_at",
@@ -340,7 +359,8 @@ impl Store {
                 delete_instance_rows(conn, &id)?;
             }
             let now = now_ms();
-            conn.execute(
+            exec(
+                conn,
                 "INSERT INTO instances
                    (id, name, version, status, input, created_at, updated_at, callback_url)
                  VALUES (?1, ?2, ?3, 'Pending', ?4, ?5, ?5, ?6)",
@@ -397,8 +417,8 @@ impl Store {
                 append.execute(params![id, (commit.first_position + offset) as i64, json])?;
             }
             if let Some(status) = commit.status.filter(|s| s.is_terminal()) {
-                conn.execute("DELETE FROM timers WHERE instance_id = ?1", [id])?;
-                conn.execute("DELETE FROM activities WHERE instance_id = ?1", [id])?;
+                exec(conn, "DELETE FROM timers WHERE instance_id = ?1", [id])?;
+                exec(conn, "DELETE FROM activities WHERE instance_id = ?1", [id])?;
                 if let Some(parent) = report_to_parent(conn, id, status, commit.output.as_deref())?
                 {
                     woken.0.push(parent);
@@ -422,7 +442,8 @@ impl Store {
                     woken.0.push(start_child(conn, id, child)?);
                 }
             }
-            conn.execute(
+            exec(
+                conn,
                 "UPDATE instances SET status = COALESCE(?2, status),
                                       output = COALESCE(?3, output),
                                       custom_status = CASE WHEN ?4 THEN ?5 ELSE custom_status END,
@@ -451,7 +472,8 @@ impl Store {
         message: Message,
     ) -> Result<bool, StoreError> {
         self.write(move |conn| {
-            let removed = conn.execute(
+            let removed = exec(
+                conn,
                 "DELETE FROM activities WHERE instance_id = ?1 AND seq = ?2",
                 params![id, seq],
             )?;
@@ -472,7 +494,7 @@ impl Store {
         run_at: i64,
     ) -> Result<bool, StoreError> {
         self.write(move |conn| {
-            let changed = conn.execute(
+            let changed = exec(conn, 
                 "UPDATE activities SET attempt = ?3, run_at = ?4 WHERE instance_id = ?1 AND seq = ?2",
                 params![id, seq, attempt, run_at],
             )?;
@@ -485,7 +507,8 @@ impl Store {
     /// instance finished meanwhile.
     pub async fn fire_timer(&self, id: String, seq: u32) -> Result<bool, StoreError> {
         self.write(move |conn| {
-            let removed = conn.execute(
+            let removed = exec(
+                conn,
                 "DELETE FROM timers WHERE instance_id = ?1 AND seq = ?2",
                 params![id, seq],
             )?;
@@ -533,7 +556,7 @@ impl Store {
             if status_of(conn, &id)? != Some(RuntimeStatus::Failed) {
                 return Ok(false);
             }
-            conn.execute("DELETE FROM history WHERE instance_id = ?1", [&id])?;
+            exec(conn, "DELETE FROM history WHERE instance_id = ?1", [&id])?;
             let mut append = conn.prepare_cached(
                 "INSERT INTO history (instance_id, position, event) VALUES (?1, ?2, ?3)",
             )?;
@@ -544,7 +567,7 @@ impl Store {
             for a in &activities {
                 insert_activity(conn, a)?;
             }
-            conn.execute(
+            exec(conn, 
                 "UPDATE instances SET status = 'Running', output = NULL, updated_at = ?2 WHERE id = ?1",
                 params![id, now_ms()],
             )?;
@@ -585,7 +608,7 @@ impl Store {
     /// A notification was delivered.
     pub async fn outbox_delivered(&self, id: i64) -> Result<(), StoreError> {
         self.write(move |conn| {
-            conn.execute("DELETE FROM outbox WHERE id = ?1", [id])?;
+            exec(conn, "DELETE FROM outbox WHERE id = ?1", [id])?;
             Ok(())
         })
         .await
@@ -599,7 +622,8 @@ impl Store {
         next_at: i64,
     ) -> Result<(), StoreError> {
         self.write(move |conn| {
-            conn.execute(
+            exec(
+                conn,
                 "UPDATE outbox SET attempts = ?2, next_at = ?3 WHERE id = ?1",
                 params![id, attempts, next_at],
             )?;
@@ -616,7 +640,8 @@ impl Store {
         candidate: String,
     ) -> Result<String, StoreError> {
         self.write(move |conn| {
-            conn.execute(
+            exec(
+                conn,
                 "INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)",
                 params![name, candidate],
             )?;
