@@ -494,7 +494,8 @@ impl Store {
         run_at: i64,
     ) -> Result<bool, StoreError> {
         self.write(move |conn| {
-            let changed = exec(conn, 
+            let changed = exec(
+                conn,
                 "UPDATE activities SET attempt = ?3, run_at = ?4 WHERE instance_id = ?1 AND seq = ?2",
                 params![id, seq, attempt, run_at],
             )?;
@@ -567,7 +568,8 @@ impl Store {
             for a in &activities {
                 insert_activity(conn, a)?;
             }
-            exec(conn, 
+            exec(
+                conn,
                 "UPDATE instances SET status = 'Running', output = NULL, updated_at = ?2 WHERE id = ?1",
                 params![id, now_ms()],
             )?;
