@@ -132,12 +132,20 @@ async fn spins(_: OrchestrationContext, _: ()) -> Result<(), Error> {
     }
 }
 
-/// Allocates without end: the memory limit must stop it.
+/// Allocates a MiB at a time without end: the memory limit must stop it.
+/// It reports how far it got, so a test can tell the limit held.
 async fn hoards(_: OrchestrationContext, _: ()) -> Result<usize, Error> {
     let mut kept: Vec<Vec<u8>> = Vec::new();
     loop {
-        kept.push(vec![1u8; 1 << 20]);
-        std::hint::black_box(&kept);
+        let mut block: Vec<u8> = Vec::new();
+        if block.try_reserve_exact(1 << 20).is_err() {
+            return Err(Error::msg(format!(
+                "memory allocation failed after {} MiB",
+                kept.len()
+            )));
+        }
+        block.resize(1 << 20, 1);
+        kept.push(std::hint::black_box(block));
     }
 }
 
