@@ -32,13 +32,11 @@ demo: build
 	@if [ -z "$$TwilioAccountSid" ]; then \
 	  echo "No TwilioAccountSid set: SMS go to the local fake endpoint on $(DEMO_SMS)."; \
 	  $(DURANGO) fake-sms --listen $(DEMO_SMS) & \
+	  trap 'kill %1 2>/dev/null' EXIT INT TERM; \
 	  export TwilioAccountSid=ACdemo TwilioAuthToken=demo-token TwilioPhoneNumber=+15005550006 \
 	         TwilioBaseUrl=http://$(DEMO_SMS) ApprovalWebhookUrl=$${ApprovalWebhookUrl:-http://$(DEMO_SMS)/webhook}; \
-	  trap 'kill %1 2>/dev/null' EXIT INT TERM; \
-	  DURANGO_SECRET_SETTINGS=TwilioAuthToken $(DURANGO) serve --db $(DEMO_DB) $(addprefix --deploy ,$(SAMPLES)); \
-	else \
-	  DURANGO_SECRET_SETTINGS=TwilioAuthToken $(DURANGO) serve --db $(DEMO_DB) $(addprefix --deploy ,$(SAMPLES)); \
-	fi
+	fi; \
+	DURANGO_SECRET_SETTINGS=TwilioAuthToken $(DURANGO) serve --db $(DEMO_DB) $(addprefix --deploy ,$(SAMPLES))
 
 test: build
 	DURANGO_BIN=$(DURANGO) DURANGO_WASM_DIR=$(WASM_DIR) $(CARGO) test --workspace $(addprefix --exclude ,$(GUESTS))

@@ -109,6 +109,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An external event message.
+fn event(name: &str, input: &str) -> Message {
+    Message::EventRaised {
+        name: name.into(),
+        input: input.into(),
+    }
+}
+
 /// p50, p99 and max of `samples`, in milliseconds.
 fn percentiles(samples: &mut [f64]) -> (f64, f64, f64) {
     if samples.is_empty() {
@@ -300,14 +308,7 @@ impl Bench {
             raised_at.insert(id.clone(), now_ms());
             let (host, id) = (host.clone(), id.clone());
             raises.push(tokio::spawn(async move {
-                host.send(
-                    &id,
-                    Message::EventRaised {
-                        name: "Answer".into(),
-                        input: "1".into(),
-                    },
-                )
-                .await
+                host.send(&id, event("Answer", "1")).await
             }));
         }
         for raise in raises {
@@ -376,14 +377,7 @@ impl Bench {
                 .await
                 .map_err(|e| anyhow::anyhow!("start: {e:?}"))?;
             for _ in 0..ticks - 1 {
-                host.send(
-                    &id,
-                    Message::EventRaised {
-                        name: "Tick".into(),
-                        input: "null".into(),
-                    },
-                )
-                .await?;
+                host.send(&id, event("Tick", "null")).await?;
             }
             let history_len = loop {
                 let history = host.store.history(id.clone()).await?;
@@ -397,14 +391,7 @@ impl Bench {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             };
             let t0 = Instant::now();
-            host.send(
-                &id,
-                Message::EventRaised {
-                    name: "Tick".into(),
-                    input: "null".into(),
-                },
-            )
-            .await?;
+            host.send(&id, event("Tick", "null")).await?;
             host.wait_finished(&id, Duration::from_secs(60)).await?;
             samples.push((t0.elapsed().as_secs_f64() * 1000.0, history_len));
         }
@@ -430,30 +417,14 @@ impl Bench {
         let restarted = self.open(&db, HOT_INSTANCES).await?;
         let ready_ms = t0.elapsed().as_secs_f64() * 1000.0;
         let t1 = Instant::now();
-        restarted
-            .send(
-                &ids[0],
-                Message::EventRaised {
-                    name: "Answer".into(),
-                    input: "1".into(),
-                },
-            )
-            .await?;
+        restarted.send(&ids[0], event("Answer", "1")).await?;
         restarted
             .wait_finished(&ids[0], Duration::from_secs(60))
             .await?;
         let first_ms = t1.elapsed().as_secs_f64() * 1000.0;
         let last = &ids[n - 1];
         let t2 = Instant::now();
-        restarted
-            .send(
-                last,
-                Message::EventRaised {
-                    name: "Answer".into(),
-                    input: "1".into(),
-                },
-            )
-            .await?;
+        restarted.send(last, event("Answer", "1")).await?;
         restarted
             .wait_finished(last, Duration::from_secs(60))
             .await?;

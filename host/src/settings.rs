@@ -73,19 +73,19 @@ impl Settings {
     }
 
     fn refresh_hidden(&mut self) {
-        let mut hidden: Vec<String> = self
+        let values: Vec<String> = self
             .secrets
             .iter()
             .filter_map(|name| self.get(name))
             .chain(std::env::var("DURANGO_KEY").ok())
-            .filter(|v| !v.is_empty())
             .collect();
-        // Longest first, so a secret that contains another is hidden whole.
-        hidden.sort_by_key(|v| std::cmp::Reverse(v.len()));
-        self.hidden = hidden;
+        for value in values {
+            self.hide(&value);
+        }
     }
 
-    /// Also hide `value` (the system key the host generated).
+    /// Never show `value` (a secret, the system key). Longest first, so a
+    /// secret that contains another is hidden whole.
     pub fn hide(&mut self, value: &str) {
         if !value.is_empty() && !self.hidden.iter().any(|v| v == value) {
             self.hidden.push(value.to_string());

@@ -388,6 +388,20 @@ impl Host {
         })
     }
 
+    /// The `EventType` of each event in the instance's history, in order.
+    pub fn history_kinds(&self, id: &str) -> Vec<String> {
+        let history = self.status_with_history(id).body;
+        history["historyEvents"]
+            .as_array()
+            .map(|events| {
+                events
+                    .iter()
+                    .filter_map(|e| e["EventType"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Waits until the instance's history holds `count` events of `kind`.
     pub fn wait_history(&self, id: &str, kind: &str, count: usize) -> Value {
         wait_until(&format!("{count} {kind} events in {id}"), WAIT, || {

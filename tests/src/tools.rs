@@ -19,6 +19,48 @@ pub fn cache_dir() -> PathBuf {
     target.join("official-clients")
 }
 
+/// `pip install`, first use only.
+pub const INSTALL_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// A `pip install --target` folder (cached as `<cache>/<name>`) holding what
+/// `requirements` pins; `package` is the pinned name and `dist_info` the
+/// prefix of its installed `*.dist-info` folder.
+pub fn pip_install_once(
+    name: &str,
+    requirements: &Path,
+    package: &str,
+    dist_info: &str,
+) -> PathBuf {
+    let pins =
+        read(requirements).unwrap_or_else(|| panic!("cannot read {}", requirements.display()));
+    let version = pins
+        .lines()
+        .find_map(|line| line.trim().strip_prefix(&format!("{package}==")))
+        .unwrap_or_else(|| panic!("{} pins no {package}", requirements.display()))
+        .trim()
+        .to_string();
+    let ready = |dir: &Path| {
+        read(&dir.join("requirements.txt")).as_deref() == Some(pins.as_str())
+            && dir
+                .join(format!("{dist_info}-{version}.dist-info"))
+                .is_dir()
+    };
+    let install = |dir: &Path| {
+        eprintln!("installing {package} {version} into {}", dir.display());
+        let mut pip = Command::new("python3");
+        pip.args(["-m", "pip", "install", "--no-input", "--quiet"])
+            .args(["--disable-pip-version-check", "--no-warn-script-location"])
+            .arg("--target")
+            .arg(dir)
+            .arg("-r")
+            .arg(requirements);
+        let out = run(pip, INSTALL_TIMEOUT);
+        assert!(out.success, "pip install failed: {}", out.text());
+        std::fs::copy(requirements, dir.join("requirements.txt")).expect("copy requirements.txt");
+    };
+    install_once(name, ready, install)
+}
+
 /// What a finished process printed.
 pub struct Output {
     pub success: bool,

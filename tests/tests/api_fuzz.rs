@@ -34,12 +34,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use durango_e2e::tools::{install_once, read, run};
+use durango_e2e::tools::{pip_install_once, read, run};
 use durango_e2e::{request, Host, HostOptions, KEY};
 use serde_json::Value;
 
-/// `pip install`, first use only.
-const INSTALL_TIMEOUT: Duration = Duration::from_secs(600);
 /// The whole schemathesis run; it takes well under a minute.
 const RUN_TIMEOUT: Duration = Duration::from_secs(110);
 
@@ -63,34 +61,12 @@ fn schemathesis() -> PathBuf {
         python,
         "`python3` 3.11 or later with pip is needed for this test"
     );
-    let src = fuzz_src().join("requirements.txt");
-    let requirements = read(&src).expect("tests/fuzz/requirements.txt");
-    let version = requirements
-        .lines()
-        .find_map(|line| line.trim().strip_prefix("schemathesis=="))
-        .expect("requirements.txt pins schemathesis")
-        .trim()
-        .to_string();
-    let ready = |dir: &Path| {
-        read(&dir.join("requirements.txt")).as_deref() == Some(requirements.as_str())
-            && dir
-                .join(format!("schemathesis-{version}.dist-info"))
-                .is_dir()
-    };
-    let install = |dir: &Path| {
-        eprintln!("installing schemathesis {version} into {}", dir.display());
-        let mut pip = Command::new("python3");
-        pip.args(["-m", "pip", "install", "--no-input", "--quiet"])
-            .args(["--disable-pip-version-check", "--no-warn-script-location"])
-            .arg("--target")
-            .arg(dir)
-            .arg("-r")
-            .arg(&src);
-        let out = run(pip, INSTALL_TIMEOUT);
-        assert!(out.success, "pip install failed: {}", out.text());
-        std::fs::copy(&src, dir.join("requirements.txt")).expect("copy requirements.txt");
-    };
-    install_once("schemathesis", ready, install)
+    pip_install_once(
+        "schemathesis",
+        &fuzz_src().join("requirements.txt"),
+        "schemathesis",
+        "schemathesis",
+    )
 }
 
 /// The lines of the host's log (its stderr) where one of its threads

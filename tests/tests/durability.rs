@@ -86,13 +86,7 @@ fn wrong_then_right(host: &Host, sms: &FakeSms, phone: &str) -> (Value, Vec<Stri
     host.wait_history(&id, "EventRaised", 1);
     host.raise(&id, "SmsChallengeResponse", &code.to_string());
     let status = host.wait_finished(&id);
-    let history = host.status_with_history(&id).body;
-    let kinds = history["historyEvents"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["EventType"].as_str().unwrap().to_string())
-        .collect();
+    let kinds = host.history_kinds(&id);
     (status["output"].clone(), kinds)
 }
 

@@ -19,14 +19,12 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use durango_e2e::tools::{install_once, read, require, run};
+use durango_e2e::tools::{install_once, pip_install_once, read, require, run, INSTALL_TIMEOUT};
 use durango_e2e::{Host, HostOptions, KEY};
 use serde_json::{json, Value};
 
 /// A script's whole run; its own waits have 30-second deadlines.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
-/// `npm ci` / `pip install`, first use only.
-const INSTALL_TIMEOUT: Duration = Duration::from_secs(600);
 
 fn clients_src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("clients")
@@ -80,41 +78,12 @@ fn py_packages() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         require("python3", "--version", "install Python 3.9 or later");
-        let src = clients_src().join("requirements.txt");
-        let requirements = read(&src).expect("tests/clients/requirements.txt");
-        let version = requirements
-            .lines()
-            .find_map(|line| line.trim().strip_prefix("azure-functions-durable=="))
-            .expect("requirements.txt pins azure-functions-durable")
-            .trim()
-            .to_string();
-        let ready = |dir: &Path| {
-            read(&dir.join("requirements.txt")).as_deref() == Some(requirements.as_str())
-                && dir
-                    .join(format!("azure_functions_durable-{version}.dist-info"))
-                    .is_dir()
-        };
-        let install = |dir: &Path| {
-            eprintln!(
-                "installing azure-functions-durable {version} into {}",
-                dir.display()
-            );
-            let mut pip = Command::new("python3");
-            pip.args(["-m", "pip", "install", "--no-input", "--quiet"])
-                .args(["--disable-pip-version-check", "--no-warn-script-location"])
-                .arg("--target")
-                .arg(dir)
-                .arg("-r")
-                .arg(&src);
-            let out = run(pip, INSTALL_TIMEOUT);
-            assert!(
-                out.success,
-                "pip install failed ({:?}):\n{}\n{}",
-                out.code, out.stdout, out.stderr
-            );
-            std::fs::copy(&src, dir.join("requirements.txt")).expect("copy requirements.txt");
-        };
-        install_once("py", ready, install)
+        pip_install_once(
+            "py",
+            &clients_src().join("requirements.txt"),
+            "azure-functions-durable",
+            "azure_functions_durable",
+        )
     })
 }
 

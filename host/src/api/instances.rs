@@ -29,9 +29,8 @@ const CONTINUATION: &str = "x-ms-continuation-token";
 pub struct StartQuery {
     timeout: Option<String>,
     callback_url: Option<String>,
-    /// Accepted for compatibility; completion wakes the waiter directly.
-    #[serde(rename = "pollingInterval")]
-    _polling_interval: Option<String>,
+    // `pollingInterval` is accepted and ignored, like every unknown
+    // parameter: completion wakes the waiter directly.
 }
 
 /// Longest wait the start route accepts.
@@ -139,6 +138,20 @@ fn finished_response(row: &InstanceRow) -> Response {
         serde_json::to_value(instance_status(row, true)).expect("status serializes")
     };
     (StatusCode::OK, Json(body)).into_response()
+}
+
+fn no_instance(id: &str) -> ApiError {
+    ApiError::not_found(format!("no instance with id {id}"))
+}
+
+/// The instance's row, or 404.
+async fn instance(state: &ApiState, id: &str) -> Result<InstanceRow, ApiError> {
+    state
+        .host
+        .store
+        .instance(id.to_string())
+        .await?
+        .ok_or_else(|| no_instance(id))
 }
 
 fn validate_callback(url: &str) -> Result<String, ApiError> {
@@ -253,12 +266,7 @@ pub async fn status(
     Path(id): Path<String>,
     Query(query): Query<StatusQuery>,
 ) -> Result<Response, ApiError> {
-    let row = state
-        .host
-        .store
-        .instance(id.clone())
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no instance with id {id}")))?;
+    let row = instance(&state, &id).await?;
     let mut body = instance_status(&row, flag(&query.show_input, true));
     if flag(&query.show_history, false) {
         let history = state.host.store.history(id).await?;
@@ -402,7 +410,7 @@ pub async fn rewind(
     let reason = query.reason.unwrap_or_default();
     match state.host.rewind(&id, reason).await {
         Ok(()) => Ok(StatusCode::ACCEPTED.into_response()),
-        Err(RewindError::NotFound) => Err(ApiError::not_found(format!("no instance with id {id}"))),
+        Err(RewindError::NotFound) => Err(no_instance(&id)),
         Err(RewindError::NotFailed(status)) => Err(ApiError::new(
             StatusCode::CONFLICT,
             format!(
@@ -428,12 +436,7 @@ pub async fn restart(
     Query(query): Query<RestartQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let row = state
-        .host
-        .store
-        .instance(id.clone())
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no instance with id {id}")))?;
+    let row = instance(&state, &id).await?;
     let new_id = flag(&query.restart_with_new_instance_id, true).then(new_instance_id);
     let target = new_id.unwrap_or(id);
     let options = StartQuery {
@@ -455,7 +458,7 @@ pub async fn restart(
 async fn deliver(state: &ApiState, id: &str, message: Message) -> Result<Response, ApiError> {
     match state.host.send(id, message).await? {
         EnqueueOutcome::Queued => Ok(StatusCode::ACCEPTED.into_response()),
-        EnqueueOutcome::NotFound => Err(ApiError::not_found(format!("no instance with id {id}"))),
+        EnqueueOutcome::NotFound => Err(no_instance(id)),
         EnqueueOutcome::Terminal(status) => Err(ApiError::new(
             StatusCode::GONE,
             format!(
@@ -527,7 +530,7 @@ pub async fn purge(
     if state.host.purge(&id).await? {
         Ok(Json(serde_json::json!({ "instancesDeleted": 1 })).into_response())
     } else {
-        Err(ApiError::not_found(format!("no instance with id {id}")))
+        Err(no_instance(&id))
     }
 }
 
