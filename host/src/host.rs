@@ -13,7 +13,7 @@ use crate::engine::rewind;
 use crate::notify::{self, Change, Notifier};
 use crate::runtime::{FunctionInfo, GuestFault, GuestLimits, Runtime};
 use crate::scheduler::activities::{activity_queue, ActivityQueue};
-use crate::scheduler::dispatch::Dispatcher;
+use crate::scheduler::dispatch::{Dispatcher, CONCURRENT_EPISODES};
 use crate::scheduler::timers::{timer_queue, TimerQueue};
 use crate::settings::Settings;
 use crate::store::{
@@ -132,7 +132,11 @@ impl Host {
         settings.hide(&key);
         settings.hide(&notify_secret);
         let settings = Arc::new(settings);
-        let runtime = Runtime::new(settings.clone(), config.limits)?;
+        // Every guest alive at once: hot orchestrators, running episodes,
+        // activities, and a deploy's check.
+        let guests =
+            config.hot_instances + CONCURRENT_EPISODES + config.activity_workers.max(1) + 1;
+        let runtime = Runtime::new(settings.clone(), config.limits, guests)?;
         let (timers, timer_task) = timer_queue();
         let (activities, workers) = activity_queue(config.activity_workers);
         let host = Arc::new(Host {

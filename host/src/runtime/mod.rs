@@ -10,8 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Engine, StoreLimitsBuilder, Trap};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, StoreLimitsBuilder, Trap,
+};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 pub use bindings::{ActivityContext, FunctionKind, PollResult};
@@ -24,6 +27,13 @@ use crate::settings::Settings;
 
 /// How often the epoch ticks; guest time limits are counted in ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// What one guest instance may hold in the pool. A Rust `wasm32-wasip2`
+/// component has one memory, two tables and a handful of core instances;
+/// a component that needs more is refused at deploy (it fails to start).
+const CORE_INSTANCES_PER_GUEST: u32 = 16;
+const MEMORIES_PER_GUEST: u32 = 2;
+const TABLES_PER_GUEST: u32 = 4;
 
 /// Limits that keep a guest from hurting the host.
 #[derive(Debug, Clone)]
@@ -82,6 +92,9 @@ impl std::fmt::Display for GuestFault {
 
 pub struct Runtime {
     engine: Engine,
+    /// One permit per guest instance the pool can hold: instantiation waits
+    /// for a free slot instead of failing when the pool is full.
+    slots: Arc<Semaphore>,
     linker: Linker<GuestState>,
     loaded: Mutex<HashMap<String, LoadedApp>>,
     settings: Arc<Settings>,
@@ -89,10 +102,35 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub fn new(settings: Arc<Settings>, limits: GuestLimits) -> anyhow::Result<Runtime> {
+    /// `instances` is the most guest instances alive at once (hot
+    /// orchestrators, running episodes and activities); the pooling
+    /// allocator reserves that many slots up front, so a store costs no
+    /// mmap/munmap and its memory starts from a copy-on-write image.
+    pub fn new(
+        settings: Arc<Settings>,
+        limits: GuestLimits,
+        instances: usize,
+    ) -> anyhow::Result<Runtime> {
+        let instances = u32::try_from(instances.max(1))
+            .map_err(|_| anyhow::anyhow!("too many guest instances: {instances}"))?;
+        let memory = limits.memory_bytes.next_multiple_of(1 << 16);
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(instances)
+            .max_core_instances_per_component(CORE_INSTANCES_PER_GUEST)
+            .total_core_instances(instances * CORE_INSTANCES_PER_GUEST)
+            .max_memories_per_component(MEMORIES_PER_GUEST)
+            .total_memories(instances * MEMORIES_PER_GUEST)
+            .max_tables_per_component(TABLES_PER_GUEST)
+            .total_tables(instances * TABLES_PER_GUEST)
+            .total_stacks(instances)
+            .max_memory_size(memory);
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
+        // Reserve only what a guest may use: thousands of slots at the
+        // default 4 GiB each would take tens of TiB of address space.
+        config.memory_reservation(memory as u64);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config)?;
         let ticker = engine.weak();
         std::thread::Builder::new()
@@ -113,6 +151,7 @@ impl Runtime {
         )?;
         Ok(Runtime {
             engine,
+            slots: Arc::new(Semaphore::new(instances as usize)),
             linker,
             loaded: Mutex::new(HashMap::new()),
             settings,
@@ -163,7 +202,7 @@ impl Runtime {
     }
 
     async fn list_functions(&self, loaded: &LoadedApp) -> Result<Vec<FunctionInfo>, String> {
-        let (mut store, app) = self
+        let Guest { mut store, app, .. } = self
             .instantiate(loaded, Role::Activity)
             .await
             .map_err(|e| format!("the component failed to start: {e}"))?;
@@ -229,11 +268,13 @@ impl Runtime {
             .ok_or_else(|| GuestFault(format!("app version {version} is not loaded")))
     }
 
-    async fn instantiate(
-        &self,
-        loaded: &LoadedApp,
-        role: Role,
-    ) -> Result<(wasmtime::Store<GuestState>, FunctionApp), GuestFault> {
+    async fn instantiate(&self, loaded: &LoadedApp, role: Role) -> Result<Guest, GuestFault> {
+        let slot = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| GuestFault("the runtime is shutting down".into()))?;
         let output = MemoryOutputPipe::new(OUTPUT_CAPACITY);
         let wasi = match &role {
             Role::Orchestrator { replay, clock } => {
@@ -261,7 +302,11 @@ impl Runtime {
             .instantiate_async(&mut store)
             .await
             .map_err(|e| GuestFault(format!("instantiation failed: {}", fault(&store, &e))))?;
-        Ok((store, app))
+        Ok(Guest {
+            store,
+            app,
+            _slot: slot,
+        })
     }
 
     /// A fresh orchestrator instance of `version` over `replay`.
@@ -273,7 +318,7 @@ impl Runtime {
         let loaded = self.app(version)?;
         let clock = OrchestrationClock::default();
         clock.set(replay.now());
-        let (store, app) = self
+        let guest = self
             .instantiate(
                 &loaded,
                 Role::Orchestrator {
@@ -283,8 +328,7 @@ impl Runtime {
             )
             .await?;
         Ok(Orchestrator {
-            store,
-            app,
+            guest,
             step_ticks: ticks(self.limits.orchestrator_step),
         })
     }
@@ -301,7 +345,7 @@ impl Runtime {
         let limit = time_limit.unwrap_or(self.limits.activity_attempt);
         let loaded = self.app(version).map_err(|e| e.0)?;
         let run = async {
-            let (mut store, app) = self
+            let Guest { mut store, app, .. } = self
                 .instantiate(&loaded, Role::Activity)
                 .await
                 .map_err(|e| e.0)?;
@@ -323,17 +367,25 @@ impl Runtime {
     }
 }
 
+/// A live guest instance and its pool slot. The store is declared first so
+/// it is dropped (giving its memory back to the pool) before the permit
+/// lets the next instantiation take the slot.
+struct Guest {
+    store: wasmtime::Store<GuestState>,
+    app: FunctionApp,
+    _slot: OwnedSemaphorePermit,
+}
+
 /// An orchestrator instance: a store whose guest holds the running
 /// orchestration in its memory.
 pub struct Orchestrator {
-    store: wasmtime::Store<GuestState>,
-    app: FunctionApp,
+    guest: Guest,
     step_ticks: u64,
 }
 
 impl Orchestrator {
     pub fn replay(&mut self) -> &mut Replay {
-        match &mut self.store.data_mut().role {
+        match &mut self.guest.store.data_mut().role {
             Role::Orchestrator { replay, .. } => replay,
             Role::Activity => unreachable!("an Orchestrator always has the orchestrator role"),
         }
@@ -341,7 +393,7 @@ impl Orchestrator {
 
     /// Reveals a history event to the guest, moving its clock along.
     pub fn reveal(&mut self, event: &crate::engine::history::HistoryEvent) {
-        let data = self.store.data_mut();
+        let data = self.guest.store.data_mut();
         if let Role::Orchestrator { replay, clock } = &mut data.role {
             replay.reveal(event);
             clock.set(replay.now());
@@ -349,28 +401,28 @@ impl Orchestrator {
     }
 
     fn arm(&mut self) {
-        self.store.epoch_deadline_trap();
-        self.store.set_epoch_deadline(self.step_ticks);
+        self.guest.store.epoch_deadline_trap();
+        self.guest.store.set_epoch_deadline(self.step_ticks);
     }
 
     pub async fn start(&mut self, name: &str, input: &str) -> Result<PollResult, GuestFault> {
         self.arm();
-        let result = self
-            .app
+        let Guest { store, app, .. } = &mut self.guest;
+        let result = app
             .durango_orchestration_orchestrator()
-            .call_start(&mut self.store, name, input)
+            .call_start(&mut *store, name, input)
             .await;
-        result.map_err(|e| GuestFault(fault(&self.store, &e)))
+        result.map_err(|e| GuestFault(fault(store, &e)))
     }
 
     pub async fn resume(&mut self) -> Result<PollResult, GuestFault> {
         self.arm();
-        let result = self
-            .app
+        let Guest { store, app, .. } = &mut self.guest;
+        let result = app
             .durango_orchestration_orchestrator()
-            .call_resume(&mut self.store)
+            .call_resume(&mut *store)
             .await;
-        result.map_err(|e| GuestFault(fault(&self.store, &e)))
+        result.map_err(|e| GuestFault(fault(store, &e)))
     }
 }
 

@@ -25,7 +25,7 @@ struct Hot {
 /// Episodes that may run at once. Each holds a guest instance in memory
 /// (and replays it when cold), so a burst of thousands of starts must not
 /// instantiate thousands of guests at the same moment.
-const CONCURRENT_EPISODES: usize = 64;
+pub const CONCURRENT_EPISODES: usize = 64;
 
 pub struct Dispatcher {
     /// Instances with an episode under way; `true` = new messages came meanwhile.

@@ -8,10 +8,11 @@ mod writer;
 mod writes;
 
 use std::fmt;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::{mpsc, Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags};
+use tokio::sync::oneshot;
 
 pub use reads::{InstanceFilter, InstanceRow, OutboxRow, StoredVersion};
 use writer::Writer;
@@ -30,7 +31,8 @@ pub enum StoreError {
     Corrupt(String),
     /// The database file cannot be written.
     ReadOnly(String),
-    WriterGone,
+    /// The writer or reader threads are gone (the host is shutting down).
+    Stopped,
 }
 
 impl StoreError {
@@ -50,7 +52,7 @@ impl StoreError {
                         | SystemIoFailure
                 ),
                 ..
-            } | StoreError::WriterGone
+            } | StoreError::Stopped
                 | StoreError::ReadOnly(_)
         )
     }
@@ -65,7 +67,7 @@ impl fmt::Display for StoreError {
                 f,
                 "the database {path} is read-only; durango needs to write to it"
             ),
-            StoreError::WriterGone => f.write_str("the database writer has stopped"),
+            StoreError::Stopped => f.write_str("the database connection has stopped"),
         }
     }
 }
@@ -91,15 +93,17 @@ pub enum Durability {
 /// Prepared statements kept per connection (the hot paths use ~30).
 const STATEMENT_CACHE: usize = 64;
 
+/// Threads (each with its own read connection) that serve reads. A fixed
+/// few beat `spawn_blocking`: no thread pool lock to contend on, and each
+/// connection keeps its page cache and prepared statements warm.
+const READERS: usize = 4;
+
+type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
 #[derive(Clone)]
 pub struct Store {
     writer: Writer,
-    readers: Arc<Readers>,
-}
-
-struct Readers {
-    path: PathBuf,
-    idle: Mutex<Vec<Connection>>,
+    reads: mpsc::Sender<ReadJob>,
 }
 
 impl Store {
@@ -128,12 +132,24 @@ impl Store {
         ))?;
         conn.execute_batch(schema::SCHEMA)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        let (reads, queue) = mpsc::channel::<ReadJob>();
+        let queue = Arc::new(Mutex::new(queue));
+        for n in 0..READERS {
+            let conn = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            conn.busy_timeout(std::time::Duration::from_secs(5))?;
+            conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("durango-reader-{n}"))
+                .spawn(move || serve_reads(&conn, &queue))
+                .map_err(|e| StoreError::Corrupt(format!("cannot start a reader thread: {e}")))?;
+        }
         Ok(Store {
             writer: Writer::start(conn),
-            readers: Arc::new(Readers {
-                path: path.to_path_buf(),
-                idle: Mutex::new(Vec::new()),
-            }),
+            reads,
         })
     }
 
@@ -143,26 +159,12 @@ impl Store {
         R: Send + 'static,
         F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
     {
-        let readers = self.readers.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = match readers.idle.lock().expect("reader pool").pop() {
-                Some(conn) => conn,
-                None => {
-                    let conn = Connection::open_with_flags(
-                        &readers.path,
-                        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                    )?;
-                    conn.busy_timeout(std::time::Duration::from_secs(5))?;
-                    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-                    conn
-                }
-            };
-            let result = query(&conn);
-            readers.idle.lock().expect("reader pool").push(conn);
-            result
-        })
-        .await
-        .map_err(|e| StoreError::Corrupt(format!("read task failed: {e}")))?
+        let (reply, answer) = oneshot::channel();
+        let job: ReadJob = Box::new(move |conn| {
+            let _ = reply.send(query(conn));
+        });
+        self.reads.send(job).map_err(|_| StoreError::Stopped)?;
+        answer.await.map_err(|_| StoreError::Stopped)?
     }
 
     pub(crate) async fn write<R, F>(&self, work: F) -> Result<R, StoreError>
@@ -171,6 +173,25 @@ impl Store {
         F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
     {
         self.writer.write(work).await
+    }
+}
+
+/// A reader thread: takes the next read from the shared queue until the
+/// store is dropped.
+fn serve_reads(conn: &Connection, queue: &Mutex<mpsc::Receiver<ReadJob>>) {
+    loop {
+        let job = match queue.lock() {
+            Ok(queue) => queue.recv(),
+            Err(_) => return,
+        };
+        match job {
+            // A panicking query drops its reply (the caller gets an error);
+            // the thread stays to serve the next read.
+            Ok(job) => {
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(conn)));
+            }
+            Err(_) => return,
+        }
     }
 }
 

@@ -49,8 +49,8 @@ impl Writer {
                 let _ = reply.send(result);
             })
         });
-        self.jobs.send(job).map_err(|_| StoreError::WriterGone)?;
-        answer.await.map_err(|_| StoreError::WriterGone)?
+        self.jobs.send(job).map_err(|_| StoreError::Stopped)?;
+        answer.await.map_err(|_| StoreError::Stopped)?
     }
 }
 
