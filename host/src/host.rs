@@ -153,6 +153,7 @@ impl Host {
             notifier: Notifier::new(config.notify_urls, notify_secret),
         });
         host.reload_catalog().await?;
+        Dispatcher::start(&host);
         tokio::spawn(timer_task.run(host.clone()));
         tokio::spawn(workers.run(host.clone()));
         tokio::spawn(notify::deliver(host.clone()));
@@ -168,8 +169,14 @@ impl Host {
         Ok(host)
     }
 
-    pub fn wake(self: &Arc<Self>, id: &str) {
-        self.dispatcher.wake(self, id);
+    /// Has the instance read its inbox and act on what is there.
+    pub fn wake(&self, id: &str) {
+        self.dispatcher.wake(id);
+    }
+
+    /// Gives the instance a message just committed to its inbox.
+    pub fn hand_over(&self, id: &str, inbox_id: i64, message: Message) {
+        self.dispatcher.hand_over(id, inbox_id, message);
     }
 
     async fn reload_catalog(&self) -> Result<(), StoreError> {
@@ -322,12 +329,15 @@ impl Host {
             .await
             .map_err(StartError::Store)?;
         match outcome {
-            CreateOutcome::Created => {
+            CreateOutcome::Created(row, start) => {
                 self.announce(&id, RuntimeStatus::Pending);
                 if notify {
                     self.notifier.wake();
                 }
-                self.wake(&id);
+                let message = Message::Start {
+                    input: row.input.clone(),
+                };
+                self.dispatcher.created(row, start, message);
                 Ok(())
             }
             CreateOutcome::Conflict(status) => Err(StartError::Conflict(format!(
@@ -343,9 +353,9 @@ impl Host {
         id: &str,
         message: Message,
     ) -> Result<EnqueueOutcome, StoreError> {
-        let outcome = self.store.enqueue(id.to_string(), message).await?;
-        if matches!(outcome, EnqueueOutcome::Queued) {
-            self.wake(id);
+        let outcome = self.store.enqueue(id.to_string(), message.clone()).await?;
+        if let EnqueueOutcome::Queued(inbox_id) = outcome {
+            self.hand_over(id, inbox_id, message);
         }
         Ok(outcome)
     }

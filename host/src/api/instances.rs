@@ -457,7 +457,7 @@ pub async fn restart(
 /// 202 once the message is committed; 404 or 410 when nobody will read it.
 async fn deliver(state: &ApiState, id: &str, message: Message) -> Result<Response, ApiError> {
     match state.host.send(id, message).await? {
-        EnqueueOutcome::Queued => Ok(StatusCode::ACCEPTED.into_response()),
+        EnqueueOutcome::Queued(_) => Ok(StatusCode::ACCEPTED.into_response()),
         EnqueueOutcome::NotFound => Err(no_instance(id)),
         EnqueueOutcome::Terminal(status) => Err(ApiError::new(
             StatusCode::GONE,

@@ -120,9 +120,13 @@ async fn run_attempt(host: &Arc<Host>, activity: ActivityRow) {
             error: host.settings.redact(&error),
         },
     };
-    match host.store.complete_activity(id.clone(), seq, message).await {
-        Ok(true) => host.wake(&id),
-        Ok(false) => {} // the instance finished meanwhile, or a re-run reported first
+    match host
+        .store
+        .complete_activity(id.clone(), seq, message.clone())
+        .await
+    {
+        Ok(Some(inbox_id)) => host.hand_over(&id, inbox_id, message),
+        Ok(None) => {} // the instance finished meanwhile, or a re-run reported first
         Err(error) => {
             tracing::error!(instance = %id, %error, "cannot record an activity result; it will run again after restart")
         }

@@ -1,6 +1,11 @@
 //! Runs each instance's episodes one at a time, in inbox order, and keeps
 //! waiting instances hot (their guest parked in memory) in a bounded LRU
 //! cache. An evicted or restarted instance is rebuilt from its rows alone.
+//!
+//! Messages are committed to the inbox first and then handed over here in
+//! memory with their inbox id, so a hot instance's episode needs no reads:
+//! its row and guest are in the cache, its messages in hand. Anything put in
+//! the inbox without a hand-over (`wake`) makes the next round read it.
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -8,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lru::LruCache;
+use tokio::sync::mpsc;
 
 use crate::engine::episode;
 use crate::engine::history::{Message, RuntimeStatus};
@@ -20,42 +26,127 @@ use crate::store::{InstanceRow, StoreError};
 struct Hot {
     guest: Orchestrator,
     history_len: usize,
+    instance: InstanceRow,
+    /// Highest inbox id a read returned: a hand-over at or below it was
+    /// already read (and consumed) by then.
+    read_upto: i64,
+    /// Every inbox message has been consumed; false while some are held
+    /// (suspended), so the next round reads them again.
+    inbox_consumed: bool,
 }
 
-/// Episodes that may run at once. Each holds a guest instance in memory
-/// (and replays it when cold), so a burst of thousands of starts must not
-/// instantiate thousands of guests at the same moment.
+/// What the next round of an instance has to work on.
+#[derive(Default)]
+struct Work {
+    /// Messages committed to the inbox and handed over, with their ids.
+    messages: Vec<(i64, Message)>,
+    /// Something reached the inbox without a hand-over: read it.
+    unknown: bool,
+    /// The instance was just created here: no history yet, and this row.
+    created: Option<InstanceRow>,
+    /// Rounds in a row the store refused; sets the back-off.
+    failures: u32,
+}
+
+impl Work {
+    fn is_empty(&self) -> bool {
+        self.messages.is_empty() && !self.unknown && self.created.is_none()
+    }
+}
+
+/// Episode workers, so episodes that may run at once. Each holds a guest
+/// instance in memory (and replays it when cold); a burst of thousands of
+/// starts waits as ids in the ready queue, not as thousands of tasks.
 pub const CONCURRENT_EPISODES: usize = 64;
 
 pub struct Dispatcher {
-    /// Instances with an episode under way; `true` = new messages came meanwhile.
-    active: Mutex<HashMap<String, bool>>,
-    running: tokio::sync::Semaphore,
+    /// Instances that are queued or being driven, and their next round's work.
+    active: Mutex<HashMap<String, Work>>,
+    /// Instances with work and no worker yet; each id is in it at most once.
+    ready: mpsc::UnboundedSender<String>,
+    queue: tokio::sync::Mutex<mpsc::UnboundedReceiver<String>>,
     hot: Option<Mutex<LruCache<String, Hot>>>,
 }
 
 impl Dispatcher {
     pub fn new(hot_instances: usize) -> Dispatcher {
+        let (ready, queue) = mpsc::unbounded_channel();
         Dispatcher {
             active: Mutex::new(HashMap::new()),
-            running: tokio::sync::Semaphore::new(CONCURRENT_EPISODES),
+            ready,
+            queue: tokio::sync::Mutex::new(queue),
             hot: NonZeroUsize::new(hot_instances).map(|n| Mutex::new(LruCache::new(n))),
         }
     }
 
-    /// Makes sure the instance's inbox gets processed.
-    pub fn wake(&self, host: &Arc<Host>, id: &str) {
+    /// Starts the episode workers.
+    pub fn start(host: &Arc<Host>) {
+        for _ in 0..CONCURRENT_EPISODES {
+            tokio::spawn(work(host.clone()));
+        }
+    }
+
+    /// Makes sure the instance's inbox gets read and processed.
+    pub fn wake(&self, id: &str) {
+        self.add_work(id, |work| work.unknown = true);
+    }
+
+    /// Hands over a message just committed to the instance's inbox.
+    pub fn hand_over(&self, id: &str, inbox_id: i64, message: Message) {
+        self.add_work(id, |work| work.messages.push((inbox_id, message)));
+    }
+
+    /// Hands over a just-created instance and its start message.
+    pub fn created(&self, row: InstanceRow, inbox_id: i64, message: Message) {
+        let id = row.id.clone();
+        self.add_work(&id, |work| {
+            work.created = Some(row);
+            work.messages.push((inbox_id, message));
+        });
+    }
+
+    fn add_work(&self, id: &str, add: impl FnOnce(&mut Work)) {
         let mut active = self.active.lock().expect("dispatch table");
         match active.get_mut(id) {
-            Some(again) => *again = true,
+            Some(work) => add(work),
             None => {
-                active.insert(id.to_string(), false);
-                tokio::spawn(drive(host.clone(), id.to_string()));
+                let mut work = Work::default();
+                add(&mut work);
+                active.insert(id.to_string(), work);
+                let _ = self.ready.send(id.to_string());
             }
         }
     }
 
-    /// Drops a hot instance whose rows are gone.
+    /// The work for the next round, or `None` (and the instance leaves the
+    /// table) when there is none.
+    fn next_round(&self, id: &str) -> Option<Work> {
+        let mut active = self.active.lock().expect("dispatch table");
+        let work = active.get_mut(id)?;
+        if work.is_empty() {
+            active.remove(id);
+            return None;
+        }
+        Some(Work {
+            messages: std::mem::take(&mut work.messages),
+            unknown: std::mem::take(&mut work.unknown),
+            created: work.created.take(),
+            failures: work.failures,
+        })
+    }
+
+    /// After a round that did not commit: its messages are still in the
+    /// inbox, so the next attempt reads them from there. Returns how long
+    /// to wait before that attempt.
+    fn retry_round(&self, id: &str) -> Duration {
+        let mut active = self.active.lock().expect("dispatch table");
+        let work = active.entry(id.to_string()).or_default();
+        work.unknown = true;
+        work.failures += 1;
+        (FIRST_BACKOFF * 2u32.saturating_pow(work.failures - 1)).min(MAX_BACKOFF)
+    }
+
+    /// Drops a hot instance whose rows changed or are gone.
     pub fn forget(&self, id: &str) {
         self.take_hot(id);
     }
@@ -69,73 +160,110 @@ impl Dispatcher {
             cache.lock().expect("hot cache").put(id.to_string(), hot);
         }
     }
+}
 
-    /// Whether another round is needed (messages arrived during this one).
-    fn finish_round(&self, id: &str) -> bool {
-        let mut active = self.active.lock().expect("dispatch table");
-        if active.get(id).copied().unwrap_or(false) {
-            active.insert(id.to_string(), false);
-            true
-        } else {
-            active.remove(id);
-            false
-        }
+/// Pauses between attempts at an episode the store refused.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// An episode worker: drives one ready instance at a time.
+async fn work(host: Arc<Host>) {
+    loop {
+        let next = host.dispatcher.queue.lock().await.recv().await;
+        let Some(id) = next else { return };
+        drive(&host, id).await;
     }
 }
 
-/// Longest pause between attempts at an episode the store refused.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
-
-async fn drive(host: Arc<Host>, id: String) {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let processed = {
-            let _slot = host.dispatcher.running.acquire().await;
-            process(&host, &id).await
-        };
-        if let Err(error) = processed {
+/// Runs the instance's rounds until it has no more work.
+async fn drive(host: &Arc<Host>, id: String) {
+    while let Some(work) = host.dispatcher.next_round(&id) {
+        if let Err(error) = process(host, &id, &work).await {
             // The messages stay in the inbox; try again once the store may
-            // have recovered (disk space freed, lock released).
+            // have recovered (disk space freed, lock released), without
+            // holding a worker meanwhile.
+            let backoff = host.dispatcher.retry_round(&id);
             tracing::error!(instance = %id, %error, "episode not committed; retrying in {backoff:?}");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-            continue;
-        }
-        if !host.dispatcher.finish_round(&id) {
+            let host = host.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(backoff).await;
+                let _ = host.dispatcher.ready.send(id);
+            });
             return;
         }
     }
 }
 
-async fn process(host: &Arc<Host>, id: &str) -> Result<(), StoreError> {
+/// One round: this round's messages through the instance's guest, then one
+/// commit.
+async fn process(host: &Arc<Host>, id: &str, work: &Work) -> Result<(), StoreError> {
     let dispatcher = &host.dispatcher;
-    let messages = host.store.inbox(id.to_string()).await?;
-    if messages.is_empty() {
-        return Ok(());
-    }
-    let instance = match host.store.instance(id.to_string()).await? {
+    let hot = dispatcher.take_hot(id);
+    let in_hand = !work.unknown
+        && match &hot {
+            Some(hot) => hot.inbox_consumed,
+            None => work.created.is_some(),
+        };
+    let mut read_upto = hot.as_ref().map_or(0, |h| h.read_upto);
+    let messages = if in_hand {
+        work.messages
+            .iter()
+            .filter(|(inbox_id, _)| *inbox_id > read_upto)
+            .cloned()
+            .collect()
+    } else {
+        let messages = host.store.inbox(id.to_string()).await?;
+        if let Some((last, _)) = messages.last() {
+            read_upto = read_upto.max(*last);
+        }
+        messages
+    };
+    let instance = match (&hot, &work.created) {
+        (Some(hot), _) => Some(hot.instance.clone()),
+        (None, Some(created)) if in_hand => Some(created.clone()),
+        _ => host.store.instance(id.to_string()).await?,
+    };
+    let instance = match instance {
         Some(instance) if !instance.status.is_terminal() => instance,
         _ => {
-            dispatcher.take_hot(id);
             let ids = messages.into_iter().map(|(id, _)| id).collect();
             return host.store.discard_messages(ids).await;
         }
     };
-    if instance.status == RuntimeStatus::Suspended
+    let keep = |guest, history_len, instance, inbox_consumed| {
+        dispatcher.keep_hot(
+            id,
+            Hot {
+                guest,
+                history_len,
+                instance,
+                read_upto,
+                inbox_consumed,
+            },
+        )
+    };
+    let held = instance.status == RuntimeStatus::Suspended
         && !messages
             .iter()
-            .any(|(_, m)| matches!(m, Message::Resume { .. } | Message::Terminate { .. }))
-    {
-        return Ok(()); // held until resumed
+            .any(|(_, m)| matches!(m, Message::Resume { .. } | Message::Terminate { .. }));
+    if messages.is_empty() || held {
+        // Nothing new, or all of it held until resumed.
+        if let Some(hot) = hot {
+            keep(hot.guest, hot.history_len, hot.instance, !held);
+        }
+        return Ok(());
     }
-    let (mut guest, history_len, fault) = match dispatcher.take_hot(id) {
+    let fresh = in_hand && hot.is_none();
+    let (mut guest, history_len, fault) = match hot {
         Some(hot) => (Some(hot.guest), hot.history_len, None),
-        None => rebuild(host, &instance).await?,
+        None => rebuild(host, &instance, fresh).await?,
     };
+    let offered = messages.len();
     let mut episode = episode::run(guest.as_mut(), &instance, history_len, messages, fault).await;
+    let inbox_consumed = episode.commit.consumed.len() == offered;
     if episode.is_idle() {
         if let Some(guest) = guest {
-            dispatcher.keep_hot(id, Hot { guest, history_len });
+            keep(guest, history_len, instance, inbox_consumed);
         }
         return Ok(());
     }
@@ -173,7 +301,11 @@ async fn process(host: &Arc<Host>, id: &str) -> Result<(), StoreError> {
         host.timers.add(id, seq, fire_at);
     }
     if let (true, Some(guest)) = (episode.waiting, guest) {
-        dispatcher.keep_hot(id, Hot { guest, history_len });
+        let instance = InstanceRow {
+            status: changed.unwrap_or(instance.status),
+            ..instance
+        };
+        keep(guest, history_len, instance, inbox_consumed);
     }
     Ok(())
 }
@@ -183,8 +315,14 @@ async fn process(host: &Arc<Host>, id: &str) -> Result<(), StoreError> {
 async fn rebuild(
     host: &Arc<Host>,
     instance: &InstanceRow,
+    fresh: bool,
 ) -> Result<(Option<Orchestrator>, usize, Option<GuestFault>), StoreError> {
-    let history = host.store.history(instance.id.clone()).await?;
+    // A fresh instance has no history yet: no need to ask.
+    let history = if fresh {
+        Vec::new()
+    } else {
+        host.store.history(instance.id.clone()).await?
+    };
     let len = history.len();
     if let Err(fault) = host.ensure_loaded(&instance.version).await? {
         return Ok((None, len, Some(fault)));

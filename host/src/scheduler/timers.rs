@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::engine::history::Message;
 use crate::host::Host;
 use crate::store::now_ms;
 
@@ -84,8 +85,12 @@ async fn fire(host: Arc<Host>, due: Due) {
         .fire_timer(due.instance_id.clone(), due.seq)
         .await
     {
-        Ok(true) => host.wake(&due.instance_id),
-        Ok(false) => {} // cancelled, or its instance finished
+        Ok(Some(inbox_id)) => host.hand_over(
+            &due.instance_id,
+            inbox_id,
+            Message::TimerFired { seq: due.seq },
+        ),
+        Ok(None) => {} // cancelled, or its instance finished
         Err(error) => {
             tracing::error!(instance = %due.instance_id, %error, "a timer could not fire; retrying in 1s");
             tokio::time::sleep(Duration::from_secs(1)).await;

@@ -128,7 +128,7 @@ impl Store {
             )));
         }
         conn.execute_batch(&format!(
-            "PRAGMA synchronous={sync}; PRAGMA foreign_keys=ON;"
+            "PRAGMA synchronous={sync}; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;"
         ))?;
         conn.execute_batch(schema::SCHEMA)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);

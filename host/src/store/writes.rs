@@ -2,17 +2,19 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{now_ms, Store, StoreError};
+use super::{now_ms, InstanceRow, Store, StoreError};
 use crate::engine::history::{HistoryEvent, Message, RetryPolicy, RuntimeStatus};
 
 pub enum CreateOutcome {
-    Created,
+    /// The new row, and the inbox id of its start message.
+    Created(InstanceRow, i64),
     /// An instance with that id exists and has not finished.
     Conflict(RuntimeStatus),
 }
 
 pub enum EnqueueOutcome {
-    Queued,
+    /// In the inbox under this id.
+    Queued(i64),
     NotFound,
     /// The instance has finished; nothing will read the message.
     Terminal(RuntimeStatus),
@@ -109,14 +111,15 @@ fn exec<P: rusqlite::Params>(conn: &Connection, sql: &str, params: P) -> rusqlit
     conn.prepare_cached(sql)?.execute(params)
 }
 
-fn insert_message(conn: &Connection, id: &str, message: &Message) -> rusqlite::Result<()> {
+/// Returns the message's inbox id.
+fn insert_message(conn: &Connection, id: &str, message: &Message) -> rusqlite::Result<i64> {
     let json = serde_json::to_string(message).expect("messages serialize");
     exec(
         conn,
         "INSERT INTO inbox (instance_id, message) VALUES (?1, ?2)",
         params![id, json],
     )?;
-    Ok(())
+    Ok(conn.last_insert_rowid())
 }
 
 fn insert_notifications(conn: &Connection, notifications: &[Notification]) -> rusqlite::Result<()> {
@@ -366,9 +369,27 @@ impl Store {
                  VALUES (?1, ?2, ?3, 'Pending', ?4, ?5, ?5, ?6)",
                 params![id, name, version, input, now, callback_url],
             )?;
-            insert_message(conn, &id, &Message::Start { input })?;
+            let start = insert_message(
+                conn,
+                &id,
+                &Message::Start {
+                    input: input.clone(),
+                },
+            )?;
             insert_notifications(conn, &notifications)?;
-            Ok(CreateOutcome::Created)
+            let row = InstanceRow {
+                id,
+                name,
+                version,
+                status: RuntimeStatus::Pending,
+                input,
+                output: None,
+                custom_status: None,
+                created_at: now,
+                updated_at: now,
+                callback_url,
+            };
+            Ok(CreateOutcome::Created(row, start))
         })
         .await
     }
@@ -382,10 +403,7 @@ impl Store {
         self.write(move |conn| match status_of(conn, &id)? {
             None => Ok(EnqueueOutcome::NotFound),
             Some(status) if status.is_terminal() => Ok(EnqueueOutcome::Terminal(status)),
-            Some(_) => {
-                insert_message(conn, &id, &message)?;
-                Ok(EnqueueOutcome::Queued)
-            }
+            Some(_) => Ok(EnqueueOutcome::Queued(insert_message(conn, &id, &message)?)),
         })
         .await
     }
@@ -463,24 +481,24 @@ impl Store {
         .await
     }
 
-    /// Records an activity's outcome in the inbox, unless the call is no
-    /// longer wanted (the instance finished, or a re-run already reported).
+    /// Records an activity's outcome in the inbox (returning its inbox id),
+    /// unless the call is no longer wanted (the instance finished, or a
+    /// re-run already reported).
     pub async fn complete_activity(
         &self,
         id: String,
         seq: u32,
         message: Message,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<i64>, StoreError> {
         self.write(move |conn| {
             let removed = exec(
                 conn,
                 "DELETE FROM activities WHERE instance_id = ?1 AND seq = ?2",
                 params![id, seq],
             )?;
-            if removed == 1 {
-                insert_message(conn, &id, &message)?;
-            }
-            Ok(removed == 1)
+            (removed == 1)
+                .then(|| insert_message(conn, &id, &message))
+                .transpose()
         })
         .await
     }
@@ -504,19 +522,18 @@ impl Store {
         .await
     }
 
-    /// Turns a due timer into a message, unless it was cancelled or its
-    /// instance finished meanwhile.
-    pub async fn fire_timer(&self, id: String, seq: u32) -> Result<bool, StoreError> {
+    /// Turns a due timer into a message (returning its inbox id), unless it
+    /// was cancelled or its instance finished meanwhile.
+    pub async fn fire_timer(&self, id: String, seq: u32) -> Result<Option<i64>, StoreError> {
         self.write(move |conn| {
             let removed = exec(
                 conn,
                 "DELETE FROM timers WHERE instance_id = ?1 AND seq = ?2",
                 params![id, seq],
             )?;
-            if removed == 1 {
-                insert_message(conn, &id, &Message::TimerFired { seq })?;
-            }
-            Ok(removed == 1)
+            (removed == 1)
+                .then(|| insert_message(conn, &id, &Message::TimerFired { seq }))
+                .transpose()
         })
         .await
     }
