@@ -269,20 +269,22 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Gate<IO> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let gate = self.get_mut();
-        if let Linger::Armed = gate.linger {
-            ready!(Pin::new(&mut gate.io).poll_shutdown(cx))?;
-            gate.linger = Linger::Draining(Box::pin(tokio::time::sleep(LINGER)));
-        }
-        match &mut gate.linger {
-            Linger::No => Pin::new(&mut gate.io).poll_shutdown(cx),
-            Linger::Armed => unreachable!("armed linger starts draining above"),
-            Linger::Draining(deadline) => {
-                if deadline.as_mut().poll(cx).is_ready() {
+        loop {
+            match &mut gate.linger {
+                Linger::No => return Pin::new(&mut gate.io).poll_shutdown(cx),
+                Linger::Armed => {
+                    // Our answer is out; the client sees its end now.
+                    ready!(Pin::new(&mut gate.io).poll_shutdown(cx))?;
+                    gate.linger = Linger::Draining(Box::pin(tokio::time::sleep(LINGER)));
+                }
+                Linger::Draining(deadline) => {
+                    if deadline.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Ok(()));
+                    }
+                    // A read error ends the linger as the end of input does.
+                    ready!(gate.discard(cx)).ok();
                     return Poll::Ready(Ok(()));
                 }
-                // A read error ends the linger as well as the end of input.
-                ready!(gate.discard(cx)).ok();
-                Poll::Ready(Ok(()))
             }
         }
     }
@@ -502,6 +504,12 @@ mod tests {
             Some((chunked.len(), Body::Chunked))
         );
         assert_eq!(inspect(b"GET / HTTP/1.1\r\nHost: h\r\n").unwrap(), None);
+        assert_eq!(
+            inspect(STAND_IN).unwrap(),
+            Some((STAND_IN.len(), Body::None))
+        );
+        let stand_in = String::from_utf8_lossy(STAND_IN);
+        assert!(stand_in.contains(&format!("\r\n{STAND_IN_MARKER}: ")));
         assert_eq!(
             inspect(b"\r\nGET / HTTP/1.0\r\n\r\n").unwrap(),
             Some((20, Body::None))
