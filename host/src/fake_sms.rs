@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -28,17 +29,24 @@ pub struct FakeSmsArgs {
     /// Require this auth token in basic auth.
     #[arg(long)]
     pub auth_token: Option<String>,
+    /// Answer each message this long after taking it, as a slow provider
+    /// would: a sender that crashes meanwhile has sent a message it never
+    /// heard back about.
+    #[arg(long, default_value_t = 0)]
+    pub delay_ms: u64,
 }
 
 #[derive(Clone)]
 struct Fake {
     credentials: Option<(String, String)>,
+    delay: Duration,
     messages: Arc<Mutex<Vec<Value>>>,
 }
 
 pub async fn run(args: FakeSmsArgs) -> anyhow::Result<()> {
     let fake = Fake {
         credentials: args.account_sid.zip(args.auth_token),
+        delay: Duration::from_millis(args.delay_ms),
         messages: Arc::default(),
     };
     let app = Router::new()
@@ -93,19 +101,25 @@ async fn send(
         .get("i-twilio-idempotency-token")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let mut messages = fake.messages.lock().expect("message log");
-    let message = json!({
-        "sid": format!("SM{:032x}", messages.len() + 1),
-        "account_sid": sid,
-        "to": field("To"),
-        "from": field("From"),
-        "body": field("Body"),
-        "status": "queued",
-        "auth_user": auth.map(|(user, _)| user),
-        "idempotency_token": idempotency,
-    });
+    let message = {
+        let mut messages = fake.messages.lock().expect("message log");
+        let message = json!({
+            "sid": format!("SM{:032x}", messages.len() + 1),
+            "account_sid": sid,
+            "to": field("To"),
+            "from": field("From"),
+            "body": field("Body"),
+            "status": "queued",
+            "auth_user": auth.map(|(user, _)| user),
+            "idempotency_token": idempotency,
+        });
+        messages.push(message.clone());
+        message
+    };
     println!("SMS to {}: {}", field("To"), field("Body"));
-    messages.push(message.clone());
+    // Taken (and listed) first, answered after: the message counts as sent
+    // even if the sender never reads the answer.
+    tokio::time::sleep(fake.delay).await;
     (StatusCode::CREATED, Json(message)).into_response()
 }
 

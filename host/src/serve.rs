@@ -118,36 +118,42 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             names.join(", ")
         );
     }
-    if let Some(rpc) = args.rpc_listen {
-        if !rpc.ip().is_loopback() {
-            anyhow::bail!("refusing to bind the keyless RPC listener to {rpc}: it takes loopback addresses only");
-        }
-        let rpc_listener = tokio::net::TcpListener::bind(rpc)
-            .await
-            .with_context(|| format!("cannot listen on {rpc}"))?;
-        println!(
-            "rpc listening on http://{}{}/",
-            rpc_listener.local_addr()?,
-            api::RPC_PREFIX
-        );
-        let rpc_app = api::rpc_router(host.clone(), args.max_body);
-        tokio::spawn(async move {
-            if let Err(error) = axum::serve(rpc_listener, rpc_app).await {
-                tracing::error!(%error, "the RPC listener stopped");
+    let rpc = match args.rpc_listen {
+        Some(rpc) => {
+            if !rpc.ip().is_loopback() {
+                anyhow::bail!("refusing to bind the keyless RPC listener to {rpc}: it takes loopback addresses only");
             }
-        });
-    }
+            let rpc_listener = tokio::net::TcpListener::bind(rpc)
+                .await
+                .with_context(|| format!("cannot listen on {rpc}"))?;
+            println!(
+                "rpc listening on http://{}{}/",
+                rpc_listener.local_addr()?,
+                api::RPC_PREFIX
+            );
+            let rpc_app = api::rpc_router(host.clone(), args.max_body);
+            Some(api::listen::serve(rpc_listener, rpc_app, ctrl_c()))
+        }
+        None => None,
+    };
     // Printed last: scripts wait for this line before they talk to us.
     println!("listening on http://{address}");
     match key_from_env {
         Some(_) => println!("system key: taken from DURANGO_KEY"),
         None => println!("system key: {}", host.key),
     }
-    let app = api::router(host, args.max_body);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    let main = api::listen::serve(listener, api::router(host, args.max_body), ctrl_c());
+    let rpc = async {
+        if let Some(rpc) = rpc {
+            rpc.await;
+        }
+    };
+    tokio::join!(main, rpc);
     Ok(())
+}
+
+/// Both listeners stop taking connections on ctrl-c, and finish the ones
+/// they have.
+async fn ctrl_c() {
+    let _ = tokio::signal::ctrl_c().await;
 }

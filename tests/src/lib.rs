@@ -521,6 +521,12 @@ pub struct FakeSms {
 
 impl FakeSms {
     pub fn start() -> FakeSms {
+        FakeSms::answering_after(Duration::ZERO)
+    }
+
+    /// A slow provider: each message is listed at once and answered after
+    /// `delay`.
+    pub fn answering_after(delay: Duration) -> FakeSms {
         let dir = tempfile::tempdir().expect("temporary folder");
         let mut command = Command::new(durango_bin());
         command.args([
@@ -531,6 +537,8 @@ impl FakeSms {
             TWILIO_SID,
             "--auth-token",
             TWILIO_TOKEN,
+            "--delay-ms",
+            &delay.as_millis().to_string(),
         ]);
         let (child, base, _) = spawn_listening(command, &dir.path().join("sms.log"));
         FakeSms {
@@ -559,12 +567,16 @@ impl FakeSms {
 
     /// The code in the (first) SMS sent to `to`.
     pub fn code_sent_to(&self, to: &str) -> u32 {
-        let message = &self.wait_messages_to(to, 1)[0];
-        let body = message["body"].as_str().expect("an SMS body");
-        body.strip_prefix("Your verification code is ")
-            .and_then(|code| code.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected SMS body {body:?}"))
+        challenge_code(&self.wait_messages_to(to, 1)[0])
     }
+}
+
+/// The code in a phone-verification SMS as the fake provider lists it.
+pub fn challenge_code(message: &Value) -> u32 {
+    let body = message["body"].as_str().expect("an SMS body");
+    body.strip_prefix("Your verification code is ")
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected SMS body {body:?}"))
 }
 
 impl Drop for FakeSms {

@@ -1,7 +1,11 @@
 //! Bad requests get a 4xx with `{"error": ...}` that says what was wrong;
 //! never a 5xx.
 
-use durango_e2e::{request, Host, HostOptions, KEY};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+
+use durango_e2e::{request, Answer, Host, HostOptions, KEY, WAIT};
+use serde_json::Value;
 
 const PREFIX: &str = "/runtime/webhooks/durabletask";
 
@@ -16,13 +20,7 @@ fn host() -> Host {
     )
 }
 
-fn send(
-    host: &Host,
-    method: &str,
-    path: &str,
-    content_type: Option<&str>,
-    body: &[u8],
-) -> durango_e2e::Answer {
+fn send(host: &Host, method: &str, path: &str, content_type: Option<&str>, body: &[u8]) -> Answer {
     let mut headers = vec![("x-functions-key", KEY)];
     if let Some(content_type) = content_type {
         headers.push(("content-type", content_type));
@@ -30,7 +28,7 @@ fn send(
     request(method, &host.url(path), &headers, Some(body))
 }
 
-fn assert_error(answer: &durango_e2e::Answer, status: u16, mentions: &str) {
+fn assert_error(answer: &Answer, status: u16, mentions: &str) {
     assert_eq!(answer.status, status, "{}", answer.text);
     let message = answer.body["error"]
         .as_str()
@@ -142,4 +140,190 @@ fn a_json_body_without_a_content_type_is_accepted() {
         b"\"Go\"",
     );
     assert_eq!(charset.status, 202, "{}", charset.text);
+}
+
+/// A connection written to byte for byte, for requests no HTTP client
+/// would send.
+struct Raw {
+    reader: BufReader<TcpStream>,
+}
+
+impl Raw {
+    fn connect(host: &Host) -> Raw {
+        let stream = TcpStream::connect(host.base.trim_start_matches("http://")).expect("connect");
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        Raw {
+            reader: BufReader::new(stream),
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.reader.get_mut().write_all(bytes).expect("send");
+    }
+
+    /// The next answer on the connection (its body sized by Content-Length).
+    fn answer(&mut self) -> Answer {
+        let mut status_line = String::new();
+        self.reader
+            .read_line(&mut status_line)
+            .expect("a status line");
+        let status = status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("not an HTTP answer: {status_line:?}"));
+        let mut headers = Vec::new();
+        loop {
+            let mut line = String::new();
+            self.reader.read_line(&mut line).expect("a header line");
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            let (name, value) = line.split_once(':').expect("a header field");
+            headers.push((name.to_string(), value.trim().to_string()));
+        }
+        let length: usize = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+            .map_or(0, |(_, v)| v.parse().expect("a length"));
+        let mut body = vec![0; length];
+        self.reader.read_exact(&mut body).expect("the body");
+        let text = String::from_utf8_lossy(&body).into_owned();
+        Answer {
+            status,
+            headers,
+            body: serde_json::from_str(&text).unwrap_or(Value::Null),
+            text,
+        }
+    }
+
+    /// Whether the host closed the connection (after what was read).
+    fn closed(&mut self) -> bool {
+        let mut rest = Vec::new();
+        self.reader.read_to_end(&mut rest).is_ok() && rest.is_empty()
+    }
+}
+
+/// Sends `bytes` as the only request on a new connection; the answer, and
+/// the host must close the connection after it.
+fn raw(host: &Host, bytes: &[u8]) -> Answer {
+    let mut connection = Raw::connect(host);
+    connection.send(bytes);
+    let answer = connection.answer();
+    assert!(
+        connection.closed(),
+        "the connection stays open after {}",
+        answer.text
+    );
+    answer
+}
+
+fn head(target: &str, fields: &str) -> Vec<u8> {
+    format!("GET {target} HTTP/1.1\r\nhost: localhost\r\nx-functions-key: {KEY}\r\n{fields}\r\n")
+        .into_bytes()
+}
+
+fn assert_host_answers(host: &Host) {
+    let list = host.call("GET", &format!("{PREFIX}/instances"), None);
+    assert_eq!(list.status, 200, "{}", list.text);
+}
+
+#[test]
+fn oversized_request_heads_are_refused_with_json_and_the_host_carries_on() {
+    let host = host();
+    let long_path = format!("{PREFIX}/instances/{}", "p".repeat(100 * 1024));
+    assert_error(&raw(&host, &head(&long_path, "")), 414, "request target");
+    assert_host_answers(&host);
+
+    // Through an ordinary client too.
+    let long_query = format!(
+        "{PREFIX}/instances?instanceIdPrefix={}",
+        "q".repeat(20 * 1024)
+    );
+    assert_error(
+        &send(&host, "GET", &long_query, None, b""),
+        414,
+        "request target",
+    );
+    assert_host_answers(&host);
+
+    let big_field = format!("x-big: {}\r\n", "h".repeat(200 * 1024));
+    assert_error(
+        &raw(&host, &head(&format!("{PREFIX}/instances"), &big_field)),
+        431,
+        "request head",
+    );
+    // More than the socket buffers hold: the answer arrives only because
+    // the host reads (and drops) the rest after answering.
+    let huge_field = format!("x-big: {}\r\n", "h".repeat(8 << 20));
+    assert_error(
+        &raw(&host, &head(&format!("{PREFIX}/instances"), &huge_field)),
+        431,
+        "request head",
+    );
+    assert_host_answers(&host);
+
+    let many_fields: String = (0..10_000).map(|i| format!("x-field-{i}: v\r\n")).collect();
+    assert_error(
+        &raw(&host, &head(&format!("{PREFIX}/instances"), &many_fields)),
+        431,
+        "header fields",
+    );
+    // Past the count, though well within the size.
+    let many_fields: String = (0..101).map(|i| format!("x-field-{i}: v\r\n")).collect();
+    assert_error(
+        &raw(&host, &head(&format!("{PREFIX}/instances"), &many_fields)),
+        431,
+        "at most 100 header fields",
+    );
+    assert_host_answers(&host);
+}
+
+#[test]
+fn malformed_request_heads_are_refused_with_json() {
+    let host = host();
+    for (bytes, mentions) in [
+        (&b"this is no request\r\n\r\n"[..], "malformed request"),
+        (
+            b"GET / HTTP/1.1\r\nno colon here\r\n\r\n",
+            "malformed request",
+        ),
+        (b"GET / HTTP/3.0\r\n\r\n", "malformed request"),
+        (
+            b"POST /api/orchestrators/EchoAfterEvent HTTP/1.1\r\ncontent-length: ten\r\n\r\n",
+            "content-length",
+        ),
+        (
+            b"POST /api/orchestrators/EchoAfterEvent HTTP/1.1\r\ntransfer-encoding: gzip\r\n\r\n",
+            "chunked",
+        ),
+    ] {
+        assert_error(&raw(&host, bytes), 400, mentions);
+    }
+    assert_host_answers(&host);
+}
+
+#[test]
+fn a_bad_head_after_good_requests_on_one_connection_is_refused_with_json() {
+    let host = host();
+    let mut connection = Raw::connect(&host);
+    // A sized body, then a chunked one: the next head is found after each.
+    let start = format!(
+        "POST /api/orchestrators/EchoAfterEvent HTTP/1.1\r\nhost: localhost\r\nx-functions-key: {KEY}\r\ncontent-type: application/json\r\ncontent-length: 4\r\n\r\n\"Go\""
+    );
+    connection.send(start.as_bytes());
+    let started = connection.answer();
+    assert_eq!(started.status, 202, "{}", started.text);
+    let id = started.body["id"].as_str().unwrap().to_string();
+    let raise = format!(
+        "POST {PREFIX}/instances/{id}/raiseEvent/Go HTTP/1.1\r\nhost: localhost\r\nx-functions-key: {KEY}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n3\r\n\"ok\r\n1\r\n\"\r\n0\r\n\r\n"
+    );
+    connection.send(raise.as_bytes());
+    let raised = connection.answer();
+    assert_eq!(raised.status, 202, "{}", raised.text);
+    connection.send(&head(&format!("/{}", "p".repeat(100 * 1024)), ""));
+    assert_error(&connection.answer(), 414, "request target");
+    assert!(connection.closed());
+    assert_eq!(host.wait_finished(&id)["output"], "ok");
 }

@@ -71,7 +71,12 @@ fn a_full_disk_answers_503_for_writes_and_loses_nothing_acknowledged() {
     for _ in 0..5000 {
         let answer = host.call("POST", "/api/orchestrators/EchoAfterEvent", Some("\"Go\""));
         match answer.status {
-            202 => acknowledged.push(answer.body["id"].as_str().unwrap().to_string()),
+            202 => acknowledged.push(
+                answer.body["id"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("a 202 without an instance id: {}", answer.text))
+                    .to_string(),
+            ),
             _ => {
                 refused = Some(answer);
                 break;

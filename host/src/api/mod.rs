@@ -4,8 +4,10 @@
 mod admin;
 mod auth;
 mod body;
+mod gate;
 mod history;
 mod instances;
+pub mod listen;
 mod urls;
 
 pub use auth::instance_token;
