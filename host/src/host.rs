@@ -132,11 +132,12 @@ impl Host {
         settings.hide(&key);
         settings.hide(&notify_secret);
         let settings = Arc::new(settings);
-        // Every guest alive at once: hot orchestrators, running episodes,
-        // activities, and a deploy's check.
-        let guests =
-            config.hot_instances + CONCURRENT_EPISODES + config.activity_workers.max(1) + 1;
-        let runtime = Runtime::new(settings.clone(), config.limits, guests)?;
+        let runtime = Runtime::new(
+            settings.clone(),
+            config.limits,
+            config.hot_instances + CONCURRENT_EPISODES,
+            config.activity_workers.max(1),
+        )?;
         let (timers, timer_task) = timer_queue();
         let (activities, workers) = activity_queue(config.activity_workers);
         let host = Arc::new(Host {
@@ -157,7 +158,8 @@ impl Host {
         tokio::spawn(timer_task.run(host.clone()));
         tokio::spawn(workers.run(host.clone()));
         tokio::spawn(notify::deliver(host.clone()));
-        for (id, seq, fire_at) in host.store.timers().await? {
+        let horizon = host.timers.horizon();
+        for (id, seq, fire_at) in host.store.timers_between(i64::MIN, horizon).await? {
             host.timers.add(&id, seq, fire_at);
         }
         for activity in host.store.activities().await? {

@@ -21,8 +21,12 @@ fn every_benchmark_scenario_runs_and_reports() {
             "4",
             "--interaction",
             "20",
+            "--interaction-samples",
+            "5",
             "--timers",
             "50",
+            "--timer-window-ms",
+            "500",
             "--history",
             "60",
             "--parked",
@@ -64,5 +68,7 @@ fn every_benchmark_scenario_runs_and_reports() {
     }
     assert_eq!(reports[0]["orchestrations"], 20);
     assert!(reports[2]["p99_ms"].as_f64().is_some());
+    assert_eq!(reports[2]["samples"], 5);
+    assert_eq!(reports[2]["burst"], 15);
     assert!(reports[5]["rss_mb"].as_f64().unwrap() > 0.0);
 }

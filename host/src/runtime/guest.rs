@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
-use wasmtime::StoreLimits;
+use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
@@ -39,7 +39,9 @@ pub struct GuestState {
     /// What this app's deployment may read; `None` = every setting.
     allowed: AllowedSettings,
     pub output: MemoryOutputPipe,
-    pub limits: StoreLimits,
+    /// Where this call's output starts (an activity guest serves many calls).
+    output_mark: usize,
+    pub limits: GuestLimiter,
     wasi: WasiCtx,
     http: WasiHttpCtx,
     table: ResourceTable,
@@ -55,11 +57,13 @@ impl GuestState {
         output: MemoryOutputPipe,
         limits: StoreLimits,
     ) -> Self {
+        let limits = GuestLimiter { limits, memory: 0 };
         GuestState {
             role,
             settings,
             allowed,
             output,
+            output_mark: 0,
             limits,
             wasi,
             http: WasiHttpCtx::new(),
@@ -87,12 +91,66 @@ impl GuestState {
         }
     }
 
-    /// What the guest printed, with secrets removed.
+    /// Starts a new call: what the guest printed before is not its output.
+    pub fn begin_call(&mut self) {
+        self.output_mark = self.output.contents().len();
+    }
+
+    /// How much of the output capacity is used.
+    pub fn output_used(&self) -> usize {
+        self.output.contents().len()
+    }
+
+    /// What the guest printed in this call, with secrets removed.
     pub fn printed(&self) -> String {
-        let text = String::from_utf8_lossy(&self.output.contents())
+        let contents = self.output.contents();
+        let text = String::from_utf8_lossy(contents.get(self.output_mark..).unwrap_or_default())
             .trim()
             .to_string();
         self.settings.redact(&text)
+    }
+}
+
+/// The store's limits, noting how large the guest's memory has grown (a
+/// guest kept for reuse holds on to all of it).
+pub struct GuestLimiter {
+    limits: StoreLimits,
+    pub memory: usize,
+}
+
+impl ResourceLimiter for GuestLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.memory = self.memory.max(desired);
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
     }
 }
 

@@ -35,6 +35,12 @@ const CORE_INSTANCES_PER_GUEST: u32 = 16;
 const MEMORIES_PER_GUEST: u32 = 2;
 const TABLES_PER_GUEST: u32 = 4;
 
+/// An activity guest is reused for further calls of its app version unless
+/// it has served this many, grown its memory this far, or filled half its
+/// output buffer: then a fresh one starts from the clean image.
+const CALLS_PER_ACTIVITY_GUEST: u32 = 1000;
+const ACTIVITY_GUEST_MEMORY: usize = 32 << 20;
+
 /// Limits that keep a guest from hurting the host.
 #[derive(Debug, Clone)]
 pub struct GuestLimits {
@@ -95,6 +101,10 @@ pub struct Runtime {
     /// One permit per guest instance the pool can hold: instantiation waits
     /// for a free slot instead of failing when the pool is full.
     slots: Arc<Semaphore>,
+    /// Activity guests between calls, per app version, most recent last.
+    idle: Mutex<HashMap<String, Vec<Guest>>>,
+    /// Most activity guests kept idle (the activity workers).
+    idle_capacity: usize,
     linker: Linker<GuestState>,
     loaded: Mutex<HashMap<String, LoadedApp>>,
     settings: Arc<Settings>,
@@ -102,17 +112,21 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// `instances` is the most guest instances alive at once (hot
-    /// orchestrators, running episodes and activities); the pooling
-    /// allocator reserves that many slots up front, so a store costs no
-    /// mmap/munmap and its memory starts from a copy-on-write image.
+    /// `orchestrators` is the most orchestrator guests alive at once (hot
+    /// and running), `activity_workers` the most activities running at once.
+    /// The pooling allocator reserves a slot for each guest that can be
+    /// alive (those, the idle activity guests, and a deploy's check) up
+    /// front, so a store costs no mmap/munmap and its memory starts from a
+    /// copy-on-write image.
     pub fn new(
         settings: Arc<Settings>,
         limits: GuestLimits,
-        instances: usize,
+        orchestrators: usize,
+        activity_workers: usize,
     ) -> anyhow::Result<Runtime> {
-        let instances = u32::try_from(instances.max(1))
-            .map_err(|_| anyhow::anyhow!("too many guest instances: {instances}"))?;
+        let guests = orchestrators + 2 * activity_workers + 1;
+        let instances = u32::try_from(guests)
+            .map_err(|_| anyhow::anyhow!("too many guest instances: {guests}"))?;
         let memory = limits.memory_bytes.next_multiple_of(1 << 16);
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(instances)
@@ -151,7 +165,9 @@ impl Runtime {
         )?;
         Ok(Runtime {
             engine,
-            slots: Arc::new(Semaphore::new(instances as usize)),
+            slots: Arc::new(Semaphore::new(guests)),
+            idle: Mutex::new(HashMap::new()),
+            idle_capacity: activity_workers,
             linker,
             loaded: Mutex::new(HashMap::new()),
             settings,
@@ -305,6 +321,7 @@ impl Runtime {
         Ok(Guest {
             store,
             app,
+            calls: 0,
             _slot: slot,
         })
     }
@@ -345,17 +362,27 @@ impl Runtime {
         let limit = time_limit.unwrap_or(self.limits.activity_attempt);
         let loaded = self.app(version).map_err(|e| e.0)?;
         let run = async {
-            let Guest { mut store, app, .. } = self
-                .instantiate(&loaded, Role::Activity)
-                .await
-                .map_err(|e| e.0)?;
-            let result = app
+            let mut guest = match self.take_idle(version) {
+                Some(guest) => guest,
+                None => self
+                    .instantiate(&loaded, Role::Activity)
+                    .await
+                    .map_err(|e| e.0)?,
+            };
+            guest.store.data_mut().begin_call();
+            guest.calls += 1;
+            let result = guest
+                .app
                 .durango_orchestration_activity()
-                .call_run(&mut store, name, input, &context)
+                .call_run(&mut guest.store, name, input, &context)
                 .await;
             match result {
-                Ok(outcome) => outcome,
-                Err(e) => Err(fault(&store, &e)),
+                Ok(outcome) => {
+                    self.keep_idle(version, guest);
+                    outcome
+                }
+                // A trap leaves the guest unusable: it is dropped.
+                Err(e) => Err(fault(&guest.store, &e)),
             }
         };
         match tokio::time::timeout(limit, run).await {
@@ -367,12 +394,44 @@ impl Runtime {
     }
 }
 
+impl Runtime {
+    fn take_idle(&self, version: &str) -> Option<Guest> {
+        self.idle
+            .lock()
+            .expect("idle guests")
+            .get_mut(version)?
+            .pop()
+    }
+
+    /// Keeps an activity guest that finished its call cleanly for the next
+    /// call, unless it is worn (see `CALLS_PER_ACTIVITY_GUEST`). When the
+    /// idle guests are at capacity, the oldest of the fullest version goes.
+    fn keep_idle(&self, version: &str, guest: Guest) {
+        let state = guest.store.data();
+        if guest.calls >= CALLS_PER_ACTIVITY_GUEST
+            || state.limits.memory > ACTIVITY_GUEST_MEMORY
+            || state.output_used() > OUTPUT_CAPACITY / 2
+        {
+            return;
+        }
+        let mut idle = self.idle.lock().expect("idle guests");
+        if idle.values().map(Vec::len).sum::<usize>() >= self.idle_capacity {
+            if let Some(fullest) = idle.values_mut().max_by_key(|guests| guests.len()) {
+                fullest.remove(0);
+            }
+        }
+        idle.entry(version.to_string()).or_default().push(guest);
+    }
+}
+
 /// A live guest instance and its pool slot. The store is declared first so
 /// it is dropped (giving its memory back to the pool) before the permit
 /// lets the next instantiation take the slot.
 struct Guest {
     store: wasmtime::Store<GuestState>,
     app: FunctionApp,
+    /// Calls an activity guest has served.
+    calls: u32,
     _slot: OwnedSemaphorePermit,
 }
 

@@ -1,10 +1,15 @@
 //! Durable timers: the `timers` table is the truth, this min-heap is its
-//! in-memory index. At start-up every stored timer goes in (those that fell
+//! in-memory index of the timers due within the horizon (the next ten
+//! minutes). At start-up the timers up to the horizon go in (those that fell
 //! due while the host was down fire at once); afterwards each committed timer
-//! is added as its episode commits. One task sleeps until the earliest.
+//! within the horizon is added as its episode commits, and later ones are
+//! loaded from the table as the horizon moves on. So a million instances
+//! waiting on day-long timers hold no memory here. One task sleeps until
+//! the earliest timer or the next horizon move.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +19,9 @@ use tokio::time::Instant;
 use crate::engine::history::Message;
 use crate::host::Host;
 use crate::store::now_ms;
+
+/// How far ahead the heap holds timers; it moves on when half is used.
+const HORIZON_MS: i64 = 10 * 60 * 1000;
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Due {
@@ -25,24 +33,46 @@ struct Due {
 #[derive(Clone)]
 pub struct TimerQueue {
     tx: mpsc::UnboundedSender<Due>,
+    /// Timers due at or before this are in the heap (or on their way);
+    /// later ones are loaded from the table when it moves on.
+    horizon: Arc<AtomicI64>,
 }
 
 pub struct TimerTask {
     rx: mpsc::UnboundedReceiver<Due>,
+    horizon: Arc<AtomicI64>,
 }
 
 pub fn timer_queue() -> (TimerQueue, TimerTask) {
     let (tx, rx) = mpsc::unbounded_channel();
-    (TimerQueue { tx }, TimerTask { rx })
+    let horizon = Arc::new(AtomicI64::new(now_ms() + HORIZON_MS));
+    (
+        TimerQueue {
+            tx,
+            horizon: horizon.clone(),
+        },
+        TimerTask { rx, horizon },
+    )
 }
 
 impl TimerQueue {
+    /// Takes a committed timer (beyond the horizon, the table keeps it).
     pub fn add(&self, instance_id: &str, seq: u32, fire_at: i64) {
-        let _ = self.tx.send(Due {
-            fire_at,
-            instance_id: instance_id.to_string(),
-            seq,
-        });
+        // Ordered with the task's move: the task publishes the new horizon
+        // before it reads the table, so a timer committed before that read
+        // is in it, and one committed after it sees the new horizon here.
+        if fire_at <= self.horizon.load(Ordering::SeqCst) {
+            let _ = self.tx.send(Due {
+                fire_at,
+                instance_id: instance_id.to_string(),
+                seq,
+            });
+        }
+    }
+
+    /// Timers due up to this belong in the heap.
+    pub fn horizon(&self) -> i64 {
+        self.horizon.load(Ordering::SeqCst)
     }
 }
 
@@ -50,23 +80,36 @@ impl TimerTask {
     pub async fn run(mut self, host: Arc<Host>) {
         let mut heap: BinaryHeap<Reverse<Due>> = BinaryHeap::new();
         loop {
-            let next = heap.peek().map(|Reverse(due)| due.fire_at);
-            let sleep = async {
-                match next {
-                    Some(at) => tokio::time::sleep_until(deadline(at)).await,
-                    None => std::future::pending().await,
-                }
-            };
+            let horizon = self.horizon.load(Ordering::SeqCst);
+            let move_at = horizon - HORIZON_MS / 2;
+            let wake_at = heap
+                .peek()
+                .map_or(move_at, |Reverse(due)| due.fire_at.min(move_at));
             tokio::select! {
                 added = self.rx.recv() => match added {
                     Some(due) => heap.push(Reverse(due)),
                     None => return,
                 },
-                () = sleep => {
+                () = tokio::time::sleep_until(deadline(wake_at)) => {
                     let now = now_ms();
                     while heap.peek().is_some_and(|Reverse(due)| due.fire_at <= now) {
                         let Reverse(due) = heap.pop().expect("peeked");
                         tokio::spawn(fire(host.clone(), due));
+                    }
+                    if now >= move_at {
+                        let next = now + HORIZON_MS;
+                        self.horizon.store(next, Ordering::SeqCst);
+                        match host.store.timers_between(horizon, next).await {
+                            Ok(timers) => heap.extend(timers.into_iter().map(|(instance_id, seq, fire_at)| {
+                                Reverse(Due { fire_at, instance_id, seq })
+                            })),
+                            Err(error) => {
+                                // Try the same stretch again shortly.
+                                tracing::error!(%error, "cannot load the next timers; retrying in 1s");
+                                self.horizon.store(horizon, Ordering::SeqCst);
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                            }
+                        }
                     }
                 }
             }

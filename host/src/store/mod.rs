@@ -170,7 +170,7 @@ impl Store {
     pub(crate) async fn write<R, F>(&self, work: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
-        F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
+        F: Fn(&Connection) -> rusqlite::Result<R> + Send + 'static,
     {
         self.writer.write(work).await
     }

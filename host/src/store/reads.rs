@@ -150,10 +150,16 @@ impl Store {
     }
 
     /// Every pending timer: (instance, seq, fire_at).
-    pub async fn timers(&self) -> Result<Vec<(String, u32, i64)>, StoreError> {
-        self.read(|conn| {
-            let mut stmt = conn.prepare("SELECT instance_id, seq, fire_at FROM timers")?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    pub async fn timers_between(
+        &self,
+        after: i64,
+        until: i64,
+    ) -> Result<Vec<(String, u32, i64)>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT instance_id, seq, fire_at FROM timers WHERE fire_at > ?1 AND fire_at <= ?2",
+            )?;
+            let rows = stmt.query_map([after, until], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
         .await

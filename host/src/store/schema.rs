@@ -88,4 +88,5 @@ CREATE TABLE IF NOT EXISTS timers (
     fire_at     INTEGER NOT NULL,
     PRIMARY KEY (instance_id, seq)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS timers_by_due ON timers(fire_at);
 "#;

@@ -1,8 +1,11 @@
 //! The one task that writes to SQLite. Callers send small logical
 //! transactions; the writer runs every one that is queued inside a single
-//! `BEGIN IMMEDIATE … COMMIT` (group commit), each in its own savepoint so a
-//! failing one rolls back alone, and answers the callers once the commit is
-//! durable.
+//! `BEGIN IMMEDIATE … COMMIT` (group commit) and answers the callers once the
+//! commit is durable. A transaction that fails must not take the others
+//! down with it: then the batch is rolled back and run again with each
+//! transaction in its own savepoint, so the failing one rolls back alone.
+//! (Savepoints on every transaction would copy each page it touches to the
+//! statement journal; the common case needs none.)
 
 use std::sync::mpsc;
 use std::thread;
@@ -15,19 +18,51 @@ use super::StoreError;
 /// Most transactions folded into one commit.
 const MAX_BATCH: usize = 512;
 
-/// Runs inside the open transaction (or learns it could not begin) and
-/// returns what to tell the caller once the commit's fate is known.
-type Job = Box<dyn FnOnce(Result<&Connection, StoreError>) -> Reply + Send>;
-type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+/// A logical transaction waiting for its commit.
+trait Job: Send {
+    /// Runs the transaction's statements; may run again after a rollback.
+    /// Returns whether they succeeded.
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Tells the caller once the commit's fate is known.
+    fn finish(self: Box<Self>, committed: Result<(), StoreError>);
+}
+
+struct Transaction<R, F> {
+    work: F,
+    outcome: Option<rusqlite::Result<R>>,
+    reply: oneshot::Sender<Result<R, StoreError>>,
+}
+
+impl<R, F> Job for Transaction<R, F>
+where
+    R: Send,
+    F: Fn(&Connection) -> rusqlite::Result<R> + Send,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let outcome = (self.work)(conn);
+        let ok = outcome.is_ok();
+        self.outcome = Some(outcome);
+        ok
+    }
+
+    fn finish(self: Box<Self>, committed: Result<(), StoreError>) {
+        let result = match (committed, self.outcome) {
+            (Err(error), _) => Err(error),
+            (Ok(()), Some(outcome)) => outcome.map_err(StoreError::from),
+            (Ok(()), None) => Err(StoreError::Stopped),
+        };
+        let _ = self.reply.send(result);
+    }
+}
 
 #[derive(Clone)]
 pub(crate) struct Writer {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Box<dyn Job>>,
 }
 
 impl Writer {
     pub(crate) fn start(conn: Connection) -> Writer {
-        let (jobs, queue) = mpsc::channel::<Job>();
+        let (jobs, queue) = mpsc::channel::<Box<dyn Job>>();
         thread::Builder::new()
             .name("durango-writer".into())
             .spawn(move || run(conn, queue))
@@ -36,43 +71,25 @@ impl Writer {
     }
 
     /// Run `work` in the next group commit; resolves once it is on disk.
+    /// `work` may run more than once (after a rollback caused by another
+    /// transaction), so it must only touch the database.
     pub(crate) async fn write<R, F>(&self, work: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
-        F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
+        F: Fn(&Connection) -> rusqlite::Result<R> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let job: Job = Box::new(move |conn| {
-            let outcome = conn.and_then(|conn| in_savepoint(conn, work).map_err(StoreError::from));
-            Box::new(move |committed: Result<(), StoreError>| {
-                let result = committed.and(outcome);
-                let _ = reply.send(result);
-            })
+        let job = Box::new(Transaction {
+            work,
+            outcome: None,
+            reply,
         });
         self.jobs.send(job).map_err(|_| StoreError::Stopped)?;
         answer.await.map_err(|_| StoreError::Stopped)?
     }
 }
 
-fn in_savepoint<R>(
-    conn: &Connection,
-    work: impl FnOnce(&Connection) -> rusqlite::Result<R>,
-) -> rusqlite::Result<R> {
-    conn.prepare_cached("SAVEPOINT job")?.execute([])?;
-    match work(conn) {
-        Ok(value) => {
-            conn.prepare_cached("RELEASE job")?.execute([])?;
-            Ok(value)
-        }
-        Err(error) => {
-            conn.prepare_cached("ROLLBACK TO job")?.execute([])?;
-            conn.prepare_cached("RELEASE job")?.execute([])?;
-            Err(error)
-        }
-    }
-}
-
-fn run(conn: Connection, queue: mpsc::Receiver<Job>) {
+fn run(conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>) {
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -81,24 +98,48 @@ fn run(conn: Connection, queue: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let began = conn
-            .execute_batch("BEGIN IMMEDIATE")
-            .map_err(StoreError::from);
-        let replies: Vec<Reply> = batch
-            .into_iter()
-            .map(|job| job(began.clone().map(|()| &conn)))
-            .collect();
-        let committed = began.and_then(|()| {
-            conn.execute_batch("COMMIT").map_err(|e| {
-                let _ = conn.execute_batch("ROLLBACK");
-                StoreError::from(e)
-            })
-        });
+        let committed = commit(&conn, &mut batch);
         if let Err(error) = &committed {
             tracing::error!(%error, "group commit failed");
         }
-        for reply in replies {
-            reply(committed.clone());
+        for job in batch {
+            job.finish(committed.clone());
         }
     }
+}
+
+/// Runs the batch in one transaction and commits it.
+fn commit(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let mut all_ok = true;
+    for job in batch.iter_mut() {
+        all_ok &= job.run(conn);
+        if !all_ok {
+            break;
+        }
+    }
+    if !all_ok {
+        // SQLite may already have rolled back (a full disk, for one).
+        if !conn.is_autocommit() {
+            conn.execute_batch("ROLLBACK")?;
+        }
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        for job in batch.iter_mut() {
+            in_savepoint(conn, job.as_mut())?;
+        }
+    }
+    conn.execute_batch("COMMIT").map_err(|e| {
+        let _ = conn.execute_batch("ROLLBACK");
+        StoreError::from(e)
+    })
+}
+
+/// Runs one job so that its failure undoes only its own statements.
+fn in_savepoint(conn: &Connection, job: &mut dyn Job) -> rusqlite::Result<()> {
+    conn.prepare_cached("SAVEPOINT job")?.execute([])?;
+    if !job.run(conn) {
+        conn.prepare_cached("ROLLBACK TO job")?.execute([])?;
+    }
+    conn.prepare_cached("RELEASE job")?.execute([])?;
+    Ok(())
 }

@@ -313,6 +313,7 @@ impl Store {
             let now = now_ms();
             let allowed = d
                 .allowed_settings
+                .as_ref()
                 .map(|names| serde_json::to_string(&names).expect("names serialize"));
             exec(
                 conn,
@@ -378,16 +379,16 @@ impl Store {
             )?;
             insert_notifications(conn, &notifications)?;
             let row = InstanceRow {
-                id,
-                name,
-                version,
+                id: id.clone(),
+                name: name.clone(),
+                version: version.clone(),
                 status: RuntimeStatus::Pending,
-                input,
+                input: input.clone(),
                 output: None,
                 custom_status: None,
                 created_at: now,
                 updated_at: now,
-                callback_url,
+                callback_url: callback_url.clone(),
             };
             Ok(CreateOutcome::Created(row, start))
         })
@@ -472,7 +473,7 @@ impl Store {
                     commit.status.map(RuntimeStatus::as_str),
                     commit.output,
                     commit.custom_status.is_some(),
-                    commit.custom_status.flatten(),
+                    commit.custom_status.as_ref().and_then(Option::as_deref),
                     now
                 ],
             )?;
@@ -542,7 +543,7 @@ impl Store {
     pub async fn discard_messages(&self, ids: Vec<i64>) -> Result<(), StoreError> {
         self.write(move |conn| {
             let mut delete = conn.prepare_cached("DELETE FROM inbox WHERE id = ?1")?;
-            for id in ids {
+            for id in &ids {
                 delete.execute([id])?;
             }
             Ok(())
