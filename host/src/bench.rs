@@ -180,6 +180,7 @@ impl Bench {
             limits: GuestLimits::default(),
             hot_instances,
             activity_workers: 64,
+            timer_horizon: Duration::from_secs(600),
             key: Some("bench".into()),
             notify_urls: Vec::new(),
             notify_secret: Some("bench".into()),

@@ -29,6 +29,8 @@ pub struct HostConfig {
     /// Waiting instances kept in memory; 0 replays every episode.
     pub hot_instances: usize,
     pub activity_workers: usize,
+    /// Timers due within this long are held in memory.
+    pub timer_horizon: Duration,
     /// The system key; `None` uses the stored one or generates it.
     pub key: Option<String>,
     /// Webhooks that get every instance's lifecycle events.
@@ -138,7 +140,7 @@ impl Host {
             config.hot_instances + CONCURRENT_EPISODES,
             config.activity_workers.max(1),
         )?;
-        let (timers, timer_task) = timer_queue();
+        let (timers, timer_task) = timer_queue(config.timer_horizon);
         let (activities, workers) = activity_queue(config.activity_workers);
         let host = Arc::new(Host {
             store,

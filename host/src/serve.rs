@@ -34,6 +34,10 @@ pub struct ServeArgs {
     /// Waiting instances kept in memory; 0 replays history for every episode.
     #[arg(long, env = "DURANGO_HOT_INSTANCES", default_value_t = 1024)]
     pub hot_instances: usize,
+    /// Timers due within this many milliseconds are held in memory; later
+    /// ones stay in the database until then.
+    #[arg(long, env = "DURANGO_TIMER_HORIZON_MS", default_value_t = 600_000)]
+    pub timer_horizon_ms: u64,
     /// Activities that may run at once.
     #[arg(long, env = "DURANGO_ACTIVITY_WORKERS", default_value_t = 64)]
     pub activity_workers: usize,
@@ -89,6 +93,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         hot_instances: args.hot_instances,
         activity_workers: args.activity_workers,
+        timer_horizon: Duration::from_millis(args.timer_horizon_ms),
         key: key_from_env.clone(),
         notify_urls: args.notify_urls.clone(),
         notify_secret: std::env::var("DURANGO_NOTIFY_SECRET")

@@ -73,6 +73,21 @@ fn a_timer_that_fell_due_while_the_host_was_down_fires_after_restart() {
     assert_eq!(status["output"], json!(false));
 }
 
+#[test]
+fn timers_beyond_the_in_memory_horizon_fire_also_across_a_restart() {
+    // A 1 s horizon: timers 3 s and 5 s out start in the database only and
+    // reach memory as the horizon moves on (the second one after a restart).
+    let mut host = Host::start(HostOptions::default().arg("--timer-horizon-ms").arg("1000"));
+    let now = now_ms();
+    let early = host.start_orchestration("SleepUntil", &(now + 3_000).to_string());
+    let late = host.start_orchestration("SleepUntil", &(now + 5_000).to_string());
+    host.wait_history(&late, "TimerCreated", 1);
+    assert_eq!(host.wait_finished(&early)["runtimeStatus"], "Completed");
+    host.restart();
+    assert_eq!(host.wait_finished(&late)["runtimeStatus"], "Completed");
+    assert!(now_ms() >= now + 5_000, "the timer fired before it was due");
+}
+
 /// Runs wrong-then-right answers and returns (output, history event types).
 fn wrong_then_right(host: &Host, sms: &FakeSms, phone: &str) -> (Value, Vec<String>) {
     let input = json!({"phoneNumber": phone, "timeoutSeconds": 300}).to_string();

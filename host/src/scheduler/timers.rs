@@ -1,6 +1,6 @@
 //! Durable timers: the `timers` table is the truth, this min-heap is its
-//! in-memory index of the timers due within the horizon (the next ten
-//! minutes). At start-up the timers up to the horizon go in (those that fell
+//! in-memory index of the timers due within the horizon (by default the
+//! next ten minutes). At start-up the timers up to the horizon go in (those that fell
 //! due while the host was down fire at once); afterwards each committed timer
 //! within the horizon is added as its episode commits, and later ones are
 //! loaded from the table as the horizon moves on. So a million instances
@@ -20,9 +20,6 @@ use crate::engine::history::Message;
 use crate::host::Host;
 use crate::store::now_ms;
 
-/// How far ahead the heap holds timers; it moves on when half is used.
-const HORIZON_MS: i64 = 10 * 60 * 1000;
-
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Due {
     fire_at: i64,
@@ -41,17 +38,24 @@ pub struct TimerQueue {
 pub struct TimerTask {
     rx: mpsc::UnboundedReceiver<Due>,
     horizon: Arc<AtomicI64>,
+    /// How far ahead the heap holds timers; it moves on when half is used.
+    ahead_ms: i64,
 }
 
-pub fn timer_queue() -> (TimerQueue, TimerTask) {
+pub fn timer_queue(horizon: Duration) -> (TimerQueue, TimerTask) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let horizon = Arc::new(AtomicI64::new(now_ms() + HORIZON_MS));
+    let ahead_ms = (horizon.as_millis() as i64).max(2);
+    let horizon = Arc::new(AtomicI64::new(now_ms() + ahead_ms));
     (
         TimerQueue {
             tx,
             horizon: horizon.clone(),
         },
-        TimerTask { rx, horizon },
+        TimerTask {
+            rx,
+            horizon,
+            ahead_ms,
+        },
     )
 }
 
@@ -81,7 +85,7 @@ impl TimerTask {
         let mut heap: BinaryHeap<Reverse<Due>> = BinaryHeap::new();
         loop {
             let horizon = self.horizon.load(Ordering::SeqCst);
-            let move_at = horizon - HORIZON_MS / 2;
+            let move_at = horizon - self.ahead_ms / 2;
             let wake_at = heap
                 .peek()
                 .map_or(move_at, |Reverse(due)| due.fire_at.min(move_at));
@@ -97,7 +101,7 @@ impl TimerTask {
                         tokio::spawn(fire(host.clone(), due));
                     }
                     if now >= move_at {
-                        let next = now + HORIZON_MS;
+                        let next = now + self.ahead_ms;
                         self.horizon.store(next, Ordering::SeqCst);
                         match host.store.timers_between(horizon, next).await {
                             Ok(timers) => heap.extend(timers.into_iter().map(|(instance_id, seq, fire_at)| {
