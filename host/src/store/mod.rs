@@ -147,8 +147,10 @@ impl Store {
                 .spawn(move || serve_reads(&conn, &queue))
                 .map_err(|e| StoreError::Corrupt(format!("cannot start a reader thread: {e}")))?;
         }
+        let checkpoints = Connection::open(path)?;
+        checkpoints.busy_timeout(std::time::Duration::from_secs(5))?;
         Ok(Store {
-            writer: Writer::start(conn),
+            writer: Writer::start(conn, checkpoints)?,
             reads,
         })
     }

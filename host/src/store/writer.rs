@@ -18,6 +18,12 @@ use super::StoreError;
 /// Most transactions folded into one commit.
 const MAX_BATCH: usize = 512;
 
+/// Commits between two checkpoints. The writer's connection does not
+/// checkpoint itself (that would stall every caller of the commit that
+/// crosses the threshold); a thread of its own copies the WAL back into the
+/// database meanwhile.
+const COMMITS_PER_CHECKPOINT: u32 = 16;
+
 /// A logical transaction waiting for its commit.
 trait Job: Send {
     /// Runs the transaction's statements; may run again after a rollback.
@@ -61,13 +67,21 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub(crate) fn start(conn: Connection) -> Writer {
+    /// Starts the writer on `conn` and the checkpointer on `checkpoints`
+    /// (a second connection to the same file).
+    pub(crate) fn start(conn: Connection, checkpoints: Connection) -> rusqlite::Result<Writer> {
+        conn.execute_batch("PRAGMA wal_autocheckpoint=0")?;
         let (jobs, queue) = mpsc::channel::<Box<dyn Job>>();
+        let (due, checkpoint_due) = mpsc::sync_channel::<()>(1);
         thread::Builder::new()
             .name("durango-writer".into())
-            .spawn(move || run(conn, queue))
+            .spawn(move || run(conn, queue, due))
             .expect("spawn the SQLite writer thread");
-        Writer { jobs }
+        thread::Builder::new()
+            .name("durango-checkpoint".into())
+            .spawn(move || checkpoint(checkpoints, checkpoint_due))
+            .expect("spawn the SQLite checkpoint thread");
+        Ok(Writer { jobs })
     }
 
     /// Run `work` in the next group commit; resolves once it is on disk.
@@ -89,7 +103,8 @@ impl Writer {
     }
 }
 
-fn run(conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>) {
+fn run(conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>, checkpoint: mpsc::SyncSender<()>) {
+    let mut commits = 0u32;
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -99,8 +114,15 @@ fn run(conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>) {
             }
         }
         let committed = commit(&conn, &mut batch);
-        if let Err(error) = &committed {
-            tracing::error!(%error, "group commit failed");
+        match &committed {
+            Ok(()) => {
+                commits += 1;
+                if commits % COMMITS_PER_CHECKPOINT == 0 {
+                    // Full means one is already due: nothing to add.
+                    let _ = checkpoint.try_send(());
+                }
+            }
+            Err(error) => tracing::error!(%error, "group commit failed"),
         }
         for job in batch {
             job.finish(committed.clone());
@@ -132,6 +154,16 @@ fn commit(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<(), StoreErro
         let _ = conn.execute_batch("ROLLBACK");
         StoreError::from(e)
     })
+}
+
+/// Copies committed WAL frames into the database whenever the writer says
+/// enough have piled up. PASSIVE: it never blocks the writer or readers.
+fn checkpoint(conn: Connection, due: mpsc::Receiver<()>) {
+    while due.recv().is_ok() {
+        if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(%error, "WAL checkpoint failed; the next one will retry");
+        }
+    }
 }
 
 /// Runs one job so that its failure undoes only its own statements.
