@@ -59,6 +59,11 @@ impl Work {
 /// starts waits as ids in the ready queue, not as thousands of tasks.
 pub const CONCURRENT_EPISODES: usize = 64;
 
+/// Instances waiting for a round beyond which new arrivals keep no
+/// handed-over messages in memory (each can hold a start input), only
+/// their id: a burst of a million starts must not hold a million inputs.
+const HANDED_OVER_BACKLOG: usize = 16_384;
+
 pub struct Dispatcher {
     /// Instances that are queued or being driven, and their next round's work.
     active: Mutex<HashMap<String, Work>>,
@@ -111,7 +116,13 @@ impl Dispatcher {
             Some(work) => add(work),
             None => {
                 let mut work = Work::default();
-                add(&mut work);
+                if active.len() < HANDED_OVER_BACKLOG {
+                    add(&mut work);
+                } else {
+                    // Deep in a burst: keep the id only; the round reads
+                    // its messages from the inbox.
+                    work.unknown = true;
+                }
                 active.insert(id.to_string(), work);
                 let _ = self.ready.send(id.to_string());
             }
@@ -125,6 +136,12 @@ impl Dispatcher {
         let work = active.get_mut(id)?;
         if work.is_empty() {
             active.remove(id);
+            // A burst of starts can queue a million instances here; give
+            // the table's memory back once it has drained.
+            let len = active.len();
+            if active.capacity() > 4096 && len < active.capacity() / 8 {
+                active.shrink_to(len * 2);
+            }
             return None;
         }
         Some(Work {

@@ -7,7 +7,8 @@
 //! (Savepoints on every transaction would copy each page it touches to the
 //! statement journal; the common case needs none.)
 
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread;
 
 use rusqlite::Connection;
@@ -23,6 +24,13 @@ const MAX_BATCH: usize = 512;
 /// crosses the threshold); a thread of its own copies the WAL back into the
 /// database meanwhile.
 const COMMITS_PER_CHECKPOINT: u32 = 16;
+
+/// WAL frames at which the writer checkpoints itself after all. Under a
+/// steady stream of commits the background checkpoint never quite catches
+/// up, and SQLite only starts the WAL file over after a checkpoint that
+/// did; without this the file grows without end (gigabytes in a
+/// million-instance run). The writer's own pass has little left to copy.
+const WAL_FRAMES_LIMIT: u32 = 16_384;
 
 /// A logical transaction waiting for its commit.
 trait Job: Send {
@@ -73,13 +81,15 @@ impl Writer {
         conn.execute_batch("PRAGMA wal_autocheckpoint=0")?;
         let (jobs, queue) = mpsc::channel::<Box<dyn Job>>();
         let (due, checkpoint_due) = mpsc::sync_channel::<()>(1);
+        let wal_frames = Arc::new(AtomicU32::new(0));
+        let frames = wal_frames.clone();
         thread::Builder::new()
             .name("durango-writer".into())
-            .spawn(move || run(conn, queue, due))
+            .spawn(move || run(conn, queue, due, &frames))
             .expect("spawn the SQLite writer thread");
         thread::Builder::new()
             .name("durango-checkpoint".into())
-            .spawn(move || checkpoint(checkpoints, checkpoint_due))
+            .spawn(move || checkpoint(checkpoints, checkpoint_due, &wal_frames))
             .expect("spawn the SQLite checkpoint thread");
         Ok(Writer { jobs })
     }
@@ -103,7 +113,12 @@ impl Writer {
     }
 }
 
-fn run(conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>, checkpoint: mpsc::SyncSender<()>) {
+fn run(
+    conn: Connection,
+    queue: mpsc::Receiver<Box<dyn Job>>,
+    checkpoint: mpsc::SyncSender<()>,
+    wal_frames: &AtomicU32,
+) {
     let mut commits = 0u32;
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
@@ -120,6 +135,12 @@ fn run(conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>, checkpoint: mpsc::
                 if commits % COMMITS_PER_CHECKPOINT == 0 {
                     // Full means one is already due: nothing to add.
                     let _ = checkpoint.try_send(());
+                }
+                if wal_frames.load(Ordering::Relaxed) > WAL_FRAMES_LIMIT {
+                    wal_frames.store(0, Ordering::Relaxed);
+                    if let Err(error) = wal_checkpoint(&conn) {
+                        tracing::warn!(%error, "WAL checkpoint failed; the next one will retry");
+                    }
                 }
             }
             Err(error) => tracing::error!(%error, "group commit failed"),
@@ -158,12 +179,18 @@ fn commit(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<(), StoreErro
 
 /// Copies committed WAL frames into the database whenever the writer says
 /// enough have piled up. PASSIVE: it never blocks the writer or readers.
-fn checkpoint(conn: Connection, due: mpsc::Receiver<()>) {
+fn checkpoint(conn: Connection, due: mpsc::Receiver<()>, wal_frames: &AtomicU32) {
     while due.recv().is_ok() {
-        if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(%error, "WAL checkpoint failed; the next one will retry");
+        match wal_checkpoint(&conn) {
+            Ok(frames) => wal_frames.store(frames, Ordering::Relaxed),
+            Err(error) => tracing::warn!(%error, "WAL checkpoint failed; the next one will retry"),
         }
     }
+}
+
+/// A passive checkpoint; returns the frames in the WAL.
+fn wal_checkpoint(conn: &Connection) -> rusqlite::Result<u32> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get(1))
 }
 
 /// Runs one job so that its failure undoes only its own statements.
