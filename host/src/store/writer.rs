@@ -132,7 +132,7 @@ fn run(
         match &committed {
             Ok(()) => {
                 commits += 1;
-                if commits % COMMITS_PER_CHECKPOINT == 0 {
+                if commits.is_multiple_of(COMMITS_PER_CHECKPOINT) {
                     // Full means one is already due: nothing to add.
                     let _ = checkpoint.try_send(());
                 }
