@@ -289,9 +289,50 @@ impl Store {
     }
 }
 
+/// A history row: the events one commit appended (databases written before
+/// rows held one event each hold single events).
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum HistoryRow {
+    Events(Vec<HistoryEvent>),
+    Event(HistoryEvent),
+}
+
 pub(crate) fn read_history(conn: &Connection, id: &str) -> Result<Vec<HistoryEvent>, StoreError> {
     let mut stmt =
         conn.prepare_cached("SELECT event FROM history WHERE instance_id = ?1 ORDER BY position")?;
     let rows = stmt.query_map([id], |r| r.get::<_, String>(0))?;
-    rows.map(|row| decode("history event", &row?)).collect()
+    let mut history = Vec::new();
+    for row in rows {
+        match decode("history events", &row?)? {
+            HistoryRow::Events(events) => history.extend(events),
+            HistoryRow::Event(event) => history.push(event),
+        }
+    }
+    Ok(history)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_reads_rows_of_many_events_and_older_rows_of_one() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(crate::store::schema::SCHEMA).unwrap();
+        let event = |timestamp| HistoryEvent::OrchestratorStarted { timestamp };
+        let one = serde_json::to_string(&event(1)).unwrap();
+        let many = serde_json::to_string(&[event(2), event(3)]).unwrap();
+        for (position, json) in [(0, one), (1, many)] {
+            conn.execute(
+                "INSERT INTO history (instance_id, position, event) VALUES ('i', ?1, ?2)",
+                params![position, json],
+            )
+            .unwrap();
+        }
+        assert_eq!(
+            read_history(&conn, "i").unwrap(),
+            vec![event(1), event(2), event(3)]
+        );
+    }
 }

@@ -41,7 +41,8 @@ CREATE TABLE IF NOT EXISTS instances (
 CREATE INDEX IF NOT EXISTS instances_by_created ON instances(created_at);
 CREATE INDEX IF NOT EXISTS instances_by_status ON instances(status);
 
--- Append-only replay history, one JSON event a row.
+-- Append-only replay history: each row holds the JSON array of events one
+-- commit appended, keyed by the position of its first event.
 CREATE TABLE IF NOT EXISTS history (
     instance_id TEXT NOT NULL,
     position    INTEGER NOT NULL,

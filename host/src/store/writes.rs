@@ -111,6 +111,26 @@ fn exec<P: rusqlite::Params>(conn: &Connection, sql: &str, params: P) -> rusqlit
     conn.prepare_cached(sql)?.execute(params)
 }
 
+/// Appends `events` as one row keyed by the position of the first: a
+/// commit writes one history row however many events its episode made.
+fn append_history(
+    conn: &Connection,
+    id: &str,
+    first_position: usize,
+    events: &[HistoryEvent],
+) -> rusqlite::Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let json = serde_json::to_string(events).expect("history events serialize");
+    exec(
+        conn,
+        "INSERT INTO history (instance_id, position, event) VALUES (?1, ?2, ?3)",
+        params![id, first_position as i64, json],
+    )?;
+    Ok(())
+}
+
 /// Returns the message's inbox id.
 fn insert_message(conn: &Connection, id: &str, message: &Message) -> rusqlite::Result<i64> {
     let json = serde_json::to_string(message).expect("messages serialize");
@@ -428,13 +448,7 @@ impl Store {
                 woken.0.push(id.to_string());
                 return Ok(woken);
             }
-            let mut append = conn.prepare_cached(
-                "INSERT INTO history (instance_id, position, event) VALUES (?1, ?2, ?3)",
-            )?;
-            for (offset, event) in commit.events.iter().enumerate() {
-                let json = serde_json::to_string(event).expect("history events serialize");
-                append.execute(params![id, (commit.first_position + offset) as i64, json])?;
-            }
+            append_history(conn, id, commit.first_position, &commit.events)?;
             if let Some(status) = commit.status.filter(|s| s.is_terminal()) {
                 exec(conn, "DELETE FROM timers WHERE instance_id = ?1", [id])?;
                 exec(conn, "DELETE FROM activities WHERE instance_id = ?1", [id])?;
@@ -576,13 +590,7 @@ impl Store {
                 return Ok(false);
             }
             exec(conn, "DELETE FROM history WHERE instance_id = ?1", [&id])?;
-            let mut append = conn.prepare_cached(
-                "INSERT INTO history (instance_id, position, event) VALUES (?1, ?2, ?3)",
-            )?;
-            for (position, event) in history.iter().enumerate() {
-                let json = serde_json::to_string(event).expect("history events serialize");
-                append.execute(params![id, position as i64, json])?;
-            }
+            append_history(conn, &id, 0, &history)?;
             for a in &activities {
                 insert_activity(conn, a)?;
             }
