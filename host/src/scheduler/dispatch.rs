@@ -16,7 +16,7 @@ use lru::LruCache;
 use tokio::sync::mpsc;
 
 use crate::engine::episode;
-use crate::engine::history::{Message, RuntimeStatus};
+use crate::engine::history::{HistoryEvent, Message, RuntimeStatus};
 use crate::engine::replay::Replay;
 use crate::host::Host;
 use crate::notify::Change;
@@ -222,24 +222,27 @@ async fn process(host: &Arc<Host>, id: &str, work: &Work) -> Result<(), StoreErr
             None => work.created.is_some(),
         };
     let mut read_upto = hot.as_ref().map_or(0, |h| h.read_upto);
-    let messages = if in_hand {
-        work.messages
-            .iter()
-            .filter(|(inbox_id, _)| *inbox_id > read_upto)
-            .cloned()
-            .collect()
-    } else {
-        let messages = host.store.inbox(id.to_string()).await?;
+    // Where the round's messages, row and history come from: memory for a
+    // hot or just-created instance, else one read.
+    let cached = hot.as_ref().map(|hot| hot.instance.clone());
+    let (messages, instance, history) = match (cached, &work.created) {
+        (Some(cached), _) if in_hand => (in_memory(work, read_upto), Some(cached), None),
+        (Some(cached), _) => (host.store.inbox(id.to_string()).await?, Some(cached), None),
+        (None, Some(created)) if in_hand => (
+            in_memory(work, read_upto),
+            Some(created.clone()),
+            Some(Vec::new()),
+        ),
+        (None, _) => {
+            let cold = host.store.cold_round(id.to_string()).await?;
+            (cold.inbox, cold.instance, Some(cold.history))
+        }
+    };
+    if !in_hand {
         if let Some((last, _)) = messages.last() {
             read_upto = read_upto.max(*last);
         }
-        messages
-    };
-    let instance = match (&hot, &work.created) {
-        (Some(hot), _) => Some(hot.instance.clone()),
-        (None, Some(created)) if in_hand => Some(created.clone()),
-        _ => host.store.instance(id.to_string()).await?,
-    };
+    }
     let instance = match instance {
         Some(instance) if !instance.status.is_terminal() => instance,
         _ => {
@@ -270,10 +273,9 @@ async fn process(host: &Arc<Host>, id: &str, work: &Work) -> Result<(), StoreErr
         }
         return Ok(());
     }
-    let fresh = in_hand && hot.is_none();
-    let (mut guest, history_len, fault) = match hot {
-        Some(hot) => (Some(hot.guest), hot.history_len, None),
-        None => rebuild(host, &instance, fresh).await?,
+    let (mut guest, history_len, fault) = match (hot, history) {
+        (Some(hot), _) => (Some(hot.guest), hot.history_len, None),
+        (None, history) => rebuild(host, &instance, history.unwrap_or_default()).await?,
     };
     let offered = messages.len();
     let mut episode = episode::run(guest.as_mut(), &instance, history_len, messages, fault).await;
@@ -327,19 +329,22 @@ async fn process(host: &Arc<Host>, id: &str, work: &Work) -> Result<(), StoreErr
     Ok(())
 }
 
+/// The handed-over messages a previous read has not already covered.
+fn in_memory(work: &Work, read_upto: i64) -> Vec<(i64, Message)> {
+    work.messages
+        .iter()
+        .filter(|(inbox_id, _)| *inbox_id > read_upto)
+        .cloned()
+        .collect()
+}
+
 /// The cold path: a fresh guest replayed over the stored history. A guest
 /// that cannot be rebuilt comes back as a fault that fails the instance.
 async fn rebuild(
     host: &Arc<Host>,
     instance: &InstanceRow,
-    fresh: bool,
+    history: Vec<HistoryEvent>,
 ) -> Result<(Option<Orchestrator>, usize, Option<GuestFault>), StoreError> {
-    // A fresh instance has no history yet: no need to ask.
-    let history = if fresh {
-        Vec::new()
-    } else {
-        host.store.history(instance.id.clone()).await?
-    };
     let len = history.len();
     if let Err(fault) = host.ensure_loaded(&instance.version).await? {
         return Ok((None, len, Some(fault)));

@@ -81,12 +81,26 @@ fn activity_row(row: &Row<'_>) -> rusqlite::Result<(ActivityRow, String)> {
 
 impl Store {
     pub async fn instance(&self, id: String) -> Result<Option<InstanceRow>, StoreError> {
+        self.read(move |conn| read_instance(conn, &id)).await
+    }
+
+    /// What a round for an instance that is not in memory needs, in one
+    /// read: its inbox, its row and (when there is work for it) its history.
+    pub async fn cold_round(&self, id: String) -> Result<ColdRound, StoreError> {
         self.read(move |conn| {
-            let sql = format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE id = ?1");
-            Ok(conn
-                .prepare_cached(&sql)?
-                .query_row([id], instance_row)
-                .optional()?)
+            let inbox = read_inbox(conn, &id)?;
+            let instance = read_instance(conn, &id)?;
+            let runnable = instance.as_ref().is_some_and(|i| !i.status.is_terminal());
+            let history = if runnable && !inbox.is_empty() {
+                read_history(conn, &id)?
+            } else {
+                Vec::new()
+            };
+            Ok(ColdRound {
+                inbox,
+                instance,
+                history,
+            })
         })
         .await
     }
@@ -97,19 +111,7 @@ impl Store {
 
     /// The instance's unconsumed messages, oldest first, with their ids.
     pub async fn inbox(&self, id: String) -> Result<Vec<(i64, Message)>, StoreError> {
-        self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT id, message FROM inbox WHERE instance_id = ?1 ORDER BY id",
-            )?;
-            let rows =
-                stmt.query_map([id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
-            rows.map(|row| {
-                let (id, json) = row?;
-                Ok((id, decode("inbox message", &json)?))
-            })
-            .collect()
-        })
-        .await
+        self.read(move |conn| read_inbox(conn, &id)).await
     }
 
     /// A version's compiled form and original bytes.
@@ -287,6 +289,32 @@ impl Store {
         })
         .await
     }
+}
+
+/// See `Store::cold_round`.
+pub struct ColdRound {
+    pub inbox: Vec<(i64, Message)>,
+    pub instance: Option<InstanceRow>,
+    pub history: Vec<HistoryEvent>,
+}
+
+fn read_instance(conn: &Connection, id: &str) -> Result<Option<InstanceRow>, StoreError> {
+    let sql = format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE id = ?1");
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row([id], instance_row)
+        .optional()?)
+}
+
+fn read_inbox(conn: &Connection, id: &str) -> Result<Vec<(i64, Message)>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT id, message FROM inbox WHERE instance_id = ?1 ORDER BY id")?;
+    let rows = stmt.query_map([id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+    rows.map(|row| {
+        let (id, json) = row?;
+        Ok((id, decode("inbox message", &json)?))
+    })
+    .collect()
 }
 
 /// A history row: the events one commit appended (databases written before
