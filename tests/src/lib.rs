@@ -206,6 +206,14 @@ impl Default for HostOptions {
 }
 
 impl HostOptions {
+    /// The default options with only these apps deployed.
+    pub fn with_apps(apps: &[&'static str]) -> Self {
+        HostOptions {
+            apps: apps.to_vec(),
+            ..HostOptions::default()
+        }
+    }
+
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_string(), value.to_string()));
         self

@@ -6,10 +6,7 @@ use serde_json::json;
 const PREFIX: &str = "/runtime/webhooks/durabletask";
 
 fn hello_host() -> Host {
-    Host::start(HostOptions {
-        apps: vec!["hello_sequence", "test_guests"],
-        ..HostOptions::default()
-    })
+    Host::start(HostOptions::with_apps(&["hello_sequence", "test_guests"]))
 }
 
 #[test]

@@ -6,13 +6,7 @@ use durango_e2e::{request, wait_until, Host, HostOptions, Received, Webhook, WAI
 use serde_json::{json, Value};
 
 fn approval_host(webhook: &Webhook) -> Host {
-    Host::start(
-        HostOptions {
-            apps: vec!["approval"],
-            ..HostOptions::default()
-        }
-        .env("ApprovalWebhookUrl", &webhook.url),
-    )
+    Host::start(HostOptions::with_apps(&["approval"]).env("ApprovalWebhookUrl", &webhook.url))
 }
 
 /// The webhook messages of `kind` for `approver` (or any approver).

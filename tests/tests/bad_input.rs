@@ -11,12 +11,9 @@ const PREFIX: &str = "/runtime/webhooks/durabletask";
 
 fn host() -> Host {
     Host::start(
-        HostOptions {
-            apps: vec!["test_guests"],
-            ..HostOptions::default()
-        }
-        .arg("--max-body")
-        .arg("1024"),
+        HostOptions::with_apps(&["test_guests"])
+            .arg("--max-body")
+            .arg("1024"),
     )
 }
 

@@ -14,6 +14,22 @@ fn durango(host: &Host, args: &[&str]) -> Output {
         .expect("run durango")
 }
 
+/// Starts `EchoAfterEvent` (it waits for event `Go`) through the CLI.
+fn start_echo(host: &Host, id: &str) -> Value {
+    json_of(&durango(
+        host,
+        &["start", "EchoAfterEvent", "--input", "\"Go\"", "--id", id],
+    ))
+}
+
+/// Polls `durango status` until the instance reaches `status`.
+fn wait_for_status(host: &Host, id: &str, status: &str) -> Value {
+    wait_until(&format!("{id} to be {status}"), WAIT, || {
+        let answer = json_of(&durango(host, &["status", id]));
+        (answer["runtimeStatus"] == status).then_some(answer)
+    })
+}
+
 fn json_of(output: &Output) -> Value {
     assert!(
         output.status.success(),
@@ -25,10 +41,7 @@ fn json_of(output: &Output) -> Value {
 
 #[test]
 fn the_client_commands_drive_an_instance() {
-    let host = Host::start(HostOptions {
-        apps: vec![],
-        ..HostOptions::default()
-    });
+    let host = Host::start(HostOptions::with_apps(&[]));
     let path = wasm("test_guests");
     let deployed = json_of(&durango(
         &host,
@@ -36,17 +49,7 @@ fn the_client_commands_drive_an_instance() {
     ));
     assert_eq!(deployed["app"], "guests");
 
-    let started = json_of(&durango(
-        &host,
-        &[
-            "start",
-            "EchoAfterEvent",
-            "--input",
-            "\"Go\"",
-            "--id",
-            "cli-1",
-        ],
-    ));
+    let started = start_echo(&host, "cli-1");
     assert_eq!(started["id"], "cli-1");
 
     let listed = json_of(&durango(&host, &["list", "--status", "Running,Pending"]));
@@ -57,10 +60,7 @@ fn the_client_commands_drive_an_instance() {
             .status
             .success()
     );
-    let status = wait_until("cli-1 to complete", WAIT, || {
-        let status = json_of(&durango(&host, &["status", "cli-1"]));
-        (status["runtimeStatus"] == "Completed").then_some(status)
-    });
+    let status = wait_for_status(&host, "cli-1", "Completed");
     assert_eq!(status["output"], "from the cli");
 
     let timeline = durango(&host, &["status", "cli-1", "--history"]);
@@ -69,35 +69,19 @@ fn the_client_commands_drive_an_instance() {
     assert!(text.contains("EventRaised"), "{text}");
     assert!(text.contains("TaskCompleted"), "{text}");
 
-    json_of(&durango(
-        &host,
-        &[
-            "start",
-            "EchoAfterEvent",
-            "--input",
-            "\"Go\"",
-            "--id",
-            "cli-2",
-        ],
-    ));
+    start_echo(&host, "cli-2");
     assert!(
         durango(&host, &["terminate", "cli-2", "--reason", "enough"])
             .status
             .success()
     );
-    let terminated = wait_until("cli-2 to terminate", WAIT, || {
-        let status = json_of(&durango(&host, &["status", "cli-2"]));
-        (status["runtimeStatus"] == "Terminated").then_some(status)
-    });
+    let terminated = wait_for_status(&host, "cli-2", "Terminated");
     assert_eq!(terminated["output"], "enough");
 }
 
 #[test]
 fn client_errors_are_one_line_and_exit_non_zero() {
-    let host = Host::start(HostOptions {
-        apps: vec![],
-        ..HostOptions::default()
-    });
+    let host = Host::start(HostOptions::with_apps(&[]));
     for args in [
         vec!["status", "nobody"],
         vec!["start", "Nothing"],
@@ -123,33 +107,17 @@ fn client_errors_are_one_line_and_exit_non_zero() {
 #[test]
 fn the_client_manages_instances_through_their_life() {
     let host = Host::start(HostOptions::default());
-    json_of(&durango(
-        &host,
-        &[
-            "start",
-            "EchoAfterEvent",
-            "--input",
-            "\"Go\"",
-            "--id",
-            "life-1",
-        ],
-    ));
+    start_echo(&host, "life-1");
     host.wait_history("life-1", "ExecutionStarted", 1);
     assert!(durango(&host, &["suspend", "life-1", "--reason", "hold"])
         .status
         .success());
-    wait_until("life-1 to be suspended", WAIT, || {
-        let status = json_of(&durango(&host, &["status", "life-1"]));
-        (status["runtimeStatus"] == "Suspended").then_some(())
-    });
+    wait_for_status(&host, "life-1", "Suspended");
     assert!(durango(&host, &["raise", "life-1", "Go", "\"later\""])
         .status
         .success());
     assert!(durango(&host, &["resume", "life-1"]).status.success());
-    let done = wait_until("life-1 to complete", WAIT, || {
-        let status = json_of(&durango(&host, &["status", "life-1"]));
-        (status["runtimeStatus"] == "Completed").then_some(status)
-    });
+    let done = wait_for_status(&host, "life-1", "Completed");
     assert_eq!(done["output"], "later");
 
     let restarted = json_of(&durango(&host, &["restart", "life-1"]));

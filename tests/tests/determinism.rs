@@ -47,10 +47,7 @@ fn a_failing_activity_is_retried_per_its_policy() {
 
 #[test]
 fn a_redeploy_does_not_change_running_instances() {
-    let mut host = Host::start(HostOptions {
-        apps: vec!["test_guests"],
-        ..HostOptions::default()
-    });
+    let mut host = Host::start(HostOptions::with_apps(&["test_guests"]));
     let id = host.start_orchestration("EchoAfterEvent", "\"Go\"");
     host.wait_history(&id, "ExecutionStarted", 1);
     let before = host.status(&id).body;

@@ -89,12 +89,9 @@ fn py_packages() -> &'static Path {
 
 fn start_host() -> Host {
     let host = Host::start(
-        HostOptions {
-            apps: vec!["test_guests"],
-            ..HostOptions::default()
-        }
-        .arg("--rpc-listen")
-        .arg("127.0.0.1:0"),
+        HostOptions::with_apps(&["test_guests"])
+            .arg("--rpc-listen")
+            .arg("127.0.0.1:0"),
     );
     assert!(
         host.rpc_base.is_some(),

@@ -63,10 +63,7 @@ fn continue_as_new_keeps_history_bounded_and_carries_events_over() {
 #[test]
 fn a_monitor_polls_over_durable_http_until_done() {
     let endpoint = Webhook::start();
-    let host = Host::start(HostOptions {
-        apps: vec!["monitor"],
-        ..HostOptions::default()
-    });
+    let host = Host::start(HostOptions::with_apps(&["monitor"]));
     let input = json!({"url": endpoint.url, "intervalSeconds": 0, "maxChecks": 3});
     let id = host.start_orchestration("JobMonitor", &input.to_string());
     let status = host.wait_finished(&id);

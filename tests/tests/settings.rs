@@ -56,13 +56,7 @@ fn deploy_with(host: &Host, allow: &[&str]) -> std::process::Output {
 #[test]
 fn an_app_reads_only_the_settings_its_deployment_allows() {
     let sms = FakeSms::start();
-    let host = Host::start(
-        HostOptions {
-            apps: vec![],
-            ..HostOptions::default()
-        }
-        .twilio(&sms),
-    );
+    let host = Host::start(HostOptions::with_apps(&[]).twilio(&sms));
     let deployed = deploy_with(
         &host,
         &["TwilioAccountSid", "TwilioPhoneNumber", "TwilioBaseUrl"],

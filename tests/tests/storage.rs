@@ -48,15 +48,18 @@ fn a_database_locked_by_another_process_stops_the_start_with_a_clear_message() {
     assert!(stderr.contains("locked.db"), "names the file: {stderr}");
 }
 
+/// A host killed while one instance waits for an event; its database stays.
+fn stopped_with_a_waiting_instance() -> (Host, String) {
+    let mut host = Host::start(HostOptions::with_apps(&["test_guests"]));
+    let id = host.start_orchestration("EchoAfterEvent", "\"Go\"");
+    host.wait_history(&id, "ExecutionStarted", 1);
+    host.kill9();
+    (host, id)
+}
+
 #[test]
 fn a_full_disk_answers_503_for_writes_and_loses_nothing_acknowledged() {
-    let mut host = Host::start(HostOptions {
-        apps: vec!["test_guests"],
-        ..HostOptions::default()
-    });
-    let first = host.start_orchestration("EchoAfterEvent", "\"Go\"");
-    host.wait_history(&first, "ExecutionStarted", 1);
-    host.kill9();
+    let (mut host, first) = stopped_with_a_waiting_instance();
     let size = |path: std::path::PathBuf| std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let largest = size(host.db()).max(size(host.db().with_extension("db-wal")));
     // Restart (apps already stored) with room for only a little more.
@@ -135,13 +138,7 @@ impl Drop for Immutable {
 
 #[test]
 fn a_read_only_database_stops_the_start_with_a_clear_message() {
-    let mut host = Host::start(HostOptions {
-        apps: vec!["test_guests"],
-        ..HostOptions::default()
-    });
-    let id = host.start_orchestration("EchoAfterEvent", "\"Go\"");
-    host.wait_history(&id, "ExecutionStarted", 1);
-    host.kill9();
+    let (mut host, id) = stopped_with_a_waiting_instance();
     let _guard = Immutable::new(host.db());
     let output = Command::new(durango_bin())
         .args(["serve", "--listen", "127.0.0.1:0", "--db"])

@@ -211,13 +211,10 @@ fn flows_survive_random_kill_9_and_end_as_their_answers_call_for() {
     let sms = FakeSms::answering_after(SMS_DELAY);
     let hook = Webhook::start();
     let mut host = Host::start(
-        HostOptions {
-            apps: vec!["phone_verification", "approval"],
-            ..HostOptions::default()
-        }
-        .twilio(&sms)
-        .env("TwilioPhoneNumber", &sender(0))
-        .env("ApprovalWebhookUrl", &hook.url),
+        HostOptions::with_apps(&["phone_verification", "approval"])
+            .twilio(&sms)
+            .env("TwilioPhoneNumber", &sender(0))
+            .env("ApprovalWebhookUrl", &hook.url),
     );
 
     // The flows start one per round, so kills land among starts, SMS sends,

@@ -44,7 +44,13 @@ struct Work {
     unknown: bool,
     /// The instance was just created here: no history yet, and this row.
     created: Option<InstanceRow>,
-    /// Rounds in a row the store refused; sets the back-off.
+}
+
+/// An instance in the dispatch table: its next round's work, and how many
+/// rounds the store refused since it last went idle (the back-off).
+#[derive(Default)]
+struct Entry {
+    work: Work,
     failures: u32,
 }
 
@@ -65,8 +71,8 @@ pub const CONCURRENT_EPISODES: usize = 64;
 const HANDED_OVER_BACKLOG: usize = 16_384;
 
 pub struct Dispatcher {
-    /// Instances that are queued or being driven, and their next round's work.
-    active: Mutex<HashMap<String, Work>>,
+    /// Instances that are queued or being driven.
+    active: Mutex<HashMap<String, Entry>>,
     /// Instances with work and no worker yet; each id is in it at most once.
     ready: mpsc::UnboundedSender<String>,
     queue: tokio::sync::Mutex<mpsc::UnboundedReceiver<String>>,
@@ -113,17 +119,17 @@ impl Dispatcher {
     fn add_work(&self, id: &str, add: impl FnOnce(&mut Work)) {
         let mut active = self.active.lock().expect("dispatch table");
         match active.get_mut(id) {
-            Some(work) => add(work),
+            Some(entry) => add(&mut entry.work),
             None => {
-                let mut work = Work::default();
+                let mut entry = Entry::default();
                 if active.len() < HANDED_OVER_BACKLOG {
-                    add(&mut work);
+                    add(&mut entry.work);
                 } else {
                     // Deep in a burst: keep the id only; the round reads
                     // its messages from the inbox.
-                    work.unknown = true;
+                    entry.work.unknown = true;
                 }
-                active.insert(id.to_string(), work);
+                active.insert(id.to_string(), entry);
                 let _ = self.ready.send(id.to_string());
             }
         }
@@ -133,8 +139,8 @@ impl Dispatcher {
     /// table) when there is none.
     fn next_round(&self, id: &str) -> Option<Work> {
         let mut active = self.active.lock().expect("dispatch table");
-        let work = active.get_mut(id)?;
-        if work.is_empty() {
+        let entry = active.get_mut(id)?;
+        if entry.work.is_empty() {
             active.remove(id);
             // A burst of starts can queue a million instances here; give
             // the table's memory back once it has drained.
@@ -144,12 +150,7 @@ impl Dispatcher {
             }
             return None;
         }
-        Some(Work {
-            messages: std::mem::take(&mut work.messages),
-            unknown: std::mem::take(&mut work.unknown),
-            created: work.created.take(),
-            failures: work.failures,
-        })
+        Some(std::mem::take(&mut entry.work))
     }
 
     /// After a round that did not commit: its messages are still in the
@@ -157,10 +158,10 @@ impl Dispatcher {
     /// to wait before that attempt.
     fn retry_round(&self, id: &str) -> Duration {
         let mut active = self.active.lock().expect("dispatch table");
-        let work = active.entry(id.to_string()).or_default();
-        work.unknown = true;
-        work.failures += 1;
-        (FIRST_BACKOFF * 2u32.saturating_pow(work.failures - 1)).min(MAX_BACKOFF)
+        let entry = active.entry(id.to_string()).or_default();
+        entry.work.unknown = true;
+        entry.failures += 1;
+        (FIRST_BACKOFF * 2u32.saturating_pow(entry.failures - 1)).min(MAX_BACKOFF)
     }
 
     /// Drops a hot instance whose rows changed or are gone.
