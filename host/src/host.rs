@@ -10,6 +10,7 @@ use tokio::sync::broadcast;
 
 use crate::engine::history::{Message, RuntimeStatus};
 use crate::engine::rewind;
+use crate::finish_waiters::FinishWaiters;
 use crate::notify::{self, Change, Notifier};
 use crate::runtime::{FunctionInfo, GuestFault, GuestLimits, Runtime};
 use crate::scheduler::activities::{activity_queue, ActivityQueue};
@@ -59,6 +60,7 @@ pub struct Host {
     pub(crate) activities: ActivityQueue,
     catalog: RwLock<Catalog>,
     lifecycle: broadcast::Sender<Lifecycle>,
+    finish_waiters: FinishWaiters,
     pub(crate) notifier: Notifier,
 }
 
@@ -153,6 +155,7 @@ impl Host {
             activities,
             catalog: RwLock::new(Catalog::default()),
             lifecycle: broadcast::channel(LIFECYCLE_BACKLOG).0,
+            finish_waiters: FinishWaiters::default(),
             notifier: Notifier::new(config.notify_urls, notify_secret),
         });
         host.reload_catalog().await?;
@@ -378,6 +381,9 @@ impl Host {
 
     /// Tells waiters that an instance's status changed.
     pub(crate) fn announce(&self, instance_id: &str, status: RuntimeStatus) {
+        if status.is_terminal() {
+            self.finish_waiters.finished(instance_id);
+        }
         let _ = self.lifecycle.send(Lifecycle {
             instance_id: instance_id.to_string(),
             status,
@@ -391,21 +397,19 @@ impl Host {
         id: &str,
         timeout: Duration,
     ) -> Result<Option<InstanceRow>, StoreError> {
-        let mut changes = self.lifecycle.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
+            let mut finished = self.finish_waiters.register(id);
             match self.store.instance(id.to_string()).await? {
                 Some(row) if row.status.is_terminal() => return Ok(Some(row)),
                 Some(_) => {}
                 None => return Ok(None),
             }
-            loop {
-                match tokio::time::timeout_at(deadline, changes.recv()).await {
-                    Err(_) => return Ok(None),
-                    Ok(Ok(change)) if change.instance_id != id || !change.status.is_terminal() => {}
-                    // Our instance finished, or we fell behind: look again.
-                    Ok(_) => break,
-                }
+            if tokio::time::timeout_at(deadline, finished.wait())
+                .await
+                .is_err()
+            {
+                return Ok(None);
             }
         }
     }

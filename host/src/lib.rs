@@ -10,6 +10,7 @@ pub mod bench;
 pub mod client;
 pub mod engine;
 pub mod fake_sms;
+pub mod finish_waiters;
 pub mod host;
 pub mod notify;
 pub mod runtime;

@@ -35,6 +35,18 @@ pub async fn replay_history(
     Ok(())
 }
 
+/// Where a message stays durable until the episode that consumes it commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A row in the inbox, with its id.
+    Inbox(i64),
+    /// The outcome of the activity at this step, handed over straight from
+    /// the call: the activity's own row keeps it (a crash before the
+    /// consuming commit runs the activity again), so it needs no commit of
+    /// its own.
+    Activity(u32),
+}
+
 /// What an episode decided.
 pub struct Episode {
     pub commit: EpisodeCommit,
@@ -46,6 +58,8 @@ impl Episode {
     /// Nothing was consumed (every message is held while suspended).
     pub fn is_idle(&self) -> bool {
         self.commit.consumed.is_empty()
+            && self.commit.consumed_activities.is_empty()
+            && self.commit.held_activities.is_empty()
     }
 }
 
@@ -56,7 +70,7 @@ pub async fn run(
     mut guest: Option<&mut Orchestrator>,
     instance: &InstanceRow,
     history_len: usize,
-    messages: Vec<(i64, Message)>,
+    messages: Vec<(Origin, Message)>,
     build_fault: Option<GuestFault>,
 ) -> Episode {
     let now = now_ms();
@@ -71,11 +85,11 @@ pub async fn run(
     // While suspended, only resume and terminate act; everything else is
     // held in the inbox, and handled in arrival order once resumed.
     let mut suspended = instance.status == RuntimeStatus::Suspended;
-    let mut queue: VecDeque<(i64, Message)> = messages.into();
+    let mut queue: VecDeque<(Origin, Message)> = messages.into();
     let mut held = Vec::new();
-    while let Some((id, message)) = queue.pop_front() {
+    while let Some((origin, message)) = queue.pop_front() {
         if ep.finished() {
-            ep.commit.consumed.push(id);
+            ep.consume(origin);
             if let Some(restart) = &mut ep.commit.continue_as_new {
                 restart.carried.push(message);
             }
@@ -83,14 +97,14 @@ pub async fn run(
         }
         match message {
             Message::Terminate { reason } => {
-                ep.commit.consumed.push(id);
+                ep.consume(origin);
                 ep.push(HistoryEvent::ExecutionTerminated {
                     reason: reason.clone(),
                 });
                 ep.finish(RuntimeStatus::Terminated, json_string(&reason));
             }
             Message::Resume { reason } => {
-                ep.commit.consumed.push(id);
+                ep.consume(origin);
                 if suspended {
                     suspended = false;
                     ep.push(HistoryEvent::ExecutionResumed { reason });
@@ -99,18 +113,24 @@ pub async fn run(
                     }
                 }
             }
-            message if suspended => held.push((id, message)),
+            message if suspended => held.push((origin, message)),
             Message::Suspend { reason } => {
-                ep.commit.consumed.push(id);
+                ep.consume(origin);
                 suspended = true;
                 ep.push(HistoryEvent::ExecutionSuspended { reason });
             }
             message => {
-                ep.commit.consumed.push(id);
+                ep.consume(origin);
                 if let Some(guest) = guest.as_deref_mut() {
                     ep.deliver(guest, message).await;
                 }
             }
+        }
+    }
+    // Held outcomes not in the inbox go there now, to wait with the rest.
+    for (origin, message) in held {
+        if let Origin::Activity(seq) = origin {
+            ep.commit.held_activities.push((seq, message));
         }
     }
     if let (Some(restart), Some(guest)) = (&mut ep.commit.continue_as_new, guest.as_deref_mut()) {
@@ -156,6 +176,13 @@ impl<'a> Builder<'a> {
                 first_position: history_len,
                 ..EpisodeCommit::default()
             },
+        }
+    }
+
+    fn consume(&mut self, origin: Origin) {
+        match origin {
+            Origin::Inbox(id) => self.commit.consumed.push(id),
+            Origin::Activity(seq) => self.commit.consumed_activities.push(seq),
         }
     }
 

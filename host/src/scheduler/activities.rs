@@ -1,6 +1,7 @@
 //! The activity worker pool. Activities run at least once: the row stays in
-//! `activities` until its result is in the inbox, so a crash mid-run means a
-//! re-run after restart, and a committed result is never run again.
+//! `activities` until the episode that consumes its result commits (or the
+//! result is in the inbox), so a crash before then means a re-run after
+//! restart, and a consumed result is never run again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -120,10 +121,14 @@ async fn run_attempt(host: &Arc<Host>, activity: ActivityRow) {
             error: host.settings.redact(&error),
         },
     };
+    let Err(message) = host.dispatcher.activity_done(&id, seq, message) else {
+        return;
+    };
     match host
         .store
-        .complete_activity(id.clone(), seq, message.clone())
+        .complete_activities(id.clone(), vec![(seq, message.clone())])
         .await
+        .map(|ids| ids.first().copied().flatten())
     {
         Ok(Some(inbox_id)) => host.hand_over(&id, inbox_id, message),
         Ok(None) => {} // the instance finished meanwhile, or a re-run reported first

@@ -6,6 +6,13 @@
 //! memory with their inbox id, so a hot instance's episode needs no reads:
 //! its row and guest are in the cache, its messages in hand. Anything put in
 //! the inbox without a hand-over (`wake`) makes the next round read it.
+//!
+//! An activity's outcome skips the inbox: it is handed over straight from
+//! the call, and the episode that consumes it deletes the activity's row in
+//! its own commit (one commit per step instead of two). Until then the row
+//! keeps the call durable: a crash in between runs the activity again, as
+//! a crash during the call would. Whenever an outcome cannot stay in memory
+//! (a deep backlog, a suspended instance) it is committed to the inbox.
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -15,7 +22,7 @@ use std::time::Duration;
 use lru::LruCache;
 use tokio::sync::mpsc;
 
-use crate::engine::episode;
+use crate::engine::episode::{self, Origin};
 use crate::engine::history::{HistoryEvent, Message, RuntimeStatus};
 use crate::engine::replay::Replay;
 use crate::host::Host;
@@ -40,6 +47,8 @@ struct Hot {
 struct Work {
     /// Messages committed to the inbox and handed over, with their ids.
     messages: Vec<(i64, Message)>,
+    /// Activity outcomes handed over uncommitted, with the activity's step.
+    activities: Vec<(u32, Message)>,
     /// Something reached the inbox without a hand-over: read it.
     unknown: bool,
     /// The instance was just created here: no history yet, and this row.
@@ -56,7 +65,10 @@ struct Entry {
 
 impl Work {
     fn is_empty(&self) -> bool {
-        self.messages.is_empty() && !self.unknown && self.created.is_none()
+        self.messages.is_empty()
+            && self.activities.is_empty()
+            && !self.unknown
+            && self.created.is_none()
     }
 }
 
@@ -116,23 +128,42 @@ impl Dispatcher {
         });
     }
 
+    /// Hands over an activity's outcome before any commit; gives it back
+    /// when it cannot be kept in memory (then it goes to the inbox).
+    pub fn activity_done(&self, id: &str, seq: u32, outcome: Message) -> Result<(), Message> {
+        let mut active = self.active.lock().expect("dispatch table");
+        if self.too_deep(&active, id) {
+            return Err(outcome);
+        }
+        self.queue_round(&mut active, id).activities.push((seq, outcome));
+        Ok(())
+    }
+
     fn add_work(&self, id: &str, add: impl FnOnce(&mut Work)) {
         let mut active = self.active.lock().expect("dispatch table");
-        match active.get_mut(id) {
-            Some(entry) => add(&mut entry.work),
-            None => {
-                let mut entry = Entry::default();
-                if active.len() < HANDED_OVER_BACKLOG {
-                    add(&mut entry.work);
-                } else {
-                    // Deep in a burst: keep the id only; the round reads
-                    // its messages from the inbox.
-                    entry.work.unknown = true;
-                }
-                active.insert(id.to_string(), entry);
-                let _ = self.ready.send(id.to_string());
-            }
+        let too_deep = self.too_deep(&active, id);
+        let work = self.queue_round(&mut active, id);
+        if too_deep {
+            // Deep in a burst: keep the id only; the round reads its
+            // messages from the inbox.
+            work.unknown = true;
+        } else {
+            add(work);
         }
+    }
+
+    /// A new arrival past the backlog keeps nothing in memory.
+    fn too_deep(&self, active: &HashMap<String, Entry>, id: &str) -> bool {
+        active.len() >= HANDED_OVER_BACKLOG && !active.contains_key(id)
+    }
+
+    /// The instance's next round, queued if it was not yet.
+    fn queue_round<'a>(&self, active: &'a mut HashMap<String, Entry>, id: &str) -> &'a mut Work {
+        if !active.contains_key(id) {
+            active.insert(id.to_string(), Entry::default());
+            let _ = self.ready.send(id.to_string());
+        }
+        &mut active.get_mut(id).expect("queued above").work
     }
 
     /// The work for the next round, or `None` (and the instance leaves the
@@ -154,12 +185,14 @@ impl Dispatcher {
     }
 
     /// After a round that did not commit: its messages are still in the
-    /// inbox, so the next attempt reads them from there. Returns how long
-    /// to wait before that attempt.
-    fn retry_round(&self, id: &str) -> Duration {
+    /// inbox, so the next attempt reads them from there; its activity
+    /// outcomes are only here, so they go back first in line. Returns how
+    /// long to wait before that attempt.
+    fn retry_round(&self, id: &str, activities: Vec<(u32, Message)>) -> Duration {
         let mut active = self.active.lock().expect("dispatch table");
         let entry = active.entry(id.to_string()).or_default();
         entry.work.unknown = true;
+        entry.work.activities.splice(0..0, activities);
         entry.failures += 1;
         (FIRST_BACKOFF * 2u32.saturating_pow(entry.failures - 1)).min(MAX_BACKOFF)
     }
@@ -200,7 +233,7 @@ async fn drive(host: &Arc<Host>, id: String) {
             // The messages stay in the inbox; try again once the store may
             // have recovered (disk space freed, lock released), without
             // holding a worker meanwhile.
-            let backoff = host.dispatcher.retry_round(&id);
+            let backoff = host.dispatcher.retry_round(&id, work.activities);
             tracing::error!(instance = %id, %error, "episode not committed; retrying in {backoff:?}");
             let host = host.clone();
             tokio::spawn(async move {
@@ -235,7 +268,11 @@ async fn process(host: &Arc<Host>, id: &str, work: &Work) -> Result<(), StoreErr
             Some(Vec::new()),
         ),
         (None, _) => {
-            let cold = host.store.cold_round(id.to_string()).await?;
+            let outcomes_in_hand = !work.activities.is_empty();
+            let cold = host
+                .store
+                .cold_round(id.to_string(), outcomes_in_hand)
+                .await?;
             (cold.inbox, cold.instance, Some(cold.history))
         }
     };
@@ -247,6 +284,7 @@ async fn process(host: &Arc<Host>, id: &str, work: &Work) -> Result<(), StoreErr
     let instance = match instance {
         Some(instance) if !instance.status.is_terminal() => instance,
         _ => {
+            // (Its activity rows went when it finished.)
             let ids = messages.into_iter().map(|(id, _)| id).collect();
             return host.store.discard_messages(ids).await;
         }
@@ -267,7 +305,12 @@ async fn process(host: &Arc<Host>, id: &str, work: &Work) -> Result<(), StoreErr
         && !messages
             .iter()
             .any(|(_, m)| matches!(m, Message::Resume { .. } | Message::Terminate { .. }));
-    if messages.is_empty() || held {
+    if held && !work.activities.is_empty() {
+        host.store
+            .complete_activities(id.to_string(), work.activities.clone())
+            .await?;
+    }
+    if (messages.is_empty() && work.activities.is_empty()) || held {
         // Nothing new, or all of it held until resumed.
         if let Some(hot) = hot {
             keep(hot.guest, hot.history_len, hot.instance, !held);
@@ -279,8 +322,18 @@ async fn process(host: &Arc<Host>, id: &str, work: &Work) -> Result<(), StoreErr
         (None, history) => rebuild(host, &instance, history.unwrap_or_default()).await?,
     };
     let offered = messages.len();
+    let messages = messages
+        .into_iter()
+        .map(|(id, message)| (Origin::Inbox(id), message))
+        .chain(
+            work.activities
+                .iter()
+                .map(|(seq, outcome)| (Origin::Activity(*seq), outcome.clone())),
+        )
+        .collect();
     let mut episode = episode::run(guest.as_mut(), &instance, history_len, messages, fault).await;
-    let inbox_consumed = episode.commit.consumed.len() == offered;
+    let inbox_consumed =
+        episode.commit.consumed.len() == offered && episode.commit.held_activities.is_empty();
     if episode.is_idle() {
         if let Some(guest) = guest {
             keep(guest, history_len, instance, inbox_consumed);

@@ -85,13 +85,18 @@ impl Store {
     }
 
     /// What a round for an instance that is not in memory needs, in one
-    /// read: its inbox, its row and (when there is work for it) its history.
-    pub async fn cold_round(&self, id: String) -> Result<ColdRound, StoreError> {
+    /// read: its inbox, its row and (when there is work for it: inbox
+    /// messages, or `work_in_hand`) its history.
+    pub async fn cold_round(
+        &self,
+        id: String,
+        work_in_hand: bool,
+    ) -> Result<ColdRound, StoreError> {
         self.read(move |conn| {
             let inbox = read_inbox(conn, &id)?;
             let instance = read_instance(conn, &id)?;
             let runnable = instance.as_ref().is_some_and(|i| !i.status.is_terminal());
-            let history = if runnable && !inbox.is_empty() {
+            let history = if runnable && (work_in_hand || !inbox.is_empty()) {
                 read_history(conn, &id)?
             } else {
                 Vec::new()

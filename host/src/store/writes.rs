@@ -80,7 +80,14 @@ pub struct EpisodeCommit {
     /// Position of the first new event (the history's length before).
     pub first_position: usize,
     pub events: Vec<HistoryEvent>,
+    /// Inbox messages it consumed.
     pub consumed: Vec<i64>,
+    /// Activities whose outcome it consumed straight from the call: their
+    /// rows go now.
+    pub consumed_activities: Vec<u32>,
+    /// Outcomes handed over straight from the call that it held (the
+    /// instance is suspended): into the inbox with them.
+    pub held_activities: Vec<(u32, Message)>,
     pub activities: Vec<ActivityRow>,
     pub timers: Vec<(u32, i64)>,
     pub cancelled_timers: Vec<u32>,
@@ -171,6 +178,30 @@ fn insert_activity(conn: &Connection, a: &ActivityRow) -> rusqlite::Result<()> {
         a.run_at
     ])?;
     Ok(())
+}
+
+/// Deletes a finished activity's row; false if it was gone already.
+fn activity_done(conn: &Connection, id: &str, seq: u32) -> rusqlite::Result<bool> {
+    let removed = exec(
+        conn,
+        "DELETE FROM activities WHERE instance_id = ?1 AND seq = ?2",
+        params![id, seq],
+    )?;
+    Ok(removed == 1)
+}
+
+/// Moves an activity's outcome from its row to the inbox, returning its
+/// inbox id; `None` if the row was gone (the instance finished, or a re-run
+/// already reported).
+fn activity_outcome_to_inbox(
+    conn: &Connection,
+    id: &str,
+    seq: u32,
+    outcome: &Message,
+) -> rusqlite::Result<Option<i64>> {
+    activity_done(conn, id, seq)?
+        .then(|| insert_message(conn, id, outcome))
+        .transpose()
 }
 
 /// Continue-as-new: the instance keeps its id and starts over with a fresh
@@ -441,6 +472,12 @@ impl Store {
             for message in &commit.consumed {
                 consume.execute([message])?;
             }
+            for seq in &commit.consumed_activities {
+                activity_done(conn, id, *seq)?;
+            }
+            for (seq, outcome) in &commit.held_activities {
+                activity_outcome_to_inbox(conn, id, *seq, outcome)?;
+            }
             insert_notifications(conn, &commit.notifications)?;
             let now = now_ms();
             if let Some(restart) = &commit.continue_as_new {
@@ -496,24 +533,19 @@ impl Store {
         .await
     }
 
-    /// Records an activity's outcome in the inbox (returning its inbox id),
-    /// unless the call is no longer wanted (the instance finished, or a
-    /// re-run already reported).
-    pub async fn complete_activity(
+    /// Records activity outcomes in the inbox (returning their inbox ids),
+    /// except those no longer wanted (the instance finished, or a re-run
+    /// already reported).
+    pub async fn complete_activities(
         &self,
         id: String,
-        seq: u32,
-        message: Message,
-    ) -> Result<Option<i64>, StoreError> {
+        outcomes: Vec<(u32, Message)>,
+    ) -> Result<Vec<Option<i64>>, StoreError> {
         self.write(move |conn| {
-            let removed = exec(
-                conn,
-                "DELETE FROM activities WHERE instance_id = ?1 AND seq = ?2",
-                params![id, seq],
-            )?;
-            (removed == 1)
-                .then(|| insert_message(conn, &id, &message))
-                .transpose()
+            outcomes
+                .iter()
+                .map(|(seq, outcome)| activity_outcome_to_inbox(conn, &id, *seq, outcome))
+                .collect()
         })
         .await
     }
