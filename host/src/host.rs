@@ -344,7 +344,7 @@ impl Host {
                 let message = Message::Start {
                     input: row.input.clone(),
                 };
-                self.dispatcher.created(row, start, message);
+                self.dispatcher.created(*row, start, message);
                 Ok(())
             }
             CreateOutcome::Conflict(status) => Err(StartError::Conflict(format!(
@@ -435,6 +435,7 @@ impl Host {
             .into_iter()
             .map(|(seq, name, input, retry)| ActivityRow {
                 instance_id: id.to_string(),
+                instance_pk: row.pk,
                 seq,
                 version: row.version.clone(),
                 name,
@@ -447,7 +448,7 @@ impl Host {
         let rewound = self
             .store
             .rewind(
-                id.to_string(),
+                row.pk,
                 history,
                 activities.clone(),
                 Message::Rewind { reason },

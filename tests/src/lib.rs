@@ -396,6 +396,30 @@ impl Host {
         })
     }
 
+    /// Messages waiting in the instance's inbox, read from the database
+    /// file itself (what a restart would find there).
+    pub fn stored_inbox_len(&self, id: &str) -> usize {
+        let output = Command::new("python3")
+            .args([
+                "-c",
+                "import sqlite3, sys\n\
+                 c = sqlite3.connect(sys.argv[1])\n\
+                 print(c.execute('SELECT COUNT(*) FROM inbox WHERE instance_pk = \
+                 (SELECT pk FROM instances WHERE id = ?)', (sys.argv[2],)).fetchone()[0])",
+            ])
+            .arg(self.db())
+            .arg(id)
+            .output()
+            .expect("python3");
+        let text = String::from_utf8_lossy(&output.stdout);
+        text.trim().parse().unwrap_or_else(|_| {
+            panic!(
+                "cannot read the inbox: {text} {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })
+    }
+
     /// The `EventType` of each event in the instance's history, in order.
     pub fn history_kinds(&self, id: &str) -> Vec<String> {
         let history = self.status_with_history(id).body;

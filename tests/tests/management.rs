@@ -2,8 +2,9 @@
 //! filter, wait-for-completion starts, and the keyless RPC listener.
 
 use std::process::Command;
+use std::time::Duration;
 
-use durango_e2e::{durango_bin, request, Host, HostOptions, KEY};
+use durango_e2e::{durango_bin, request, wait_until, Host, HostOptions, KEY};
 use serde_json::json;
 
 const PREFIX: &str = "/runtime/webhooks/durabletask";
@@ -231,6 +232,36 @@ fn the_rpc_listener_refuses_non_loopback_addresses() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("loopback"), "{stderr}");
+}
+
+#[test]
+fn an_activity_that_finishes_while_its_instance_is_suspended_waits_in_the_inbox() {
+    let hook = durango_e2e::Webhook::start();
+    let mut host = Host::start(HostOptions::default());
+    let input = json!({"millis": 300, "url": hook.url}).to_string();
+    let id = host.start_orchestration("SlowStep", &input);
+    host.wait_history(&id, "ExecutionStarted", 1);
+    assert_eq!(post(&host, &format!("/instances/{id}/suspend")).status, 202);
+    host.wait_history(&id, "ExecutionSuspended", 1);
+    hook.wait_for("the activity to finish", |r| r.len() == 1);
+    // The outcome is held on disk, not only in memory, so a restart keeps
+    // it and the activity does not run again.
+    wait_until("the outcome to be stored", Duration::from_secs(10), || {
+        (host.stored_inbox_len(&id) == 1).then_some(())
+    });
+    host.restart();
+    assert_eq!(host.status(&id).body["runtimeStatus"], "Suspended");
+    assert_eq!(post(&host, &format!("/instances/{id}/resume")).status, 202);
+    assert_eq!(host.wait_finished(&id)["runtimeStatus"], "Completed");
+    let kinds = host.history_kinds(&id);
+    let at = |kind: &str| kinds.iter().position(|k| k == kind).unwrap();
+    assert!(
+        at("ExecutionSuspended") < at("ExecutionResumed")
+            && at("ExecutionResumed") < at("TaskCompleted"),
+        "{kinds:?}"
+    );
+    assert_eq!(hook.received().len(), 1, "the activity ran once");
+    assert_eq!(host.stored_inbox_len(&id), 0);
 }
 
 #[test]

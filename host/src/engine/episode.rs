@@ -173,6 +173,7 @@ impl<'a> Builder<'a> {
             instance,
             commit: EpisodeCommit {
                 instance_id: instance.id.clone(),
+                instance_pk: instance.pk,
                 first_position: history_len,
                 ..EpisodeCommit::default()
             },
@@ -252,6 +253,7 @@ impl<'a> Builder<'a> {
                 Action::Activity { name, input, retry } => {
                     self.commit.activities.push(ActivityRow {
                         instance_id: self.instance.id.clone(),
+                        instance_pk: self.instance.pk,
                         seq,
                         version: self.instance.version.clone(),
                         name: name.clone(),

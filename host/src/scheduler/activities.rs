@@ -103,7 +103,7 @@ async fn run_attempt(host: &Arc<Host>, activity: ActivityRow) {
             tracing::warn!(instance = %id, activity = %activity.name, attempt, %error, "activity failed; will retry");
             match host
                 .store
-                .retry_activity(id.clone(), seq, attempt, run_at)
+                .retry_activity(activity.instance_pk, seq, attempt, run_at)
                 .await
             {
                 Ok(true) => host.activities.submit(ActivityRow {
@@ -121,12 +121,12 @@ async fn run_attempt(host: &Arc<Host>, activity: ActivityRow) {
             error: host.settings.redact(&error),
         },
     };
-    let Err(message) = host.dispatcher.activity_done(&id, seq, message) else {
+    let Err(message) = host.dispatcher.activity_done(&activity, message) else {
         return;
     };
     match host
         .store
-        .complete_activities(id.clone(), vec![(seq, message.clone())])
+        .complete_activities(activity.instance_pk, vec![(seq, message.clone())])
         .await
         .map(|ids| ids.first().copied().flatten())
     {

@@ -28,7 +28,7 @@ use crate::engine::replay::Replay;
 use crate::host::Host;
 use crate::notify::Change;
 use crate::runtime::{GuestFault, Orchestrator};
-use crate::store::{InstanceRow, StoreError};
+use crate::store::{ActivityRow, InstanceRow, StoreError};
 
 struct Hot {
     guest: Orchestrator,
@@ -47,12 +47,22 @@ struct Hot {
 struct Work {
     /// Messages committed to the inbox and handed over, with their ids.
     messages: Vec<(i64, Message)>,
-    /// Activity outcomes handed over uncommitted, with the activity's step.
-    activities: Vec<(u32, Message)>,
+    /// Activity outcomes handed over uncommitted.
+    activities: Vec<ActivityOutcome>,
     /// Something reached the inbox without a hand-over: read it.
     unknown: bool,
     /// The instance was just created here: no history yet, and this row.
     created: Option<InstanceRow>,
+}
+
+/// An activity's outcome handed over straight from the call.
+#[derive(Clone)]
+struct ActivityOutcome {
+    /// Which instance under this id asked: a later one that took the id
+    /// does not get it.
+    instance_pk: i64,
+    seq: u32,
+    message: Message,
 }
 
 /// An instance in the dispatch table: its next round's work, and how many
@@ -130,12 +140,18 @@ impl Dispatcher {
 
     /// Hands over an activity's outcome before any commit; gives it back
     /// when it cannot be kept in memory (then it goes to the inbox).
-    pub fn activity_done(&self, id: &str, seq: u32, outcome: Message) -> Result<(), Message> {
+    pub fn activity_done(&self, activity: &ActivityRow, outcome: Message) -> Result<(), Message> {
+        let id = activity.instance_id.as_str();
         let mut active = self.active.lock().expect("dispatch table");
         if self.too_deep(&active, id) {
             return Err(outcome);
         }
-        self.queue_round(&mut active, id).activities.push((seq, outcome));
+        let outcome = ActivityOutcome {
+            instance_pk: activity.instance_pk,
+            seq: activity.seq,
+            message: outcome,
+        };
+        self.queue_round(&mut active, id).activities.push(outcome);
         Ok(())
     }
 
@@ -188,7 +204,7 @@ impl Dispatcher {
     /// inbox, so the next attempt reads them from there; its activity
     /// outcomes are only here, so they go back first in line. Returns how
     /// long to wait before that attempt.
-    fn retry_round(&self, id: &str, activities: Vec<(u32, Message)>) -> Duration {
+    fn retry_round(&self, id: &str, activities: Vec<ActivityOutcome>) -> Duration {
         let mut active = self.active.lock().expect("dispatch table");
         let entry = active.entry(id.to_string()).or_default();
         entry.work.unknown = true;
@@ -305,12 +321,19 @@ async fn process(host: &Arc<Host>, id: &str, work: &Work) -> Result<(), StoreErr
         && !messages
             .iter()
             .any(|(_, m)| matches!(m, Message::Resume { .. } | Message::Terminate { .. }));
-    if held && !work.activities.is_empty() {
+    let outcomes: Vec<(u32, Message)> = work
+        .activities
+        .iter()
+        .filter(|outcome| outcome.instance_pk == instance.pk)
+        .map(|outcome| (outcome.seq, outcome.message.clone()))
+        .collect();
+    if held && !outcomes.is_empty() {
+        // Held in the inbox with the rest, not in memory.
         host.store
-            .complete_activities(id.to_string(), work.activities.clone())
+            .complete_activities(instance.pk, outcomes.clone())
             .await?;
     }
-    if (messages.is_empty() && work.activities.is_empty()) || held {
+    if (messages.is_empty() && outcomes.is_empty()) || held {
         // Nothing new, or all of it held until resumed.
         if let Some(hot) = hot {
             keep(hot.guest, hot.history_len, hot.instance, !held);
@@ -326,9 +349,9 @@ async fn process(host: &Arc<Host>, id: &str, work: &Work) -> Result<(), StoreErr
         .into_iter()
         .map(|(id, message)| (Origin::Inbox(id), message))
         .chain(
-            work.activities
-                .iter()
-                .map(|(seq, outcome)| (Origin::Activity(*seq), outcome.clone())),
+            outcomes
+                .into_iter()
+                .map(|(seq, outcome)| (Origin::Activity(seq), outcome)),
         )
         .collect();
     let mut episode = episode::run(guest.as_mut(), &instance, history_len, messages, fault).await;

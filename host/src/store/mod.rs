@@ -130,7 +130,7 @@ impl Store {
         conn.execute_batch(&format!(
             "PRAGMA synchronous={sync}; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;"
         ))?;
-        conn.execute_batch(schema::SCHEMA)?;
+        schema::apply(&conn)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let (reads, queue) = mpsc::channel::<ReadJob>();
         let queue = Arc::new(Mutex::new(queue));

@@ -8,6 +8,9 @@ use crate::store::ActivityRow;
 
 #[derive(Debug, Clone)]
 pub struct InstanceRow {
+    /// Internal, never reused: tells an instance from a later one that
+    /// took the same id.
+    pub pk: i64,
     pub id: String,
     pub name: String,
     pub version: String,
@@ -39,8 +42,8 @@ pub struct InstanceFilter {
     pub limit: usize,
 }
 
-const INSTANCE_COLUMNS: &str =
-    "id, name, version, status, input, output, custom_status, created_at, updated_at, callback_url";
+const INSTANCE_COLUMNS: &str = "id, name, version, status, input, output, custom_status, \
+                                created_at, updated_at, callback_url, pk";
 
 fn instance_row(row: &Row<'_>) -> rusqlite::Result<InstanceRow> {
     let status: String = row.get(3)?;
@@ -55,6 +58,7 @@ fn instance_row(row: &Row<'_>) -> rusqlite::Result<InstanceRow> {
         created_at: row.get(7)?,
         updated_at: row.get(8)?,
         callback_url: row.get(9)?,
+        pk: row.get(10)?,
     })
 }
 
@@ -67,6 +71,7 @@ fn activity_row(row: &Row<'_>) -> rusqlite::Result<(ActivityRow, String)> {
     Ok((
         ActivityRow {
             instance_id: row.get(0)?,
+            instance_pk: row.get(8)?,
             seq: row.get(1)?,
             version: row.get(2)?,
             name: row.get(3)?,
@@ -164,7 +169,8 @@ impl Store {
     ) -> Result<Vec<(String, u32, i64)>, StoreError> {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT instance_id, seq, fire_at FROM timers WHERE fire_at > ?1 AND fire_at <= ?2",
+                "SELECT i.id, t.seq, t.fire_at FROM timers t JOIN instances i ON i.pk = t.instance_pk
+                  WHERE t.fire_at > ?1 AND t.fire_at <= ?2",
             )?;
             let rows = stmt.query_map([after, until], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -176,7 +182,8 @@ impl Store {
     pub async fn activities(&self) -> Result<Vec<ActivityRow>, StoreError> {
         self.read(|conn| {
             let mut stmt = conn.prepare(
-                "SELECT instance_id, seq, version, name, input, retry, attempt, run_at FROM activities",
+                "SELECT i.id, a.seq, a.version, a.name, a.input, a.retry, a.attempt, a.run_at, a.instance_pk
+                   FROM activities a JOIN instances i ON i.pk = a.instance_pk",
             )?;
             let rows = stmt.query_map([], activity_row)?;
             rows.map(|row| {
@@ -207,7 +214,9 @@ impl Store {
     /// Instances with messages waiting: the work left when the host stopped.
     pub async fn instances_with_messages(&self) -> Result<Vec<String>, StoreError> {
         self.read(|conn| {
-            let mut stmt = conn.prepare("SELECT DISTINCT instance_id FROM inbox")?;
+            let mut stmt = conn.prepare(
+                "SELECT id FROM instances WHERE pk IN (SELECT DISTINCT instance_pk FROM inbox)",
+            )?;
             let rows = stmt.query_map([], |r| r.get(0))?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
@@ -311,9 +320,11 @@ fn read_instance(conn: &Connection, id: &str) -> Result<Option<InstanceRow>, Sto
         .optional()?)
 }
 
-fn read_inbox(conn: &Connection, id: &str) -> Result<Vec<(i64, Message)>, StoreError> {
-    let mut stmt =
-        conn.prepare_cached("SELECT id, message FROM inbox WHERE instance_id = ?1 ORDER BY id")?;
+pub(crate) fn read_inbox(conn: &Connection, id: &str) -> Result<Vec<(i64, Message)>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, message FROM inbox
+          WHERE instance_pk = (SELECT pk FROM instances WHERE id = ?1) ORDER BY id",
+    )?;
     let rows = stmt.query_map([id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
     rows.map(|row| {
         let (id, json) = row?;
@@ -332,8 +343,10 @@ enum HistoryRow {
 }
 
 pub(crate) fn read_history(conn: &Connection, id: &str) -> Result<Vec<HistoryEvent>, StoreError> {
-    let mut stmt =
-        conn.prepare_cached("SELECT event FROM history WHERE instance_id = ?1 ORDER BY position")?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT event FROM history
+          WHERE instance_pk = (SELECT pk FROM instances WHERE id = ?1) ORDER BY position",
+    )?;
     let rows = stmt.query_map([id], |r| r.get::<_, String>(0))?;
     let mut history = Vec::new();
     for row in rows {
@@ -352,13 +365,19 @@ mod tests {
     #[test]
     fn history_reads_rows_of_many_events_and_older_rows_of_one() {
         let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(crate::store::schema::SCHEMA).unwrap();
+        crate::store::schema::apply(&conn).unwrap();
+        conn.execute(
+            "INSERT INTO instances (pk, id, name, version, status, input, created_at, updated_at)
+             VALUES (7, 'i', 'O', 'v', 'Running', 'null', 0, 0)",
+            [],
+        )
+        .unwrap();
         let event = |timestamp| HistoryEvent::OrchestratorStarted { timestamp };
         let one = serde_json::to_string(&event(1)).unwrap();
         let many = serde_json::to_string(&[event(2), event(3)]).unwrap();
         for (position, json) in [(0, one), (1, many)] {
             conn.execute(
-                "INSERT INTO history (instance_id, position, event) VALUES ('i', ?1, ?2)",
+                "INSERT INTO history (instance_pk, position, event) VALUES (7, ?1, ?2)",
                 params![position, json],
             )
             .unwrap();

@@ -7,7 +7,7 @@ use crate::engine::history::{HistoryEvent, Message, RetryPolicy, RuntimeStatus};
 
 pub enum CreateOutcome {
     /// The new row, and the inbox id of its start message.
-    Created(InstanceRow, i64),
+    Created(Box<InstanceRow>, i64),
     /// An instance with that id exists and has not finished.
     Conflict(RuntimeStatus),
 }
@@ -24,6 +24,9 @@ pub enum EnqueueOutcome {
 #[derive(Debug, Clone)]
 pub struct ActivityRow {
     pub instance_id: String,
+    /// The instance's internal key: an outcome for an instance since
+    /// replaced under the same id finds no row and is dropped.
+    pub instance_pk: i64,
     pub seq: u32,
     pub version: String,
     pub name: String,
@@ -77,6 +80,7 @@ pub struct ContinueAsNew {
 #[derive(Debug, Default)]
 pub struct EpisodeCommit {
     pub instance_id: String,
+    pub instance_pk: i64,
     /// Position of the first new event (the history's length before).
     pub first_position: usize,
     pub events: Vec<HistoryEvent>,
@@ -104,10 +108,21 @@ pub struct EpisodeCommit {
 #[derive(Debug, Default)]
 pub struct Woken(pub Vec<String>);
 
-fn status_of(conn: &Connection, id: &str) -> rusqlite::Result<Option<RuntimeStatus>> {
+/// The instance's internal key and status.
+fn find(conn: &Connection, id: &str) -> rusqlite::Result<Option<(i64, RuntimeStatus)>> {
+    let found: Option<(i64, String)> = conn
+        .prepare_cached("SELECT pk, status FROM instances WHERE id = ?1")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(found.and_then(|(pk, status)| Some((pk, RuntimeStatus::parse(&status)?))))
+}
+
+/// The status of the instance with this internal key: `None` once it is
+/// gone, even if another took its id since.
+fn status_by_pk(conn: &Connection, pk: i64) -> rusqlite::Result<Option<RuntimeStatus>> {
     let status: Option<String> = conn
-        .prepare_cached("SELECT status FROM instances WHERE id = ?1")?
-        .query_row([id], |r| r.get(0))
+        .prepare_cached("SELECT status FROM instances WHERE pk = ?1")?
+        .query_row([pk], |r| r.get(0))
         .optional()?;
     Ok(status.and_then(|s| RuntimeStatus::parse(&s)))
 }
@@ -122,7 +137,7 @@ fn exec<P: rusqlite::Params>(conn: &Connection, sql: &str, params: P) -> rusqlit
 /// commit writes one history row however many events its episode made.
 fn append_history(
     conn: &Connection,
-    id: &str,
+    pk: i64,
     first_position: usize,
     events: &[HistoryEvent],
 ) -> rusqlite::Result<()> {
@@ -132,19 +147,19 @@ fn append_history(
     let json = serde_json::to_string(events).expect("history events serialize");
     exec(
         conn,
-        "INSERT INTO history (instance_id, position, event) VALUES (?1, ?2, ?3)",
-        params![id, first_position as i64, json],
+        "INSERT INTO history (instance_pk, position, event) VALUES (?1, ?2, ?3)",
+        params![pk, first_position as i64, json],
     )?;
     Ok(())
 }
 
 /// Returns the message's inbox id.
-fn insert_message(conn: &Connection, id: &str, message: &Message) -> rusqlite::Result<i64> {
+fn insert_message(conn: &Connection, pk: i64, message: &Message) -> rusqlite::Result<i64> {
     let json = serde_json::to_string(message).expect("messages serialize");
     exec(
         conn,
-        "INSERT INTO inbox (instance_id, message) VALUES (?1, ?2)",
-        params![id, json],
+        "INSERT INTO inbox (instance_pk, message) VALUES (?1, ?2)",
+        params![pk, json],
     )?;
     Ok(conn.last_insert_rowid())
 }
@@ -164,11 +179,11 @@ fn insert_activity(conn: &Connection, a: &ActivityRow) -> rusqlite::Result<()> {
     let retry = serde_json::to_string(&a.retry).expect("retry policy serializes");
     conn.prepare_cached(
         "INSERT OR REPLACE INTO activities
-           (instance_id, seq, version, name, input, retry, attempt, run_at)
+           (instance_pk, seq, version, name, input, retry, attempt, run_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
     .execute(params![
-        a.instance_id,
+        a.instance_pk,
         a.seq,
         a.version,
         a.name,
@@ -181,11 +196,11 @@ fn insert_activity(conn: &Connection, a: &ActivityRow) -> rusqlite::Result<()> {
 }
 
 /// Deletes a finished activity's row; false if it was gone already.
-fn activity_done(conn: &Connection, id: &str, seq: u32) -> rusqlite::Result<bool> {
+fn activity_done(conn: &Connection, pk: i64, seq: u32) -> rusqlite::Result<bool> {
     let removed = exec(
         conn,
-        "DELETE FROM activities WHERE instance_id = ?1 AND seq = ?2",
-        params![id, seq],
+        "DELETE FROM activities WHERE instance_pk = ?1 AND seq = ?2",
+        params![pk, seq],
     )?;
     Ok(removed == 1)
 }
@@ -195,67 +210,135 @@ fn activity_done(conn: &Connection, id: &str, seq: u32) -> rusqlite::Result<bool
 /// already reported).
 fn activity_outcome_to_inbox(
     conn: &Connection,
-    id: &str,
+    pk: i64,
     seq: u32,
     outcome: &Message,
 ) -> rusqlite::Result<Option<i64>> {
-    activity_done(conn, id, seq)?
-        .then(|| insert_message(conn, id, outcome))
+    activity_done(conn, pk, seq)?
+        .then(|| insert_message(conn, pk, outcome))
         .transpose()
 }
 
 /// Continue-as-new: the instance keeps its id and starts over with a fresh
 /// history; unconsumed events follow its start message.
-fn start_over(conn: &Connection, id: &str, restart: &ContinueAsNew) -> rusqlite::Result<()> {
+fn start_over(conn: &Connection, pk: i64, restart: &ContinueAsNew) -> rusqlite::Result<()> {
     for table in ["history", "activities", "timers"] {
         exec(
             conn,
-            &format!("DELETE FROM {table} WHERE instance_id = ?1"),
-            [id],
+            &format!("DELETE FROM {table} WHERE instance_pk = ?1"),
+            [pk],
         )?;
     }
     // Messages still queued (arrived during the episode) go after the
     // carried ones, keeping arrival order.
     let queued: Vec<(i64, String)> = {
         let mut stmt = conn
-            .prepare_cached("SELECT id, message FROM inbox WHERE instance_id = ?1 ORDER BY id")?;
-        let rows = stmt.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            .prepare_cached("SELECT id, message FROM inbox WHERE instance_pk = ?1 ORDER BY id")?;
+        let rows = stmt.query_map([pk], |r| Ok((r.get(0)?, r.get(1)?)))?;
         rows.collect::<rusqlite::Result<_>>()?
     };
-    exec(conn, "DELETE FROM inbox WHERE instance_id = ?1", [id])?;
+    exec(conn, "DELETE FROM inbox WHERE instance_pk = ?1", [pk])?;
     insert_message(
         conn,
-        id,
+        pk,
         &Message::Start {
             input: restart.input.clone(),
         },
     )?;
     for message in &restart.carried {
-        insert_message(conn, id, message)?;
+        insert_message(conn, pk, message)?;
     }
     for (_, json) in queued {
         exec(
             conn,
-            "INSERT INTO inbox (instance_id, message) VALUES (?1, ?2)",
-            params![id, json],
+            "INSERT INTO inbox (instance_pk, message) VALUES (?1, ?2)",
+            params![pk, json],
         )?;
     }
     exec(
         conn,
         "UPDATE instances SET status = 'ContinuedAsNew', input = ?2, output = NULL,
-                              updated_at = ?3 WHERE id = ?1",
-        params![id, restart.input, now_ms()],
+                              updated_at = ?3 WHERE pk = ?1",
+        params![pk, restart.input, now_ms()],
     )?;
     Ok(())
 }
 
+/// A new instance's row (and start message), replacing a finished one of
+/// the same id: returns its row and the start message's inbox id, or the
+/// status of the unfinished instance that holds the id.
+fn insert_instance(
+    conn: &Connection,
+    new: NewInstance<'_>,
+) -> rusqlite::Result<Result<(InstanceRow, i64), RuntimeStatus>> {
+    if let Some((pk, status)) = find(conn, new.id)? {
+        if !status.is_terminal() {
+            return Ok(Err(status));
+        }
+        delete_instance_rows(conn, pk)?;
+    }
+    let now = now_ms();
+    exec(
+        conn,
+        "INSERT INTO instances (id, name, version, status, input, created_at, updated_at,
+                               callback_url, parent_id, parent_seq)
+         VALUES (?1, ?2, ?3, 'Pending', ?4, ?5, ?5, ?6, ?7, ?8)",
+        params![
+            new.id,
+            new.name,
+            new.version,
+            new.input,
+            now,
+            new.callback_url,
+            new.parent.map(|(id, _)| id),
+            new.parent.map(|(_, seq)| seq)
+        ],
+    )?;
+    let pk = conn.last_insert_rowid();
+    let start = insert_message(
+        conn,
+        pk,
+        &Message::Start {
+            input: new.input.to_string(),
+        },
+    )?;
+    let row = InstanceRow {
+        pk,
+        id: new.id.to_string(),
+        name: new.name.to_string(),
+        version: new.version.to_string(),
+        status: RuntimeStatus::Pending,
+        input: new.input.to_string(),
+        output: None,
+        custom_status: None,
+        created_at: now,
+        updated_at: now,
+        callback_url: new.callback_url.map(str::to_string),
+    };
+    Ok(Ok((row, start)))
+}
+
+struct NewInstance<'a> {
+    id: &'a str,
+    name: &'a str,
+    version: &'a str,
+    input: &'a str,
+    callback_url: Option<&'a str>,
+    /// The parent's id and the step that awaits this child.
+    parent: Option<(&'a str, u32)>,
+}
+
 /// Creates a sub-orchestration, or fails its task at once when it cannot
 /// start. Returns the instance to wake (the child, or the parent).
-fn start_child(conn: &Connection, parent: &str, child: &ChildStart) -> rusqlite::Result<String> {
+fn start_child(
+    conn: &Connection,
+    (parent, parent_pk): (&str, i64),
+    child: &ChildStart,
+) -> rusqlite::Result<String> {
     let refuse = |error: String| -> rusqlite::Result<String> {
         insert_message(
             conn,
-            parent,
+            parent_pk,
             &Message::TaskFailed {
                 seq: child.parent_seq,
                 error,
@@ -266,64 +349,46 @@ fn start_child(conn: &Connection, parent: &str, child: &ChildStart) -> rusqlite:
     let Some(version) = &child.version else {
         return refuse(format!("no orchestrator named {} is deployed", child.name));
     };
-    match status_of(conn, &child.id)? {
-        Some(status) if !status.is_terminal() => {
-            return refuse(format!(
-                "sub-orchestration instance {} already exists and is {}",
-                child.id,
-                status.as_str()
-            ));
-        }
-        Some(_) => delete_instance_rows(conn, &child.id)?,
-        None => {}
-    }
-    let now = now_ms();
-    exec(
-        conn,
-        "INSERT INTO instances
-           (id, name, version, status, input, created_at, updated_at, parent_id, parent_seq)
-         VALUES (?1, ?2, ?3, 'Pending', ?4, ?5, ?5, ?6, ?7)",
-        params![
+    let new = NewInstance {
+        id: &child.id,
+        name: &child.name,
+        version,
+        input: &child.input,
+        callback_url: None,
+        parent: Some((parent, child.parent_seq)),
+    };
+    match insert_instance(conn, new)? {
+        Ok(_) => Ok(child.id.clone()),
+        Err(status) => refuse(format!(
+            "sub-orchestration instance {} already exists and is {}",
             child.id,
-            child.name,
-            version,
-            child.input,
-            now,
-            parent,
-            child.parent_seq
-        ],
-    )?;
-    insert_message(
-        conn,
-        &child.id,
-        &Message::Start {
-            input: child.input.clone(),
-        },
-    )?;
-    Ok(child.id.clone())
+            status.as_str()
+        )),
+    }
 }
 
 /// A finished sub-orchestration's outcome goes to its parent's inbox.
 /// Returns the parent to wake, if it still runs.
 fn report_to_parent(
     conn: &Connection,
-    id: &str,
+    (id, pk): (&str, i64),
     status: RuntimeStatus,
     output: Option<&str>,
 ) -> rusqlite::Result<Option<String>> {
     let parent: Option<(Option<String>, Option<u32>)> = conn
         .query_row(
-            "SELECT parent_id, parent_seq FROM instances WHERE id = ?1",
-            [id],
+            "SELECT parent_id, parent_seq FROM instances WHERE pk = ?1",
+            [pk],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?;
     let Some((Some(parent), Some(seq))) = parent else {
         return Ok(None);
     };
-    if status_of(conn, &parent)?.is_none_or(RuntimeStatus::is_terminal) {
-        return Ok(None);
-    }
+    let parent_pk = match find(conn, &parent)? {
+        Some((parent_pk, status)) if !status.is_terminal() => parent_pk,
+        _ => return Ok(None),
+    };
     let output = output.unwrap_or("null");
     let reason = || serde_json::from_str::<String>(output).unwrap_or_else(|_| output.to_string());
     let message = match status {
@@ -340,20 +405,20 @@ fn report_to_parent(
             error: format!("sub-orchestration {id} failed: {}", reason()),
         },
     };
-    insert_message(conn, &parent, &message)?;
+    insert_message(conn, parent_pk, &message)?;
     Ok(Some(parent))
 }
 
 /// Removes every row an instance owns.
-fn delete_instance_rows(conn: &Connection, id: &str) -> rusqlite::Result<()> {
+fn delete_instance_rows(conn: &Connection, pk: i64) -> rusqlite::Result<()> {
     for table in ["history", "inbox", "activities", "timers"] {
         exec(
             conn,
-            &format!("DELETE FROM {table} WHERE instance_id = ?1"),
-            [id],
+            &format!("DELETE FROM {table} WHERE instance_pk = ?1"),
+            [pk],
         )?;
     }
-    exec(conn, "DELETE FROM instances WHERE id = ?1", [id])?;
+    exec(conn, "DELETE FROM instances WHERE pk = ?1", [pk])?;
     Ok(())
 }
 
@@ -407,41 +472,21 @@ impl Store {
         notifications: Vec<Notification>,
     ) -> Result<CreateOutcome, StoreError> {
         self.write(move |conn| {
-            if let Some(status) = status_of(conn, &id)? {
-                if !status.is_terminal() {
-                    return Ok(CreateOutcome::Conflict(status));
-                }
-                delete_instance_rows(conn, &id)?;
-            }
-            let now = now_ms();
-            exec(
-                conn,
-                "INSERT INTO instances
-                   (id, name, version, status, input, created_at, updated_at, callback_url)
-                 VALUES (?1, ?2, ?3, 'Pending', ?4, ?5, ?5, ?6)",
-                params![id, name, version, input, now, callback_url],
-            )?;
-            let start = insert_message(
-                conn,
-                &id,
-                &Message::Start {
-                    input: input.clone(),
-                },
-            )?;
-            insert_notifications(conn, &notifications)?;
-            let row = InstanceRow {
-                id: id.clone(),
-                name: name.clone(),
-                version: version.clone(),
-                status: RuntimeStatus::Pending,
-                input: input.clone(),
-                output: None,
-                custom_status: None,
-                created_at: now,
-                updated_at: now,
-                callback_url: callback_url.clone(),
+            let new = NewInstance {
+                id: &id,
+                name: &name,
+                version: &version,
+                input: &input,
+                callback_url: callback_url.as_deref(),
+                parent: None,
             };
-            Ok(CreateOutcome::Created(row, start))
+            match insert_instance(conn, new)? {
+                Ok((row, start)) => {
+                    insert_notifications(conn, &notifications)?;
+                    Ok(CreateOutcome::Created(Box::new(row), start))
+                }
+                Err(status) => Ok(CreateOutcome::Conflict(status)),
+            }
         })
         .await
     }
@@ -452,10 +497,10 @@ impl Store {
         id: String,
         message: Message,
     ) -> Result<EnqueueOutcome, StoreError> {
-        self.write(move |conn| match status_of(conn, &id)? {
+        self.write(move |conn| match find(conn, &id)? {
             None => Ok(EnqueueOutcome::NotFound),
-            Some(status) if status.is_terminal() => Ok(EnqueueOutcome::Terminal(status)),
-            Some(_) => Ok(EnqueueOutcome::Queued(insert_message(conn, &id, &message)?)),
+            Some((_, status)) if status.is_terminal() => Ok(EnqueueOutcome::Terminal(status)),
+            Some((pk, _)) => Ok(EnqueueOutcome::Queued(insert_message(conn, pk, &message)?)),
         })
         .await
     }
@@ -463,53 +508,53 @@ impl Store {
     /// Commits an episode; returns the other instances it sent messages to.
     pub async fn commit_episode(&self, commit: EpisodeCommit) -> Result<Woken, StoreError> {
         self.write(move |conn| {
-            let id = commit.instance_id.as_str();
+            let (id, pk) = (commit.instance_id.as_str(), commit.instance_pk);
             let mut woken = Woken::default();
-            if status_of(conn, id)?.is_none() {
-                return Ok(woken); // purged while the episode ran
+            if status_by_pk(conn, pk)?.is_none() {
+                return Ok(woken); // purged (or replaced) while the episode ran
             }
             let mut consume = conn.prepare_cached("DELETE FROM inbox WHERE id = ?1")?;
             for message in &commit.consumed {
                 consume.execute([message])?;
             }
             for seq in &commit.consumed_activities {
-                activity_done(conn, id, *seq)?;
+                activity_done(conn, pk, *seq)?;
             }
             for (seq, outcome) in &commit.held_activities {
-                activity_outcome_to_inbox(conn, id, *seq, outcome)?;
+                activity_outcome_to_inbox(conn, pk, *seq, outcome)?;
             }
             insert_notifications(conn, &commit.notifications)?;
             let now = now_ms();
             if let Some(restart) = &commit.continue_as_new {
-                start_over(conn, id, restart)?;
+                start_over(conn, pk, restart)?;
                 woken.0.push(id.to_string());
                 return Ok(woken);
             }
-            append_history(conn, id, commit.first_position, &commit.events)?;
+            append_history(conn, pk, commit.first_position, &commit.events)?;
             if let Some(status) = commit.status.filter(|s| s.is_terminal()) {
-                exec(conn, "DELETE FROM timers WHERE instance_id = ?1", [id])?;
-                exec(conn, "DELETE FROM activities WHERE instance_id = ?1", [id])?;
-                if let Some(parent) = report_to_parent(conn, id, status, commit.output.as_deref())?
-                {
+                exec(conn, "DELETE FROM timers WHERE instance_pk = ?1", [pk])?;
+                exec(conn, "DELETE FROM activities WHERE instance_pk = ?1", [pk])?;
+                let output = commit.output.as_deref();
+                if let Some(parent) = report_to_parent(conn, (id, pk), status, output)? {
                     woken.0.push(parent);
                 }
             } else {
                 let mut timer = conn.prepare_cached(
-                    "INSERT OR REPLACE INTO timers (instance_id, seq, fire_at) VALUES (?1, ?2, ?3)",
+                    "INSERT OR REPLACE INTO timers (instance_pk, seq, fire_at) VALUES (?1, ?2, ?3)",
                 )?;
                 for (seq, fire_at) in &commit.timers {
-                    timer.execute(params![id, seq, fire_at])?;
+                    timer.execute(params![pk, seq, fire_at])?;
                 }
                 let mut cancel =
-                    conn.prepare_cached("DELETE FROM timers WHERE instance_id = ?1 AND seq = ?2")?;
+                    conn.prepare_cached("DELETE FROM timers WHERE instance_pk = ?1 AND seq = ?2")?;
                 for seq in &commit.cancelled_timers {
-                    cancel.execute(params![id, seq])?;
+                    cancel.execute(params![pk, seq])?;
                 }
                 for a in &commit.activities {
                     insert_activity(conn, a)?;
                 }
                 for child in &commit.children {
-                    woken.0.push(start_child(conn, id, child)?);
+                    woken.0.push(start_child(conn, (id, pk), child)?);
                 }
             }
             exec(
@@ -518,9 +563,9 @@ impl Store {
                                       output = COALESCE(?3, output),
                                       custom_status = CASE WHEN ?4 THEN ?5 ELSE custom_status END,
                                       updated_at = ?6
-                 WHERE id = ?1",
+                 WHERE pk = ?1",
                 params![
-                    id,
+                    pk,
                     commit.status.map(RuntimeStatus::as_str),
                     commit.output,
                     commit.custom_status.is_some(),
@@ -538,13 +583,13 @@ impl Store {
     /// already reported).
     pub async fn complete_activities(
         &self,
-        id: String,
+        instance_pk: i64,
         outcomes: Vec<(u32, Message)>,
     ) -> Result<Vec<Option<i64>>, StoreError> {
         self.write(move |conn| {
             outcomes
                 .iter()
-                .map(|(seq, outcome)| activity_outcome_to_inbox(conn, &id, *seq, outcome))
+                .map(|(seq, outcome)| activity_outcome_to_inbox(conn, instance_pk, *seq, outcome))
                 .collect()
         })
         .await
@@ -553,7 +598,7 @@ impl Store {
     /// Notes a failed attempt and when to try again.
     pub async fn retry_activity(
         &self,
-        id: String,
+        instance_pk: i64,
         seq: u32,
         attempt: u32,
         run_at: i64,
@@ -561,8 +606,8 @@ impl Store {
         self.write(move |conn| {
             let changed = exec(
                 conn,
-                "UPDATE activities SET attempt = ?3, run_at = ?4 WHERE instance_id = ?1 AND seq = ?2",
-                params![id, seq, attempt, run_at],
+                "UPDATE activities SET attempt = ?3, run_at = ?4 WHERE instance_pk = ?1 AND seq = ?2",
+                params![instance_pk, seq, attempt, run_at],
             )?;
             Ok(changed == 1)
         })
@@ -573,13 +618,16 @@ impl Store {
     /// was cancelled or its instance finished meanwhile.
     pub async fn fire_timer(&self, id: String, seq: u32) -> Result<Option<i64>, StoreError> {
         self.write(move |conn| {
+            let Some((pk, _)) = find(conn, &id)? else {
+                return Ok(None);
+            };
             let removed = exec(
                 conn,
-                "DELETE FROM timers WHERE instance_id = ?1 AND seq = ?2",
-                params![id, seq],
+                "DELETE FROM timers WHERE instance_pk = ?1 AND seq = ?2",
+                params![pk, seq],
             )?;
             (removed == 1)
-                .then(|| insert_message(conn, &id, &Message::TimerFired { seq }))
+                .then(|| insert_message(conn, pk, &Message::TimerFired { seq }))
                 .transpose()
         })
         .await
@@ -600,9 +648,11 @@ impl Store {
     /// Deletes an instance and everything it owns; false if there was none.
     pub async fn purge_instance(&self, id: String) -> Result<bool, StoreError> {
         self.write(move |conn| {
-            let existed = status_of(conn, &id)?.is_some();
-            delete_instance_rows(conn, &id)?;
-            Ok(existed)
+            let Some((pk, _)) = find(conn, &id)? else {
+                return Ok(false);
+            };
+            delete_instance_rows(conn, pk)?;
+            Ok(true)
         })
         .await
     }
@@ -612,26 +662,26 @@ impl Store {
     /// instance is no longer Failed.
     pub async fn rewind(
         &self,
-        id: String,
+        pk: i64,
         history: Vec<HistoryEvent>,
         activities: Vec<ActivityRow>,
         message: Message,
     ) -> Result<bool, StoreError> {
         self.write(move |conn| {
-            if status_of(conn, &id)? != Some(RuntimeStatus::Failed) {
+            if status_by_pk(conn, pk)? != Some(RuntimeStatus::Failed) {
                 return Ok(false);
             }
-            exec(conn, "DELETE FROM history WHERE instance_id = ?1", [&id])?;
-            append_history(conn, &id, 0, &history)?;
+            exec(conn, "DELETE FROM history WHERE instance_pk = ?1", [pk])?;
+            append_history(conn, pk, 0, &history)?;
             for a in &activities {
                 insert_activity(conn, a)?;
             }
             exec(
                 conn,
-                "UPDATE instances SET status = 'Running', output = NULL, updated_at = ?2 WHERE id = ?1",
-                params![id, now_ms()],
+                "UPDATE instances SET status = 'Running', output = NULL, updated_at = ?2 WHERE pk = ?1",
+                params![pk, now_ms()],
             )?;
-            insert_message(conn, &id, &message)?;
+            insert_message(conn, pk, &message)?;
             Ok(true)
         })
         .await
@@ -648,19 +698,19 @@ impl Store {
         self.write(move |conn| {
             let names: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
             let names = serde_json::to_string(&names).expect("strings serialize");
-            let ids: Vec<String> = {
+            let pks: Vec<i64> = {
                 let mut stmt = conn.prepare(
-                    "SELECT id FROM instances
+                    "SELECT pk FROM instances
                       WHERE created_at >= ?1 AND (?2 IS NULL OR created_at <= ?2)
                         AND status IN (SELECT value FROM json_each(?3))",
                 )?;
                 let rows = stmt.query_map(params![from, to, names], |r| r.get(0))?;
                 rows.collect::<rusqlite::Result<_>>()?
             };
-            for id in &ids {
-                delete_instance_rows(conn, id)?;
+            for pk in &pks {
+                delete_instance_rows(conn, *pk)?;
             }
-            Ok(ids.len())
+            Ok(pks.len())
         })
         .await
     }
