@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, oneshot};
 
 use crate::engine::history::{Message, RuntimeStatus};
 use crate::engine::rewind;
@@ -14,7 +14,7 @@ use crate::finish_waiters::FinishWaiters;
 use crate::notify::{self, Change, Notifier};
 use crate::runtime::{FunctionInfo, GuestFault, GuestLimits, Runtime};
 use crate::scheduler::activities::{activity_queue, ActivityQueue};
-use crate::scheduler::dispatch::{Dispatcher, CONCURRENT_EPISODES};
+use crate::scheduler::dispatch::{Dispatcher, Starting, CONCURRENT_EPISODES};
 use crate::scheduler::timers::{timer_queue, TimerQueue};
 use crate::settings::Settings;
 use crate::store::{
@@ -322,22 +322,63 @@ impl Host {
             detail: None,
             callback_url: callback_url.as_deref(),
         });
+        let now = now_ms();
+        let row = InstanceRow {
+            pk: 0,
+            id: id.clone(),
+            name: orchestrator.to_string(),
+            version,
+            status: RuntimeStatus::Pending,
+            input,
+            output: None,
+            custom_status: None,
+            created_at: now,
+            updated_at: now,
+            callback_url,
+        };
+        let (reply, answer) = oneshot::channel();
+        let starting = Starting {
+            row,
+            notifications,
+            reply,
+        };
+        let outcome = match self.dispatcher.start_at_once(starting) {
+            Ok(()) => answer.await.unwrap_or(Err(StoreError::Stopped)),
+            Err(starting) => self.create_then_start(*starting).await,
+        };
+        match outcome.map_err(StartError::Store)? {
+            Ok(()) => Ok(()),
+            Err(status) => Err(StartError::Conflict(format!(
+                "instance {id} already exists and is {}",
+                status.as_str()
+            ))),
+        }
+    }
+
+    /// The start in two commits: the row and its start message first, the
+    /// first episode after.
+    async fn create_then_start(
+        &self,
+        starting: Starting,
+    ) -> Result<Result<(), RuntimeStatus>, StoreError> {
+        let Starting {
+            row, notifications, ..
+        } = starting;
         let notify = !notifications.is_empty();
         let outcome = self
             .store
             .create_instance(
-                id.clone(),
-                orchestrator.to_string(),
-                version,
-                input,
-                callback_url,
+                row.id.clone(),
+                row.name,
+                row.version,
+                row.input,
+                row.callback_url,
                 notifications,
             )
-            .await
-            .map_err(StartError::Store)?;
+            .await?;
         match outcome {
             CreateOutcome::Created(row, start) => {
-                self.announce(&id, RuntimeStatus::Pending);
+                self.announce(&row.id, RuntimeStatus::Pending);
                 if notify {
                     self.notifier.wake();
                 }
@@ -345,12 +386,9 @@ impl Host {
                     input: row.input.clone(),
                 };
                 self.dispatcher.created(*row, start, message);
-                Ok(())
+                Ok(Ok(()))
             }
-            CreateOutcome::Conflict(status) => Err(StartError::Conflict(format!(
-                "instance {id} already exists and is {}",
-                status.as_str()
-            ))),
+            CreateOutcome::Conflict(status) => Ok(Err(status)),
         }
     }
 

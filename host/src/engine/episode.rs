@@ -45,6 +45,8 @@ pub enum Origin {
     /// consuming commit runs the activity again), so it needs no commit of
     /// its own.
     Activity(u32),
+    /// The start of an instance this episode's commit creates.
+    Created,
 }
 
 /// What an episode decided.
@@ -184,6 +186,7 @@ impl<'a> Builder<'a> {
         match origin {
             Origin::Inbox(id) => self.commit.consumed.push(id),
             Origin::Activity(seq) => self.commit.consumed_activities.push(seq),
+            Origin::Created => {}
         }
     }
 

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lru::LruCache;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::engine::episode::{self, Origin};
 use crate::engine::history::{HistoryEvent, Message, RuntimeStatus};
@@ -28,10 +28,12 @@ use crate::engine::replay::Replay;
 use crate::host::Host;
 use crate::notify::Change;
 use crate::runtime::{GuestFault, Orchestrator};
-use crate::store::{ActivityRow, InstanceRow, StoreError};
+use crate::store::{ActivityRow, InstanceRow, Notification, StoreError};
 
-struct Hot {
-    guest: Orchestrator,
+/// A waiting instance kept in memory (`G`: its guest; `()` while it is
+/// being committed).
+struct Hot<G = Orchestrator> {
+    guest: G,
     history_len: usize,
     instance: InstanceRow,
     /// Highest inbox id a read returned: a hand-over at or below it was
@@ -53,6 +55,19 @@ struct Work {
     unknown: bool,
     /// The instance was just created here: no history yet, and this row.
     created: Option<InstanceRow>,
+    /// The instance is to be created by its first episode's commit.
+    starting: Option<Starting>,
+}
+
+/// A start whose instance does not exist yet: its first episode runs at
+/// once and the row is created in that episode's commit (one commit, not
+/// two, before the guest's first step is durable).
+pub struct Starting {
+    pub row: InstanceRow,
+    /// Lifecycle notifications of the start.
+    pub notifications: Vec<Notification>,
+    /// Created, or the status of an unfinished instance holding the id.
+    pub reply: oneshot::Sender<Result<Result<(), RuntimeStatus>, StoreError>>,
 }
 
 /// An activity's outcome handed over straight from the call.
@@ -79,6 +94,7 @@ impl Work {
             && self.activities.is_empty()
             && !self.unknown
             && self.created.is_none()
+            && self.starting.is_none()
     }
 }
 
@@ -136,6 +152,20 @@ impl Dispatcher {
             work.created = Some(row);
             work.messages.push((inbox_id, message));
         });
+    }
+
+    /// Runs the first episode of a new instance at once when a worker is
+    /// free and nothing else is queued under its id; gives the start back
+    /// otherwise (a burst of starts then commits each first, so callers
+    /// are not kept waiting behind the episodes).
+    pub fn start_at_once(&self, starting: Starting) -> Result<(), Box<Starting>> {
+        let mut active = self.active.lock().expect("dispatch table");
+        let id = starting.row.id.clone();
+        if active.len() >= CONCURRENT_EPISODES || active.contains_key(&id) {
+            return Err(Box::new(starting));
+        }
+        self.queue_round(&mut active, &id).starting = Some(starting);
+        Ok(())
     }
 
     /// Hands over an activity's outcome before any commit; gives it back
@@ -244,7 +274,13 @@ async fn work(host: Arc<Host>) {
 
 /// Runs the instance's rounds until it has no more work.
 async fn drive(host: &Arc<Host>, id: String) {
-    while let Some(work) = host.dispatcher.next_round(&id) {
+    while let Some(mut work) = host.dispatcher.next_round(&id) {
+        if let Some(starting) = work.starting.take() {
+            first_round(host, &id, starting).await;
+            if work.is_empty() {
+                continue;
+            }
+        }
         if let Err(error) = process(host, &id, &work).await {
             // The messages stay in the inbox; try again once the store may
             // have recovered (disk space freed, lock released), without
@@ -354,7 +390,7 @@ async fn process(host: &Arc<Host>, id: &str, work: &Work) -> Result<(), StoreErr
                 .map(|(seq, outcome)| (Origin::Activity(seq), outcome)),
         )
         .collect();
-    let mut episode = episode::run(guest.as_mut(), &instance, history_len, messages, fault).await;
+    let episode = episode::run(guest.as_mut(), &instance, history_len, messages, fault).await;
     let inbox_consumed =
         episode.commit.consumed.len() == offered && episode.commit.held_activities.is_empty();
     if episode.is_idle() {
@@ -363,25 +399,57 @@ async fn process(host: &Arc<Host>, id: &str, work: &Work) -> Result<(), StoreErr
         }
         return Ok(());
     }
-    let history_len = history_len + episode.commit.events.len();
+    let kept = Hot {
+        guest: (),
+        history_len,
+        instance,
+        read_upto,
+        inbox_consumed,
+    };
+    // Only an episode that creates its instance can find the id taken.
+    let _ = commit_round(host, id, guest, kept, episode).await?;
+    Ok(())
+}
+
+/// Commits an episode and then acts on it: wakes, announces, submits its
+/// activities and timers, and keeps the instance hot (`then`, with its
+/// guest) if it still waits. `Err` is the status of an unfinished instance
+/// that holds the id of one the episode meant to create.
+async fn commit_round(
+    host: &Arc<Host>,
+    id: &str,
+    guest: Option<Orchestrator>,
+    then: Hot<()>,
+    mut episode: episode::Episode,
+) -> Result<Result<(), RuntimeStatus>, StoreError> {
+    let instance = &then.instance;
     let activities = episode.commit.activities.clone();
     let timers = episode.commit.timers.clone();
     let changed = episode.commit.status.filter(|s| *s != instance.status);
     if let Some(status) = changed.filter(|s| s.is_terminal()) {
-        episode.commit.notifications = host.notifier.notifications(&Change {
+        let notifications = host.notifier.notifications(&Change {
             instance_id: id,
             name: &instance.name,
             status,
             detail: episode.commit.output.as_deref(),
             callback_url: instance.callback_url.as_deref(),
         });
+        episode.commit.notifications.extend(notifications);
     }
     for child in &mut episode.commit.children {
         child.version = host.version_of(&child.name);
     }
     let notify = !episode.commit.notifications.is_empty();
-    let woken = host.store.commit_episode(episode.commit).await?;
-    for other in woken.0 {
+    let created = episode.commit.creates.is_some();
+    let events = episode.commit.events.len();
+    let committed = match host.store.commit_episode(episode.commit).await? {
+        Ok(committed) => committed,
+        Err(status) => return Ok(Err(status)),
+    };
+    if created {
+        host.announce(id, RuntimeStatus::Pending);
+    }
+    for other in committed.woken {
         host.wake(&other);
     }
     if let Some(status) = changed {
@@ -391,19 +459,60 @@ async fn process(host: &Arc<Host>, id: &str, work: &Work) -> Result<(), StoreErr
         host.notifier.wake();
     }
     for activity in activities {
-        host.activities.submit(activity);
+        host.activities.submit(ActivityRow {
+            instance_pk: committed.instance_pk,
+            ..activity
+        });
     }
     for (seq, fire_at) in timers {
         host.timers.add(id, seq, fire_at);
     }
     if let (true, Some(guest)) = (episode.waiting, guest) {
-        let instance = InstanceRow {
-            status: changed.unwrap_or(instance.status),
-            ..instance
-        };
-        keep(guest, history_len, instance, inbox_consumed);
+        host.dispatcher.keep_hot(
+            id,
+            Hot {
+                guest,
+                history_len: then.history_len + events,
+                instance: InstanceRow {
+                    pk: committed.instance_pk,
+                    status: changed.unwrap_or(then.instance.status),
+                    ..then.instance
+                },
+                read_upto: then.read_upto,
+                inbox_consumed: then.inbox_consumed,
+            },
+        );
     }
-    Ok(())
+    Ok(Ok(()))
+}
+
+/// The first round of an instance whose row does not exist yet: its first
+/// episode runs and the row is created in the episode's commit.
+async fn first_round(host: &Arc<Host>, id: &str, starting: Starting) {
+    let Starting {
+        row,
+        notifications,
+        reply,
+    } = starting;
+    let outcome = async {
+        let (mut guest, _, fault) = rebuild(host, &row, Vec::new()).await?;
+        let start = Message::Start {
+            input: row.input.clone(),
+        };
+        let messages = vec![(Origin::Created, start)];
+        let mut episode = episode::run(guest.as_mut(), &row, 0, messages, fault).await;
+        episode.commit.creates = Some(row.clone());
+        episode.commit.notifications.splice(0..0, notifications);
+        let then = Hot {
+            guest: (),
+            history_len: 0,
+            instance: row,
+            read_upto: 0,
+            inbox_consumed: true,
+        };
+        commit_round(host, id, guest, then, episode).await
+    };
+    let _ = reply.send(outcome.await);
 }
 
 /// The handed-over messages a previous read has not already covered.

@@ -17,8 +17,8 @@ use tokio::sync::oneshot;
 pub use reads::{InstanceFilter, InstanceRow, OutboxRow, StoredVersion};
 use writer::Writer;
 pub use writes::{
-    ActivityRow, ChildStart, ContinueAsNew, CreateOutcome, Deployment, EnqueueOutcome,
-    EpisodeCommit, Notification, Woken,
+    ActivityRow, ChildStart, Committed, ContinueAsNew, CreateOutcome, Deployment, EnqueueOutcome,
+    EpisodeCommit, Notification,
 };
 
 /// What the store failed with. Cloned to every caller of a failed commit.

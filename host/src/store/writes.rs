@@ -102,11 +102,19 @@ pub struct EpisodeCommit {
     pub notifications: Vec<Notification>,
     pub children: Vec<ChildStart>,
     pub continue_as_new: Option<ContinueAsNew>,
+    /// The instance's first episode, run before its row existed: the row
+    /// is created in this commit.
+    pub creates: Option<InstanceRow>,
 }
 
-/// Other instances an episode's commit sent messages to: wake them.
+/// What an episode's commit did.
 #[derive(Debug, Default)]
-pub struct Woken(pub Vec<String>);
+pub struct Committed {
+    /// The instance's pk (assigned now if the episode created it).
+    pub instance_pk: i64,
+    /// Other instances it sent messages to: wake them.
+    pub woken: Vec<String>,
+}
 
 /// The instance's internal key and status.
 fn find(conn: &Connection, id: &str) -> rusqlite::Result<Option<(i64, RuntimeStatus)>> {
@@ -175,7 +183,7 @@ fn insert_notifications(conn: &Connection, notifications: &[Notification]) -> ru
     Ok(())
 }
 
-fn insert_activity(conn: &Connection, a: &ActivityRow) -> rusqlite::Result<()> {
+fn insert_activity(conn: &Connection, pk: i64, a: &ActivityRow) -> rusqlite::Result<()> {
     let retry = serde_json::to_string(&a.retry).expect("retry policy serializes");
     conn.prepare_cached(
         "INSERT OR REPLACE INTO activities
@@ -183,14 +191,7 @@ fn insert_activity(conn: &Connection, a: &ActivityRow) -> rusqlite::Result<()> {
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
     .execute(params![
-        a.instance_pk,
-        a.seq,
-        a.version,
-        a.name,
-        a.input,
-        retry,
-        a.attempt,
-        a.run_at
+        pk, a.seq, a.version, a.name, a.input, retry, a.attempt, a.run_at
     ])?;
     Ok(())
 }
@@ -264,13 +265,12 @@ fn start_over(conn: &Connection, pk: i64, restart: &ContinueAsNew) -> rusqlite::
     Ok(())
 }
 
-/// A new instance's row (and start message), replacing a finished one of
-/// the same id: returns its row and the start message's inbox id, or the
-/// status of the unfinished instance that holds the id.
+/// A new instance's row, replacing a finished one of the same id: returns
+/// the row, or the status of the unfinished instance that holds the id.
 fn insert_instance(
     conn: &Connection,
     new: NewInstance<'_>,
-) -> rusqlite::Result<Result<(InstanceRow, i64), RuntimeStatus>> {
+) -> rusqlite::Result<Result<InstanceRow, RuntimeStatus>> {
     if let Some((pk, status)) = find(conn, new.id)? {
         if !status.is_terminal() {
             return Ok(Err(status));
@@ -294,16 +294,8 @@ fn insert_instance(
             new.parent.map(|(_, seq)| seq)
         ],
     )?;
-    let pk = conn.last_insert_rowid();
-    let start = insert_message(
-        conn,
-        pk,
-        &Message::Start {
-            input: new.input.to_string(),
-        },
-    )?;
     let row = InstanceRow {
-        pk,
+        pk: conn.last_insert_rowid(),
         id: new.id.to_string(),
         name: new.name.to_string(),
         version: new.version.to_string(),
@@ -315,7 +307,15 @@ fn insert_instance(
         updated_at: now,
         callback_url: new.callback_url.map(str::to_string),
     };
-    Ok(Ok((row, start)))
+    Ok(Ok(row))
+}
+
+/// Queues a new instance's start message; returns its inbox id.
+fn queue_start(conn: &Connection, row: &InstanceRow) -> rusqlite::Result<i64> {
+    let start = Message::Start {
+        input: row.input.clone(),
+    };
+    insert_message(conn, row.pk, &start)
 }
 
 struct NewInstance<'a> {
@@ -358,7 +358,10 @@ fn start_child(
         parent: Some((parent, child.parent_seq)),
     };
     match insert_instance(conn, new)? {
-        Ok(_) => Ok(child.id.clone()),
+        Ok(row) => {
+            queue_start(conn, &row)?;
+            Ok(child.id.clone())
+        }
         Err(status) => refuse(format!(
             "sub-orchestration instance {} already exists and is {}",
             child.id,
@@ -481,7 +484,8 @@ impl Store {
                 parent: None,
             };
             match insert_instance(conn, new)? {
-                Ok((row, start)) => {
+                Ok(row) => {
+                    let start = queue_start(conn, &row)?;
                     insert_notifications(conn, &notifications)?;
                     Ok(CreateOutcome::Created(Box::new(row), start))
                 }
@@ -505,13 +509,38 @@ impl Store {
         .await
     }
 
-    /// Commits an episode; returns the other instances it sent messages to.
-    pub async fn commit_episode(&self, commit: EpisodeCommit) -> Result<Woken, StoreError> {
+    /// Commits an episode, creating its instance first when it is the
+    /// first (`creates`): then an unfinished instance holding the id makes
+    /// it commit nothing and return that instance's status.
+    pub async fn commit_episode(
+        &self,
+        commit: EpisodeCommit,
+    ) -> Result<Result<Committed, RuntimeStatus>, StoreError> {
         self.write(move |conn| {
-            let (id, pk) = (commit.instance_id.as_str(), commit.instance_pk);
-            let mut woken = Woken::default();
+            let id = commit.instance_id.as_str();
+            let pk = match &commit.creates {
+                Some(row) => {
+                    let new = NewInstance {
+                        id,
+                        name: &row.name,
+                        version: &row.version,
+                        input: &row.input,
+                        callback_url: row.callback_url.as_deref(),
+                        parent: None,
+                    };
+                    match insert_instance(conn, new)? {
+                        Ok(created) => created.pk,
+                        Err(status) => return Ok(Err(status)),
+                    }
+                }
+                None => commit.instance_pk,
+            };
+            let mut committed = Committed {
+                instance_pk: pk,
+                woken: Vec::new(),
+            };
             if status_by_pk(conn, pk)?.is_none() {
-                return Ok(woken); // purged (or replaced) while the episode ran
+                return Ok(Ok(committed)); // purged (or replaced) while the episode ran
             }
             let mut consume = conn.prepare_cached("DELETE FROM inbox WHERE id = ?1")?;
             for message in &commit.consumed {
@@ -527,8 +556,8 @@ impl Store {
             let now = now_ms();
             if let Some(restart) = &commit.continue_as_new {
                 start_over(conn, pk, restart)?;
-                woken.0.push(id.to_string());
-                return Ok(woken);
+                committed.woken.push(id.to_string());
+                return Ok(Ok(committed));
             }
             append_history(conn, pk, commit.first_position, &commit.events)?;
             if let Some(status) = commit.status.filter(|s| s.is_terminal()) {
@@ -536,7 +565,7 @@ impl Store {
                 exec(conn, "DELETE FROM activities WHERE instance_pk = ?1", [pk])?;
                 let output = commit.output.as_deref();
                 if let Some(parent) = report_to_parent(conn, (id, pk), status, output)? {
-                    woken.0.push(parent);
+                    committed.woken.push(parent);
                 }
             } else {
                 let mut timer = conn.prepare_cached(
@@ -551,10 +580,10 @@ impl Store {
                     cancel.execute(params![pk, seq])?;
                 }
                 for a in &commit.activities {
-                    insert_activity(conn, a)?;
+                    insert_activity(conn, pk, a)?;
                 }
                 for child in &commit.children {
-                    woken.0.push(start_child(conn, (id, pk), child)?);
+                    committed.woken.push(start_child(conn, (id, pk), child)?);
                 }
             }
             exec(
@@ -573,7 +602,7 @@ impl Store {
                     now
                 ],
             )?;
-            Ok(woken)
+            Ok(Ok(committed))
         })
         .await
     }
@@ -674,7 +703,7 @@ impl Store {
             exec(conn, "DELETE FROM history WHERE instance_pk = ?1", [pk])?;
             append_history(conn, pk, 0, &history)?;
             for a in &activities {
-                insert_activity(conn, a)?;
+                insert_activity(conn, pk, a)?;
             }
             exec(
                 conn,
