@@ -325,6 +325,7 @@ impl Host {
         let now = now_ms();
         let row = InstanceRow {
             pk: 0,
+            episodes: 0,
             id: id.clone(),
             name: orchestrator.to_string(),
             version,

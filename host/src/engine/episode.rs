@@ -176,6 +176,7 @@ impl<'a> Builder<'a> {
             commit: EpisodeCommit {
                 instance_id: instance.id.clone(),
                 instance_pk: instance.pk,
+                after_episodes: instance.episodes,
                 first_position: history_len,
                 ..EpisodeCommit::default()
             },

@@ -28,7 +28,7 @@ use crate::engine::replay::Replay;
 use crate::host::Host;
 use crate::notify::Change;
 use crate::runtime::{GuestFault, Orchestrator};
-use crate::store::{ActivityRow, InstanceRow, Notification, StoreError};
+use crate::store::{ActivityRow, EpisodeOutcome, InstanceRow, Notification, StoreError};
 
 /// A waiting instance kept in memory (`G`: its guest; `()` while it is
 /// being committed).
@@ -42,6 +42,10 @@ struct Hot<G = Orchestrator> {
     /// Every inbox message has been consumed; false while some are held
     /// (suspended), so the next round reads them again.
     inbox_consumed: bool,
+    /// Resolves once the last episode, committed speculatively, is on
+    /// disk: until then the guest is ahead of the inbox, so a read of it
+    /// waits.
+    on_disk: Option<oneshot::Receiver<()>>,
 }
 
 /// What the next round of an instance has to work on.
@@ -301,7 +305,7 @@ async fn drive(host: &Arc<Host>, id: String) {
 /// commit.
 async fn process(host: &Arc<Host>, id: &str, work: &Work) -> Result<(), StoreError> {
     let dispatcher = &host.dispatcher;
-    let hot = dispatcher.take_hot(id);
+    let mut hot = dispatcher.take_hot(id);
     let in_hand = !work.unknown
         && match &hot {
             Some(hot) => hot.inbox_consumed,
@@ -313,7 +317,12 @@ async fn process(host: &Arc<Host>, id: &str, work: &Work) -> Result<(), StoreErr
     let cached = hot.as_ref().map(|hot| hot.instance.clone());
     let (messages, instance, history) = match (cached, &work.created) {
         (Some(cached), _) if in_hand => (in_memory(work, read_upto), Some(cached), None),
-        (Some(cached), _) => (host.store.inbox(id.to_string()).await?, Some(cached), None),
+        (Some(cached), _) => {
+            if let Some(on_disk) = hot.as_mut().and_then(|h| h.on_disk.take()) {
+                let _ = on_disk.await;
+            }
+            (host.store.inbox(id.to_string()).await?, Some(cached), None)
+        }
         (None, Some(created)) if in_hand => (
             in_memory(work, read_upto),
             Some(created.clone()),
@@ -341,6 +350,7 @@ async fn process(host: &Arc<Host>, id: &str, work: &Work) -> Result<(), StoreErr
             return host.store.discard_messages(ids).await;
         }
     };
+    let on_disk = hot.as_mut().and_then(|h| h.on_disk.take());
     let keep = |guest, history_len, instance, inbox_consumed| {
         dispatcher.keep_hot(
             id,
@@ -350,6 +360,7 @@ async fn process(host: &Arc<Host>, id: &str, work: &Work) -> Result<(), StoreErr
                 instance,
                 read_upto,
                 inbox_consumed,
+                on_disk,
             },
         )
     };
@@ -405,16 +416,28 @@ async fn process(host: &Arc<Host>, id: &str, work: &Work) -> Result<(), StoreErr
         instance,
         read_upto,
         inbox_consumed,
+        on_disk: None,
     };
     // Only an episode that creates its instance can find the id taken.
     let _ = commit_round(host, id, guest, kept, episode).await?;
     Ok(())
 }
 
-/// Commits an episode and then acts on it: wakes, announces, submits its
-/// activities and timers, and keeps the instance hot (`then`, with its
-/// guest) if it still waits. `Err` is the status of an unfinished instance
-/// that holds the id of one the episode meant to create.
+/// Commits an episode and acts on it: submits its activities, keeps the
+/// instance hot (`then`, with its guest) if it still waits, and once the
+/// commit is on disk wakes, announces and arms its timers. `Err` is the
+/// status of an unfinished instance holding the id of one the episode
+/// meant to create.
+///
+/// An existing instance goes on speculatively: its activities start and
+/// its next episode may run before this commit is durable, saving a commit
+/// wait per step. That keeps the guarantees: commits land in the order
+/// they were queued, an episode commits only on top of the one before it,
+/// and an activity runs at least once either way (one that ran for an
+/// episode lost in a crash runs again when the replay asks for it, as one
+/// interrupted by the crash would). What the outside sees (status, events,
+/// notifications) waits for the commit. A new instance waits for its
+/// commit first: a refused start must not have run anything.
 async fn commit_round(
     host: &Arc<Host>,
     id: &str,
@@ -423,8 +446,6 @@ async fn commit_round(
     mut episode: episode::Episode,
 ) -> Result<Result<(), RuntimeStatus>, StoreError> {
     let instance = &then.instance;
-    let activities = episode.commit.activities.clone();
-    let timers = episode.commit.timers.clone();
     let changed = episode.commit.status.filter(|s| *s != instance.status);
     if let Some(status) = changed.filter(|s| s.is_terminal()) {
         let notifications = host.notifier.notifications(&Change {
@@ -439,51 +460,113 @@ async fn commit_round(
     for child in &mut episode.commit.children {
         child.version = host.version_of(&child.name);
     }
-    let notify = !episode.commit.notifications.is_empty();
-    let created = episode.commit.creates.is_some();
-    let events = episode.commit.events.len();
-    let committed = match host.store.commit_episode(episode.commit).await? {
-        Ok(committed) => committed,
-        Err(status) => return Ok(Err(status)),
+    let activities = episode.commit.activities.clone();
+    let durable = Durable {
+        created: episode.commit.creates.is_some(),
+        changed,
+        notify: !episode.commit.notifications.is_empty(),
+        timers: episode.commit.timers.clone(),
     };
-    if created {
-        host.announce(id, RuntimeStatus::Pending);
-    }
-    for other in committed.woken {
-        host.wake(&other);
-    }
-    if let Some(status) = changed {
-        host.announce(id, status);
-    }
-    if notify {
-        host.notifier.wake();
-    }
+    let history_len = then.history_len + episode.commit.events.len();
+    let committing = host.store.commit_episode(episode.commit);
+    let mut on_disk = None;
+    let pk = if durable.created {
+        match committing.await? {
+            EpisodeOutcome::Committed(committed) => {
+                let pk = committed.instance_pk;
+                durable.act(host, id, committed.woken);
+                pk
+            }
+            EpisodeOutcome::Conflict(status) => return Ok(Err(status)),
+            EpisodeOutcome::OutOfStep => {
+                return Err(StoreError::Corrupt(format!(
+                    "new instance {id} had history"
+                )))
+            }
+        }
+    } else {
+        let (host, id) = (host.clone(), id.to_string());
+        let (landed, landing) = oneshot::channel();
+        on_disk = Some(landing);
+        tokio::spawn(async move {
+            let outcome = committing.await;
+            let _ = landed.send(());
+            match outcome {
+                Ok(EpisodeOutcome::Committed(committed)) => {
+                    durable.act(&host, &id, committed.woken)
+                }
+                Ok(_) => start_over_from_store(&host, &id, Duration::ZERO).await,
+                Err(error) => {
+                    tracing::error!(instance = %id, %error, "episode not committed; retrying in {FIRST_BACKOFF:?}");
+                    start_over_from_store(&host, &id, FIRST_BACKOFF).await
+                }
+            }
+        });
+        instance.pk
+    };
     for activity in activities {
         host.activities.submit(ActivityRow {
-            instance_pk: committed.instance_pk,
+            instance_pk: pk,
             ..activity
         });
-    }
-    for (seq, fire_at) in timers {
-        host.timers.add(id, seq, fire_at);
     }
     if let (true, Some(guest)) = (episode.waiting, guest) {
         host.dispatcher.keep_hot(
             id,
             Hot {
                 guest,
-                history_len: then.history_len + events,
+                history_len,
                 instance: InstanceRow {
-                    pk: committed.instance_pk,
+                    pk,
+                    episodes: then.instance.episodes + 1,
                     status: changed.unwrap_or(then.instance.status),
                     ..then.instance
                 },
                 read_upto: then.read_upto,
                 inbox_consumed: then.inbox_consumed,
+                on_disk,
             },
         );
     }
     Ok(Ok(()))
+}
+
+/// What an episode's commit makes happen once it is on disk.
+struct Durable {
+    created: bool,
+    changed: Option<RuntimeStatus>,
+    notify: bool,
+    timers: Vec<(u32, i64)>,
+}
+
+impl Durable {
+    fn act(self, host: &Arc<Host>, id: &str, woken: Vec<String>) {
+        if self.created {
+            host.announce(id, RuntimeStatus::Pending);
+        }
+        for other in woken {
+            host.wake(&other);
+        }
+        if let Some(status) = self.changed {
+            host.announce(id, status);
+        }
+        if self.notify {
+            host.notifier.wake();
+        }
+        for (seq, fire_at) in self.timers {
+            host.timers.add(id, seq, fire_at);
+        }
+    }
+}
+
+/// A speculative episode did not commit: the instance in memory is ahead
+/// of its rows. Drop it and, after `pause`, run the instance again from
+/// what is stored.
+async fn start_over_from_store(host: &Arc<Host>, id: &str, pause: Duration) {
+    host.dispatcher.forget(id);
+    tokio::time::sleep(pause).await;
+    host.dispatcher.forget(id);
+    host.wake(id);
 }
 
 /// The first round of an instance whose row does not exist yet: its first
@@ -509,6 +592,7 @@ async fn first_round(host: &Arc<Host>, id: &str, starting: Starting) {
             instance: row,
             read_upto: 0,
             inbox_consumed: true,
+            on_disk: None,
         };
         commit_round(host, id, guest, then, episode).await
     };

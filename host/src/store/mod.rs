@@ -8,6 +8,7 @@ mod writer;
 mod writes;
 
 use std::fmt;
+use std::future::Future;
 use std::path::Path;
 use std::sync::{mpsc, Arc, Mutex};
 
@@ -18,7 +19,7 @@ pub use reads::{InstanceFilter, InstanceRow, OutboxRow, StoredVersion};
 use writer::Writer;
 pub use writes::{
     ActivityRow, ChildStart, Committed, ContinueAsNew, CreateOutcome, Deployment, EnqueueOutcome,
-    EpisodeCommit, Notification,
+    EpisodeCommit, EpisodeOutcome, Notification,
 };
 
 /// What the store failed with. Cloned to every caller of a failed commit.
@@ -169,12 +170,12 @@ impl Store {
         answer.await.map_err(|_| StoreError::Stopped)?
     }
 
-    pub(crate) async fn write<R, F>(&self, work: F) -> Result<R, StoreError>
+    pub(crate) fn write<R, F>(&self, work: F) -> impl Future<Output = Result<R, StoreError>>
     where
         R: Send + 'static,
         F: Fn(&Connection) -> rusqlite::Result<R> + Send + 'static,
     {
-        self.writer.write(work).await
+        self.writer.write(work)
     }
 }
 

@@ -11,6 +11,9 @@ pub struct InstanceRow {
     /// Internal, never reused: tells an instance from a later one that
     /// took the same id.
     pub pk: i64,
+    /// Episodes committed when this row was read (or, for a hot instance,
+    /// queued to commit): the next commits only on top of them.
+    pub episodes: i64,
     pub id: String,
     pub name: String,
     pub version: String,
@@ -43,7 +46,7 @@ pub struct InstanceFilter {
 }
 
 const INSTANCE_COLUMNS: &str = "id, name, version, status, input, output, custom_status, \
-                                created_at, updated_at, callback_url, pk";
+                                created_at, updated_at, callback_url, pk, episodes";
 
 fn instance_row(row: &Row<'_>) -> rusqlite::Result<InstanceRow> {
     let status: String = row.get(3)?;
@@ -59,6 +62,7 @@ fn instance_row(row: &Row<'_>) -> rusqlite::Result<InstanceRow> {
         updated_at: row.get(8)?,
         callback_url: row.get(9)?,
         pk: row.get(10)?,
+        episodes: row.get(11)?,
     })
 }
 
@@ -98,6 +102,10 @@ impl Store {
         work_in_hand: bool,
     ) -> Result<ColdRound, StoreError> {
         self.read(move |conn| {
+            // One snapshot: an inbox read before an episode's commit and a
+            // history read after it would hand that episode's messages
+            // over again.
+            let _snapshot = conn.unchecked_transaction()?;
             let inbox = read_inbox(conn, &id)?;
             let instance = read_instance(conn, &id)?;
             let runnable = instance.as_ref().is_some_and(|i| !i.status.is_terminal());

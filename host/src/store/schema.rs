@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS instances (
     created_at    INTEGER NOT NULL,
     updated_at    INTEGER NOT NULL,
     callback_url  TEXT,                    -- lifecycle webhook given at start
+    episodes      INTEGER NOT NULL DEFAULT 0, -- committed so far: each commits on top of the last
     parent_id     TEXT,                    -- set for sub-orchestrations
     parent_seq    INTEGER                  -- the parent's step that awaits it
 );

@@ -7,6 +7,7 @@
 //! (Savepoints on every transaction would copy each page it touches to the
 //! statement journal; the common case needs none.)
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
@@ -94,10 +95,11 @@ impl Writer {
         Ok(Writer { jobs })
     }
 
-    /// Run `work` in the next group commit; resolves once it is on disk.
-    /// `work` may run more than once (after a rollback caused by another
-    /// transaction), so it must only touch the database.
-    pub(crate) async fn write<R, F>(&self, work: F) -> Result<R, StoreError>
+    /// Queues `work` for the next group commit at once (transactions
+    /// commit in the order they were queued); the future resolves once it
+    /// is on disk. `work` may run more than once (after a rollback caused
+    /// by another transaction), so it must only touch the database.
+    pub(crate) fn write<R, F>(&self, work: F) -> impl Future<Output = Result<R, StoreError>>
     where
         R: Send + 'static,
         F: Fn(&Connection) -> rusqlite::Result<R> + Send + 'static,
@@ -108,8 +110,11 @@ impl Writer {
             outcome: None,
             reply,
         });
-        self.jobs.send(job).map_err(|_| StoreError::Stopped)?;
-        answer.await.map_err(|_| StoreError::Stopped)?
+        let queued = self.jobs.send(job);
+        async move {
+            queued.map_err(|_| StoreError::Stopped)?;
+            answer.await.map_err(|_| StoreError::Stopped)?
+        }
     }
 }
 

@@ -1,5 +1,7 @@
 //! The logical transactions the writer commits.
 
+use std::future::Future;
+
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{now_ms, InstanceRow, Store, StoreError};
@@ -81,6 +83,8 @@ pub struct ContinueAsNew {
 pub struct EpisodeCommit {
     pub instance_id: String,
     pub instance_pk: i64,
+    /// The instance's `episodes` the episode was built on.
+    pub after_episodes: i64,
     /// Position of the first new event (the history's length before).
     pub first_position: usize,
     pub events: Vec<HistoryEvent>,
@@ -107,6 +111,19 @@ pub struct EpisodeCommit {
     pub creates: Option<InstanceRow>,
 }
 
+/// How an episode's commit went.
+#[derive(Debug)]
+pub enum EpisodeOutcome {
+    Committed(Committed),
+    /// The episode was to create its instance, but an unfinished one with
+    /// this status holds the id: nothing was written.
+    Conflict(RuntimeStatus),
+    /// The instance is gone, or the episode was not built on its last
+    /// committed one (an earlier episode did not commit, or a round read
+    /// the store before it did): nothing was written.
+    OutOfStep,
+}
+
 /// What an episode's commit did.
 #[derive(Debug, Default)]
 pub struct Committed {
@@ -123,6 +140,13 @@ fn find(conn: &Connection, id: &str) -> rusqlite::Result<Option<(i64, RuntimeSta
         .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     Ok(found.and_then(|(pk, status)| Some((pk, RuntimeStatus::parse(&status)?))))
+}
+
+/// How many episodes the instance has committed; `None` once it is gone.
+fn episodes(conn: &Connection, pk: i64) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached("SELECT episodes FROM instances WHERE pk = ?1")?
+        .query_row([pk], |r| r.get(0))
+        .optional()
 }
 
 /// The status of the instance with this internal key: `None` once it is
@@ -259,7 +283,7 @@ fn start_over(conn: &Connection, pk: i64, restart: &ContinueAsNew) -> rusqlite::
     exec(
         conn,
         "UPDATE instances SET status = 'ContinuedAsNew', input = ?2, output = NULL,
-                              updated_at = ?3 WHERE pk = ?1",
+                              updated_at = ?3, episodes = episodes + 1 WHERE pk = ?1",
         params![pk, restart.input, now_ms()],
     )?;
     Ok(())
@@ -296,6 +320,7 @@ fn insert_instance(
     )?;
     let row = InstanceRow {
         pk: conn.last_insert_rowid(),
+        episodes: 0,
         id: new.id.to_string(),
         name: new.name.to_string(),
         version: new.version.to_string(),
@@ -509,13 +534,14 @@ impl Store {
         .await
     }
 
-    /// Commits an episode, creating its instance first when it is the
-    /// first (`creates`): then an unfinished instance holding the id makes
-    /// it commit nothing and return that instance's status.
-    pub async fn commit_episode(
+    /// Queues an episode's commit at once (see `EpisodeOutcome`), creating
+    /// its instance first when it is the first (`creates`). Episodes of one
+    /// instance may be queued before the previous one is on disk: each
+    /// commits only on top of the history the one before it wrote.
+    pub fn commit_episode(
         &self,
         commit: EpisodeCommit,
-    ) -> Result<Result<Committed, RuntimeStatus>, StoreError> {
+    ) -> impl Future<Output = Result<EpisodeOutcome, StoreError>> {
         self.write(move |conn| {
             let id = commit.instance_id.as_str();
             let pk = match &commit.creates {
@@ -530,18 +556,18 @@ impl Store {
                     };
                     match insert_instance(conn, new)? {
                         Ok(created) => created.pk,
-                        Err(status) => return Ok(Err(status)),
+                        Err(status) => return Ok(EpisodeOutcome::Conflict(status)),
                     }
                 }
                 None => commit.instance_pk,
             };
+            if episodes(conn, pk)? != Some(commit.after_episodes) {
+                return Ok(EpisodeOutcome::OutOfStep);
+            }
             let mut committed = Committed {
                 instance_pk: pk,
                 woken: Vec::new(),
             };
-            if status_by_pk(conn, pk)?.is_none() {
-                return Ok(Ok(committed)); // purged (or replaced) while the episode ran
-            }
             let mut consume = conn.prepare_cached("DELETE FROM inbox WHERE id = ?1")?;
             for message in &commit.consumed {
                 consume.execute([message])?;
@@ -557,7 +583,7 @@ impl Store {
             if let Some(restart) = &commit.continue_as_new {
                 start_over(conn, pk, restart)?;
                 committed.woken.push(id.to_string());
-                return Ok(Ok(committed));
+                return Ok(EpisodeOutcome::Committed(committed));
             }
             append_history(conn, pk, commit.first_position, &commit.events)?;
             if let Some(status) = commit.status.filter(|s| s.is_terminal()) {
@@ -591,7 +617,7 @@ impl Store {
                 "UPDATE instances SET status = COALESCE(?2, status),
                                       output = COALESCE(?3, output),
                                       custom_status = CASE WHEN ?4 THEN ?5 ELSE custom_status END,
-                                      updated_at = ?6
+                                      updated_at = ?6, episodes = episodes + 1
                  WHERE pk = ?1",
                 params![
                     pk,
@@ -602,9 +628,8 @@ impl Store {
                     now
                 ],
             )?;
-            Ok(Ok(committed))
+            Ok(EpisodeOutcome::Committed(committed))
         })
-        .await
     }
 
     /// Records activity outcomes in the inbox (returning their inbox ids),
@@ -789,5 +814,71 @@ impl Store {
             })
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Durability;
+
+    fn episode(pk: i64, after_episodes: i64, first_position: usize) -> EpisodeCommit {
+        let events = 2;
+        EpisodeCommit {
+            instance_id: "i".into(),
+            instance_pk: pk,
+            after_episodes,
+            first_position,
+            events: (0..events as i64)
+                .map(|timestamp| HistoryEvent::OrchestratorStarted { timestamp })
+                .collect(),
+            status: Some(RuntimeStatus::Running),
+            ..EpisodeCommit::default()
+        }
+    }
+
+    fn committed(outcome: Result<EpisodeOutcome, StoreError>) -> bool {
+        matches!(outcome, Ok(EpisodeOutcome::Committed(_)))
+    }
+
+    fn out_of_step(outcome: Result<EpisodeOutcome, StoreError>) -> bool {
+        matches!(outcome, Ok(EpisodeOutcome::OutOfStep))
+    }
+
+    #[tokio::test]
+    async fn an_episode_commits_only_on_top_of_the_episode_it_was_built_on() {
+        let dir = std::env::temp_dir().join(format!("durango-writes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(&dir.join("t.db"), Durability::Normal).unwrap();
+        let created = store
+            .create_instance(
+                "i".into(),
+                "O".into(),
+                "v".into(),
+                "null".into(),
+                None,
+                vec![],
+            )
+            .await
+            .unwrap();
+        let CreateOutcome::Created(row, _) = created else {
+            panic!("not created")
+        };
+        // Queued back to back, as a hot instance's episodes are.
+        let first = store.commit_episode(episode(row.pk, 0, 0));
+        let built_on_a_lost_one = store.commit_episode(episode(row.pk, 5, 2));
+        let built_before_the_first = store.commit_episode(episode(row.pk, 0, 0));
+        let next = store.commit_episode(episode(row.pk, 1, 2));
+        assert!(committed(first.await));
+        assert!(out_of_step(built_on_a_lost_one.await));
+        assert!(out_of_step(built_before_the_first.await));
+        assert!(committed(next.await));
+        assert_eq!(store.history("i".into()).await.unwrap().len(), 4);
+
+        store.purge_instance("i".into()).await.unwrap();
+        assert!(out_of_step(
+            store.commit_episode(episode(row.pk, 2, 4)).await
+        ));
+        std::fs::remove_dir_all(&dir).ok();
     }
 }
