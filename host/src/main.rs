@@ -177,10 +177,28 @@ fn run_server(task: impl std::future::Future<Output = anyhow::Result<()>>) -> an
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(task)
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    #[cfg(target_os = "linux")]
+    runtime.on_thread_start(behind_the_writer);
+    runtime.enable_all().build()?.block_on(task)
+}
+
+/// How far tokio's threads (episodes, activities, HTTP) stand back.
+#[cfg(target_os = "linux")]
+const WORKER_NICENESS: libc::c_int = 5;
+
+/// Tokio's threads yield a core to the SQLite writer (and the epoch
+/// ticker): every step of every instance waits for the writer's commit, so
+/// a writer kept waiting for a core delays them all. Measured: hello's p99
+/// at concurrency 64 ~25 -> ~20 ms. Lowering a thread's own priority needs
+/// no privilege; if it fails the thread runs as before.
+#[cfg(target_os = "linux")]
+fn behind_the_writer() {
+    // SAFETY: setpriority only reads its arguments; on Linux, PRIO_PROCESS
+    // with who = 0 names the calling thread alone.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, WORKER_NICENESS);
+    }
 }
 
 fn run_client(command: Command) -> anyhow::Result<()> {

@@ -23,8 +23,9 @@ const MAX_BATCH: usize = 512;
 /// Commits between two checkpoints. The writer's connection does not
 /// checkpoint itself (that would stall every caller of the commit that
 /// crosses the threshold); a thread of its own copies the WAL back into the
-/// database meanwhile.
-const COMMITS_PER_CHECKPOINT: u32 = 16;
+/// database meanwhile. Every 16 commits, its syncs of the database file
+/// competed with the writer's; 64 gave hello ~10 % more and a lower p99.
+const COMMITS_PER_CHECKPOINT: u32 = 64;
 
 /// WAL frames at which the writer checkpoints itself after all. Under a
 /// steady stream of commits the background checkpoint never quite catches
