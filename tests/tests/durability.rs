@@ -36,6 +36,10 @@ fn an_acknowledged_event_survives_kill_9_before_it_is_handled() {
     let input = json!({"phoneNumber": "+14255550202", "timeoutSeconds": 300}).to_string();
     let id = host.start_orchestration("E4_SmsPhoneVerification", &input);
     let code = sms.code_sent_to("+14255550202");
+    // The person answers once the flow waits for them (its SMS step is
+    // recorded: before that, a crash re-runs the activity, which sends a
+    // new code, as the README's Guarantees say).
+    host.wait_history(&id, "TimerCreated", 1);
     // 202 means committed: killing the host right after must not lose it.
     assert_eq!(
         host.raise(&id, "SmsChallengeResponse", &code.to_string())
@@ -93,6 +97,8 @@ fn wrong_then_right(host: &Host, sms: &FakeSms, phone: &str) -> (Value, Vec<Stri
     let input = json!({"phoneNumber": phone, "timeoutSeconds": 300}).to_string();
     let id = host.start_orchestration("E4_SmsPhoneVerification", &input);
     let code = sms.code_sent_to(phone);
+    // Answer once the flow waits, so both runs see the same order.
+    host.wait_history(&id, "TimerCreated", 1);
     host.raise(
         &id,
         "SmsChallengeResponse",
