@@ -322,21 +322,13 @@ impl Host {
             detail: None,
             callback_url: callback_url.as_deref(),
         });
-        let now = now_ms();
-        let row = InstanceRow {
-            pk: 0,
-            episodes: 0,
-            id: id.clone(),
-            name: orchestrator.to_string(),
+        let row = InstanceRow::pending(
+            id.clone(),
+            orchestrator.to_string(),
             version,
-            status: RuntimeStatus::Pending,
             input,
-            output: None,
-            custom_status: None,
-            created_at: now,
-            updated_at: now,
             callback_url,
-        };
+        );
         let (reply, answer) = oneshot::channel();
         let starting = Starting {
             row,
@@ -366,27 +358,13 @@ impl Host {
             row, notifications, ..
         } = starting;
         let notify = !notifications.is_empty();
-        let outcome = self
-            .store
-            .create_instance(
-                row.id.clone(),
-                row.name,
-                row.version,
-                row.input,
-                row.callback_url,
-                notifications,
-            )
-            .await?;
-        match outcome {
+        match self.store.create_instance(row, notifications).await? {
             CreateOutcome::Created(row, start) => {
                 self.announce(&row.id, RuntimeStatus::Pending);
                 if notify {
                     self.notifier.wake();
                 }
-                let message = Message::Start {
-                    input: row.input.clone(),
-                };
-                self.dispatcher.created(*row, start, message);
+                self.dispatcher.created(*row, start);
                 Ok(Ok(()))
             }
             CreateOutcome::Conflict(status) => Ok(Err(status)),

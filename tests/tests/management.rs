@@ -2,9 +2,8 @@
 //! filter, wait-for-completion starts, and the keyless RPC listener.
 
 use std::process::Command;
-use std::time::Duration;
 
-use durango_e2e::{durango_bin, request, wait_until, Host, HostOptions, KEY};
+use durango_e2e::{durango_bin, request, wait_until, Host, HostOptions, KEY, WAIT};
 use serde_json::json;
 
 const PREFIX: &str = "/runtime/webhooks/durabletask";
@@ -246,7 +245,7 @@ fn an_activity_that_finishes_while_its_instance_is_suspended_waits_in_the_inbox(
     hook.wait_for("the activity to finish", |r| r.len() == 1);
     // The outcome is held on disk, not only in memory, so a restart keeps
     // it and the activity does not run again.
-    wait_until("the outcome to be stored", Duration::from_secs(10), || {
+    wait_until("the outcome to be stored", WAIT, || {
         (host.stored_inbox_len(&id) == 1).then_some(())
     });
     host.restart();

@@ -150,11 +150,14 @@ impl Dispatcher {
     }
 
     /// Hands over a just-created instance and its start message.
-    pub fn created(&self, row: InstanceRow, inbox_id: i64, message: Message) {
+    pub fn created(&self, row: InstanceRow, inbox_id: i64) {
         let id = row.id.clone();
+        let start = Message::Start {
+            input: row.input.clone(),
+        };
         self.add_work(&id, |work| {
             work.created = Some(row);
-            work.messages.push((inbox_id, message));
+            work.messages.push((inbox_id, start));
         });
     }
 
@@ -565,6 +568,7 @@ impl Durable {
 async fn start_over_from_store(host: &Arc<Host>, id: &str, pause: Duration) {
     host.dispatcher.forget(id);
     tokio::time::sleep(pause).await;
+    // A round that held the stale guest meanwhile may have put it back.
     host.dispatcher.forget(id);
     host.wake(id);
 }

@@ -2,7 +2,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::{Store, StoreError};
+use super::{now_ms, Store, StoreError};
 use crate::engine::history::{HistoryEvent, Message, RetryPolicy, RuntimeStatus};
 use crate::store::ActivityRow;
 
@@ -24,6 +24,33 @@ pub struct InstanceRow {
     pub created_at: i64,
     pub updated_at: i64,
     pub callback_url: Option<String>,
+}
+
+impl InstanceRow {
+    /// An instance about to be created: Pending since now, no pk yet.
+    pub fn pending(
+        id: String,
+        name: String,
+        version: String,
+        input: String,
+        callback_url: Option<String>,
+    ) -> InstanceRow {
+        let now = now_ms();
+        InstanceRow {
+            pk: 0,
+            episodes: 0,
+            id,
+            name,
+            version,
+            status: RuntimeStatus::Pending,
+            input,
+            output: None,
+            custom_status: None,
+            created_at: now,
+            updated_at: now,
+            callback_url,
+        }
+    }
 }
 
 /// A stored app version.

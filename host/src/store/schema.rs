@@ -69,7 +69,8 @@ CREATE TABLE IF NOT EXISTS inbox (
 );
 CREATE INDEX IF NOT EXISTS inbox_by_instance ON inbox(instance_pk, id);
 
--- Scheduled activity calls, until their result reaches the inbox.
+-- Scheduled activity calls, until the episode that consumes the result
+-- commits (or the result is moved to the inbox).
 CREATE TABLE IF NOT EXISTS activities (
     instance_pk INTEGER NOT NULL,
     seq         INTEGER NOT NULL,

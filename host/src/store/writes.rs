@@ -125,7 +125,7 @@ pub enum EpisodeOutcome {
 }
 
 /// What an episode's commit did.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Committed {
     /// The instance's pk (assigned now if the episode created it).
     pub instance_pk: i64,
@@ -301,38 +301,33 @@ fn insert_instance(
         }
         delete_instance_rows(conn, pk)?;
     }
-    let now = now_ms();
+    let row = InstanceRow::pending(
+        new.id.to_string(),
+        new.name.to_string(),
+        new.version.to_string(),
+        new.input.to_string(),
+        new.callback_url.map(str::to_string),
+    );
     exec(
         conn,
         "INSERT INTO instances (id, name, version, status, input, created_at, updated_at,
                                callback_url, parent_id, parent_seq)
          VALUES (?1, ?2, ?3, 'Pending', ?4, ?5, ?5, ?6, ?7, ?8)",
         params![
-            new.id,
-            new.name,
-            new.version,
-            new.input,
-            now,
-            new.callback_url,
+            row.id,
+            row.name,
+            row.version,
+            row.input,
+            row.created_at,
+            row.callback_url,
             new.parent.map(|(id, _)| id),
             new.parent.map(|(_, seq)| seq)
         ],
     )?;
-    let row = InstanceRow {
+    Ok(Ok(InstanceRow {
         pk: conn.last_insert_rowid(),
-        episodes: 0,
-        id: new.id.to_string(),
-        name: new.name.to_string(),
-        version: new.version.to_string(),
-        status: RuntimeStatus::Pending,
-        input: new.input.to_string(),
-        output: None,
-        custom_status: None,
-        created_at: now,
-        updated_at: now,
-        callback_url: new.callback_url.map(str::to_string),
-    };
-    Ok(Ok(row))
+        ..row
+    }))
 }
 
 /// Queues a new instance's start message; returns its inbox id.
@@ -351,6 +346,20 @@ struct NewInstance<'a> {
     callback_url: Option<&'a str>,
     /// The parent's id and the step that awaits this child.
     parent: Option<(&'a str, u32)>,
+}
+
+impl<'a> NewInstance<'a> {
+    /// A top-level instance as a caller asked for it.
+    fn started(row: &'a InstanceRow) -> Self {
+        NewInstance {
+            id: &row.id,
+            name: &row.name,
+            version: &row.version,
+            input: &row.input,
+            callback_url: row.callback_url.as_deref(),
+            parent: None,
+        }
+    }
 }
 
 /// Creates a sub-orchestration, or fails its task at once when it cannot
@@ -488,35 +497,23 @@ impl Store {
         .await
     }
 
-    /// Creates an instance with its start message, replacing a finished
-    /// instance of the same id.
+    /// Creates the instance `pending` describes, with its start message,
+    /// replacing a finished instance of the same id.
     pub async fn create_instance(
         &self,
-        id: String,
-        name: String,
-        version: String,
-        input: String,
-        callback_url: Option<String>,
+        pending: InstanceRow,
         notifications: Vec<Notification>,
     ) -> Result<CreateOutcome, StoreError> {
-        self.write(move |conn| {
-            let new = NewInstance {
-                id: &id,
-                name: &name,
-                version: &version,
-                input: &input,
-                callback_url: callback_url.as_deref(),
-                parent: None,
-            };
-            match insert_instance(conn, new)? {
+        self.write(
+            move |conn| match insert_instance(conn, NewInstance::started(&pending))? {
                 Ok(row) => {
                     let start = queue_start(conn, &row)?;
                     insert_notifications(conn, &notifications)?;
                     Ok(CreateOutcome::Created(Box::new(row), start))
                 }
                 Err(status) => Ok(CreateOutcome::Conflict(status)),
-            }
-        })
+            },
+        )
         .await
     }
 
@@ -537,7 +534,8 @@ impl Store {
     /// Queues an episode's commit at once (see `EpisodeOutcome`), creating
     /// its instance first when it is the first (`creates`). Episodes of one
     /// instance may be queued before the previous one is on disk: each
-    /// commits only on top of the history the one before it wrote.
+    /// commits only if the instance's `episodes` is the count it was built
+    /// on, and adds one.
     pub fn commit_episode(
         &self,
         commit: EpisodeCommit,
@@ -545,20 +543,10 @@ impl Store {
         self.write(move |conn| {
             let id = commit.instance_id.as_str();
             let pk = match &commit.creates {
-                Some(row) => {
-                    let new = NewInstance {
-                        id,
-                        name: &row.name,
-                        version: &row.version,
-                        input: &row.input,
-                        callback_url: row.callback_url.as_deref(),
-                        parent: None,
-                    };
-                    match insert_instance(conn, new)? {
-                        Ok(created) => created.pk,
-                        Err(status) => return Ok(EpisodeOutcome::Conflict(status)),
-                    }
-                }
+                Some(row) => match insert_instance(conn, NewInstance::started(row))? {
+                    Ok(created) => created.pk,
+                    Err(status) => return Ok(EpisodeOutcome::Conflict(status)),
+                },
                 None => commit.instance_pk,
             };
             if episodes(conn, pk)? != Some(commit.after_episodes) {
@@ -850,17 +838,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("durango-writes-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let store = Store::open(&dir.join("t.db"), Durability::Normal).unwrap();
-        let created = store
-            .create_instance(
-                "i".into(),
-                "O".into(),
-                "v".into(),
-                "null".into(),
-                None,
-                vec![],
-            )
-            .await
-            .unwrap();
+        let pending = InstanceRow::pending("i".into(), "O".into(), "v".into(), "null".into(), None);
+        let created = store.create_instance(pending, vec![]).await.unwrap();
         let CreateOutcome::Created(row, _) = created else {
             panic!("not created")
         };
