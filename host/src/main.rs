@@ -8,6 +8,12 @@ use durango::client::{timeline, Client, ClientArgs};
 use durango::fake_sms::{self, FakeSmsArgs};
 use durango::serve::{serve, ServeArgs};
 
+/// Many small, short-lived allocations on every step (messages, JSON,
+/// guest stores): glibc's malloc was ~14 % of a busy host's CPU, and
+/// mimalloc gave hello ~+20 % (BENCHMARKS.md change 18).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Durable orchestrations for WebAssembly components.
 #[derive(Parser)]
 #[command(name = "durango", version, about)]
