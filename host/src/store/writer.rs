@@ -23,9 +23,13 @@ const MAX_BATCH: usize = 512;
 /// Commits between two checkpoints. The writer's connection does not
 /// checkpoint itself (that would stall every caller of the commit that
 /// crosses the threshold); a thread of its own copies the WAL back into the
-/// database meanwhile. Every 16 commits, its syncs of the database file
-/// competed with the writer's; 64 gave hello ~10 % more and a lower p99.
-const COMMITS_PER_CHECKPOINT: u32 = 64;
+/// database meanwhile. The checkpoint's sync of the database file delays
+/// the writer's sync of the WAL by as long as it takes to write what the
+/// checkpoint copied: small, frequent checkpoints keep that short. (While
+/// the host was CPU-bound, 64 had measured better than 16; with the CPU
+/// freed, 16 cut hello's p99 from ~16 to ~13 ms and its max from ~40 to
+/// ~18 ms: BENCHMARKS.md change 19.)
+const COMMITS_PER_CHECKPOINT: u32 = 16;
 
 /// WAL frames at which the writer checkpoints itself after all. Under a
 /// steady stream of commits the background checkpoint never quite catches
