@@ -398,8 +398,19 @@ impl Host {
 
     /// Tells waiters that an instance's status changed.
     pub(crate) fn announce(&self, instance_id: &str, status: RuntimeStatus) {
+        self.announce_with_row(instance_id, status, None);
+    }
+
+    /// Tells waiters that an instance's status changed; `row` is the stored
+    /// row, if the change's commit returned it.
+    pub(crate) fn announce_with_row(
+        &self,
+        instance_id: &str,
+        status: RuntimeStatus,
+        row: Option<&InstanceRow>,
+    ) {
         if status.is_terminal() {
-            self.finish_waiters.finished(instance_id);
+            self.finish_waiters.finished(instance_id, row);
         }
         let _ = self.lifecycle.send(Lifecycle {
             instance_id: instance_id.to_string(),
@@ -422,11 +433,10 @@ impl Host {
                 Some(_) => {}
                 None => return Ok(None),
             }
-            if tokio::time::timeout_at(deadline, finished.wait())
-                .await
-                .is_err()
-            {
-                return Ok(None);
+            match tokio::time::timeout_at(deadline, finished.wait()).await {
+                Err(_) => return Ok(None),
+                Ok(Some(row)) => return Ok(Some(row)),
+                Ok(None) => {}
             }
         }
     }

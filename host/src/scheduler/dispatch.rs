@@ -28,7 +28,7 @@ use crate::engine::replay::Replay;
 use crate::host::Host;
 use crate::notify::Change;
 use crate::runtime::{GuestFault, Orchestrator};
-use crate::store::{ActivityRow, EpisodeOutcome, InstanceRow, Notification, StoreError};
+use crate::store::{ActivityRow, Committed, EpisodeOutcome, InstanceRow, Notification, StoreError};
 
 /// A waiting instance kept in memory (`G`: its guest; `()` while it is
 /// being committed).
@@ -477,7 +477,7 @@ async fn commit_round(
         match committing.await? {
             EpisodeOutcome::Committed(committed) => {
                 let pk = committed.instance_pk;
-                durable.act(host, id, committed.woken);
+                durable.act(host, id, committed);
                 pk
             }
             EpisodeOutcome::Conflict(status) => return Ok(Err(status)),
@@ -495,9 +495,7 @@ async fn commit_round(
             let outcome = committing.await;
             let _ = landed.send(());
             match outcome {
-                Ok(EpisodeOutcome::Committed(committed)) => {
-                    durable.act(&host, &id, committed.woken)
-                }
+                Ok(EpisodeOutcome::Committed(committed)) => durable.act(&host, &id, committed),
                 Ok(_) => start_over_from_store(&host, &id, Duration::ZERO).await,
                 Err(error) => {
                     tracing::error!(instance = %id, %error, "episode not committed; retrying in {FIRST_BACKOFF:?}");
@@ -543,15 +541,15 @@ struct Durable {
 }
 
 impl Durable {
-    fn act(self, host: &Arc<Host>, id: &str, woken: Vec<String>) {
+    fn act(self, host: &Arc<Host>, id: &str, committed: Committed) {
         if self.created {
             host.announce(id, RuntimeStatus::Pending);
         }
-        for other in woken {
+        for other in committed.woken {
             host.wake(&other);
         }
         if let Some(status) = self.changed {
-            host.announce(id, status);
+            host.announce_with_row(id, status, committed.finished.as_deref());
         }
         if self.notify {
             host.notifier.wake();

@@ -72,10 +72,11 @@ pub struct InstanceFilter {
     pub limit: usize,
 }
 
-const INSTANCE_COLUMNS: &str = "id, name, version, status, input, output, custom_status, \
+pub(super) const INSTANCE_COLUMNS: &str =
+    "id, name, version, status, input, output, custom_status, \
                                 created_at, updated_at, callback_url, pk, episodes";
 
-fn instance_row(row: &Row<'_>) -> rusqlite::Result<InstanceRow> {
+pub(super) fn instance_row(row: &Row<'_>) -> rusqlite::Result<InstanceRow> {
     let status: String = row.get(3)?;
     Ok(InstanceRow {
         id: row.get(0)?,

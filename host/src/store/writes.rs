@@ -4,6 +4,7 @@ use std::future::Future;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::reads::{instance_row, INSTANCE_COLUMNS};
 use super::{now_ms, InstanceRow, Store, StoreError};
 use crate::engine::history::{HistoryEvent, Message, RetryPolicy, RuntimeStatus};
 
@@ -131,7 +132,17 @@ pub struct Committed {
     pub instance_pk: i64,
     /// Other instances it sent messages to: wake them.
     pub woken: Vec<String>,
+    /// The instance's row as stored, when the episode finished it: those
+    /// waiting for the end get it without reading it back.
+    pub finished: Option<Box<InstanceRow>>,
 }
+
+/// An episode's change to its instance's row.
+const EPISODE_UPDATE: &str = "UPDATE instances SET status = COALESCE(?2, status),
+                                      output = COALESCE(?3, output),
+                                      custom_status = CASE WHEN ?4 THEN ?5 ELSE custom_status END,
+                                      updated_at = ?6, episodes = episodes + 1
+                               WHERE pk = ?1";
 
 /// The instance's internal key and status.
 fn find(conn: &Connection, id: &str) -> rusqlite::Result<Option<(i64, RuntimeStatus)>> {
@@ -555,6 +566,7 @@ impl Store {
             let mut committed = Committed {
                 instance_pk: pk,
                 woken: Vec::new(),
+                finished: None,
             };
             let mut consume = conn.prepare_cached("DELETE FROM inbox WHERE id = ?1")?;
             for message in &commit.consumed {
@@ -574,7 +586,8 @@ impl Store {
                 return Ok(EpisodeOutcome::Committed(committed));
             }
             append_history(conn, pk, commit.first_position, &commit.events)?;
-            if let Some(status) = commit.status.filter(|s| s.is_terminal()) {
+            let finishes = commit.status.filter(|s| s.is_terminal());
+            if let Some(status) = finishes {
                 exec(conn, "DELETE FROM timers WHERE instance_pk = ?1", [pk])?;
                 exec(conn, "DELETE FROM activities WHERE instance_pk = ?1", [pk])?;
                 let output = commit.output.as_deref();
@@ -600,22 +613,21 @@ impl Store {
                     committed.woken.push(start_child(conn, (id, pk), child)?);
                 }
             }
-            exec(
-                conn,
-                "UPDATE instances SET status = COALESCE(?2, status),
-                                      output = COALESCE(?3, output),
-                                      custom_status = CASE WHEN ?4 THEN ?5 ELSE custom_status END,
-                                      updated_at = ?6, episodes = episodes + 1
-                 WHERE pk = ?1",
-                params![
-                    pk,
-                    commit.status.map(RuntimeStatus::as_str),
-                    commit.output,
-                    commit.custom_status.is_some(),
-                    commit.custom_status.as_ref().and_then(Option::as_deref),
-                    now
-                ],
-            )?;
+            let update = params![
+                pk,
+                commit.status.map(RuntimeStatus::as_str),
+                commit.output,
+                commit.custom_status.is_some(),
+                commit.custom_status.as_ref().and_then(Option::as_deref),
+                now
+            ];
+            if finishes.is_some() {
+                let sql = format!("{EPISODE_UPDATE} RETURNING {INSTANCE_COLUMNS}");
+                let row = conn.prepare_cached(&sql)?.query_row(update, instance_row)?;
+                committed.finished = Some(Box::new(row));
+            } else {
+                exec(conn, EPISODE_UPDATE, update)?;
+            }
             Ok(EpisodeOutcome::Committed(committed))
         })
     }
@@ -858,6 +870,41 @@ mod tests {
         assert!(out_of_step(
             store.commit_episode(episode(row.pk, 2, 4)).await
         ));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[tokio::test]
+    async fn the_episode_that_ends_an_instance_returns_its_row_as_stored() {
+        let dir = std::env::temp_dir().join(format!("durango-ends-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(&dir.join("t.db"), Durability::Normal).unwrap();
+        let pending = InstanceRow::pending("i".into(), "O".into(), "v".into(), "7".into(), None);
+        let CreateOutcome::Created(row, _) = store.create_instance(pending, vec![]).await.unwrap()
+        else {
+            panic!("not created")
+        };
+        let Ok(EpisodeOutcome::Committed(running)) =
+            store.commit_episode(episode(row.pk, 0, 0)).await
+        else {
+            panic!("first episode not committed")
+        };
+        assert!(running.finished.is_none(), "still running");
+        let last = EpisodeCommit {
+            status: Some(RuntimeStatus::Completed),
+            output: Some("\"done\"".into()),
+            custom_status: Some(Some("\"last\"".into())),
+            ..episode(row.pk, 1, 2)
+        };
+        let Ok(EpisodeOutcome::Committed(ended)) = store.commit_episode(last).await else {
+            panic!("last episode not committed")
+        };
+        let returned = ended
+            .finished
+            .expect("the finishing commit returns the row");
+        let stored = store.instance("i".into()).await.unwrap().unwrap();
+        assert_eq!(returned.status, RuntimeStatus::Completed);
+        assert_eq!(returned.output.as_deref(), Some("\"done\""));
+        assert_eq!(format!("{returned:?}"), format!("{stored:?}"));
         std::fs::remove_dir_all(&dir).ok();
     }
 }
