@@ -137,12 +137,62 @@ pub struct Committed {
     pub finished: Option<Box<InstanceRow>>,
 }
 
-/// An episode's change to its instance's row.
+/// An episode's change to its instance's row, made only if the row is
+/// still at the episode it was built on (`?7`).
 const EPISODE_UPDATE: &str = "UPDATE instances SET status = COALESCE(?2, status),
                                       output = COALESCE(?3, output),
                                       custom_status = CASE WHEN ?4 THEN ?5 ELSE custom_status END,
                                       updated_at = ?6, episodes = episodes + 1
-                               WHERE pk = ?1";
+                               WHERE pk = ?1 AND episodes = ?7";
+
+/// What an episode's change to its instance's row did.
+enum Applied {
+    /// The row was not at the episode it was built on: nothing changed.
+    OutOfStep,
+    /// Changed; the instance goes on.
+    Going,
+    /// Changed, and the instance finished: its row as stored, and the
+    /// parent (id, task) awaiting it, if any.
+    Ended {
+        row: Box<InstanceRow>,
+        parent: Option<(String, u32)>,
+    },
+}
+
+fn update_instance(
+    conn: &Connection,
+    pk: i64,
+    commit: &EpisodeCommit,
+) -> rusqlite::Result<Applied> {
+    let update = params![
+        pk,
+        commit.status.map(RuntimeStatus::as_str),
+        commit.output,
+        commit.custom_status.is_some(),
+        commit.custom_status.as_ref().and_then(Option::as_deref),
+        now_ms(),
+        commit.after_episodes
+    ];
+    if !commit.status.is_some_and(RuntimeStatus::is_terminal) {
+        return Ok(match exec(conn, EPISODE_UPDATE, update)? {
+            0 => Applied::OutOfStep,
+            _ => Applied::Going,
+        });
+    }
+    let sql = format!("{EPISODE_UPDATE} RETURNING {INSTANCE_COLUMNS}, parent_id, parent_seq");
+    let ended = conn
+        .prepare_cached(&sql)?
+        .query_row(update, |r| {
+            let parent: Option<String> = r.get(12)?;
+            let seq: Option<u32> = r.get(13)?;
+            Ok(Applied::Ended {
+                row: Box::new(instance_row(r)?),
+                parent: parent.zip(seq),
+            })
+        })
+        .optional()?;
+    Ok(ended.unwrap_or(Applied::OutOfStep))
+}
 
 /// The instance's internal key and status.
 fn find(conn: &Connection, id: &str) -> rusqlite::Result<Option<(i64, RuntimeStatus)>> {
@@ -208,6 +258,9 @@ fn insert_message(conn: &Connection, pk: i64, message: &Message) -> rusqlite::Re
 }
 
 fn insert_notifications(conn: &Connection, notifications: &[Notification]) -> rusqlite::Result<()> {
+    if notifications.is_empty() {
+        return Ok(());
+    }
     let now = now_ms();
     let mut insert = conn.prepare_cached(
         "INSERT INTO outbox (url, body, created_at, next_at) VALUES (?1, ?2, ?3, ?3)",
@@ -415,24 +468,15 @@ fn start_child(
     }
 }
 
-/// A finished sub-orchestration's outcome goes to its parent's inbox.
+/// A finished sub-orchestration's outcome goes to task `seq` of its parent.
 /// Returns the parent to wake, if it still runs.
 fn report_to_parent(
     conn: &Connection,
-    (id, pk): (&str, i64),
+    id: &str,
+    (parent, seq): (String, u32),
     status: RuntimeStatus,
     output: Option<&str>,
 ) -> rusqlite::Result<Option<String>> {
-    let parent: Option<(Option<String>, Option<u32>)> = conn
-        .query_row(
-            "SELECT parent_id, parent_seq FROM instances WHERE pk = ?1",
-            [pk],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    let Some((Some(parent), Some(seq))) = parent else {
-        return Ok(None);
-    };
     let parent_pk = match find(conn, &parent)? {
         Some((parent_pk, status)) if !status.is_terminal() => parent_pk,
         _ => return Ok(None),
@@ -560,13 +604,25 @@ impl Store {
                 },
                 None => commit.instance_pk,
             };
-            if episodes(conn, pk)? != Some(commit.after_episodes) {
-                return Ok(EpisodeOutcome::OutOfStep);
-            }
+            // The guard first: nothing is written unless the instance is
+            // still at the episode this one was built on.
+            let applied = match &commit.continue_as_new {
+                Some(_) if episodes(conn, pk)? != Some(commit.after_episodes) => Applied::OutOfStep,
+                Some(_) => Applied::Going,
+                None => update_instance(conn, pk, &commit)?,
+            };
             let mut committed = Committed {
                 instance_pk: pk,
                 woken: Vec::new(),
                 finished: None,
+            };
+            let parent = match applied {
+                Applied::OutOfStep => return Ok(EpisodeOutcome::OutOfStep),
+                Applied::Going => None,
+                Applied::Ended { row, parent } => {
+                    committed.finished = Some(row);
+                    parent
+                }
             };
             let mut consume = conn.prepare_cached("DELETE FROM inbox WHERE id = ?1")?;
             for message in &commit.consumed {
@@ -579,20 +635,21 @@ impl Store {
                 activity_outcome_to_inbox(conn, pk, *seq, outcome)?;
             }
             insert_notifications(conn, &commit.notifications)?;
-            let now = now_ms();
             if let Some(restart) = &commit.continue_as_new {
                 start_over(conn, pk, restart)?;
                 committed.woken.push(id.to_string());
                 return Ok(EpisodeOutcome::Committed(committed));
             }
             append_history(conn, pk, commit.first_position, &commit.events)?;
-            let finishes = commit.status.filter(|s| s.is_terminal());
-            if let Some(status) = finishes {
+            if let Some(finished) = &committed.finished {
                 exec(conn, "DELETE FROM timers WHERE instance_pk = ?1", [pk])?;
                 exec(conn, "DELETE FROM activities WHERE instance_pk = ?1", [pk])?;
-                let output = commit.output.as_deref();
-                if let Some(parent) = report_to_parent(conn, (id, pk), status, output)? {
-                    committed.woken.push(parent);
+                if let Some(parent) = parent {
+                    let status = finished.status;
+                    let output = commit.output.as_deref();
+                    if let Some(parent) = report_to_parent(conn, id, parent, status, output)? {
+                        committed.woken.push(parent);
+                    }
                 }
             } else {
                 let mut timer = conn.prepare_cached(
@@ -612,21 +669,6 @@ impl Store {
                 for child in &commit.children {
                     committed.woken.push(start_child(conn, (id, pk), child)?);
                 }
-            }
-            let update = params![
-                pk,
-                commit.status.map(RuntimeStatus::as_str),
-                commit.output,
-                commit.custom_status.is_some(),
-                commit.custom_status.as_ref().and_then(Option::as_deref),
-                now
-            ];
-            if finishes.is_some() {
-                let sql = format!("{EPISODE_UPDATE} RETURNING {INSTANCE_COLUMNS}");
-                let row = conn.prepare_cached(&sql)?.query_row(update, instance_row)?;
-                committed.finished = Some(Box::new(row));
-            } else {
-                exec(conn, EPISODE_UPDATE, update)?;
             }
             Ok(EpisodeOutcome::Committed(committed))
         })
