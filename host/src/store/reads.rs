@@ -72,9 +72,8 @@ pub struct InstanceFilter {
     pub limit: usize,
 }
 
-pub(super) const INSTANCE_COLUMNS: &str =
-    "id, name, version, status, input, output, custom_status, \
-                                created_at, updated_at, callback_url, pk, episodes";
+pub(super) const INSTANCE_COLUMNS: &str = "id, name, version, status, input, output, \
+    custom_status, created_at, updated_at, callback_url, pk, episodes";
 
 pub(super) fn instance_row(row: &Row<'_>) -> rusqlite::Result<InstanceRow> {
     let status: String = row.get(3)?;

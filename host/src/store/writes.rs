@@ -159,6 +159,8 @@ enum Applied {
     },
 }
 
+/// Applies an episode to its instance's row; a finishing one reads the row
+/// back in the same statement.
 fn update_instance(
     conn: &Connection,
     pk: i64,
@@ -887,16 +889,22 @@ mod tests {
         matches!(outcome, Ok(EpisodeOutcome::OutOfStep))
     }
 
-    #[tokio::test]
-    async fn an_episode_commits_only_on_top_of_the_episode_it_was_built_on() {
-        let dir = std::env::temp_dir().join(format!("durango-writes-{}", std::process::id()));
+    /// A store in a fresh folder `name` holding one new instance "i".
+    async fn store_with_an_instance(name: &str) -> (Store, InstanceRow, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("durango-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let store = Store::open(&dir.join("t.db"), Durability::Normal).unwrap();
-        let pending = InstanceRow::pending("i".into(), "O".into(), "v".into(), "null".into(), None);
-        let created = store.create_instance(pending, vec![]).await.unwrap();
-        let CreateOutcome::Created(row, _) = created else {
+        let pending = InstanceRow::pending("i".into(), "O".into(), "v".into(), "7".into(), None);
+        let CreateOutcome::Created(row, _) = store.create_instance(pending, vec![]).await.unwrap()
+        else {
             panic!("not created")
         };
+        (store, *row, dir)
+    }
+
+    #[tokio::test]
+    async fn an_episode_commits_only_on_top_of_the_episode_it_was_built_on() {
+        let (store, row, dir) = store_with_an_instance("writes").await;
         // Queued back to back, as a hot instance's episodes are.
         let first = store.commit_episode(episode(row.pk, 0, 0));
         let built_on_a_lost_one = store.commit_episode(episode(row.pk, 5, 2));
@@ -917,14 +925,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_episode_that_ends_an_instance_returns_its_row_as_stored() {
-        let dir = std::env::temp_dir().join(format!("durango-ends-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let store = Store::open(&dir.join("t.db"), Durability::Normal).unwrap();
-        let pending = InstanceRow::pending("i".into(), "O".into(), "v".into(), "7".into(), None);
-        let CreateOutcome::Created(row, _) = store.create_instance(pending, vec![]).await.unwrap()
-        else {
-            panic!("not created")
-        };
+        let (store, row, dir) = store_with_an_instance("ends").await;
         let Ok(EpisodeOutcome::Committed(running)) =
             store.commit_episode(episode(row.pk, 0, 0)).await
         else {
