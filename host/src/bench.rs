@@ -95,8 +95,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
     let mut bench = Bench { args, dir, runs: 0 };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Figures are only worth as much as the command that made them.
+    let command = std::iter::once("durango".to_string())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ");
     println!(
-        "durango bench: {cores} cores, durability {:?}, concurrency {}",
+        "{command}\ndurango bench: {cores} cores, durability {:?}, concurrency {}",
         bench.args.durability, bench.args.concurrency
     );
     for scenario in scenarios {
@@ -111,6 +116,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let mut report = report;
         report["cores"] = json!(cores);
         report["durability"] = json!(format!("{:?}", bench.args.durability).to_lowercase());
+        report["command"] = json!(command);
         println!("{}", serde_json::to_string(&report)?);
     }
     let _ = std::fs::remove_dir_all(&bench.dir);

@@ -65,7 +65,16 @@ fn every_benchmark_scenario_runs_and_reports() {
     for report in &reports {
         assert!(report["cores"].as_u64().unwrap() >= 1);
         assert_eq!(report["durability"], "full");
+        let command = report["command"].as_str().unwrap();
+        assert!(
+            command.starts_with("durango bench --orchestrations 20 --concurrency 4"),
+            "{command}"
+        );
     }
+    assert!(
+        stdout.starts_with("durango bench --orchestrations 20"),
+        "the command comes first: {stdout}"
+    );
     assert_eq!(reports[0]["orchestrations"], 20);
     assert!(reports[2]["p99_ms"].as_f64().is_some());
     assert_eq!(reports[2]["samples"], 5);
