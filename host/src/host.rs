@@ -13,7 +13,7 @@ use crate::engine::rewind;
 use crate::finish_waiters::FinishWaiters;
 use crate::notify::{self, Change, Notifier};
 use crate::runtime::{FunctionInfo, GuestFault, GuestLimits, Runtime};
-use crate::scheduler::activities::{activity_queue, ActivityQueue};
+use crate::scheduler::activities::ActivityPool;
 use crate::scheduler::dispatch::{Dispatcher, Starting, CONCURRENT_EPISODES};
 use crate::scheduler::timers::{timer_queue, TimerQueue};
 use crate::settings::Settings;
@@ -57,7 +57,7 @@ pub struct Host {
     pub public_url: String,
     pub(crate) dispatcher: Dispatcher,
     pub(crate) timers: TimerQueue,
-    pub(crate) activities: ActivityQueue,
+    pub(crate) activities: ActivityPool,
     catalog: RwLock<Catalog>,
     lifecycle: broadcast::Sender<Lifecycle>,
     finish_waiters: FinishWaiters,
@@ -143,7 +143,6 @@ impl Host {
             config.activity_workers.max(1),
         )?;
         let (timers, timer_task) = timer_queue(config.timer_horizon);
-        let (activities, workers) = activity_queue(config.activity_workers);
         let host = Arc::new(Host {
             store,
             runtime,
@@ -152,7 +151,7 @@ impl Host {
             public_url: config.public_url,
             dispatcher: Dispatcher::new(config.hot_instances),
             timers,
-            activities,
+            activities: ActivityPool::new(config.activity_workers),
             catalog: RwLock::new(Catalog::default()),
             lifecycle: broadcast::channel(LIFECYCLE_BACKLOG).0,
             finish_waiters: FinishWaiters::default(),
@@ -161,14 +160,13 @@ impl Host {
         host.reload_catalog().await?;
         Dispatcher::start(&host);
         tokio::spawn(timer_task.run(host.clone()));
-        tokio::spawn(workers.run(host.clone()));
         tokio::spawn(notify::deliver(host.clone()));
         let horizon = host.timers.horizon();
         for (id, seq, fire_at) in host.store.timers_between(i64::MIN, horizon).await? {
             host.timers.add(&id, seq, fire_at);
         }
         for activity in host.store.activities().await? {
-            host.activities.submit(activity);
+            host.activities.submit(&host, activity);
         }
         for id in host.store.instances_with_messages().await? {
             host.wake(&id);
@@ -488,7 +486,7 @@ impl Host {
         self.dispatcher.forget(id);
         self.announce(id, RuntimeStatus::Running);
         for activity in activities {
-            self.activities.submit(activity);
+            self.activities.submit(self, activity);
         }
         self.wake(id);
         Ok(())

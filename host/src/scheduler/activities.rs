@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 
 use super::durable_http;
 use crate::engine::history::Message;
@@ -17,44 +17,32 @@ use crate::store::{now_ms, ActivityRow};
 /// Time limit of one durable HTTP attempt unless its policy says otherwise.
 const DEFAULT_HTTP_LIMIT: Duration = Duration::from_secs(60);
 
-#[derive(Clone)]
-pub struct ActivityQueue {
-    tx: mpsc::UnboundedSender<ActivityRow>,
-}
-
-pub struct ActivityWorkers {
-    rx: mpsc::UnboundedReceiver<ActivityRow>,
+/// Runs each submitted activity on a task of its own once one of the
+/// pool's slots is free (after its retry delay, if it has one).
+pub struct ActivityPool {
     slots: Arc<Semaphore>,
 }
 
-pub fn activity_queue(workers: usize) -> (ActivityQueue, ActivityWorkers) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let slots = Arc::new(Semaphore::new(workers.max(1)));
-    (ActivityQueue { tx }, ActivityWorkers { rx, slots })
-}
-
-impl ActivityQueue {
-    pub fn submit(&self, activity: ActivityRow) {
-        let _ = self.tx.send(activity);
-    }
-}
-
-impl ActivityWorkers {
-    pub async fn run(mut self, host: Arc<Host>) {
-        while let Some(activity) = self.rx.recv().await {
-            let host = host.clone();
-            let slots = self.slots.clone();
-            tokio::spawn(async move {
-                let wait = activity.run_at.saturating_sub(now_ms());
-                if wait > 0 {
-                    tokio::time::sleep(Duration::from_millis(wait as u64)).await;
-                }
-                let Ok(_slot) = slots.acquire().await else {
-                    return;
-                };
-                run_attempt(&host, activity).await;
-            });
+impl ActivityPool {
+    /// A pool running at most `workers` activities at once.
+    pub fn new(workers: usize) -> ActivityPool {
+        ActivityPool {
+            slots: Arc::new(Semaphore::new(workers.max(1))),
         }
+    }
+
+    pub fn submit(&self, host: &Arc<Host>, activity: ActivityRow) {
+        let (host, slots) = (host.clone(), self.slots.clone());
+        tokio::spawn(async move {
+            let wait = activity.run_at.saturating_sub(now_ms());
+            if wait > 0 {
+                tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+            }
+            let Ok(_slot) = slots.acquire().await else {
+                return;
+            };
+            run_attempt(&host, activity).await;
+        });
     }
 }
 
@@ -106,11 +94,14 @@ async fn run_attempt(host: &Arc<Host>, activity: ActivityRow) {
                 .retry_activity(activity.instance_pk, seq, attempt, run_at)
                 .await
             {
-                Ok(true) => host.activities.submit(ActivityRow {
-                    attempt,
-                    run_at,
-                    ..activity
-                }),
+                Ok(true) => host.activities.submit(
+                    host,
+                    ActivityRow {
+                        attempt,
+                        run_at,
+                        ..activity
+                    },
+                ),
                 Ok(false) => {}
                 Err(e) => tracing::error!(instance = %id, error = %e, "cannot record a retry"),
             }

@@ -506,10 +506,13 @@ async fn commit_round(
         instance.pk
     };
     for activity in activities {
-        host.activities.submit(ActivityRow {
-            instance_pk: pk,
-            ..activity
-        });
+        host.activities.submit(
+            host,
+            ActivityRow {
+                instance_pk: pk,
+                ..activity
+            },
+        );
     }
     if let (true, Some(guest)) = (episode.waiting, guest) {
         host.dispatcher.keep_hot(
