@@ -93,7 +93,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let dir = std::env::temp_dir().join(format!("durango-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let mut bench = Bench { args, dir, runs: 0 };
+    let mut bench = Bench {
+        args,
+        dir: dir.clone(),
+        runs: 0,
+    };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     // Figures are only worth as much as the command that made them.
     let command = std::iter::once("durango".to_string())
@@ -104,23 +108,32 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "{command}\ndurango bench: {cores} cores, durability {:?}, concurrency {}",
         bench.args.durability, bench.args.concurrency
     );
-    for scenario in scenarios {
-        let report = match scenario {
-            Scenario::Hello => bench.closed_loop("E1_HelloSequence", 3).await?,
-            Scenario::Hello5 => bench.closed_loop("HelloFive", 5).await?,
-            Scenario::Interaction => bench.interaction().await?,
-            Scenario::Timers => bench.timers().await?,
-            Scenario::Replay => bench.replay().await?,
-            Scenario::Parked => bench.parked().await?,
-        };
-        let mut report = report;
-        report["cores"] = json!(cores);
-        report["durability"] = json!(format!("{:?}", bench.args.durability).to_lowercase());
-        report["command"] = json!(command);
-        println!("{}", serde_json::to_string(&report)?);
-    }
-    let _ = std::fs::remove_dir_all(&bench.dir);
-    Ok(())
+    let runs = async {
+        for scenario in scenarios {
+            let mut report = match scenario {
+                Scenario::Hello => bench.closed_loop("E1_HelloSequence", 3).await?,
+                Scenario::Hello5 => bench.closed_loop("HelloFive", 5).await?,
+                Scenario::Interaction => bench.interaction().await?,
+                Scenario::Timers => bench.timers().await?,
+                Scenario::Replay => bench.replay().await?,
+                Scenario::Parked => bench.parked().await?,
+            };
+            report["cores"] = json!(cores);
+            report["durability"] = json!(format!("{:?}", bench.args.durability).to_lowercase());
+            report["command"] = json!(command);
+            println!("{}", serde_json::to_string(&report)?);
+        }
+        anyhow::Ok(())
+    };
+    // Ctrl-C still removes the databases (the parked scenario's is ~700 MB).
+    // Biased: the handler is in place before the first scenario starts.
+    let outcome = tokio::select! {
+        biased;
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        outcome = runs => outcome,
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    outcome
 }
 
 /// An external event message.

@@ -81,3 +81,44 @@ fn every_benchmark_scenario_runs_and_reports() {
     assert_eq!(reports[2]["burst"], 15);
     assert!(reports[5]["rss_mb"].as_f64().unwrap() > 0.0);
 }
+
+/// Interrupted (Ctrl-C), the benchmark still removes its databases, says
+/// why it stopped, and exits non-zero.
+#[test]
+fn an_interrupted_benchmark_removes_its_databases() {
+    let tmp = tempfile::tempdir().expect("temporary folder");
+    let wasm_dir = durango_e2e::wasm("test_guests")
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let mut bench = Command::new(durango_bin())
+        .args(["bench", "--scenario", "parked", "--parked", "100000000"])
+        .arg("--wasm-dir")
+        .arg(wasm_dir)
+        .env("TMPDIR", tmp.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run durango bench");
+    let folder = tmp.path().join(format!("durango-bench-{}", bench.id()));
+    // A file in its folder: the first scenario has begun, after the handler.
+    durango_e2e::wait_until("the benchmark's database", durango_e2e::WAIT, || {
+        std::fs::read_dir(&folder)
+            .ok()
+            .and_then(|mut entries| entries.next())
+            .map(|_| ())
+    });
+    let interrupted = Command::new("kill")
+        .args(["-INT", &bench.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(interrupted.success());
+    let exit = durango_e2e::wait_until("the benchmark to stop", durango_e2e::WAIT, || {
+        bench.try_wait().expect("wait for durango bench")
+    });
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(bench.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(!exit.success(), "{stderr}");
+    assert!(stderr.contains("durango: interrupted"), "{stderr}");
+    assert!(!folder.exists(), "{} is left behind", folder.display());
+}
