@@ -93,11 +93,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let dir = std::env::temp_dir().join(format!("durango-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let mut bench = Bench {
-        args,
-        dir: dir.clone(),
-        runs: 0,
-    };
+    let mut bench = Bench { args, dir, runs: 0 };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     // Figures are only worth as much as the command that made them.
     let command = std::iter::once("durango".to_string())
@@ -132,7 +128,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
         outcome = runs => outcome,
     };
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&bench.dir);
     outcome
 }
 

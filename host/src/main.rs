@@ -195,10 +195,9 @@ const WORKER_NICENESS: libc::c_int = 5;
 
 /// Tokio's threads yield a core to the SQLite writer (and the epoch
 /// ticker): every step of every instance waits for the writer's commit, so
-/// a writer kept waiting for a core delays them all (with checkpoints every
-/// 64 commits, hello's p99 median at concurrency 64 went ~26 -> ~23 ms; see
-/// BENCHMARKS.md). Lowering a thread's own priority needs
-/// no privilege; if it fails the thread runs as before.
+/// a writer kept waiting for a core delays them all (BENCHMARKS.md change
+/// 17). Lowering a thread's own priority needs no privilege; if it fails
+/// the thread runs as before.
 #[cfg(target_os = "linux")]
 fn behind_the_writer() {
     // SAFETY: setpriority only reads its arguments; on Linux, PRIO_PROCESS

@@ -159,6 +159,12 @@ enum Applied {
     },
 }
 
+/// An episode that continues as new: its instance's row starts over, made
+/// only if the row is still at the episode it was built on (`?4`).
+const RESTART_UPDATE: &str = "UPDATE instances SET status = 'ContinuedAsNew', input = ?2,
+                                      output = NULL, updated_at = ?3, episodes = episodes + 1
+                               WHERE pk = ?1 AND episodes = ?4";
+
 /// Applies an episode to its instance's row; a finishing one reads the row
 /// back in the same statement.
 fn update_instance(
@@ -166,6 +172,14 @@ fn update_instance(
     pk: i64,
     commit: &EpisodeCommit,
 ) -> rusqlite::Result<Applied> {
+    let going = |changed: usize| match changed {
+        0 => Applied::OutOfStep,
+        _ => Applied::Going,
+    };
+    if let Some(restart) = &commit.continue_as_new {
+        let update = params![pk, restart.input, now_ms(), commit.after_episodes];
+        return Ok(going(exec(conn, RESTART_UPDATE, update)?));
+    }
     let update = params![
         pk,
         commit.status.map(RuntimeStatus::as_str),
@@ -176,10 +190,7 @@ fn update_instance(
         commit.after_episodes
     ];
     if !commit.status.is_some_and(RuntimeStatus::is_terminal) {
-        return Ok(match exec(conn, EPISODE_UPDATE, update)? {
-            0 => Applied::OutOfStep,
-            _ => Applied::Going,
-        });
+        return Ok(going(exec(conn, EPISODE_UPDATE, update)?));
     }
     let sql = format!("{EPISODE_UPDATE} RETURNING {INSTANCE_COLUMNS}, parent_id, parent_seq");
     let ended = conn
@@ -203,13 +214,6 @@ fn find(conn: &Connection, id: &str) -> rusqlite::Result<Option<(i64, RuntimeSta
         .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     Ok(found.and_then(|(pk, status)| Some((pk, RuntimeStatus::parse(&status)?))))
-}
-
-/// How many episodes the instance has committed; `None` once it is gone.
-fn episodes(conn: &Connection, pk: i64) -> rusqlite::Result<Option<i64>> {
-    conn.prepare_cached("SELECT episodes FROM instances WHERE pk = ?1")?
-        .query_row([pk], |r| r.get(0))
-        .optional()
 }
 
 /// The status of the instance with this internal key: `None` once it is
@@ -311,7 +315,8 @@ fn activity_outcome_to_inbox(
 }
 
 /// Continue-as-new: the instance keeps its id and starts over with a fresh
-/// history; unconsumed events follow its start message.
+/// history; unconsumed events follow its start message. (Its row changes
+/// in `update_instance`.)
 fn start_over(conn: &Connection, pk: i64, restart: &ContinueAsNew) -> rusqlite::Result<()> {
     for table in ["history", "activities", "timers"] {
         exec(
@@ -346,12 +351,6 @@ fn start_over(conn: &Connection, pk: i64, restart: &ContinueAsNew) -> rusqlite::
             params![pk, json],
         )?;
     }
-    exec(
-        conn,
-        "UPDATE instances SET status = 'ContinuedAsNew', input = ?2, output = NULL,
-                              updated_at = ?3, episodes = episodes + 1 WHERE pk = ?1",
-        params![pk, restart.input, now_ms()],
-    )?;
     Ok(())
 }
 
@@ -608,11 +607,7 @@ impl Store {
             };
             // The guard first: nothing is written unless the instance is
             // still at the episode this one was built on.
-            let applied = match &commit.continue_as_new {
-                Some(_) if episodes(conn, pk)? != Some(commit.after_episodes) => Applied::OutOfStep,
-                Some(_) => Applied::Going,
-                None => update_instance(conn, pk, &commit)?,
-            };
+            let applied = update_instance(conn, pk, &commit)?;
             let mut committed = Committed {
                 instance_pk: pk,
                 woken: Vec::new(),
