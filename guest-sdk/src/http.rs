@@ -100,11 +100,14 @@ impl Request {
     /// Send the request and read the whole response.
     pub fn send(self) -> Result<Response, Error> {
         let target = Target::parse(&self.url)?;
-        let fields: Vec<(String, Vec<u8>)> = self
+        let mut fields: Vec<(String, Vec<u8>)> = self
             .headers
             .iter()
             .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
             .collect();
+        if let Some(length) = self.content_length() {
+            fields.push(("Content-Length".into(), length.to_string().into_bytes()));
+        }
         let headers = Fields::from_list(&fields)
             .map_err(|e| Error::msg(format!("invalid request header: {e:?}")))?;
         let request = OutgoingRequest::new(headers);
@@ -153,6 +156,24 @@ impl Request {
             headers,
             body,
         })
+    }
+}
+
+impl Request {
+    /// The body's size, sent as `Content-Length` (the body is whole before
+    /// it is sent): many servers, proxies and gateways refuse or mishandle a
+    /// chunked request body. A method that carries no body gets none, unless
+    /// one was set; the caller's own `Content-Length` stands.
+    fn content_length(&self) -> Option<usize> {
+        let given = self
+            .headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("content-length"));
+        let bodiless = matches!(
+            self.method,
+            Method::Get | Method::Head | Method::Delete | Method::Options
+        ) && self.body.is_empty();
+        (!given && !bodiless).then_some(self.body.len())
     }
 }
 

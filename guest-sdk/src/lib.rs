@@ -56,9 +56,16 @@ pub use error::{Error, TaskError};
 pub use registry::Registry;
 pub use task::{Task, TaskHandle, Timer};
 
-/// A random `u64` from the host. In an activity this is real randomness; in
-/// an orchestrator it comes from the per-instance seeded generator, so replay
-/// sees the same value.
+/// A random `u64` from the host.
+///
+/// In an activity it comes from a stream the host keys per call, from the
+/// call's idempotency key and a host secret the guest never sees: the
+/// values are unguessable, and a re-run of the same call (after a crash, or
+/// a retry) draws the same ones, so what the outside world got from the
+/// first run (a verification code) stays valid. Draw each value from here
+/// (or from WASI's random directly); a generator seeded once inside the
+/// guest would not follow the call. In an orchestrator it comes from the
+/// per-instance seeded generator, so replay sees the same value.
 pub fn random_u64() -> u64 {
     wasi::random::random::get_random_u64()
 }

@@ -133,12 +133,23 @@ impl Client {
         self.call("POST", &path, Some(("application/json", body)))
     }
 
-    pub fn raise(&self, id: &str, event: &str, data: Option<&str>) -> anyhow::Result<Answer> {
-        let path = format!(
+    /// Raises an event; with `wait` (seconds), answers with the instance's
+    /// status once the episode that consumed it has committed.
+    pub fn raise(
+        &self,
+        id: &str,
+        event: &str,
+        data: Option<&str>,
+        wait: Option<f64>,
+    ) -> anyhow::Result<Answer> {
+        let mut path = format!(
             "{PREFIX}/instances/{}/raiseEvent/{}",
             crate::api::encode(id),
             crate::api::encode(event)
         );
+        if let Some(seconds) = wait {
+            path = format!("{path}?timeout={seconds}");
+        }
         let body = json_argument(data, "the event data")?;
         self.call("POST", &path, Some(("application/json", body)))
     }

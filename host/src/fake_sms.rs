@@ -2,6 +2,10 @@
 //! the phone-verification sample runs (and is tested) without an account.
 //! It speaks the REST shape the sample uses, checks basic auth when given
 //! credentials, prints each message, and lists them at `GET /messages`.
+//! Like Twilio, it sends a message once per `I-Twilio-Idempotency-Token`:
+//! a request that repeats a token gets the first message back and sends
+//! nothing (the listed message counts the `requests` it took). Like many
+//! gateways, it refuses a body sent without `Content-Length` (`411`).
 //! It also takes any JSON posted to `/webhook` (approval requests, lifecycle
 //! notifications) and lists it there too, for the walk-throughs.
 
@@ -10,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
@@ -40,6 +44,7 @@ pub struct FakeSmsArgs {
 struct Fake {
     credentials: Option<(String, String)>,
     delay: Duration,
+    /// Every message sent and webhook taken, in arrival order.
     messages: Arc<Mutex<Vec<Value>>>,
 }
 
@@ -81,6 +86,9 @@ async fn send(
     headers: HeaderMap,
     Form(form): Form<Vec<(String, String)>>,
 ) -> Response {
+    if let Some(refusal) = length_required(&headers) {
+        return refusal;
+    }
     let auth = basic_auth(&headers);
     if let Some(expected) = &fake.credentials {
         if auth.as_ref() != Some(expected) || sid != expected.0 {
@@ -101,8 +109,23 @@ async fn send(
         .get("i-twilio-idempotency-token")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let message = {
+    let (index, message) = {
         let mut messages = fake.messages.lock().expect("message log");
+        let repeated = idempotency.as_ref().and_then(|token| {
+            messages
+                .iter()
+                .position(|m| m["idempotency_token"].as_str() == Some(token))
+        });
+        if let Some(index) = repeated {
+            // Sent already: the first message again, nothing sent.
+            let first = &mut messages[index];
+            first["requests"] = json!(first["requests"].as_u64().unwrap_or(1) + 1);
+            println!(
+                "SMS to {} repeated under its token: not sent again",
+                first["to"]
+            );
+            return (StatusCode::CREATED, Json(answer(first))).into_response();
+        }
         let message = json!({
             "sid": format!("SM{:032x}", messages.len() + 1),
             "account_sid": sid,
@@ -112,24 +135,59 @@ async fn send(
             "status": "queued",
             "auth_user": auth.map(|(user, _)| user),
             "idempotency_token": idempotency,
+            "requests": 1,
+            "answered": false,
         });
         messages.push(message.clone());
-        message
+        (messages.len() - 1, message)
     };
     println!("SMS to {}: {}", field("To"), field("Body"));
     // Taken (and listed) first, answered after: the message counts as sent
     // even if the sender never reads the answer.
     tokio::time::sleep(fake.delay).await;
-    (StatusCode::CREATED, Json(message)).into_response()
+    fake.messages.lock().expect("message log")[index]["answered"] = json!(true);
+    (StatusCode::CREATED, Json(answer(&message))).into_response()
 }
 
-async fn webhook(State(fake): State<Fake>, Json(body): Json<Value>) -> StatusCode {
+/// A message as Twilio answers it: without this stand-in's bookkeeping.
+fn answer(message: &Value) -> Value {
+    let mut answer = message.clone();
+    if let Some(fields) = answer.as_object_mut() {
+        fields.remove("requests");
+        fields.remove("answered");
+    }
+    answer
+}
+
+/// A `411` for a request whose body comes without `Content-Length`
+/// (chunked), as many servers and gateways answer.
+fn length_required(headers: &HeaderMap) -> Option<Response> {
+    if headers.contains_key(header::CONTENT_LENGTH) {
+        return None;
+    }
+    Some(
+        (
+            StatusCode::LENGTH_REQUIRED,
+            Json(json!({"code": 411, "message": "Content-Length required"})),
+        )
+            .into_response(),
+    )
+}
+
+async fn webhook(
+    State(fake): State<Fake>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if let Some(refusal) = length_required(&headers) {
+        return refusal;
+    }
     println!("webhook: {body}");
     fake.messages
         .lock()
         .expect("message log")
         .push(json!({"webhook": body}));
-    StatusCode::OK
+    StatusCode::OK.into_response()
 }
 
 async fn list(State(fake): State<Fake>) -> Json<Vec<Value>> {

@@ -10,9 +10,8 @@ use tokio::sync::{broadcast, oneshot};
 
 use crate::engine::history::{Message, RuntimeStatus};
 use crate::engine::rewind;
-use crate::finish_waiters::FinishWaiters;
 use crate::notify::{self, Change, Notifier};
-use crate::runtime::{FunctionInfo, GuestFault, GuestLimits, Runtime};
+use crate::runtime::{FunctionInfo, GuestFault, GuestLimits, RandomKey, Runtime};
 use crate::scheduler::activities::ActivityPool;
 use crate::scheduler::dispatch::{Dispatcher, Starting, CONCURRENT_EPISODES};
 use crate::scheduler::timers::{timer_queue, TimerQueue};
@@ -21,6 +20,7 @@ use crate::store::{
     now_ms, ActivityRow, CreateOutcome, Deployment, Durability, EnqueueOutcome, InstanceRow, Store,
     StoreError,
 };
+use crate::waiters::Waiters;
 
 pub struct HostConfig {
     pub db: PathBuf,
@@ -60,7 +60,12 @@ pub struct Host {
     pub(crate) activities: ActivityPool,
     catalog: RwLock<Catalog>,
     lifecycle: broadcast::Sender<Lifecycle>,
-    finish_waiters: FinishWaiters,
+    /// Callers waiting for an instance to finish (with its row when the
+    /// commit that ended it returned it).
+    finish_waiters: Waiters<String, Option<InstanceRow>>,
+    /// Callers waiting for an inbox message to be consumed by a committed
+    /// episode (or dropped because its instance finished).
+    consume_waiters: Waiters<i64, ()>,
     pub(crate) notifier: Notifier,
 }
 
@@ -132,12 +137,19 @@ impl Host {
             Some(secret) => secret,
             None => store.meta_secret("notify_secret", random_secret()).await?,
         };
+        // Shared by every host on the database, so a call re-run anywhere
+        // draws what it drew before.
+        let random_secret = store
+            .meta_secret("activity_random_secret", random_secret())
+            .await?;
         let mut settings = config.settings;
         settings.hide(&key);
         settings.hide(&notify_secret);
+        settings.hide(&random_secret);
         let settings = Arc::new(settings);
         let runtime = Runtime::new(
             settings.clone(),
+            RandomKey::new(&random_secret),
             config.limits,
             config.hot_instances + CONCURRENT_EPISODES,
             config.activity_workers.max(1),
@@ -154,7 +166,8 @@ impl Host {
             activities: ActivityPool::new(config.activity_workers),
             catalog: RwLock::new(Catalog::default()),
             lifecycle: broadcast::channel(LIFECYCLE_BACKLOG).0,
-            finish_waiters: FinishWaiters::default(),
+            finish_waiters: Waiters::default(),
+            consume_waiters: Waiters::default(),
             notifier: Notifier::new(config.notify_urls, notify_secret),
         });
         host.reload_catalog().await?;
@@ -382,6 +395,38 @@ impl Host {
         Ok(outcome)
     }
 
+    /// Delivers a message, then waits (up to `timeout`) until the episode
+    /// that consumed it has committed, or the instance finished without it:
+    /// `Some(row)` as the instance then stands, `None` if the time ran out.
+    pub async fn send_and_wait(
+        self: &Arc<Self>,
+        id: &str,
+        message: Message,
+        timeout: Duration,
+    ) -> Result<(EnqueueOutcome, Option<InstanceRow>), StoreError> {
+        let outcome = self.store.enqueue(id.to_string(), message.clone()).await?;
+        let EnqueueOutcome::Queued(inbox_id) = outcome else {
+            return Ok((outcome, None));
+        };
+        let mut consumed = self.consume_waiters.register(inbox_id);
+        self.hand_over(id, inbox_id, message);
+        // A round that read the inbox may have consumed it before the
+        // waiter was there.
+        let gone = !self.store.message_pending(inbox_id).await?;
+        if gone || tokio::time::timeout(timeout, consumed.wait()).await.is_ok() {
+            return Ok((outcome, self.store.instance(id.to_string()).await?));
+        }
+        Ok((outcome, None))
+    }
+
+    /// Inbox messages left the inbox in a committed change: wakes those
+    /// waiting for them.
+    pub(crate) fn consumed(&self, inbox_ids: &[i64]) {
+        for inbox_id in inbox_ids {
+            self.consume_waiters.wake(inbox_id, ());
+        }
+    }
+
     /// Deletes an instance's state and history.
     pub async fn purge(&self, id: &str) -> Result<bool, StoreError> {
         let purged = self.store.purge_instance(id.to_string()).await?;
@@ -408,7 +453,8 @@ impl Host {
         row: Option<&InstanceRow>,
     ) {
         if status.is_terminal() {
-            self.finish_waiters.finished(instance_id, row);
+            self.finish_waiters
+                .wake(&instance_id.to_string(), row.cloned());
         }
         let _ = self.lifecycle.send(Lifecycle {
             instance_id: instance_id.to_string(),
@@ -425,7 +471,7 @@ impl Host {
     ) -> Result<Option<InstanceRow>, StoreError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let mut finished = self.finish_waiters.register(id);
+            let mut finished = self.finish_waiters.register(id.to_string());
             match self.store.instance(id.to_string()).await? {
                 Some(row) if row.status.is_terminal() => return Ok(Some(row)),
                 Some(_) => {}
@@ -433,8 +479,8 @@ impl Host {
             }
             match tokio::time::timeout_at(deadline, finished.wait()).await {
                 Err(_) => return Ok(None),
-                Ok(Some(row)) => return Ok(Some(row)),
-                Ok(None) => {}
+                Ok(Some(Some(row))) => return Ok(Some(row)),
+                Ok(_) => {}
             }
         }
     }

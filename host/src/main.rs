@@ -60,6 +60,10 @@ enum Command {
         event: String,
         /// The event data, as JSON.
         data: Option<String>,
+        /// Wait up to this many seconds for the instance to act on the event,
+        /// then print its status (without it, print as soon as it is queued).
+        #[arg(long, value_name = "SECONDS")]
+        wait: Option<f64>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -228,8 +232,9 @@ fn run_client(command: Command) -> anyhow::Result<()> {
             id,
             event,
             data,
+            wait,
             client,
-        } => Client::new(client)?.raise(id, event, data.as_deref())?,
+        } => Client::new(client)?.raise(id, event, data.as_deref(), *wait)?,
         Command::Status {
             id,
             history,

@@ -69,6 +69,17 @@ fn the_client_commands_drive_an_instance() {
     assert!(text.contains("EventRaised"), "{text}");
     assert!(text.contains("TaskCompleted"), "{text}");
 
+    // --wait answers once the instance acted on the event: its status then.
+    start_echo(&host, "cli-3");
+    let acted = json_of(&durango(
+        &host,
+        &["raise", "cli-3", "Go", "\"waited\"", "--wait", "30"],
+    ));
+    assert_eq!(acted["instanceId"], "cli-3", "{acted}");
+    let timeline = durango(&host, &["status", "cli-3", "--history"]);
+    let text = String::from_utf8_lossy(&timeline.stdout);
+    assert!(text.contains("EventRaised"), "consumed already: {text}");
+
     start_echo(&host, "cli-2");
     assert!(
         durango(&host, &["terminate", "cli-2", "--reason", "enough"])

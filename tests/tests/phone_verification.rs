@@ -1,7 +1,15 @@
 //! The Durable Functions phone-verification sample, end to end: the real
 //! host, a real SQLite file, the real component, SMS through a fake Twilio.
 
-use durango_e2e::{FakeSms, Host, HostOptions, TWILIO_FROM, TWILIO_SID};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use durango_e2e::{
+    request, wait_until, Answer, FakeSms, Host, HostOptions, TWILIO_FROM, TWILIO_SID, TWILIO_TOKEN,
+    WAIT,
+};
 use serde_json::{json, Value};
 
 fn start(host: &Host, phone: &str, timeout_seconds: u64) -> String {
@@ -216,4 +224,120 @@ fn the_secret_token_never_shows() {
     assert!(!serde_json::to_string(&messages)
         .unwrap()
         .contains(durango_e2e::TWILIO_TOKEN));
+}
+
+/// Raises the person's answer and waits (up to `seconds`) for its effect.
+fn answer_and_wait(host: &Host, id: &str, code: &str, seconds: u32) -> Answer {
+    host.call(
+        "POST",
+        &format!(
+            "/runtime/webhooks/durabletask/instances/{id}/raiseEvent/SmsChallengeResponse?timeout={seconds}"
+        ),
+        Some(code),
+    )
+}
+
+#[test]
+fn an_answer_raised_with_a_timeout_gets_its_outcome_in_the_same_request() {
+    let sms = FakeSms::start();
+    let host = Host::start(HostOptions::default().twilio(&sms));
+    let id = start(&host, "+14255550110", 300);
+    let code = sms.code_sent_to("+14255550110");
+    for tries_left in [3, 2] {
+        let wrong_answer = answer_and_wait(&host, &id, &wrong(code, tries_left).to_string(), 30);
+        assert_eq!(wrong_answer.status, 200, "{}", wrong_answer.text);
+        assert_eq!(wrong_answer.body["runtimeStatus"], "Running");
+        assert_eq!(
+            wrong_answer.body["customStatus"],
+            json!({ "triesLeft": tries_left })
+        );
+    }
+    let right = answer_and_wait(&host, &id, &code.to_string(), 30);
+    assert_eq!(right.status, 200, "{}", right.text);
+    assert_eq!(right.body["runtimeStatus"], "Completed");
+    assert_eq!(right.body["output"], json!(true));
+    assert_eq!(right.body["instanceId"], id.as_str());
+    // Finished: nobody will read another answer.
+    assert_eq!(
+        answer_and_wait(&host, &id, &code.to_string(), 30).status,
+        410
+    );
+    let bad = answer_and_wait(&host, &id, "1", 999_999);
+    assert_eq!(bad.status, 400, "{}", bad.text);
+}
+
+#[test]
+fn a_raise_whose_wait_runs_out_answers_202_and_the_event_is_still_handled() {
+    let sms = FakeSms::start();
+    let host = Host::start(HostOptions::default().twilio(&sms));
+    let id = start(&host, "+14255550111", 300);
+    let code = sms.code_sent_to("+14255550111");
+    let control = |operation: &str| {
+        let path = format!("/runtime/webhooks/durabletask/instances/{id}/{operation}");
+        assert_eq!(host.call("POST", &path, None).status, 202);
+    };
+    // A suspended instance holds the event: its effect cannot come in time.
+    control("suspend");
+    wait_until("the instance to be suspended", WAIT, || {
+        (host.status(&id).body["runtimeStatus"] == "Suspended").then_some(())
+    });
+    let asked = Instant::now();
+    let answer = answer_and_wait(&host, &id, &code.to_string(), 1);
+    assert_eq!(answer.status, 202, "{}", answer.text);
+    assert!(asked.elapsed() >= Duration::from_secs(1), "it waited");
+    control("resume");
+    assert_eq!(host.wait_finished(&id)["output"], json!(true));
+}
+
+#[test]
+fn the_twilio_stand_in_sends_once_per_idempotency_token_and_wants_content_length() {
+    let sms = FakeSms::start();
+    let url = format!(
+        "{}/2010-04-01/Accounts/{TWILIO_SID}/Messages.json",
+        sms.base
+    );
+    let auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{TWILIO_SID}:{TWILIO_TOKEN}"))
+    );
+    let send = |token: &str, body: &str| {
+        let form = format!("To=%2B14255550112&From=%2B15005550006&Body={body}");
+        request(
+            "POST",
+            &url,
+            &[
+                ("authorization", auth.as_str()),
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("i-twilio-idempotency-token", token),
+            ],
+            Some(form.as_bytes()),
+        )
+    };
+    let first = send("t-1", "one");
+    let repeated = send("t-1", "two");
+    assert_eq!((first.status, repeated.status), (201, 201));
+    assert_eq!(repeated.body, first.body, "the first message again");
+    assert_eq!(repeated.body["body"], "one");
+    let other = send("t-2", "three");
+    assert_ne!(other.body["sid"], first.body["sid"]);
+    let messages = sms.messages();
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert_eq!(messages[0]["requests"], 2);
+
+    // A chunked body (no Content-Length) is refused, as gateways do.
+    let address = sms.base.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(address).unwrap();
+    let body = "To=%2B1&From=%2B2&Body=x";
+    write!(
+        stream,
+        "POST /2010-04-01/Accounts/{TWILIO_SID}/Messages.json HTTP/1.1\r\nhost: {address}\r\n\
+         authorization: {auth}\r\ncontent-type: application/x-www-form-urlencoded\r\n\
+         transfer-encoding: chunked\r\nconnection: close\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 411"), "{answer}");
+    assert_eq!(sms.messages().len(), 2);
 }

@@ -33,8 +33,23 @@ pub struct StartQuery {
     // parameter: completion wakes the waiter directly.
 }
 
-/// Longest wait the start route accepts.
+/// Longest wait the start and raise routes accept.
 const MAX_WAIT_SECONDS: f64 = 3600.0;
+
+/// A route's `timeout` parameter: how long to wait for the outcome.
+fn parse_wait(timeout: Option<&str>) -> Result<Option<Duration>, ApiError> {
+    match timeout.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(text) => text
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s >= 0.0 && *s <= MAX_WAIT_SECONDS)
+            .map(|s| Some(Duration::from_secs_f64(s)))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("timeout must be 0 to {MAX_WAIT_SECONDS} seconds"))
+            }),
+    }
+}
 
 pub async fn start(
     State(state): State<ApiState>,
@@ -66,20 +81,7 @@ async fn start_instance(
     query: &StartQuery,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let wait = match query.timeout.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(text) => Some(
-            text.parse::<f64>()
-                .ok()
-                .filter(|s| s.is_finite() && *s >= 0.0 && *s <= MAX_WAIT_SECONDS)
-                .map(Duration::from_secs_f64)
-                .ok_or_else(|| {
-                    ApiError::bad_request(format!(
-                        "timeout must be 0 to {MAX_WAIT_SECONDS} seconds"
-                    ))
-                })?,
-        ),
-    };
+    let wait = parse_wait(query.timeout.as_deref())?;
     let callback = query
         .callback_url
         .as_deref()
@@ -366,15 +368,32 @@ fn decode_token(token: &str) -> Result<(i64, String), ApiError> {
     Ok((time.parse().map_err(|_| invalid())?, id.to_string()))
 }
 
+/// A raise's option: wait (`timeout`, in seconds) until the episode that
+/// consumed the event has committed, and answer with the status then.
+#[derive(Deserialize, Default)]
+pub struct RaiseQuery {
+    timeout: Option<String>,
+}
+
 pub async fn raise_event(
     State(state): State<ApiState>,
     Path((id, event)): Path<(String, String)>,
+    Query(query): Query<RaiseQuery>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let wait = parse_wait(query.timeout.as_deref())?;
     let input = json_text(&headers, body, "the event data")?;
     let message = Message::EventRaised { name: event, input };
-    deliver(&state, &id, message).await
+    let Some(wait) = wait else {
+        return deliver(&state, &id, message).await;
+    };
+    match state.host.send_and_wait(&id, message, wait).await? {
+        (EnqueueOutcome::Queued(_), Some(row)) => {
+            Ok((StatusCode::OK, Json(instance_status(&row, false))).into_response())
+        }
+        (outcome, _) => delivered(&id, outcome),
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -456,7 +475,12 @@ pub async fn restart(
 
 /// 202 once the message is committed; 404 or 410 when nobody will read it.
 async fn deliver(state: &ApiState, id: &str, message: Message) -> Result<Response, ApiError> {
-    match state.host.send(id, message).await? {
+    delivered(id, state.host.send(id, message).await?)
+}
+
+/// What a delivery's outcome answers.
+fn delivered(id: &str, outcome: EnqueueOutcome) -> Result<Response, ApiError> {
+    match outcome {
         EnqueueOutcome::Queued(_) => Ok(StatusCode::ACCEPTED.into_response()),
         EnqueueOutcome::NotFound => Err(no_instance(id)),
         EnqueueOutcome::Terminal(status) => Err(ApiError::new(

@@ -12,7 +12,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 
 use super::bindings::durango::orchestration::{orchestration, settings, types};
 use super::bindings::LogLevel;
-use super::sandbox::OrchestrationClock;
+use super::sandbox::{ActivityRandom, OrchestrationClock, RandomKey};
 use super::AllowedSettings;
 use crate::engine::history::RetryPolicy;
 use crate::engine::replay::Replay;
@@ -30,7 +30,8 @@ pub enum Role {
         replay: Box<Replay>,
         clock: OrchestrationClock,
     },
-    Activity,
+    /// An activity guest, with the random streams it draws from.
+    Activity(ActivityRandom),
 }
 
 pub struct GuestState {
@@ -75,7 +76,7 @@ impl GuestState {
     pub fn replay(&mut self) -> wasmtime::Result<&mut Replay> {
         match &mut self.role {
             Role::Orchestrator { replay, .. } => Ok(replay),
-            Role::Activity => Err(wasmtime::Error::msg(
+            Role::Activity(_) => Err(wasmtime::Error::msg(
                 "orchestration calls are not available to activities",
             )),
         }
@@ -91,9 +92,13 @@ impl GuestState {
         }
     }
 
-    /// Starts a new call: what the guest printed before is not its output.
-    pub fn begin_call(&mut self) {
+    /// Starts a new activity call: what the guest printed before is not its
+    /// output, and its randomness is the call's own.
+    pub fn begin_call(&mut self, key: &RandomKey, idempotency_key: &str) {
         self.output_mark = self.output.contents().len();
+        if let Role::Activity(random) = &self.role {
+            random.begin_call(key, idempotency_key);
+        }
     }
 
     /// How much of the output capacity is used.
@@ -166,7 +171,7 @@ impl WasiView for GuestState {
 impl WasiHttpView for GuestState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
         let hooks: &mut dyn WasiHttpHooks = match self.role {
-            Role::Activity => Default::default(),
+            Role::Activity(_) => Default::default(),
             Role::Orchestrator { .. } => &mut self.deny_http,
         };
         WasiHttpCtxView {
@@ -334,7 +339,7 @@ impl settings::Host for GuestState {
     fn get(&mut self, name: String) -> wasmtime::Result<Option<String>> {
         self.check_allowed(&name)?;
         match self.role {
-            Role::Activity => Ok(self.settings.get(&name)),
+            Role::Activity(_) => Ok(self.settings.get(&name)),
             Role::Orchestrator { .. } => Err(wasmtime::Error::msg(
                 "orchestrators read settings through orchestration.get-setting",
             )),

@@ -20,7 +20,8 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 pub use bindings::{ActivityContext, FunctionKind, PollResult};
 use bindings::{FunctionApp, FunctionAppPre};
 use guest::{GuestState, Role, OUTPUT_CAPACITY};
-use sandbox::OrchestrationClock;
+pub use sandbox::RandomKey;
+use sandbox::{ActivityRandom, OrchestrationClock};
 
 use crate::engine::replay::{Nondeterminism, Replay};
 use crate::settings::Settings;
@@ -114,6 +115,8 @@ pub struct Runtime {
     loaded: Mutex<HashMap<String, LoadedApp>>,
     settings: Arc<Settings>,
     limits: GuestLimits,
+    /// Keys each activity call's randomness.
+    random_key: RandomKey,
 }
 
 impl Runtime {
@@ -125,6 +128,7 @@ impl Runtime {
     /// copy-on-write image.
     pub fn new(
         settings: Arc<Settings>,
+        random_key: RandomKey,
         limits: GuestLimits,
         orchestrators: usize,
         activity_workers: usize,
@@ -180,6 +184,7 @@ impl Runtime {
             loaded: Mutex::new(HashMap::new()),
             settings,
             limits,
+            random_key,
         })
     }
 
@@ -227,7 +232,7 @@ impl Runtime {
 
     async fn list_functions(&self, loaded: &LoadedApp) -> Result<Vec<FunctionInfo>, String> {
         let Guest { mut store, app, .. } = self
-            .instantiate(loaded, Role::Activity)
+            .instantiate(loaded, Role::Activity(ActivityRandom::new()))
             .await
             .map_err(|e| format!("the component failed to start: {e}"))?;
         let functions = app
@@ -304,7 +309,7 @@ impl Runtime {
             Role::Orchestrator { replay, clock } => {
                 sandbox::orchestrator_wasi(replay.instance_id(), clock, &output)
             }
-            Role::Activity => sandbox::activity_wasi(&output),
+            Role::Activity(random) => sandbox::activity_wasi(&output, random),
         };
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.limits.memory_bytes)
@@ -373,11 +378,14 @@ impl Runtime {
             let mut guest = match self.take_idle(version) {
                 Some(guest) => guest,
                 None => self
-                    .instantiate(&loaded, Role::Activity)
+                    .instantiate(&loaded, Role::Activity(ActivityRandom::new()))
                     .await
                     .map_err(|e| e.0)?,
             };
-            guest.store.data_mut().begin_call();
+            guest
+                .store
+                .data_mut()
+                .begin_call(&self.random_key, &context.idempotency_key);
             guest.calls += 1;
             let result = guest
                 .app
@@ -454,7 +462,7 @@ impl Orchestrator {
     pub fn replay(&mut self) -> &mut Replay {
         match &mut self.guest.store.data_mut().role {
             Role::Orchestrator { replay, .. } => replay,
-            Role::Activity => unreachable!("an Orchestrator always has the orchestrator role"),
+            Role::Activity(_) => unreachable!("an Orchestrator always has the orchestrator role"),
         }
     }
 

@@ -349,8 +349,10 @@ async fn process(host: &Arc<Host>, id: &str, work: &Work) -> Result<(), StoreErr
         Some(instance) if !instance.status.is_terminal() => instance,
         _ => {
             // (Its activity rows went when it finished.)
-            let ids = messages.into_iter().map(|(id, _)| id).collect();
-            return host.store.discard_messages(ids).await;
+            let ids: Vec<i64> = messages.into_iter().map(|(id, _)| id).collect();
+            host.store.discard_messages(ids.clone()).await?;
+            host.consumed(&ids);
+            return Ok(());
         }
     };
     let on_disk = hot.as_mut().and_then(|h| h.on_disk.take());
@@ -465,6 +467,7 @@ async fn commit_round(
     }
     let activities = episode.commit.activities.clone();
     let durable = Durable {
+        consumed: episode.commit.consumed.clone(),
         created: episode.commit.creates.is_some(),
         changed,
         notify: !episode.commit.notifications.is_empty(),
@@ -537,6 +540,8 @@ async fn commit_round(
 
 /// What an episode's commit makes happen once it is on disk.
 struct Durable {
+    /// The inbox messages it consumed.
+    consumed: Vec<i64>,
     created: bool,
     changed: Option<RuntimeStatus>,
     notify: bool,
@@ -560,6 +565,8 @@ impl Durable {
         for (seq, fire_at) in self.timers {
             host.timers.add(id, seq, fire_at);
         }
+        // Last: whoever waits for a message sees all of the above.
+        host.consumed(&self.consumed);
     }
 }
 

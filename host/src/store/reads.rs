@@ -159,6 +159,17 @@ impl Store {
         self.read(move |conn| read_inbox(conn, &id)).await
     }
 
+    /// Whether the inbox message with this id is still unconsumed.
+    pub async fn message_pending(&self, inbox_id: i64) -> Result<bool, StoreError> {
+        self.read(move |conn| {
+            let found = conn
+                .prepare_cached("SELECT 1 FROM inbox WHERE id = ?1")?
+                .exists([inbox_id])?;
+            Ok(found)
+        })
+        .await
+    }
+
     /// A version's compiled form and original bytes.
     pub async fn app_version(&self, version: String) -> Result<Option<StoredVersion>, StoreError> {
         self.read(move |conn| {

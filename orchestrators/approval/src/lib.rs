@@ -80,8 +80,10 @@ async fn approval_workflow(
     let mut decision = "expired";
     for (level, approver) in request.approvers.iter().enumerate() {
         let ask = json!({"request": request, "approver": approver, "level": level + 1});
-        let _: () = ctx.call_activity("RequestApproval", &ask).await?;
+        // Shown before the ask goes out, so the answer that moved the request
+        // here (raised with `?timeout=`) already reads who decides next.
         ctx.set_custom_status(json!({"waitingFor": approver, "level": level + 1, "trail": trail}));
+        let _: () = ctx.call_activity("RequestApproval", &ask).await?;
         let timer = ctx.sleep(deadline);
         let answer = loop {
             let reply = ctx.wait_for_event::<Decision>(EVENT);

@@ -6,7 +6,7 @@ use std::time::Duration;
 use durango_sdk::http::Request;
 use durango_sdk::{ActivityContext, Error, OrchestrationContext, TaskHandle};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const DEFAULT_TIMEOUT_SECONDS: u64 = 90;
 const MAX_TRIES: usize = 4;
@@ -47,7 +47,7 @@ async fn sms_phone_verification(
 
     let timeout = ctx.sleep(Duration::from_secs(timeout_seconds));
     let mut authorized = false;
-    for _ in 0..MAX_TRIES {
+    for try_number in 1..=MAX_TRIES {
         let response = ctx.wait_for_event::<Value>("SmsChallengeResponse");
         if ctx.when_any(&[&response, &timeout]).await != 0 {
             break; // timed out
@@ -56,6 +56,9 @@ async fn sms_phone_verification(
             authorized = true;
             break;
         }
+        // What a form can show the person after a wrong code (an answer
+        // raised with `?timeout=` gets it in the same request).
+        ctx.set_custom_status(json!({ "triesLeft": MAX_TRIES - try_number }));
     }
     if !timeout.is_completed() {
         timeout.cancel();
@@ -74,6 +77,10 @@ fn parse_code(reply: &Value) -> Option<u32> {
 }
 
 fn send_sms_challenge(ctx: &ActivityContext, phone_number: String) -> Result<u32, Error> {
+    // Drawn from the call's own random stream: if this call runs again (a
+    // crash after Twilio took the message, before the result was
+    // committed), it draws the same code, and Twilio, seeing the same
+    // idempotency token, keeps the message the person already has.
     let code = (durango_sdk::random_u64() % 10_000) as u32;
     let account_sid = ctx.required_setting("TwilioAccountSid")?;
     let auth_token = ctx.required_setting("TwilioAuthToken")?;
