@@ -115,6 +115,26 @@ fn wrong_content_types_oversized_bodies_and_methods_are_refused_clearly() {
 }
 
 #[test]
+fn a_body_over_the_limit_sent_whole_before_reading_gets_its_413() {
+    let host = host();
+    // More than the socket buffers hold: the client's writes complete, and
+    // the answer arrives, only because the host reads (and drops) the rest
+    // of the body after answering.
+    let body = format!("\"{}\"", "x".repeat(8 << 20));
+    let mut connection = Raw::connect(&host);
+    connection.send(
+        format!(
+            "POST /api/orchestrators/EchoAfterEvent HTTP/1.1\r\nhost: localhost\r\nx-functions-key: {KEY}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    assert_error(&connection.answer(), 413, "limit");
+    assert!(connection.closed());
+    assert_host_answers(&host);
+}
+
+#[test]
 fn a_json_body_without_a_content_type_is_accepted() {
     let host = host();
     let answer = send(
