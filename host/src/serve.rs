@@ -1,6 +1,7 @@
 //! `durango serve`: start the host and its HTTP listener.
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -44,6 +45,22 @@ pub struct ServeArgs {
     /// Largest request body accepted, in bytes (deploys excepted).
     #[arg(long, env = "DURANGO_MAX_BODY", default_value_t = 1 << 20)]
     pub max_body: usize,
+    /// Time a client has to send a complete request head, in milliseconds:
+    /// from the connection's start, or from the first byte of a later
+    /// request on a kept-alive connection.
+    #[arg(long, env = "DURANGO_HEADER_TIMEOUT_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout_ms: u64,
+    /// A kept-alive connection with no new request for this many
+    /// milliseconds after an answer is closed.
+    #[arg(long, env = "DURANGO_IDLE_TIMEOUT_MS", default_value_t = 75_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout_ms: u64,
+    /// Open connections, both listeners together; past them a new
+    /// connection is answered 503. Default 10,000, or fewer if the
+    /// open-files limit is lower.
+    #[arg(long, env = "DURANGO_MAX_CONNECTIONS")]
+    pub max_connections: Option<NonZeroUsize>,
     /// Longest an orchestrator may run between two waits, in milliseconds.
     #[arg(long, env = "DURANGO_ORCHESTRATOR_STEP_MS", default_value_t = 10_000)]
     pub orchestrator_step_ms: u64,
@@ -101,6 +118,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .filter(|s| !s.is_empty()),
         public_url: public_url.trim_end_matches('/').to_string(),
     };
+    let connections = api::listen::Connections::new(
+        max_connections(args.max_connections),
+        api::listen::Timeouts {
+            head: Duration::from_millis(args.header_timeout_ms),
+            idle: Duration::from_millis(args.idle_timeout_ms),
+        },
+    );
     let host = Host::start(config)
         .await
         .with_context(|| format!("cannot open the database {}", args.db.display()))?;
@@ -137,7 +161,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 api::RPC_PREFIX
             );
             let rpc_app = api::rpc_router(host.clone(), args.max_body);
-            Some(api::listen::serve(rpc_listener, rpc_app, ctrl_c()))
+            Some(api::listen::serve(
+                rpc_listener,
+                rpc_app,
+                connections.clone(),
+                ctrl_c(),
+            ))
         }
         None => None,
     };
@@ -147,7 +176,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(_) => println!("system key: taken from DURANGO_KEY"),
         None => println!("system key: {}", host.key),
     }
-    let main = api::listen::serve(listener, api::router(host, args.max_body), ctrl_c());
+    let main = api::listen::serve(
+        listener,
+        api::router(host, args.max_body),
+        connections,
+        ctrl_c(),
+    );
     let rpc = async {
         if let Some(rpc) = rpc {
             rpc.await;
@@ -155,6 +189,64 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     tokio::join!(main, rpc);
     Ok(())
+}
+
+/// Open connections by default, when the open-files limit allows.
+const MAX_CONNECTIONS: usize = 10_000;
+/// Descriptors kept for the rest of the host: the database, outgoing HTTP
+/// (activities, notifications), the listeners.
+const RESERVED_FILES: usize = 256;
+
+/// The cap on open connections: the one given, else `MAX_CONNECTIONS` or
+/// as many as the open-files limit leaves room for. A connection past the
+/// limit would fail to be accepted, with no answer at all.
+fn max_connections(given: Option<NonZeroUsize>) -> usize {
+    let files = raise_open_files_limit();
+    let room = files.map(|files| files.saturating_sub(RESERVED_FILES).max(files / 2));
+    match (given, room) {
+        (Some(max), Some(room)) if max.get() > room => {
+            tracing::warn!(
+                max_connections = max.get(),
+                open_files_limit = files,
+                "--max-connections is more than the open-files limit leaves room for"
+            );
+            max.get()
+        }
+        (Some(max), _) => max.get(),
+        (None, room) => room.map_or(MAX_CONNECTIONS, |room| room.min(MAX_CONNECTIONS)),
+    }
+}
+
+/// How many files the host may open, after raising its soft limit to the
+/// hard one (as Go programs do): many shells start with a soft limit of
+/// 1,024, which a busy listener outgrows.
+#[cfg(target_os = "linux")]
+fn raise_open_files_limit() -> Option<usize> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write `limit`.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return None;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                ..limit
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    Some(usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn raise_open_files_limit() -> Option<usize> {
+    None
 }
 
 /// Both listeners stop taking connections on ctrl-c, and finish the ones

@@ -4,7 +4,8 @@
 //! The Makefile points `DURANGO_BIN` at the binary and `DURANGO_WASM_DIR` at
 //! the components built from `orchestrators/`.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -180,6 +181,69 @@ pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&
         headers,
         body,
         text,
+    }
+}
+
+/// A connection written to byte for byte, for requests no HTTP client
+/// would send.
+pub struct Raw {
+    reader: BufReader<TcpStream>,
+}
+
+impl Raw {
+    pub fn connect(host: &Host) -> Raw {
+        let stream = TcpStream::connect(host.base.trim_start_matches("http://")).expect("connect");
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        Raw {
+            reader: BufReader::new(stream),
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.reader.get_mut().write_all(bytes).expect("send");
+    }
+
+    /// The next answer on the connection (its body sized by Content-Length).
+    pub fn answer(&mut self) -> Answer {
+        let mut status_line = String::new();
+        self.reader
+            .read_line(&mut status_line)
+            .expect("a status line");
+        let status = status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("not an HTTP answer: {status_line:?}"));
+        let mut headers = Vec::new();
+        loop {
+            let mut line = String::new();
+            self.reader.read_line(&mut line).expect("a header line");
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            let (name, value) = line.split_once(':').expect("a header field");
+            headers.push((name.to_string(), value.trim().to_string()));
+        }
+        let length: usize = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+            .map_or(0, |(_, v)| v.parse().expect("a length"));
+        let mut body = vec![0; length];
+        self.reader.read_exact(&mut body).expect("the body");
+        let text = String::from_utf8_lossy(&body).into_owned();
+        Answer {
+            status,
+            headers,
+            body: serde_json::from_str(&text).unwrap_or(Value::Null),
+            text,
+        }
+    }
+
+    /// Whether the host closed the connection (after what was read).
+    pub fn closed(&mut self) -> bool {
+        let mut rest = Vec::new();
+        self.reader.read_to_end(&mut rest).is_ok() && rest.is_empty()
     }
 }
 

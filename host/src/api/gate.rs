@@ -10,16 +10,21 @@
 //! `listen`), on a connection that then closes. To find where each head
 //! starts on a kept-alive connection, the gate follows the body framing on
 //! the wire (`Content-Length` or chunked), by the same rules as hyper.
+//!
+//! The gate also times the client while it owes us a request head (see
+//! `Timeouts`), and after our last answer reads for a while what the client
+//! still sends (see `LINGER`).
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
 use axum::http::{StatusCode, Uri};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
 
 use super::ApiError;
 
@@ -38,17 +43,54 @@ pub const STAND_IN_MARKER: &str = "x-durango-refused";
 const STAND_IN: &[u8] =
     b"GET / HTTP/1.1\r\nhost: durango\r\nconnection: close\r\nx-durango-refused: 1\r\n\r\n";
 
-/// How long a refused connection keeps reading (and dropping) what the
-/// client still sends after our answer. Closing a socket with unread input
-/// resets the connection, and a client still busy sending its oversized
-/// head would lose the answer.
+/// How long a connection closed in the middle of a request (a refused
+/// head, a body over the limit) keeps reading and dropping what the client
+/// still sends after our answer, at most `LINGER_BYTES` of it. Closing a
+/// socket with unread input resets the connection, and a client still busy
+/// sending its oversized head or body would lose the answer.
 const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 16 << 20;
 
 /// Bytes asked of the socket per read.
 const READ_SIZE: usize = 16 * 1024;
 
-/// One connection's refusal, for its service to answer.
-pub type Refusal = Arc<Mutex<Option<ApiError>>>;
+/// How long a client may keep its connection while it owes us a request
+/// head.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// From the connection's start, or on a kept-alive connection from the
+    /// first byte of the next request, until its head is complete.
+    pub head: Duration,
+    /// From an answer until the first byte of the next request.
+    pub idle: Duration,
+}
+
+/// What a connection's gate and its service share.
+#[derive(Debug, Default)]
+pub struct Exchange {
+    /// A refused head's error, for the service to answer.
+    pub refusal: Option<ApiError>,
+    /// Requests the gate let through that the service has not answered:
+    /// meanwhile the client owes us nothing and is not timed.
+    unanswered: u64,
+    /// The gate's task, woken when the last of them is answered: the wait
+    /// for the next head starts then.
+    waker: Option<Waker>,
+}
+
+impl Exchange {
+    /// The service has answered a request the gate let through.
+    pub fn answered(&mut self) {
+        self.unanswered = self.unanswered.saturating_sub(1);
+        if self.unanswered == 0 {
+            if let Some(waker) = self.waker.take() {
+                waker.wake();
+            }
+        }
+    }
+}
+
+pub type Shared = Arc<Mutex<Exchange>>;
 
 /// What follows a request head on the wire.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -82,12 +124,17 @@ enum State {
     Refused { given: usize },
 }
 
-enum Linger {
-    /// Nothing was refused: shut down as usual.
-    No,
-    /// Refused: at shutdown, keep reading for a while.
-    Armed,
-    Draining(Pin<Box<tokio::time::Sleep>>),
+/// What the gate's timer is set for.
+#[derive(Clone, Copy, PartialEq)]
+enum Timing {
+    /// Nothing: a request is being read or answered.
+    Nothing,
+    /// The next request on a kept-alive connection (`Timeouts::idle`).
+    Idle,
+    /// A request head (`Timeouts::head`).
+    Head,
+    /// The end of the linger after our last answer (`LINGER`).
+    Linger,
 }
 
 /// A connection as hyper sees it: request heads checked, bodies passed on.
@@ -99,21 +146,37 @@ pub struct Gate<IO> {
     /// How much of `buf[pos..]` was searched for the end of a head.
     searched: usize,
     state: State,
-    refusal: Refusal,
-    linger: Linger,
+    shared: Shared,
+    timeouts: Timeouts,
+    timing: Timing,
+    timer: Pin<Box<Sleep>>,
+    /// Bytes dropped while lingering.
+    discarded: usize,
 }
 
 impl<IO> Gate<IO> {
-    pub fn new(io: IO, refusal: Refusal) -> Self {
+    /// A new connection: its first request head is due within
+    /// `timeouts.head`.
+    pub fn new(io: IO, shared: Shared, timeouts: Timeouts) -> Self {
         Gate {
             io,
             buf: Vec::new(),
             pos: 0,
             searched: 0,
             state: State::Head,
-            refusal,
-            linger: Linger::No,
+            shared,
+            timeouts,
+            timing: Timing::Head,
+            timer: Box::pin(tokio::time::sleep(timeouts.head)),
+            discarded: 0,
         }
+    }
+
+    /// A connection that gets `error` before anything is read from it.
+    pub fn refusing(io: IO, shared: Shared, timeouts: Timeouts, error: ApiError) -> Self {
+        let mut gate = Gate::new(io, shared, timeouts);
+        gate.refuse(error);
+        gate
     }
 
     /// How many bytes of `buf[pos..]` (at most `limit`) hyper may have now,
@@ -132,6 +195,8 @@ impl<IO> Gate<IO> {
                         Ok(None) => return 0,
                         Ok(Some((length, body))) => {
                             self.searched = 0;
+                            self.timing = Timing::Nothing;
+                            self.shared.lock().expect("exchange").unanswered += 1;
                             self.state = State::Pass {
                                 left: length as u64,
                                 then: body,
@@ -166,11 +231,53 @@ impl<IO> Gate<IO> {
 
     fn refuse(&mut self, error: ApiError) {
         tracing::debug!(?error, "refused a request head");
-        *self.refusal.lock().expect("refusal") = Some(error);
+        self.shared.lock().expect("exchange").refusal = Some(error);
         self.state = State::Refused { given: 0 };
-        self.linger = Linger::Armed;
         self.buf.clear();
         self.pos = 0;
+    }
+
+    /// Whether the client may still be sending a request that hyper has
+    /// stopped reading.
+    fn mid_request(&self) -> bool {
+        self.pos < self.buf.len()
+            || !matches!(
+                self.state,
+                State::Head
+                    | State::Pass {
+                        left: 0,
+                        then: Body::None
+                    }
+            )
+    }
+
+    fn arm(&mut self, timing: Timing, after: Duration) {
+        self.timing = timing;
+        self.timer.as_mut().reset(Instant::now() + after);
+    }
+
+    /// Called when the client has nothing more for now. While hyper waits
+    /// for a request head and no request is being answered, the client is
+    /// timed: `Ready` when its time is up.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if !matches!(self.state, State::Head) {
+            return Poll::Pending;
+        }
+        {
+            let mut shared = self.shared.lock().expect("exchange");
+            if shared.unanswered > 0 {
+                shared.waker = Some(cx.waker().clone());
+                self.timing = Timing::Nothing;
+                return Poll::Pending;
+            }
+        }
+        let started = self.pos < self.buf.len();
+        match self.timing {
+            Timing::Nothing if !started => self.arm(Timing::Idle, self.timeouts.idle),
+            Timing::Nothing | Timing::Idle if started => self.arm(Timing::Head, self.timeouts.head),
+            _ => {}
+        }
+        self.timer.as_mut().poll(cx)
     }
 }
 
@@ -191,16 +298,19 @@ impl<IO: AsyncRead + Unpin> Gate<IO> {
         Poll::Ready(Ok(n))
     }
 
-    /// Reads and drops input until the client stops sending (`Ready`) or
-    /// has nothing more for now (`Pending`).
+    /// Reads and drops input until the client stops sending or
+    /// `LINGER_BYTES` were dropped (`Ready`), or it has nothing more for now
+    /// (`Pending`).
     fn discard(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        loop {
+        while self.discarded < LINGER_BYTES {
             self.buf.clear();
             self.pos = 0;
-            if ready!(self.fill(cx))? == 0 {
-                return Poll::Ready(Ok(()));
+            match ready!(self.fill(cx))? {
+                0 => break,
+                n => self.discarded += n,
             }
         }
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -233,9 +343,24 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Gate<IO> {
             if matches!(gate.state, State::Refused { .. }) {
                 continue;
             }
+            let filled = gate.fill(cx);
+            if filled.is_pending() {
+                ready!(gate.poll_deadline(cx));
+                if gate.pos == gate.buf.len() {
+                    // Nothing of a request came: close quietly, as hyper
+                    // closes an idle connection.
+                    return Poll::Ready(Ok(()));
+                }
+                let seconds = gate.timeouts.head.as_secs_f64();
+                gate.refuse(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!("the request head did not arrive within {seconds} s"),
+                ));
+                continue;
+            }
             // A partial head at the end of input is dropped: hyper would
             // drop it too, without an answer.
-            if ready!(gate.fill(cx))? == 0 {
+            if ready!(filled)? == 0 {
                 return Poll::Ready(Ok(()));
             }
         }
@@ -269,24 +394,21 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Gate<IO> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let gate = self.get_mut();
-        loop {
-            match &mut gate.linger {
-                Linger::No => return Pin::new(&mut gate.io).poll_shutdown(cx),
-                Linger::Armed => {
-                    // Our answer is out; the client sees its end now.
-                    ready!(Pin::new(&mut gate.io).poll_shutdown(cx))?;
-                    gate.linger = Linger::Draining(Box::pin(tokio::time::sleep(LINGER)));
-                }
-                Linger::Draining(deadline) => {
-                    if deadline.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Ok(()));
-                    }
-                    // A read error ends the linger as the end of input does.
-                    ready!(gate.discard(cx)).ok();
-                    return Poll::Ready(Ok(()));
-                }
+        if gate.timing != Timing::Linger {
+            let linger = gate.mid_request();
+            // Our answer is out; the client sees its end now.
+            ready!(Pin::new(&mut gate.io).poll_shutdown(cx))?;
+            if !linger {
+                return Poll::Ready(Ok(()));
             }
+            gate.arm(Timing::Linger, LINGER);
         }
+        if gate.timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Ok(()));
+        }
+        // A read error ends the linger as the end of input does.
+        ready!(gate.discard(cx)).ok();
+        Poll::Ready(Ok(()))
     }
 }
 
