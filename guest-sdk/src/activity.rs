@@ -5,7 +5,8 @@ use crate::error::Error;
 #[derive(Debug, Clone)]
 pub struct ActivityContext {
     pub instance_id: String,
-    /// Stable across retries and re-runs after a crash (instance id + step):
+    /// Stable across retries and re-runs after a crash, unique to the call
+    /// for ever (instance id, execution, step):
     /// pass it to providers that deduplicate requests.
     pub idempotency_key: String,
     /// 1 for the first attempt.

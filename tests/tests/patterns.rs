@@ -1,6 +1,8 @@
 //! Orchestration patterns beyond the sample: sub-orchestrations, eternal
 //! orchestrations (continue-as-new), durable HTTP, the custom-status limit.
 
+use std::collections::HashSet;
+
 use durango_e2e::{Host, HostOptions, Webhook};
 use serde_json::json;
 
@@ -72,11 +74,25 @@ fn a_monitor_polls_over_durable_http_until_done() {
         status["output"],
         json!({"done": false, "checks": 3, "lastStatus": 200})
     );
-    assert_eq!(
-        endpoint.received().len(),
-        3,
-        "one request per check, none on replay"
-    );
+    let received = endpoint.received();
+    assert_eq!(received.len(), 3, "one request per check, none on replay");
+    // Each round is a new generation whose step numbers carry on, so each
+    // call has its own idempotency key.
+    let keys: HashSet<&str> = received
+        .iter()
+        .map(|r| r.header("idempotency-key").expect("an Idempotency-Key"))
+        .collect();
+    assert_eq!(keys.len(), 3, "a key per call: {keys:?}");
+    assert!(keys.iter().all(|key| key.starts_with(&format!("{id}:"))));
+}
+
+#[test]
+fn a_new_generation_never_sees_the_late_outcomes_of_the_one_before() {
+    let host = Host::start(HostOptions::default());
+    let id = host.start_orchestration("Generations", "0");
+    let status = host.wait_finished(&id);
+    assert_eq!(status["runtimeStatus"], "Completed", "{status}");
+    assert_eq!(status["output"], "generation 1");
 }
 
 #[test]

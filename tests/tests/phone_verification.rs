@@ -31,7 +31,12 @@ fn the_right_code_verifies_the_phone() {
         "basic auth carries the account SID"
     );
     assert_eq!(message["account_sid"], TWILIO_SID);
-    assert_eq!(message["idempotency_token"], format!("{id}:0"));
+    // Instance id, execution, step: the first step of this execution.
+    let token = message["idempotency_token"].as_str().unwrap();
+    assert!(
+        token.starts_with(&format!("{id}:")) && token.ends_with(":0"),
+        "{token}"
+    );
     assert!((0..10_000).contains(&code));
 
     assert_eq!(host.status(&id).status, 202, "running instances answer 202");
@@ -340,4 +345,30 @@ fn the_twilio_stand_in_sends_once_per_idempotency_token_and_wants_content_length
     stream.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 411"), "{answer}");
     assert_eq!(sms.messages().len(), 2);
+}
+
+#[test]
+fn an_instance_started_again_under_its_id_sends_under_a_new_idempotency_token() {
+    // A provider that deduplicates on the token would drop the second
+    // challenge if the key were the same: the person would get no code.
+    let sms = FakeSms::start();
+    let host = Host::start(HostOptions::default().twilio(&sms));
+    let phone = "+14255550113";
+    let input = json!({ "phoneNumber": phone, "timeoutSeconds": 300 }).to_string();
+    let path = "/runtime/webhooks/durabletask/orchestrators/E4_SmsPhoneVerification/again-1";
+    assert_eq!(host.call("POST", path, Some(&input)).status, 202);
+    sms.wait_messages_to(phone, 1);
+    let instance = "/runtime/webhooks/durabletask/instances/again-1";
+    let terminate = host.call("POST", &format!("{instance}/terminate"), None);
+    assert_eq!(terminate.status, 202);
+    host.wait_finished("again-1");
+    let restart = host.call(
+        "POST",
+        &format!("{instance}/restart?restartWithNewInstanceId=false"),
+        None,
+    );
+    assert_eq!(restart.status, 202, "{}", restart.text);
+    let sent = sms.wait_messages_to(phone, 2);
+    assert_ne!(sent[0]["idempotency_token"], sent[1]["idempotency_token"]);
+    assert_eq!(sent[1]["requests"], 1);
 }

@@ -30,7 +30,7 @@ pub fn history_events(
                 now = *timestamp;
                 continue;
             }
-            HistoryEvent::ExecutionStarted { name, input } => {
+            HistoryEvent::ExecutionStarted { name, input, .. } => {
                 put("FunctionName", json!(name));
                 if show_output {
                     put("Input", parsed(input));

@@ -17,7 +17,7 @@ pub async fn replay_history(
     for event in history {
         guest.reveal(event);
         let poll = match event {
-            HistoryEvent::ExecutionStarted { name, input } => guest.start(name, input).await?,
+            HistoryEvent::ExecutionStarted { name, input, .. } => guest.start(name, input).await?,
             HistoryEvent::TaskCompleted { .. }
             | HistoryEvent::TaskFailed { .. }
             | HistoryEvent::TimerFired { .. }
@@ -93,8 +93,21 @@ pub async fn run(
         if ep.finished() {
             ep.consume(origin);
             if let Some(restart) = &mut ep.commit.continue_as_new {
-                restart.carried.push(message);
+                if message.outlives_generation() {
+                    restart.carried.push(message);
+                }
             }
+            continue;
+        }
+        let stale = message.outcome_of().is_some_and(|seq| {
+            guest
+                .as_deref_mut()
+                .is_some_and(|guest| !guest.replay().has_step(seq))
+        });
+        if stale {
+            // The outcome of a step this generation never took (one of an
+            // earlier generation, arriving late): nothing waits for it.
+            ep.consume(origin);
             continue;
         }
         match message {
@@ -221,7 +234,7 @@ impl<'a> Builder<'a> {
         };
         guest.reveal(&event);
         let poll = match &event {
-            HistoryEvent::ExecutionStarted { name, input } => guest.start(name, input).await,
+            HistoryEvent::ExecutionStarted { name, input, .. } => guest.start(name, input).await,
             _ => guest.resume().await,
         };
         self.push(event);
@@ -242,6 +255,7 @@ impl<'a> Builder<'a> {
                 self.commit.status = Some(RuntimeStatus::ContinuedAsNew);
                 self.commit.continue_as_new = Some(ContinueAsNew {
                     input,
+                    first_seq: guest.replay().next_seq(),
                     carried: Vec::new(),
                 });
             }

@@ -106,6 +106,11 @@ pub enum HistoryEvent {
     ExecutionStarted {
         name: String,
         input: String,
+        /// The number of this generation's first step. Steps are numbered
+        /// across continue-as-new generations, so a late outcome of an
+        /// earlier generation's step can never answer one of this one's.
+        #[serde(default)]
+        first_seq: u32,
     },
     /// The orchestrator took step `seq`.
     ActionTaken {
@@ -159,6 +164,9 @@ pub enum HistoryEvent {
 pub enum Message {
     Start {
         input: String,
+        /// See `HistoryEvent::ExecutionStarted`.
+        #[serde(default)]
+        first_seq: u32,
     },
     /// An activity or sub-orchestration finished.
     TaskCompleted {
@@ -193,12 +201,44 @@ pub enum Message {
 }
 
 impl Message {
+    /// A new instance's start: its steps are numbered from 0.
+    pub fn start(input: String) -> Message {
+        Message::Start {
+            input,
+            first_seq: 0,
+        }
+    }
+
+    /// Whether the message still means something to the next generation
+    /// of a continue-as-new: what the outside world sent (events and
+    /// control) does; outcomes of this generation's steps do not.
+    pub fn outlives_generation(&self) -> bool {
+        matches!(
+            self,
+            Message::EventRaised { .. }
+                | Message::Terminate { .. }
+                | Message::Suspend { .. }
+                | Message::Resume { .. }
+        )
+    }
+
+    /// The step this message is the outcome of, if it is one.
+    pub fn outcome_of(&self) -> Option<u32> {
+        match self {
+            Message::TaskCompleted { seq, .. }
+            | Message::TaskFailed { seq, .. }
+            | Message::TimerFired { seq } => Some(*seq),
+            _ => None,
+        }
+    }
+
     /// The history event that records this message, if it goes to the guest.
     pub fn into_event(self, orchestrator: &str) -> Option<HistoryEvent> {
         Some(match self {
-            Message::Start { input } => HistoryEvent::ExecutionStarted {
+            Message::Start { input, first_seq } => HistoryEvent::ExecutionStarted {
                 name: orchestrator.to_string(),
                 input,
+                first_seq,
             },
             Message::TaskCompleted { seq, result } => HistoryEvent::TaskCompleted { seq, result },
             Message::TaskFailed { seq, error } => HistoryEvent::TaskFailed { seq, error },

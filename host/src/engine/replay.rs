@@ -26,7 +26,9 @@ type Outcome = Result<String, String>;
 #[derive(Debug)]
 pub struct Replay {
     instance_id: String,
-    /// Steps recorded in history, indexed by step number.
+    /// This generation's first step number (see `ExecutionStarted`).
+    first_seq: u32,
+    /// Steps recorded in history, from `first_seq` on.
     recorded: Vec<Action>,
     next_seq: u32,
     /// Steps taken beyond history, not yet handed to a commit.
@@ -49,18 +51,30 @@ pub struct Replay {
 impl Replay {
     /// A replay over `history`; `replaying` stays true until [`Replay::caught_up`].
     pub fn new(instance_id: &str, history: &[HistoryEvent]) -> Replay {
+        let mut first_seq = 0;
         let mut recorded = Vec::new();
         for event in history {
-            if let HistoryEvent::ActionTaken { seq, action, .. } = event {
-                debug_assert_eq!(*seq as usize, recorded.len(), "steps are numbered in order");
-                recorded.push(action.clone());
+            match event {
+                HistoryEvent::ExecutionStarted {
+                    first_seq: first, ..
+                } => first_seq = *first,
+                HistoryEvent::ActionTaken { seq, action, .. } => {
+                    debug_assert_eq!(
+                        (*seq - first_seq) as usize,
+                        recorded.len(),
+                        "steps are numbered in order"
+                    );
+                    recorded.push(action.clone());
+                }
+                _ => {}
             }
         }
         Replay {
             instance_id: instance_id.to_string(),
             replaying: !recorded.is_empty() || !history.is_empty(),
+            first_seq,
             recorded,
-            next_seq: 0,
+            next_seq: first_seq,
             new_actions: Vec::new(),
             results: HashMap::new(),
             completions: 0,
@@ -109,8 +123,12 @@ impl Replay {
                         .push_back(input.clone()),
                 }
             }
-            HistoryEvent::ExecutionStarted { .. }
-            | HistoryEvent::ActionTaken { .. }
+            HistoryEvent::ExecutionStarted { first_seq, .. } => {
+                // A new generation, revealed before it takes any step.
+                self.first_seq = *first_seq;
+                self.next_seq = *first_seq;
+            }
+            HistoryEvent::ActionTaken { .. }
             | HistoryEvent::ExecutionCompleted { .. }
             | HistoryEvent::ExecutionFailed { .. }
             | HistoryEvent::ExecutionTerminated { .. }
@@ -130,13 +148,24 @@ impl Replay {
         self.results.insert(seq, (self.completions, outcome));
     }
 
+    /// Whether this generation took step `seq` (so an outcome for it is
+    /// awaited, or was).
+    pub fn has_step(&self, seq: u32) -> bool {
+        (self.first_seq..self.next_seq).contains(&seq)
+    }
+
+    /// The number the next step will get.
+    pub fn next_seq(&self) -> u32 {
+        self.next_seq
+    }
+
     /// The guest takes its next step: checked against history when replaying,
     /// recorded as new otherwise. Returns the step number and the step as
     /// history has it (a setting's recorded value, say).
     fn take(&mut self, action: Action) -> Result<(u32, Action), Nondeterminism> {
         let seq = self.next_seq;
         self.next_seq += 1;
-        match self.recorded.get(seq as usize) {
+        match self.recorded.get((seq - self.first_seq) as usize) {
             Some(recorded) if recorded.same_step(&action) => Ok((seq, recorded.clone())),
             Some(recorded) => Err(Nondeterminism(format!(
                 "step {seq}: history has {}, code asked for {}",
@@ -340,6 +369,27 @@ mod tests {
         assert!(r.take_new_actions().is_empty());
         assert_eq!(r.call_activity("B", "null", None).unwrap(), 2);
         assert_eq!(r.take_new_actions().len(), 1);
+    }
+
+    #[test]
+    fn a_later_generation_numbers_its_steps_on_from_its_first() {
+        let started = HistoryEvent::ExecutionStarted {
+            name: "O".into(),
+            input: "null".into(),
+            first_seq: 5,
+        };
+        let mut r = Replay::new("i", &[started.clone(), taken(5, activity("A"))]);
+        r.reveal(&started);
+        assert_eq!(r.call_activity("A", "null", None).unwrap(), 5);
+        assert_eq!(r.create_timer(9).unwrap(), 6);
+        assert!(r.has_step(6));
+        assert!(!r.has_step(4), "an earlier generation's step");
+        assert_eq!(r.next_seq(), 7);
+
+        // A fresh generation learns its first step from its start.
+        let mut fresh = Replay::new("i", &[]);
+        fresh.reveal(&started);
+        assert_eq!(fresh.wait_for_event("E").unwrap(), 5);
     }
 
     #[test]

@@ -62,6 +62,7 @@ mod tests {
             HistoryEvent::ExecutionStarted {
                 name: "O".into(),
                 input: "null".into(),
+                first_seq: 0,
             },
             HistoryEvent::ActionTaken {
                 seq: 0,

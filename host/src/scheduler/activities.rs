@@ -51,7 +51,7 @@ async fn run_attempt(host: &Arc<Host>, activity: ActivityRow) {
     let (send_event_url, status_url) = host.instance_links(&activity.instance_id);
     let context = ActivityContext {
         instance_id: activity.instance_id.clone(),
-        idempotency_key: format!("{}:{}", activity.instance_id, activity.seq),
+        idempotency_key: activity.idempotency_key(),
         attempt,
         send_event_url,
         status_url,
@@ -59,7 +59,12 @@ async fn run_attempt(host: &Arc<Host>, activity: ActivityRow) {
     let limit = (activity.retry.attempt_timeout_ms > 0)
         .then(|| Duration::from_millis(activity.retry.attempt_timeout_ms));
     let outcome = if activity.name == durable_http::BUILTIN_HTTP {
-        durable_http::call(&activity.input, limit.unwrap_or(DEFAULT_HTTP_LIMIT)).await
+        durable_http::call(
+            &activity.input,
+            &context.idempotency_key,
+            limit.unwrap_or(DEFAULT_HTTP_LIMIT),
+        )
+        .await
     } else {
         match host.ensure_loaded(&activity.version).await {
             Ok(Ok(())) => {

@@ -152,9 +152,7 @@ impl Dispatcher {
     /// Hands over a just-created instance and its start message.
     pub fn created(&self, row: InstanceRow, inbox_id: i64) {
         let id = row.id.clone();
-        let start = Message::Start {
-            input: row.input.clone(),
-        };
+        let start = Message::start(row.input.clone());
         self.add_work(&id, |work| {
             work.created = Some(row);
             work.messages.push((inbox_id, start));
@@ -591,9 +589,7 @@ async fn first_round(host: &Arc<Host>, id: &str, starting: Starting) {
     } = starting;
     let outcome = async {
         let (mut guest, _, fault) = rebuild(host, &row, Vec::new()).await?;
-        let start = Message::Start {
-            input: row.input.clone(),
-        };
+        let start = Message::start(row.input.clone());
         let messages = vec![(Origin::Created, start)];
         let mut episode = episode::run(guest.as_mut(), &row, 0, messages, fault).await;
         episode.commit.creates = Some(row.clone());

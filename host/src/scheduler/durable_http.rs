@@ -28,11 +28,24 @@ struct Response {
     content: String,
 }
 
+/// The header that carries the call's idempotency key, so the endpoint can
+/// tell a re-run (after a crash, a retry) from a new call.
+const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
+
 /// Makes the request; any HTTP answer is a result (the orchestrator looks at
 /// the status), a transport failure is an error (and is retried per policy).
-pub async fn call(input: &str, limit: Duration) -> Result<String, String> {
-    let request: Request = serde_json::from_str(input)
+pub async fn call(input: &str, idempotency_key: &str, limit: Duration) -> Result<String, String> {
+    let mut request: Request = serde_json::from_str(input)
         .map_err(|e| format!("durable HTTP request is not valid: {e}"))?;
+    let keyed = request
+        .headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case(IDEMPOTENCY_HEADER));
+    if !keyed {
+        request
+            .headers
+            .push((IDEMPOTENCY_HEADER.into(), idempotency_key.into()));
+    }
     tokio::task::spawn_blocking(move || send(request, limit))
         .await
         .map_err(|e| format!("durable HTTP call stopped: {e}"))?

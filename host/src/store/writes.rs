@@ -40,6 +40,16 @@ pub struct ActivityRow {
     pub run_at: i64,
 }
 
+impl ActivityRow {
+    /// The call's idempotency key: the instance id, its execution (the
+    /// internal key, new whenever the id is started again) and the step
+    /// (numbered across continue-as-new generations). The same for every
+    /// run of this call, different from every other call for ever.
+    pub fn idempotency_key(&self) -> String {
+        format!("{}:{}:{}", self.instance_id, self.instance_pk, self.seq)
+    }
+}
+
 /// A lifecycle notification to queue: where to POST and what.
 #[derive(Debug, Clone)]
 pub struct Notification {
@@ -75,6 +85,8 @@ pub struct ChildStart {
 #[derive(Debug, Clone)]
 pub struct ContinueAsNew {
     pub input: String,
+    /// The next generation's first step number.
+    pub first_seq: u32,
     pub carried: Vec<Message>,
 }
 
@@ -326,7 +338,8 @@ fn start_over(conn: &Connection, pk: i64, restart: &ContinueAsNew) -> rusqlite::
         )?;
     }
     // Messages still queued (arrived during the episode) go after the
-    // carried ones, keeping arrival order.
+    // carried ones, keeping arrival order; outcomes of the ending
+    // generation's steps stay behind with it.
     let queued: Vec<(i64, String)> = {
         let mut stmt = conn
             .prepare_cached("SELECT id, message FROM inbox WHERE instance_pk = ?1 ORDER BY id")?;
@@ -339,17 +352,23 @@ fn start_over(conn: &Connection, pk: i64, restart: &ContinueAsNew) -> rusqlite::
         pk,
         &Message::Start {
             input: restart.input.clone(),
+            first_seq: restart.first_seq,
         },
     )?;
     for message in &restart.carried {
         insert_message(conn, pk, message)?;
     }
     for (_, json) in queued {
-        exec(
-            conn,
-            "INSERT INTO inbox (instance_pk, message) VALUES (?1, ?2)",
-            params![pk, json],
-        )?;
+        let outlives = serde_json::from_str::<Message>(&json)
+            .map(|message| message.outlives_generation())
+            .unwrap_or(true);
+        if outlives {
+            exec(
+                conn,
+                "INSERT INTO inbox (instance_pk, message) VALUES (?1, ?2)",
+                params![pk, json],
+            )?;
+        }
     }
     Ok(())
 }
@@ -397,9 +416,7 @@ fn insert_instance(
 
 /// Queues a new instance's start message; returns its inbox id.
 fn queue_start(conn: &Connection, row: &InstanceRow) -> rusqlite::Result<i64> {
-    let start = Message::Start {
-        input: row.input.clone(),
-    };
+    let start = Message::start(row.input.clone());
     insert_message(conn, row.pk, &start)
 }
 

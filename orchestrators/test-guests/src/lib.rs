@@ -221,6 +221,38 @@ fn echo(_: &ActivityContext, text: String) -> Result<String, Error> {
     Ok(text)
 }
 
+/// Generation 0 leaves an activity and a timer out (both due in half a
+/// second) and continues as new at once; generation 1 takes steps of the
+/// same kinds, due later, and returns what answered them. A generation must
+/// never see an earlier one's late outcomes.
+async fn generations(ctx: OrchestrationContext, generation: u32) -> Result<String, Error> {
+    let echo_after = |ms: u64, text: &str| {
+        ctx.call_activity::<String>("SleepThenEcho", serde_json::json!({"ms": ms, "text": text}))
+    };
+    if generation == 0 {
+        let _left_out = echo_after(500, "generation 0");
+        let _timer = ctx.sleep(Duration::from_millis(500));
+        return ctx.continue_as_new(1);
+    }
+    let activity = echo_after(3000, "generation 1");
+    let timer = ctx.sleep(Duration::from_secs(60));
+    if ctx.when_any(&[&activity, &timer]).await == 1 {
+        return Ok("a timer fired early".into());
+    }
+    Ok(activity.await?)
+}
+
+#[derive(serde::Deserialize)]
+struct SleepThenEcho {
+    ms: u64,
+    text: String,
+}
+
+fn sleep_then_echo(_: &ActivityContext, input: SleepThenEcho) -> Result<String, Error> {
+    std::thread::sleep(Duration::from_millis(input.ms));
+    Ok(input.text)
+}
+
 durango_sdk::app! {
     orchestrator "NonDeterministic" => non_deterministic;
     orchestrator "EchoAfterEvent" => echo_after_event;
@@ -241,7 +273,9 @@ durango_sdk::app! {
     orchestrator "WaitOrTimeout" => wait_or_timeout;
     orchestrator "SleepUntil" => sleep_until;
     orchestrator "Collect" => collect;
+    orchestrator "Generations" => generations;
     activity "Echo" => echo;
+    activity "SleepThenEcho" => sleep_then_echo;
     activity "FailsTwice" => fails_twice;
     activity "ReadRewindOk" => read_rewind_ok;
     activity "QuoteSecret" => quote_secret;
