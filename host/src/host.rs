@@ -2,7 +2,9 @@
 //! together, and the operations the API and CLI call.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -501,17 +503,18 @@ impl Host {
             .history(id.to_string())
             .await
             .map_err(RewindError::Store)?;
-        let (history, retries) = rewind::without_failures(&history);
-        let activities: Vec<ActivityRow> = retries
+        let plan = rewind::rewind(&history);
+        let activities: Vec<ActivityRow> = plan
+            .activities
             .into_iter()
-            .map(|(seq, name, input, retry)| ActivityRow {
+            .map(|retry| ActivityRow {
                 instance_id: id.to_string(),
                 instance_pk: row.pk,
-                seq,
+                seq: retry.seq,
                 version: row.version.clone(),
-                name,
-                input,
-                retry,
+                name: retry.name,
+                input: retry.input,
+                retry: retry.retry,
                 attempt: 0,
                 run_at: now_ms(),
             })
@@ -520,9 +523,12 @@ impl Host {
             .store
             .rewind(
                 row.pk,
-                history,
+                plan.history,
                 activities.clone(),
-                Message::Rewind { reason },
+                plan.timers.clone(),
+                Message::Rewind {
+                    reason: reason.clone(),
+                },
             )
             .await
             .map_err(RewindError::Store)?;
@@ -534,8 +540,56 @@ impl Host {
         for activity in activities {
             self.activities.submit(self, activity);
         }
+        for (seq, fire_at) in plan.timers {
+            self.timers.add(id, seq, fire_at);
+        }
         self.wake(id);
+        for (seq, child) in plan.children {
+            if let Err(error) = self.follow_up_child(id, seq, &child, &reason).await {
+                tracing::error!(instance = %id, child = %child, %error, "cannot follow up a sub-orchestration of a rewound instance");
+            }
+        }
         Ok(())
+    }
+
+    /// A sub-orchestration that a rewound parent waits for at step `seq`: a
+    /// failed one is rewound too; one that finished while the parent was
+    /// failed answers again (its answer was dropped then); a running one
+    /// answers when it ends, as ever.
+    fn follow_up_child<'a>(
+        self: &'a Arc<Self>,
+        parent: &'a str,
+        seq: u32,
+        child: &'a str,
+        reason: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+        Box::pin(async move {
+            let row = self
+                .store
+                .instance(child.to_string())
+                .await
+                .map_err(|e| e.to_string())?;
+            let answer = match row {
+                Some(row) if row.status == RuntimeStatus::Failed => {
+                    return self
+                        .rewind(child, reason.to_string())
+                        .await
+                        .map_err(|e| format!("{e:?}"));
+                }
+                Some(row) if row.status.is_terminal() => {
+                    Message::child_outcome(child, seq, row.status, row.output.as_deref())
+                }
+                Some(_) => return Ok(()),
+                None => Message::TaskFailed {
+                    seq,
+                    error: format!("sub-orchestration {child} no longer exists"),
+                },
+            };
+            self.send(parent, answer)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
     }
 
     /// The names of the orchestrators that can be started.

@@ -101,6 +101,34 @@ fn rewind_runs_a_failed_instance_on_from_its_failure() {
 }
 
 #[test]
+fn rewinding_a_parent_whose_child_failed_rewinds_the_child_and_completes() {
+    let mut host = Host::start(HostOptions::default());
+    let parent = host.start_orchestration("ParentOfNeedsSetting", "null");
+    let failed = host.wait_finished(&parent);
+    assert_eq!(failed["runtimeStatus"], "Failed", "{failed}");
+    host.restart_with(|o| o.env("RewindOk", "fixed in the child"));
+    let rewound = post(&host, &format!("/instances/{parent}/rewind"));
+    assert_eq!(rewound.status, 202);
+    let status = host.wait_finished(&parent);
+    assert_eq!(status["runtimeStatus"], "Completed", "{status}");
+    assert_eq!(status["output"], "fixed in the child");
+}
+
+#[test]
+fn an_instance_that_failed_with_a_timer_pending_waits_for_it_again_once_rewound() {
+    let mut host = Host::start(HostOptions::default());
+    let id = host.start_orchestration("TimerThenSetting", "2");
+    let failed = host.wait_finished(&id);
+    assert_eq!(failed["runtimeStatus"], "Failed", "{failed}");
+    host.restart_with(|o| o.env("RewindOk", "fixed"));
+    assert_eq!(post(&host, &format!("/instances/{id}/rewind")).status, 202);
+    let status = host.wait_finished(&id);
+    assert_eq!(status["runtimeStatus"], "Completed", "{status}");
+    let kinds = host.history_kinds(&id);
+    assert!(kinds.iter().any(|k| k == "TimerFired"), "{kinds:?}");
+}
+
+#[test]
 fn purge_by_filter_needs_a_start_time_and_deletes_finished_instances() {
     let host = Host::start(HostOptions::default());
     let done: Vec<String> = (0..3)

@@ -222,6 +222,33 @@ impl Message {
         )
     }
 
+    /// What a finished sub-orchestration `id` (with `status` and `output`)
+    /// tells the step `seq` of its parent that awaits it.
+    pub fn child_outcome(
+        id: &str,
+        seq: u32,
+        status: RuntimeStatus,
+        output: Option<&str>,
+    ) -> Message {
+        let output = output.unwrap_or("null");
+        let reason =
+            || serde_json::from_str::<String>(output).unwrap_or_else(|_| output.to_string());
+        match status {
+            RuntimeStatus::Completed => Message::TaskCompleted {
+                seq,
+                result: output.to_string(),
+            },
+            RuntimeStatus::Terminated => Message::TaskFailed {
+                seq,
+                error: format!("sub-orchestration {id} was terminated: {}", reason()),
+            },
+            _ => Message::TaskFailed {
+                seq,
+                error: format!("sub-orchestration {id} failed: {}", reason()),
+            },
+        }
+    }
+
     /// The step this message is the outcome of, if it is one.
     pub fn outcome_of(&self) -> Option<u32> {
         match self {

@@ -1,23 +1,37 @@
 //! Rewinding a failed instance, as Durable Functions does: its failures are
-//! taken out of history, and the activities that failed are scheduled again,
-//! so replay runs the orchestration on from where it went wrong.
+//! taken out of history and everything it was still waiting for when it
+//! failed is put back, so replay runs the orchestration on from where it
+//! went wrong: activities (the failed ones and those still out, whose rows
+//! went when it failed) run again, timers not yet fired are set again, and
+//! sub-orchestrations not yet answered are followed up (a failed child is
+//! rewound in turn).
 
 use super::history::{Action, HistoryEvent, RetryPolicy};
 
-/// An activity call to schedule again: (step, name, input, retry).
-pub type Retry = (u32, String, String, RetryPolicy);
+/// An activity call to schedule again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retry {
+    pub seq: u32,
+    pub name: String,
+    pub input: String,
+    pub retry: RetryPolicy,
+}
 
-/// `history` without its failures, and the activity calls to run again.
-pub fn without_failures(history: &[HistoryEvent]) -> (Vec<HistoryEvent>, Vec<Retry>) {
-    let failed: Vec<u32> = history
-        .iter()
-        .filter_map(|e| match e {
-            HistoryEvent::TaskFailed { seq, .. } => Some(*seq),
-            _ => None,
-        })
-        .collect();
-    let mut retries = Vec::new();
-    let kept = history
+/// What a rewind writes and follows up.
+#[derive(Debug, Default, PartialEq)]
+pub struct Rewound {
+    /// The history without its failures.
+    pub history: Vec<HistoryEvent>,
+    pub activities: Vec<Retry>,
+    /// Timers to set again: (step, fire at).
+    pub timers: Vec<(u32, i64)>,
+    /// Sub-orchestrations the instance waits for: (step, child id).
+    pub children: Vec<(u32, String)>,
+}
+
+/// The rewind of a failed instance with this `history`.
+pub fn rewind(history: &[HistoryEvent]) -> Rewound {
+    let kept: Vec<HistoryEvent> = history
         .iter()
         .filter(|e| {
             !matches!(
@@ -25,38 +39,65 @@ pub fn without_failures(history: &[HistoryEvent]) -> (Vec<HistoryEvent>, Vec<Ret
                 HistoryEvent::TaskFailed { .. } | HistoryEvent::ExecutionFailed { .. }
             )
         })
-        .inspect(|e| {
-            if let HistoryEvent::ActionTaken {
-                seq,
-                action: Action::Activity { name, input, retry },
-                ..
-            } = e
-            {
-                if failed.contains(seq) {
-                    retries.push((
-                        *seq,
-                        name.clone(),
-                        input.clone(),
-                        retry.unwrap_or(RetryPolicy::ONCE),
-                    ));
-                }
-            }
-        })
         .cloned()
         .collect();
-    (kept, retries)
+    let answered = |step: u32| {
+        kept.iter().any(|e| match e {
+            HistoryEvent::TaskCompleted { seq, .. } | HistoryEvent::TimerFired { seq } => {
+                *seq == step
+            }
+            _ => false,
+        })
+    };
+    let mut rewound = Rewound::default();
+    for event in &kept {
+        let HistoryEvent::ActionTaken { seq, action, .. } = event else {
+            continue;
+        };
+        if answered(*seq) {
+            continue;
+        }
+        match action {
+            Action::Activity { name, input, retry } => rewound.activities.push(Retry {
+                seq: *seq,
+                name: name.clone(),
+                input: input.clone(),
+                retry: retry.unwrap_or(RetryPolicy::ONCE),
+            }),
+            Action::Timer { fire_at } => rewound.timers.push((*seq, *fire_at)),
+            Action::SubOrchestration { instance_id, .. } => {
+                rewound.children.push((*seq, instance_id.clone()))
+            }
+            Action::EventWait { .. } | Action::Setting { .. } => {}
+        }
+    }
+    rewound.history = kept;
+    rewound
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn taken(seq: u32, action: Action) -> HistoryEvent {
+        HistoryEvent::ActionTaken {
+            seq,
+            action,
+            timestamp: 0,
+        }
+    }
+
     #[test]
-    fn failures_go_and_failed_activities_come_back() {
+    fn failures_go_and_what_the_instance_waited_for_comes_back() {
         let activity = |name: &str| Action::Activity {
             name: name.into(),
             input: "1".into(),
             retry: None,
+        };
+        let child = Action::SubOrchestration {
+            name: "Child".into(),
+            input: "null".into(),
+            instance_id: "p:5".into(),
         };
         let history = vec![
             HistoryEvent::ExecutionStarted {
@@ -64,32 +105,38 @@ mod tests {
                 input: "null".into(),
                 first_seq: 0,
             },
-            HistoryEvent::ActionTaken {
-                seq: 0,
-                action: activity("Good"),
-                timestamp: 0,
-            },
+            taken(0, activity("Good")),
             HistoryEvent::TaskCompleted {
                 seq: 0,
                 result: "1".into(),
             },
-            HistoryEvent::ActionTaken {
-                seq: 1,
-                action: activity("Bad"),
-                timestamp: 0,
-            },
+            taken(1, activity("Bad")),
+            taken(2, activity("StillOut")),
+            taken(3, Action::Timer { fire_at: 99 }),
+            taken(4, Action::Timer { fire_at: 7 }),
+            HistoryEvent::TimerFired { seq: 4 },
+            taken(5, child),
             HistoryEvent::TaskFailed {
                 seq: 1,
                 error: "boom".into(),
+            },
+            HistoryEvent::TaskFailed {
+                seq: 5,
+                error: "child failed".into(),
             },
             HistoryEvent::ExecutionFailed {
                 error: "boom".into(),
             },
         ];
-        let (kept, retries) = without_failures(&history);
-        assert_eq!(kept.len(), 4);
-        assert_eq!(retries.len(), 1);
-        assert_eq!(retries[0].0, 1);
-        assert_eq!(retries[0].1, "Bad");
+        let rewound = rewind(&history);
+        assert_eq!(rewound.history.len(), history.len() - 3);
+        let again: Vec<(u32, &str)> = rewound
+            .activities
+            .iter()
+            .map(|a| (a.seq, a.name.as_str()))
+            .collect();
+        assert_eq!(again, [(1, "Bad"), (2, "StillOut")]);
+        assert_eq!(rewound.timers, [(3, 99)], "the fired timer stays fired");
+        assert_eq!(rewound.children, [(5, "p:5".to_string())]);
     }
 }

@@ -499,22 +499,7 @@ fn report_to_parent(
         Some((parent_pk, status)) if !status.is_terminal() => parent_pk,
         _ => return Ok(None),
     };
-    let output = output.unwrap_or("null");
-    let reason = || serde_json::from_str::<String>(output).unwrap_or_else(|_| output.to_string());
-    let message = match status {
-        RuntimeStatus::Completed => Message::TaskCompleted {
-            seq,
-            result: output.to_string(),
-        },
-        RuntimeStatus::Terminated => Message::TaskFailed {
-            seq,
-            error: format!("sub-orchestration {id} was terminated: {}", reason()),
-        },
-        _ => Message::TaskFailed {
-            seq,
-            error: format!("sub-orchestration {id} failed: {}", reason()),
-        },
-    };
+    let message = Message::child_outcome(id, seq, status, output);
     insert_message(conn, parent_pk, &message)?;
     Ok(Some(parent))
 }
@@ -768,13 +753,14 @@ impl Store {
     }
 
     /// Replaces a failed instance's history with `history`, schedules
-    /// `activities` again and sends it `message` to run on. False if the
-    /// instance is no longer Failed.
+    /// `activities` again, sets `timers` (step, fire at) again and sends it
+    /// `message` to run on. False if the instance is no longer Failed.
     pub async fn rewind(
         &self,
         pk: i64,
         history: Vec<HistoryEvent>,
         activities: Vec<ActivityRow>,
+        timers: Vec<(u32, i64)>,
         message: Message,
     ) -> Result<bool, StoreError> {
         self.write(move |conn| {
@@ -785,6 +771,13 @@ impl Store {
             append_history(conn, pk, 0, &history)?;
             for a in &activities {
                 insert_activity(conn, pk, a)?;
+            }
+            for (seq, fire_at) in &timers {
+                exec(
+                    conn,
+                    "INSERT OR REPLACE INTO timers (instance_pk, seq, fire_at) VALUES (?1, ?2, ?3)",
+                    params![pk, seq, fire_at],
+                )?;
             }
             exec(
                 conn,

@@ -68,6 +68,21 @@ fn read_rewind_ok(ctx: &ActivityContext, _: ()) -> Result<String, Error> {
     ctx.required_setting("RewindOk")
 }
 
+/// Runs `NeedsSetting` as a child: it fails, and so does this parent, until
+/// the setting is fixed and the parent rewound (which rewinds the child).
+async fn parent_of_needs_setting(ctx: OrchestrationContext, _: ()) -> Result<String, Error> {
+    Ok(ctx.call_sub_orchestrator("NeedsSetting", ()).await?)
+}
+
+/// Sets a timer `seconds` out, then fails (until `RewindOk` is set) while
+/// the timer is pending; rewound, it must wait for that same timer again.
+async fn timer_then_setting(ctx: OrchestrationContext, seconds: u64) -> Result<String, Error> {
+    let timer = ctx.sleep(Duration::from_secs(seconds));
+    let setting: String = ctx.call_activity("ReadRewindOk", ()).await?;
+    timer.await;
+    Ok(setting)
+}
+
 /// Starts `EchoAfterEvent` as a child under `{this id}-child` and returns
 /// what the child returned.
 async fn parent_of_echo(ctx: OrchestrationContext, event: String) -> Result<String, Error> {
@@ -274,6 +289,8 @@ durango_sdk::app! {
     orchestrator "SleepUntil" => sleep_until;
     orchestrator "Collect" => collect;
     orchestrator "Generations" => generations;
+    orchestrator "ParentOfNeedsSetting" => parent_of_needs_setting;
+    orchestrator "TimerThenSetting" => timer_then_setting;
     activity "Echo" => echo;
     activity "SleepThenEcho" => sleep_then_echo;
     activity "FailsTwice" => fails_twice;
