@@ -148,6 +148,17 @@ pub async fn deliver(host: Arc<Host>) {
     }
 }
 
+/// When to try again after `attempts` failed deliveries of an event
+/// created at `created_at`: the wait doubles from 2 s up to 5 minutes;
+/// `None` once the event is a day old.
+fn retry_at(attempts: u32, created_at: i64, now: i64) -> Option<i64> {
+    if now - created_at > GIVE_UP_AFTER_MS {
+        return None;
+    }
+    let backoff = (1000i64 << attempts.min(20)).min(MAX_BACKOFF_MS);
+    Some(now + backoff)
+}
+
 async fn send(host: &Arc<Host>, row: OutboxRow) {
     let signature = host.notifier.sign(&row.body);
     let (url, body) = (row.url.clone(), row.body.clone());
@@ -172,22 +183,41 @@ async fn send(host: &Arc<Host>, row: OutboxRow) {
         Ok(Err(error)) => Err(error.to_string()),
         Err(error) => Err(error.to_string()),
     };
-    let result = match outcome {
-        Ok(()) => host.store.outbox_delivered(row.id).await,
-        Err(reason) if now_ms() - row.created_at > GIVE_UP_AFTER_MS => {
+    let attempts = row.attempts + 1;
+    let result = match (outcome, retry_at(attempts, row.created_at, now_ms())) {
+        (Ok(()), _) => host.store.outbox_delivered(row.id).await,
+        (Err(reason), None) => {
             tracing::error!(url = %row.url, %reason, "giving up on a lifecycle notification after a day");
             host.store.outbox_delivered(row.id).await
         }
-        Err(reason) => {
-            let attempts = row.attempts + 1;
-            let backoff = (1000i64 << attempts.min(20)).min(MAX_BACKOFF_MS);
+        (Err(reason), Some(at)) => {
             tracing::warn!(url = %row.url, %reason, attempts, "lifecycle notification not delivered; will retry");
-            host.store
-                .outbox_retry(row.id, attempts, now_ms() + backoff)
-                .await
+            host.store.outbox_retry(row.id, attempts, at).await
         }
     };
     if let Err(error) = result {
         tracing::error!(%error, "cannot record a notification delivery");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_doubling_to_five_minutes_and_stop_after_a_day() {
+        let waits: Vec<i64> = (1..=10)
+            .map(|attempts| retry_at(attempts, 0, 1_000).unwrap() - 1_000)
+            .collect();
+        assert_eq!(
+            waits,
+            [2_000, 4_000, 8_000, 16_000, 32_000, 64_000, 128_000, 256_000, 300_000, 300_000]
+        );
+        assert_eq!(retry_at(u32::MAX, 0, 1_000), Some(301_000), "no overflow");
+        assert!(
+            retry_at(3, 0, GIVE_UP_AFTER_MS).is_some(),
+            "a day to the ms"
+        );
+        assert_eq!(retry_at(3, 0, GIVE_UP_AFTER_MS + 1), None, "then given up");
     }
 }

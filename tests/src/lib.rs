@@ -531,6 +531,9 @@ pub struct Received {
     pub path: String,
     pub headers: Vec<(String, String)>,
     pub body: String,
+    /// The status the webhook answered.
+    pub answered: u16,
+    pub at: Instant,
 }
 
 impl Received {
@@ -560,18 +563,18 @@ impl Webhook {
                 let mut body = String::new();
                 let _ = request.as_reader().read_to_string(&mut body);
                 let failing = fail.load(Ordering::SeqCst);
-                if !failing {
-                    log.lock().unwrap().push(Received {
-                        path: request.url().to_string(),
-                        headers: request
-                            .headers()
-                            .iter()
-                            .map(|h| (h.field.to_string(), h.value.to_string()))
-                            .collect(),
-                        body,
-                    });
-                }
                 let status = if failing { 500 } else { 200 };
+                log.lock().unwrap().push(Received {
+                    path: request.url().to_string(),
+                    headers: request
+                        .headers()
+                        .iter()
+                        .map(|h| (h.field.to_string(), h.value.to_string()))
+                        .collect(),
+                    body,
+                    answered: status,
+                    at: Instant::now(),
+                });
                 let _ = request.respond(tiny_http::Response::empty(status));
             }
         });
@@ -583,14 +586,23 @@ impl Webhook {
         }
     }
 
-    /// Answer 500 (and record nothing) while `failing`.
+    /// Answer 500 while `failing` (the request is still recorded, with the
+    /// status it got).
     pub fn set_failing(&self, failing: bool) {
         self.failing
             .store(failing, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Every request taken, refused ones included, in arrival order.
     pub fn received(&self) -> Vec<Received> {
         self.received.lock().unwrap().clone()
+    }
+
+    /// The requests answered 200.
+    pub fn delivered(&self) -> Vec<Received> {
+        let mut received = self.received();
+        received.retain(|r| r.answered == 200);
+        received
     }
 
     /// The events received for `instance` once `predicate` holds for them.

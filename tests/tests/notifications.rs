@@ -1,5 +1,7 @@
 //! Lifecycle notifications: signed webhooks from a durable outbox.
 
+use std::time::Duration;
+
 use durango_e2e::{Host, HostOptions, Received, Webhook};
 use hmac::{Hmac, Mac};
 use serde_json::json;
@@ -122,19 +124,55 @@ fn failures_and_terminations_are_posted_with_their_reason() {
     assert_eq!(terminated["reason"], "stop");
 }
 
+/// The deliveries (tries) of `id`'s completion event.
+fn completions<'a>(received: &'a [Received], id: &str) -> Vec<&'a Received> {
+    events_for(received, id)
+        .into_iter()
+        .filter(|r| r.json()["runtimeStatus"] == "Completed")
+        .collect()
+}
+
 #[test]
-fn a_pending_notification_survives_kill_9_and_arrives_after_restart() {
+fn a_refused_notification_is_retried_with_back_off_under_one_delivery_id_across_kill_9() {
     let hook = Webhook::start();
     hook.set_failing(true);
     let mut host = host_notifying(&hook);
     let id = host.start_orchestration("E1_HelloSequence", "");
     host.wait_finished(&id);
-    assert!(!has_status(&hook.received(), &id, "Completed"));
+    let refused = hook.wait_for("two refused tries of the completion", |r| {
+        completions(r, &id).len() >= 2
+    });
+    let tries = completions(&refused, &id);
+    assert!(tries.iter().all(|t| t.answered == 500));
+    let delivery = tries[0]
+        .header("X-Durango-Delivery")
+        .expect("a delivery id")
+        .to_string();
+    assert_eq!(
+        tries[1].header("X-Durango-Delivery"),
+        Some(delivery.as_str())
+    );
+    assert!(
+        tries[1].at - tries[0].at >= Duration::from_millis(1900),
+        "the second try waited out the first back-off (2 s)"
+    );
+
+    // The event is in the outbox: a crash loses nothing.
     host.kill9();
     hook.set_failing(false);
     host.restart();
     let got = hook.wait_for("the completion after restart", |r| {
-        has_status(r, &id, "Completed")
+        completions(r, &id).iter().any(|t| t.answered == 200)
     });
-    assert!(has_status(&got, &id, "Completed"));
+    let delivered: Vec<&Received> = completions(&got, &id)
+        .into_iter()
+        .filter(|t| t.answered == 200)
+        .collect();
+    assert_eq!(delivered.len(), 1, "delivered once");
+    assert_eq!(
+        delivered[0].header("X-Durango-Delivery"),
+        Some(delivery.as_str()),
+        "under the same delivery id, so a receiver can deduplicate"
+    );
+    assert_signed(delivered[0]);
 }

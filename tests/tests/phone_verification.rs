@@ -171,14 +171,20 @@ fn event_names_match_case_sensitively() {
 
 #[test]
 fn an_answer_raised_before_the_wait_is_kept() {
-    // The answer arrives while the SMS activity is still running: it must be
-    // buffered and consumed by the first wait, not dropped.
-    let sms = FakeSms::start();
-    let host = Host::start(HostOptions::default().twilio(&sms));
-    let id = host.start_orchestration("EchoAfterEvent", "\"Early\"");
+    // The answer arrives while a slow activity still runs, before the
+    // orchestrator reaches its wait: it must be kept for the wait.
+    let host = Host::start(HostOptions::default());
+    let id = host.start_orchestration("WaitAfterSlowStep", "2000");
     assert_eq!(host.raise(&id, "Early", "\"kept\"").status, 202);
     let status = host.wait_finished(&id);
     assert_eq!(status["output"], json!("kept"));
+    let kinds = host.history_kinds(&id);
+    let raised = kinds.iter().position(|k| k == "EventRaised");
+    let step_done = kinds.iter().position(|k| k == "TaskCompleted");
+    assert!(
+        raised < step_done,
+        "the event came before the activity finished, so before the wait: {kinds:?}"
+    );
 }
 
 #[test]

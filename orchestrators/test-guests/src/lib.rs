@@ -23,13 +23,18 @@ async fn echo_after_event(ctx: OrchestrationContext, name: String) -> Result<Str
 }
 
 /// Reads the system clock and randomness through plain std: the sandbox
-/// makes both replay-safe, so the output is the same hot or cold.
+/// makes both replay-safe, so the output is the same hot or cold. What it
+/// saw first is also its custom status, as seen on the first run: a replay
+/// must see the same.
 async fn std_clock_and_random(ctx: OrchestrationContext, _: ()) -> Result<String, Error> {
     let seen = format!(
         "{:?}/{}",
         std::time::SystemTime::now(),
         durango_sdk::random_u64()
     );
+    if !ctx.is_replaying() {
+        ctx.set_custom_status(&seen);
+    }
     let _: String = ctx.wait_for_event("Continue").await?;
     let again = format!(
         "{:?}/{}",
@@ -236,6 +241,27 @@ fn echo(_: &ActivityContext, text: String) -> Result<String, Error> {
     Ok(text)
 }
 
+/// Waits for event `Early` only after a slow activity (`ms`): an event
+/// raised meanwhile must be kept for the wait.
+async fn wait_after_slow_step(ctx: OrchestrationContext, ms: u64) -> Result<String, Error> {
+    let _: String = ctx
+        .call_activity("SleepThenEcho", serde_json::json!({"ms": ms, "text": ""}))
+        .await?;
+    Ok(ctx.wait_for_event("Early").await?)
+}
+
+/// The hello sequence with slow activities (`ms` each): long enough to be
+/// killed in the middle of.
+async fn slow_hello(ctx: OrchestrationContext, ms: u64) -> Result<Vec<String>, Error> {
+    let mut out = Vec::new();
+    for city in ["Tokyo", "Seattle", "London"] {
+        let text = format!("Hello {city}!");
+        let input = serde_json::json!({"ms": ms, "text": text});
+        out.push(ctx.call_activity("SleepThenEcho", input).await?);
+    }
+    Ok(out)
+}
+
 /// Generation 0 leaves an activity and a timer out (both due in half a
 /// second) and continues as new at once; generation 1 takes steps of the
 /// same kinds, due later, and returns what answered them. A generation must
@@ -289,6 +315,8 @@ durango_sdk::app! {
     orchestrator "SleepUntil" => sleep_until;
     orchestrator "Collect" => collect;
     orchestrator "Generations" => generations;
+    orchestrator "WaitAfterSlowStep" => wait_after_slow_step;
+    orchestrator "SlowHello" => slow_hello;
     orchestrator "ParentOfNeedsSetting" => parent_of_needs_setting;
     orchestrator "TimerThenSetting" => timer_then_setting;
     activity "Echo" => echo;
