@@ -57,6 +57,13 @@ fn answer_and_wait(ask: &Value, approver: &str, approved: bool) -> Value {
     answered.body
 }
 
+/// Waits until `count` asks were sent and recorded, so the flow waits for
+/// answers: an answer that came earlier would only be kept for later, and
+/// what the flow makes of it would not show yet.
+fn asked(host: &Host, id: &str, count: usize) {
+    host.wait_history(id, "TaskCompleted", count);
+}
+
 fn start(host: &Host, orchestrator: &str, input: Value) -> String {
     host.start_orchestration(orchestrator, &input.to_string())
 }
@@ -71,6 +78,7 @@ fn each_level_approves_in_turn_and_the_request_is_processed() {
         json!({"requestId": "r-1", "amount": 1200, "approvers": ["alice", "bob"], "timeoutSeconds": 300}),
     );
     let alice = ask_for(&webhook, "alice");
+    asked(&host, &id, 1);
     assert_eq!(alice["instanceId"], id);
     assert_eq!(alice["amount"], 1200.0);
     // The link may wait for the answer's effect: alice sees at once that
@@ -157,10 +165,12 @@ fn alices_link_cannot_answer_for_bob_at_the_next_level() {
         json!({"requestId": "r-6", "amount": 9000, "approvers": ["alice", "bob"], "timeoutSeconds": 300}),
     );
     let alice = ask_for(&webhook, "alice");
+    asked(&host, &id, 1);
     assert_eq!(
         answer_and_wait(&alice, "alice", true)["customStatus"]["waitingFor"],
         "bob"
     );
+    asked(&host, &id, 2);
     // Her link still works (within its margin), but it speaks for her, and
     // she was not asked at bob's level: whatever the data says, it does not
     // decide that level.
@@ -219,6 +229,7 @@ fn a_link_speaks_for_its_holder_whatever_the_answer_claims() {
         json!({"requestId": "q-2", "amount": 10, "approvers": ["alice", "bob"], "required": 2, "timeoutSeconds": 300}),
     );
     let alice = ask_for(&webhook, "alice");
+    asked(&host, &id, 2);
     // With only alice's link: her answer, then one that claims to be bob's.
     answer_and_wait(&alice, "alice", true);
     let status = answer_and_wait(&alice, "bob", true);
@@ -242,6 +253,7 @@ fn one_person_cannot_reach_a_quorum_of_two() {
         json!({"requestId": "q-3", "amount": 10, "approvers": ["alice", "bob", "carol"], "required": 2, "timeoutSeconds": 300}),
     );
     let alice = ask_for(&webhook, "alice");
+    asked(&host, &id, 3);
     for _ in 0..3 {
         let status = answer_and_wait(&alice, "alice", true);
         assert_eq!(status["runtimeStatus"], "Running", "{status}");
@@ -263,6 +275,7 @@ fn an_operator_with_the_system_key_answers_for_the_approver_it_names() {
         json!({"requestId": "r-7", "amount": 1, "approvers": ["alice"], "timeoutSeconds": 300}),
     );
     ask_for(&webhook, "alice");
+    asked(&host, &id, 1);
     let path =
         format!("/runtime/webhooks/durabletask/instances/{id}/raiseEvent/ApprovalEvent?timeout=30");
     let nobody = host.call("POST", &path, Some(r#"{"approved":true}"#));
@@ -336,14 +349,25 @@ fn an_approval_link_can_answer_and_read_its_instance_and_nothing_else() {
         assert_eq!(answer.status, 403, "{method} {url}: {}", answer.text);
         assert!(answer.body["error"].is_string(), "{}", answer.text);
     }
-    // A token that was changed, or made up, is no link at all.
+    // A token that was changed, or made up, is no link at all: zoe's
+    // claims under alice's signature, alice's with a byte more, garbage.
+    let zoe = token(ask_for(&webhook, "zoe")["respondUrl"].as_str().unwrap());
     let (payload, mac) = respond_token.split_once('.').unwrap();
-    let tampered = format!("{payload}A.{mac}");
-    for bad in [tampered.as_str(), "garbage", "", "."] {
-        let url = format!("{base}/{id}/raiseEvent/ApprovalEvent?token={bad}");
+    let zoe_payload = zoe.split_once('.').unwrap().0;
+    let attempts = [
+        (&other, format!("{zoe_payload}.{mac}")),
+        (&id, format!("{payload}A.{mac}")),
+        (&id, "garbage".to_string()),
+        (&id, String::new()),
+        (&id, ".".to_string()),
+    ];
+    for (instance, bad) in attempts {
+        let url = format!("{base}/{instance}/raiseEvent/ApprovalEvent?token={bad}");
         let answer = request("POST", &url, &[], Some(b"{}"));
         assert_eq!(answer.status, 401, "token {bad:?}: {}", answer.text);
     }
+    let genuine = format!("{base}/{other}?token={zoe}");
+    assert_eq!(request("GET", &genuine, &[], None).status, 202);
     assert_eq!(answer(&alice, "alice", true), 202);
     assert_eq!(host.wait_finished(&id)["output"]["decision"], "approved");
 }
