@@ -10,7 +10,7 @@ use tokio::sync::{broadcast, oneshot};
 
 use crate::engine::history::{Message, RuntimeStatus};
 use crate::engine::rewind;
-use crate::links::Links;
+use crate::links::LinkSigner;
 use crate::notify::{self, Change, Notifier};
 use crate::runtime::{FunctionInfo, GuestFault, GuestLimits, RandomKey, Runtime};
 use crate::scheduler::activities::ActivityPool;
@@ -56,7 +56,7 @@ pub struct Host {
     /// The system key every management route requires.
     pub key: String,
     /// Makes and checks the links handed to people.
-    pub links: Arc<Links>,
+    pub links: Arc<LinkSigner>,
     pub(crate) dispatcher: Dispatcher,
     pub(crate) timers: TimerQueue,
     pub(crate) activities: ActivityPool,
@@ -153,7 +153,7 @@ impl Host {
         settings.hide(&random_secret);
         settings.hide(&link_secret);
         let settings = Arc::new(settings);
-        let links = Arc::new(Links::new(&link_secret, &config.public_url));
+        let links = Arc::new(LinkSigner::new(&link_secret, &config.public_url));
         let runtime = Runtime::new(
             settings.clone(),
             RandomKey::new(&random_secret),

@@ -61,15 +61,15 @@ pub enum LinkError {
 }
 
 /// Makes and checks links under the host's link secret.
-pub struct Links {
+pub struct LinkSigner {
     mac: Hmac<Sha256>,
     /// `{public url}{management prefix}/instances/`.
     base: String,
 }
 
-impl Links {
-    pub fn new(secret: &str, public_url: &str) -> Links {
-        Links {
+impl LinkSigner {
+    pub fn new(secret: &str, public_url: &str) -> LinkSigner {
+        LinkSigner {
             mac: Hmac::new_from_slice(secret.as_bytes()).expect("HMAC takes any key"),
             base: format!("{public_url}{}/instances/", crate::api::PREFIX),
         }
@@ -197,8 +197,8 @@ pub fn expiry(expires_at_ms: Option<u64>, now_ms: i64) -> i64 {
 mod tests {
     use super::*;
 
-    fn links() -> Links {
-        Links::new("secret", "http://h")
+    fn links() -> LinkSigner {
+        LinkSigner::new("secret", "http://h")
     }
 
     fn token(url: &str) -> &str {
@@ -270,7 +270,7 @@ mod tests {
                 "{token}"
             );
         }
-        let other_secret = Links::new("other", "http://h");
+        let other_secret = LinkSigner::new("other", "http://h");
         assert_eq!(other_secret.verify(genuine, 0), Err(LinkError::Invalid));
         assert!(links().verify(genuine, 0).is_ok());
     }

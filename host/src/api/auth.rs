@@ -11,7 +11,7 @@ use percent_encoding::percent_decode_str;
 use super::instances::format_time;
 use super::{ApiError, ApiState, PREFIX};
 use crate::engine::history::Sender;
-use crate::links::{Claims, LinkError, Links};
+use crate::links::{Claims, LinkError, LinkSigner};
 use crate::store::now_ms;
 
 /// A request that came with a link: what its verified token says. The
@@ -58,7 +58,12 @@ fn decoded(segment: &str) -> Option<String> {
 /// The link a token makes of this request, or the answer refusing it:
 /// `401` for a token that is not genuine or has expired, `403` for a
 /// genuine one used beyond what it allows.
-fn check_link(links: &Links, token: &str, method: &Method, path: &str) -> Result<Link, ApiError> {
+fn check_link(
+    links: &LinkSigner,
+    token: &str,
+    method: &Method,
+    path: &str,
+) -> Result<Link, ApiError> {
     let claims = links.verify(token, now_ms()).map_err(|e| match e {
         LinkError::Invalid => ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -172,7 +177,7 @@ mod tests {
 
     #[test]
     fn a_link_is_refused_beyond_its_instance_and_events_and_after_it_expired() {
-        let links = Links::new("s", "http://h");
+        let links = LinkSigner::new("s", "http://h");
         let url = links
             .event_link("a", "Reply", "alice", now_ms() + 60_000)
             .unwrap();

@@ -16,7 +16,7 @@ use super::sandbox::{ActivityRandom, OrchestrationClock, RandomKey};
 use super::AllowedSettings;
 use crate::engine::history::{RetryPolicy, Sender};
 use crate::engine::replay::Replay;
-use crate::links::Links;
+use crate::links::LinkSigner;
 use crate::settings::Settings;
 
 /// Largest custom status (JSON) an orchestrator may set, as Durable
@@ -41,7 +41,7 @@ pub struct GuestState {
     /// What this app's deployment may read; `None` = every setting.
     allowed: AllowedSettings,
     /// Makes the links an activity hands to people.
-    pub(super) links: Arc<Links>,
+    pub(super) links: Arc<LinkSigner>,
     /// The instance of the activity call being served (empty between calls
     /// and for orchestrators).
     pub(super) call_instance: String,
@@ -60,7 +60,7 @@ impl GuestState {
         role: Role,
         settings: Arc<Settings>,
         allowed: AllowedSettings,
-        links: Arc<Links>,
+        links: Arc<LinkSigner>,
         wasi: WasiCtx,
         output: MemoryOutputPipe,
         limits: StoreLimits,

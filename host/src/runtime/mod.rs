@@ -25,7 +25,7 @@ pub use sandbox::RandomKey;
 use sandbox::{ActivityRandom, OrchestrationClock};
 
 use crate::engine::replay::{Nondeterminism, Replay};
-use crate::links::Links;
+use crate::links::LinkSigner;
 use crate::settings::Settings;
 
 /// How often the epoch ticks; guest time limits are counted in ticks.
@@ -120,7 +120,7 @@ pub struct Runtime {
     /// Keys each activity call's randomness.
     random_key: RandomKey,
     /// Signs the links activities hand to people.
-    links: Arc<Links>,
+    links: Arc<LinkSigner>,
 }
 
 impl Runtime {
@@ -133,7 +133,7 @@ impl Runtime {
     pub fn new(
         settings: Arc<Settings>,
         random_key: RandomKey,
-        links: Arc<Links>,
+        links: Arc<LinkSigner>,
         limits: GuestLimits,
         orchestrators: usize,
         activity_workers: usize,
