@@ -1,4 +1,7 @@
-use crate::bindings::durango::orchestration::{settings, types};
+use std::time::SystemTime;
+
+use crate::bindings::durango::orchestration::{links, settings, types};
+use crate::context::epoch_millis;
 use crate::error::Error;
 
 /// What an activity knows about the call it serves, and its settings.
@@ -12,7 +15,9 @@ pub struct ActivityContext {
     /// 1 for the first attempt.
     pub attempt: u32,
     send_event_url: String,
-    /// Where a person can read this instance's status (token included).
+    /// The instance's general status link, which names nobody (see
+    /// [`send_event_url`](Self::send_event_url)); for a person, use
+    /// [`status_url_for`](Self::status_url_for).
     pub status_url: String,
 }
 
@@ -27,11 +32,40 @@ impl ActivityContext {
         }
     }
 
-    /// A link a person can POST `event`'s data to, for this instance only
-    /// (it carries a token that allows raising events and reading status).
+    /// The instance's general link for `event`: anyone who holds it can
+    /// raise any event on this instance (and read its status) until the
+    /// host's default link lifetime (7 days) ends. It names nobody, so the
+    /// orchestrator sees [`Sender::UnnamedLink`](crate::Sender::UnnamedLink):
+    /// hand it only where that is enough (a code the person must also know,
+    /// say). To ask a person, use [`send_event_url_for`](Self::send_event_url_for).
     pub fn send_event_url(&self, event: &str) -> String {
         let encoded: String = form_urlencoded::byte_serialize(event.as_bytes()).collect();
         self.send_event_url.replace("{eventName}", &encoded)
+    }
+
+    /// A link for one person: `recipient` (an id the orchestration chose,
+    /// such as an approver's name) can POST `event`'s data to this instance
+    /// through it, and nothing else, until `expires` (default: the host's
+    /// link lifetime). Events raised through it reach the orchestrator with
+    /// [`Sender::Holder`](crate::Sender::Holder)`(recipient)`, whatever the
+    /// data claims. The host signs it; the secret never enters the guest.
+    pub fn send_event_url_for(
+        &self,
+        event: &str,
+        recipient: &str,
+        expires: Option<SystemTime>,
+    ) -> Result<String, Error> {
+        links::event_link(event, recipient, expires.map(epoch_millis)).map_err(Error::msg)
+    }
+
+    /// A link `recipient` can read this instance's status at (not its
+    /// input or history) until `expires` (default: the host's link lifetime).
+    pub fn status_url_for(
+        &self,
+        recipient: &str,
+        expires: Option<SystemTime>,
+    ) -> Result<String, Error> {
+        links::status_link(recipient, expires.map(epoch_millis)).map_err(Error::msg)
     }
 
     /// An app setting (from the host's environment or settings file).

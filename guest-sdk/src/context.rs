@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::bindings::durango::orchestration::orchestration as host;
 use crate::bindings::durango::orchestration::types;
 use crate::error::{Error, TaskError};
-use crate::task::{Task, TaskHandle, Timer, WhenAll, WhenAny};
+use crate::task::{EventTask, Task, TaskHandle, Timer, WhenAll, WhenAny};
 
 pub use types::LogLevel;
 
@@ -129,8 +129,7 @@ impl OrchestrationContext {
 
     /// A durable timer that fires at `fire_at`; it survives restarts.
     pub fn create_timer(&self, fire_at: SystemTime) -> Timer {
-        let at = fire_at.duration_since(UNIX_EPOCH).map_or(0, millis);
-        Timer::new(host::create_timer(at))
+        Timer::new(host::create_timer(epoch_millis(fire_at)))
     }
 
     /// A timer `delay` after the orchestration's current time.
@@ -142,6 +141,14 @@ impl OrchestrationContext {
     /// raised before the wait are kept and consumed in order.
     pub fn wait_for_event<T: DeserializeOwned>(&self, name: &str) -> Task<T> {
         Task::new(host::wait_for_event(name))
+    }
+
+    /// As [`wait_for_event`](Self::wait_for_event), resolving to the data
+    /// and its verified [`Sender`](crate::Sender): the holder of the link it
+    /// came through, or the system key. Decide on the sender, never on who
+    /// the data says it is from.
+    pub fn wait_for_event_with_sender<T: DeserializeOwned>(&self, name: &str) -> EventTask<T> {
+        EventTask::new(host::wait_for_event(name))
     }
 
     /// Resolves to the index of the task that completed first.
@@ -245,6 +252,11 @@ pub struct DurableHttpResponse {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Milliseconds since the epoch, as the host's calls take times.
+pub(crate) fn epoch_millis(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).map_or(0, millis)
 }
 
 fn to_json(value: &impl Serialize) -> String {

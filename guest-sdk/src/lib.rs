@@ -54,7 +54,7 @@ pub use context::{
 };
 pub use error::{Error, TaskError};
 pub use registry::Registry;
-pub use task::{Task, TaskHandle, Timer};
+pub use task::{Event, EventTask, Sender, Task, TaskHandle, Timer};
 
 /// A random `u64` from the host.
 ///

@@ -6,6 +6,7 @@ use std::task::{Context, Poll};
 use serde::de::DeserializeOwned;
 
 use crate::bindings::durango::orchestration::orchestration as host;
+use crate::bindings::durango::orchestration::types::EventSender;
 use crate::error::TaskError;
 
 /// Anything that names a durable task: what `when_any` and `when_all` race.
@@ -52,6 +53,75 @@ impl<T: DeserializeOwned> Future for Task<T> {
                 message: format!("task {} output does not decode: {e}", self.id),
             })),
         }
+    }
+}
+
+/// Who raised an external event, as the host verified it: the credential
+/// the event came with, never what its data claims.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sender {
+    /// The system key: an operator, the CLI or a trusted service.
+    SystemKey,
+    /// A link made for this holder ([`ActivityContext::send_event_url_for`]):
+    /// the recipient id the orchestration chose when it asked.
+    ///
+    /// [`ActivityContext::send_event_url_for`]: crate::ActivityContext::send_event_url_for
+    Holder(String),
+    /// The instance's general link ([`ActivityContext::send_event_url`]),
+    /// which names nobody: anyone who got hold of it.
+    ///
+    /// [`ActivityContext::send_event_url`]: crate::ActivityContext::send_event_url
+    UnnamedLink,
+}
+
+impl Sender {
+    /// The person a link named, if it came through one that did.
+    pub fn holder(&self) -> Option<&str> {
+        match self {
+            Sender::Holder(holder) => Some(holder),
+            _ => None,
+        }
+    }
+}
+
+/// An external event's data with its verified sender.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event<T> {
+    pub data: T,
+    pub sender: Sender,
+}
+
+/// A wait for an external event that resolves to the data and who sent it.
+#[must_use = "a wait does nothing for the orchestration unless awaited or raced"]
+pub struct EventTask<T>(Task<T>);
+
+impl<T> EventTask<T> {
+    pub(crate) fn new(id: u32) -> Self {
+        EventTask(Task::new(id))
+    }
+}
+
+impl<T> TaskHandle for EventTask<T> {
+    fn task_id(&self) -> u32 {
+        self.0.id
+    }
+}
+
+impl<T: DeserializeOwned> Future for EventTask<T> {
+    type Output = Result<Event<T>, TaskError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let id = self.0.id;
+        Pin::new(&mut self.0).poll(cx).map(|data| {
+            // A completed wait always has a sender in history; were it ever
+            // missing, the least trusted reading is the safe one.
+            let sender = match host::task_sender(id) {
+                Some(EventSender::SystemKey) => Sender::SystemKey,
+                Some(EventSender::Holder(holder)) => Sender::Holder(holder),
+                Some(EventSender::UnnamedLink) | None => Sender::UnnamedLink,
+            };
+            data.map(|data| Event { data, sender })
+        })
     }
 }
 

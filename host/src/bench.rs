@@ -12,7 +12,7 @@ use clap::{Args, ValueEnum};
 use serde_json::json;
 use tokio::sync::broadcast;
 
-use crate::engine::history::{HistoryEvent, Message, RuntimeStatus};
+use crate::engine::history::{HistoryEvent, Message, RuntimeStatus, Sender};
 use crate::host::{Host, HostConfig, Lifecycle};
 use crate::runtime::GuestLimits;
 use crate::settings::Settings;
@@ -137,6 +137,7 @@ fn event(name: &str, input: &str) -> Message {
     Message::EventRaised {
         name: name.into(),
         input: input.into(),
+        sender: Sender::SystemKey,
     }
 }
 

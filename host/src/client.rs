@@ -300,15 +300,21 @@ pub fn timeline(status: &Value) -> String {
     for event in status["historyEvents"].as_array().into_iter().flatten() {
         let kind = event["EventType"].as_str().unwrap_or("?");
         let time = event["Timestamp"].as_str().unwrap_or("");
-        let detail = ["FunctionName", "Name", "FireAt", "OrchestrationStatus"]
-            .iter()
-            .filter_map(|k| event[*k].as_str().map(|v| format!("{k}={v}")))
-            .chain(["Result", "Input", "Reason"].iter().filter_map(|k| {
-                let v = &event[*k];
-                (!v.is_null()).then(|| format!("{k}={v}"))
-            }))
-            .collect::<Vec<_>>()
-            .join(" ");
+        let detail = [
+            "FunctionName",
+            "Name",
+            "Sender",
+            "FireAt",
+            "OrchestrationStatus",
+        ]
+        .iter()
+        .filter_map(|k| event[*k].as_str().map(|v| format!("{k}={v}")))
+        .chain(["Result", "Input", "Reason"].iter().filter_map(|k| {
+            let v = &event[*k];
+            (!v.is_null()).then(|| format!("{k}={v}"))
+        }))
+        .collect::<Vec<_>>()
+        .join(" ");
         lines.push(format!("{time}  {kind:<20} {detail}"));
     }
     lines.join("\n")

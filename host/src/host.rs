@@ -12,6 +12,7 @@ use tokio::sync::{broadcast, oneshot};
 
 use crate::engine::history::{Message, RuntimeStatus};
 use crate::engine::rewind;
+use crate::links::LinkSigner;
 use crate::notify::{self, Change, Notifier};
 use crate::runtime::{FunctionInfo, GuestFault, GuestLimits, RandomKey, Runtime};
 use crate::scheduler::activities::ActivityPool;
@@ -56,7 +57,8 @@ pub struct Host {
     pub settings: Arc<Settings>,
     /// The system key every management route requires.
     pub key: String,
-    pub public_url: String,
+    /// Makes and checks the links handed to people.
+    pub links: Arc<LinkSigner>,
     pub(crate) dispatcher: Dispatcher,
     pub(crate) timers: TimerQueue,
     pub(crate) activities: ActivityPool,
@@ -139,6 +141,9 @@ impl Host {
             Some(secret) => secret,
             None => store.meta_secret("notify_secret", random_secret()).await?,
         };
+        // Signs the links handed to people; shared by every host on the
+        // database, so a link works whichever host it reaches.
+        let link_secret = store.meta_secret("link_secret", random_secret()).await?;
         // Shared by every host on the database, so a call re-run anywhere
         // draws what it drew before.
         let random_secret = store
@@ -148,10 +153,13 @@ impl Host {
         settings.hide(&key);
         settings.hide(&notify_secret);
         settings.hide(&random_secret);
+        settings.hide(&link_secret);
         let settings = Arc::new(settings);
+        let links = Arc::new(LinkSigner::new(&link_secret, &config.public_url));
         let runtime = Runtime::new(
             settings.clone(),
             RandomKey::new(&random_secret),
+            links.clone(),
             config.limits,
             config.hot_instances + CONCURRENT_EPISODES,
             config.activity_workers.max(1),
@@ -162,7 +170,7 @@ impl Host {
             runtime,
             settings,
             key,
-            public_url: config.public_url,
+            links,
             dispatcher: Dispatcher::new(config.hot_instances),
             timers,
             activities: ActivityPool::new(config.activity_workers),
@@ -286,24 +294,6 @@ impl Host {
             functions: compiled.functions,
             allowed_settings,
         })
-    }
-
-    /// Links for one instance that are safe to hand to a person: they carry
-    /// a token that allows raising events on that instance and reading its
-    /// status, and nothing else. Returns (send-event URL with `{eventName}`,
-    /// status URL).
-    pub fn instance_links(&self, id: &str) -> (String, String) {
-        let token = crate::api::instance_token(&self.key, id);
-        let base = format!(
-            "{}{}/instances/{}",
-            self.public_url,
-            crate::api::PREFIX,
-            crate::api::encode(id)
-        );
-        (
-            format!("{base}/raiseEvent/{{eventName}}?token={token}"),
-            format!("{base}?token={token}"),
-        )
     }
 
     /// The current app version that serves `orchestrator`.

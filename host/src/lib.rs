@@ -2,8 +2,8 @@
 //!
 //! `host` wires the parts together: `store` (SQLite, one writer with group
 //! commit), `engine` (history, replay, episodes), `runtime` (wasmtime and the
-//! deterministic sandbox), `scheduler` (dispatch, timers, activity workers)
-//! and `api` (the HTTP routes). `client` is the CLI's side of the API.
+//! deterministic sandbox), `scheduler` (dispatch, timers, activity workers),
+//! `links` (signed links for people) and `api` (the HTTP routes). `client` is the CLI's side of the API.
 
 pub mod api;
 pub mod bench;
@@ -11,6 +11,7 @@ pub mod client;
 pub mod engine;
 pub mod fake_sms;
 pub mod host;
+pub mod links;
 pub mod notify;
 pub mod runtime;
 pub mod scheduler;

@@ -1,8 +1,10 @@
 //! The approval sample: a chain with escalation on timeout, a quorum, the
-//! decision trail in custom status, and approval links that can do nothing
-//! but answer their own instance.
+//! decision trail in custom status, and approval links that speak for one
+//! person, expire, and can do nothing but answer and read their instance.
 
-use durango_e2e::{request, Answer, Host, HostOptions, Received, Webhook};
+use std::time::Duration;
+
+use durango_e2e::{request, wait_until, Answer, Host, HostOptions, Received, Webhook};
 use serde_json::{json, Value};
 
 fn approval_host(webhook: &Webhook) -> Host {
@@ -30,7 +32,8 @@ fn ask_for(webhook: &Webhook, approver: &str) -> Value {
         .unwrap()
 }
 
-/// Answers through the link the approver was sent: no system key.
+/// Answers through the link the approver was sent (no system key), the
+/// data naming `approver`.
 fn answer(ask: &Value, approver: &str, approved: bool) -> u16 {
     answer_at(ask["respondUrl"].as_str().unwrap(), approver, approved).status
 }
@@ -43,6 +46,22 @@ fn answer_at(url: &str, approver: &str, approved: bool) -> Answer {
         &[("content-type", "application/json")],
         Some(body.as_bytes()),
     )
+}
+
+/// Answers through the approver's link and waits until the flow acted on
+/// it: the status then.
+fn answer_and_wait(ask: &Value, approver: &str, approved: bool) -> Value {
+    let link = format!("{}&timeout=30", ask["respondUrl"].as_str().unwrap());
+    let answered = answer_at(&link, approver, approved);
+    assert_eq!(answered.status, 200, "{}", answered.text);
+    answered.body
+}
+
+/// Waits until `count` asks were sent and recorded, so the flow waits for
+/// answers: an answer that came earlier would only be kept for later, and
+/// what the flow makes of it would not show yet.
+fn asked(host: &Host, id: &str, count: usize) {
+    host.wait_history(id, "TaskCompleted", count);
 }
 
 fn start(host: &Host, orchestrator: &str, input: Value) -> String {
@@ -59,6 +78,7 @@ fn each_level_approves_in_turn_and_the_request_is_processed() {
         json!({"requestId": "r-1", "amount": 1200, "approvers": ["alice", "bob"], "timeoutSeconds": 300}),
     );
     let alice = ask_for(&webhook, "alice");
+    asked(&host, &id, 1);
     assert_eq!(alice["instanceId"], id);
     assert_eq!(alice["amount"], 1200.0);
     // The link may wait for the answer's effect: alice sees at once that
@@ -115,7 +135,7 @@ fn a_timeout_escalates_to_the_next_level_and_the_last_one_expires() {
 }
 
 #[test]
-fn a_rejection_stops_the_chain_and_answers_from_others_are_ignored() {
+fn a_rejection_stops_the_chain() {
     let webhook = Webhook::start();
     let host = approval_host(&webhook);
     let id = start(
@@ -124,11 +144,6 @@ fn a_rejection_stops_the_chain_and_answers_from_others_are_ignored() {
         json!({"requestId": "r-3", "amount": 9000, "approvers": ["alice", "bob"], "timeoutSeconds": 300}),
     );
     let alice = ask_for(&webhook, "alice");
-    assert_eq!(
-        answer(&alice, "mallory", true),
-        202,
-        "accepted, but not alice's decision"
-    );
     assert_eq!(answer(&alice, "alice", false), 202);
     let status = host.wait_finished(&id);
     assert_eq!(status["output"]["decision"], "rejected");
@@ -138,6 +153,43 @@ fn a_rejection_stops_the_chain_and_answers_from_others_are_ignored() {
         .iter()
         .all(|m| m["approver"] != "bob"));
     assert!(messages(&received, "processed").is_empty());
+}
+
+#[test]
+fn alices_link_cannot_answer_for_bob_at_the_next_level() {
+    let webhook = Webhook::start();
+    let host = approval_host(&webhook);
+    let id = start(
+        &host,
+        "ApprovalWorkflow",
+        json!({"requestId": "r-6", "amount": 9000, "approvers": ["alice", "bob"], "timeoutSeconds": 300}),
+    );
+    let alice = ask_for(&webhook, "alice");
+    asked(&host, &id, 1);
+    assert_eq!(
+        answer_and_wait(&alice, "alice", true)["customStatus"]["waitingFor"],
+        "bob"
+    );
+    asked(&host, &id, 2);
+    // Her link still works (within its margin), but it speaks for her, and
+    // she was not asked at bob's level: whatever the data says, it does not
+    // decide that level.
+    let status = answer_and_wait(&alice, "bob", false);
+    assert_eq!(status["runtimeStatus"], "Running", "{status}");
+    assert_eq!(status["customStatus"]["waitingFor"], "bob");
+    assert_eq!(status["customStatus"]["trail"].as_array().unwrap().len(), 1);
+    assert!(
+        host.log()
+            .contains("ignored an approval answer: alice was not asked at level 2"),
+        "the ignored answer is logged"
+    );
+    let bob = ask_for(&webhook, "bob");
+    assert_eq!(answer(&bob, "bob", true), 202);
+    let status = host.wait_finished(&id);
+    assert_eq!(status["output"]["decision"], "approved", "{status}");
+    let trail = &status["output"]["trail"];
+    assert_eq!(trail[1]["approver"], "bob");
+    assert_eq!(trail[1]["outcome"], "approved");
 }
 
 #[test]
@@ -168,6 +220,83 @@ fn a_quorum_decides_once_enough_approvers_agree() {
 }
 
 #[test]
+fn a_link_speaks_for_its_holder_whatever_the_answer_claims() {
+    let webhook = Webhook::start();
+    let host = approval_host(&webhook);
+    let id = start(
+        &host,
+        "QuorumApproval",
+        json!({"requestId": "q-2", "amount": 10, "approvers": ["alice", "bob"], "required": 2, "timeoutSeconds": 300}),
+    );
+    let alice = ask_for(&webhook, "alice");
+    asked(&host, &id, 2);
+    // With only alice's link: her answer, then one that claims to be bob's.
+    answer_and_wait(&alice, "alice", true);
+    let status = answer_and_wait(&alice, "bob", true);
+    assert_eq!(status["runtimeStatus"], "Running", "{status}");
+    assert_eq!(status["customStatus"]["approvals"], 1, "{status}");
+    let trail = status["customStatus"]["trail"].as_array().unwrap();
+    assert_eq!(trail.len(), 1);
+    assert_eq!(trail[0]["approver"], "alice");
+    let bob = ask_for(&webhook, "bob");
+    assert_eq!(answer(&bob, "bob", true), 202);
+    assert_eq!(host.wait_finished(&id)["output"]["decision"], "approved");
+}
+
+#[test]
+fn one_person_cannot_reach_a_quorum_of_two() {
+    let webhook = Webhook::start();
+    let host = approval_host(&webhook);
+    let id = start(
+        &host,
+        "QuorumApproval",
+        json!({"requestId": "q-3", "amount": 10, "approvers": ["alice", "bob", "carol"], "required": 2, "timeoutSeconds": 300}),
+    );
+    let alice = ask_for(&webhook, "alice");
+    asked(&host, &id, 3);
+    for _ in 0..3 {
+        let status = answer_and_wait(&alice, "alice", true);
+        assert_eq!(status["runtimeStatus"], "Running", "{status}");
+        assert_eq!(status["customStatus"]["approvals"], 1, "{status}");
+    }
+    assert!(host
+        .log()
+        .contains("ignored an approval answer: alice answered already"));
+    assert_eq!(host.status(&id).body["runtimeStatus"], "Running");
+}
+
+#[test]
+fn an_operator_with_the_system_key_answers_for_the_approver_it_names() {
+    let webhook = Webhook::start();
+    let host = approval_host(&webhook);
+    let id = start(
+        &host,
+        "ApprovalWorkflow",
+        json!({"requestId": "r-7", "amount": 1, "approvers": ["alice"], "timeoutSeconds": 300}),
+    );
+    ask_for(&webhook, "alice");
+    asked(&host, &id, 1);
+    let path =
+        format!("/runtime/webhooks/durabletask/instances/{id}/raiseEvent/ApprovalEvent?timeout=30");
+    let nobody = host.call("POST", &path, Some(r#"{"approved":true}"#));
+    assert_eq!(nobody.status, 200, "{}", nobody.text);
+    assert_eq!(
+        nobody.body["runtimeStatus"], "Running",
+        "names no approver: ignored"
+    );
+    let for_alice = host.call(
+        "POST",
+        &path,
+        Some(r#"{"approved":true,"approver":"alice"}"#),
+    );
+    assert_eq!(for_alice.status, 200, "{}", for_alice.text);
+    let status = host.wait_finished(&id);
+    assert_eq!(status["output"]["decision"], "approved", "{status}");
+    assert_eq!(status["output"]["trail"][0]["approver"], "alice");
+    assert_eq!(status["output"]["trail"][0]["onBehalf"], true);
+}
+
+#[test]
 fn an_approval_link_can_answer_and_read_its_instance_and_nothing_else() {
     let webhook = Webhook::start();
     let host = approval_host(&webhook);
@@ -184,22 +313,138 @@ fn an_approval_link_can_answer_and_read_its_instance_and_nothing_else() {
     let alice = ask_for(&webhook, "alice");
     let status_url = alice["statusUrl"].as_str().unwrap();
     assert_eq!(request("GET", status_url, &[], None).status, 202);
-    let token = status_url.split("token=").nth(1).unwrap();
+    let respond = alice["respondUrl"].as_str().unwrap();
+    let token = |url: &str| url.split("token=").nth(1).unwrap().to_string();
+    let (respond_token, status_token) = (token(respond), token(status_url));
     let base = format!("{}/runtime/webhooks/durabletask/instances", host.base);
     let forbidden = [
-        ("POST", format!("{base}/{id}/terminate?token={token}")),
-        ("DELETE", format!("{base}/{id}?token={token}")),
-        ("GET", format!("{base}/{other}?token={token}")),
         (
             "POST",
-            format!("{base}/{other}/raiseEvent/ApprovalEvent?token={token}"),
+            format!("{base}/{id}/terminate?token={respond_token}"),
         ),
-        ("GET", format!("{base}?token={token}")),
+        ("DELETE", format!("{base}/{id}?token={respond_token}")),
+        ("GET", format!("{base}/{other}?token={respond_token}")),
+        (
+            "POST",
+            format!("{base}/{other}/raiseEvent/ApprovalEvent?token={respond_token}"),
+        ),
+        // Another event than the one it names.
+        (
+            "POST",
+            format!("{base}/{id}/raiseEvent/OtherEvent?token={respond_token}"),
+        ),
+        (
+            "POST",
+            format!("{base}/{id}/raiseEvent/approvalevent?token={respond_token}"),
+        ),
+        // A status link raises nothing.
+        (
+            "POST",
+            format!("{base}/{id}/raiseEvent/ApprovalEvent?token={status_token}"),
+        ),
+        ("GET", format!("{base}?token={respond_token}")),
     ];
     for (method, url) in forbidden {
         let answer = request(method, &url, &[], Some(b"{}"));
-        assert_eq!(answer.status, 403, "{method} {url}");
+        assert_eq!(answer.status, 403, "{method} {url}: {}", answer.text);
+        assert!(answer.body["error"].is_string(), "{}", answer.text);
     }
+    // A token that was changed, or made up, is no link at all: zoe's
+    // claims under alice's signature, alice's with a byte more, garbage.
+    let zoe = token(ask_for(&webhook, "zoe")["respondUrl"].as_str().unwrap());
+    let (payload, mac) = respond_token.split_once('.').unwrap();
+    let zoe_payload = zoe.split_once('.').unwrap().0;
+    let attempts = [
+        (&other, format!("{zoe_payload}.{mac}")),
+        (&id, format!("{payload}A.{mac}")),
+        (&id, "garbage".to_string()),
+        (&id, String::new()),
+        (&id, ".".to_string()),
+    ];
+    for (instance, bad) in attempts {
+        let url = format!("{base}/{instance}/raiseEvent/ApprovalEvent?token={bad}");
+        let answer = request("POST", &url, &[], Some(b"{}"));
+        assert_eq!(answer.status, 401, "token {bad:?}: {}", answer.text);
+    }
+    let genuine = format!("{base}/{other}?token={zoe}");
+    assert_eq!(request("GET", &genuine, &[], None).status, 202);
     assert_eq!(answer(&alice, "alice", true), 202);
     assert_eq!(host.wait_finished(&id)["output"]["decision"], "approved");
+}
+
+#[test]
+fn a_link_reads_the_status_but_never_the_history_or_input() {
+    let webhook = Webhook::start();
+    let host = approval_host(&webhook);
+    let id = start(
+        &host,
+        "ApprovalWorkflow",
+        json!({"requestId": "r-8", "amount": 77, "approvers": ["alice"], "timeoutSeconds": 300}),
+    );
+    let alice = ask_for(&webhook, "alice");
+    assert_eq!(host.status(&id).body["input"]["requestId"], "r-8");
+    for link in [&alice["statusUrl"], &alice["respondUrl"]] {
+        let status_url = link.as_str().unwrap();
+        let status_url = match status_url.find("/raiseEvent/") {
+            Some(at) => format!(
+                "{}?{}",
+                &status_url[..at],
+                status_url.split_once('?').unwrap().1
+            ),
+            None => status_url.to_string(),
+        };
+        for query in ["", "&showInput=true"] {
+            let read = request("GET", &format!("{status_url}{query}"), &[], None);
+            assert_eq!(read.status, 202, "{}", read.text);
+            assert_eq!(read.body["runtimeStatus"], "Running");
+            assert_eq!(read.body["input"], Value::Null, "{}", read.text);
+            assert!(read.body.get("historyEvents").is_none());
+        }
+        for query in [
+            "&showHistory=true",
+            "&showHistory=true&showHistoryOutput=true",
+        ] {
+            let read = request("GET", &format!("{status_url}{query}"), &[], None);
+            assert_eq!(read.status, 403, "{}", read.text);
+            assert!(read.text.contains("not its history"), "{}", read.text);
+        }
+    }
+    // Nor does the status an answer waits for carry the input.
+    let status = answer_and_wait(&alice, "alice", true);
+    assert_eq!(status["input"], Value::Null, "{status}");
+    assert_eq!(host.wait_finished(&id)["output"]["decision"], "approved");
+}
+
+#[test]
+fn an_expired_link_is_refused() {
+    let webhook = Webhook::start();
+    // Links expire at the wait's deadline, without the usual margin.
+    let host = Host::start(
+        HostOptions::with_apps(&["approval"])
+            .env("ApprovalWebhookUrl", &webhook.url)
+            .env("ApprovalLinkMarginSeconds", "0"),
+    );
+    let id = start(
+        &host,
+        "QuorumApproval",
+        json!({"requestId": "q-4", "amount": 1, "approvers": ["alice"], "timeoutSeconds": 2}),
+    );
+    let alice = ask_for(&webhook, "alice");
+    let status_url = alice["statusUrl"].as_str().unwrap();
+    assert_eq!(
+        request("GET", status_url, &[], None).status,
+        202,
+        "fresh, it works"
+    );
+    assert_eq!(host.wait_finished(&id)["output"]["decision"], "expired");
+    let refused = wait_until("the link to expire", Duration::from_secs(10), || {
+        let answer = answer_at(alice["respondUrl"].as_str().unwrap(), "alice", true);
+        (answer.status != 410).then_some(answer)
+    });
+    assert_eq!(refused.status, 401, "{}", refused.text);
+    let error = refused.body["error"].as_str().unwrap();
+    assert!(error.starts_with("this link expired at "), "{error}");
+    let read = request("GET", status_url, &[], None);
+    assert_eq!(read.status, 401, "{}", read.text);
+    assert!(read.text.contains("expired"), "{}", read.text);
 }

@@ -1,48 +1,97 @@
-//! The system key, as `?code=KEY` or header `x-functions-key`.
+//! Who may call: the system key (`?code=KEY` or header `x-functions-key`),
+//! or a link's token (`?token=`, see `crate::links`) on the two routes a
+//! link may use: its instance's status, and raising the events it names.
 
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use hmac::{Hmac, Mac};
 use percent_encoding::percent_decode_str;
-use sha2::Sha256;
 
+use super::instances::format_time;
 use super::{ApiError, ApiState, PREFIX};
+use crate::engine::history::Sender;
+use crate::links::{Claims, LinkError, LinkSigner};
+use crate::store::now_ms;
 
-/// A token for one instance: raise its events and read its status, nothing
-/// else. An HMAC of the instance id under the system key, so it needs no
-/// storage and cannot be forged or moved to another instance.
-pub fn instance_token(key: &str, instance_id: &str) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("HMAC takes any key");
-    mac.update(b"durango-instance:raise-event,status:");
-    mac.update(instance_id.as_bytes());
-    hex(&mac.finalize().into_bytes())
-}
+/// A request that came with a link: what its verified token says. The
+/// handlers find it among the request's extensions; it is absent when the
+/// system key was presented (and on the keyless RPC listener).
+#[derive(Debug, Clone)]
+pub struct Link(pub Claims);
 
-/// Lower-case hex without a formatter call per byte: a token is made for
-/// every activity call, and `format!` per byte showed in profiles.
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut hex = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        hex.push(DIGITS[usize::from(b >> 4)] as char);
-        hex.push(DIGITS[usize::from(b & 0xf)] as char);
+impl Link {
+    /// Who an event raised by this request comes from.
+    pub fn sender(link: Option<&Link>) -> Sender {
+        match link.map(|l| &l.0.holder) {
+            None => Sender::SystemKey,
+            Some(Some(holder)) => Sender::Holder(holder.clone()),
+            Some(None) => Sender::UnnamedLink,
+        }
     }
-    hex
 }
 
-/// The instance a token may be used for at this method and path, if any.
-fn instance_scope(method: &Method, path: &str) -> Option<String> {
+/// What a link may be used for at this method and path: the instance, and
+/// the event it would raise (none for reading the status).
+fn link_scope(method: &Method, path: &str) -> Option<(String, Option<String>)> {
     let rest = path.strip_prefix(PREFIX)?.strip_prefix("/instances/")?;
     let mut parts = rest.split('/');
     let id = parts.next().filter(|id| !id.is_empty())?;
-    let allowed = match (method, parts.next(), parts.next(), parts.next()) {
-        (&Method::GET, None, _, _) => true,
-        (&Method::POST, Some("raiseEvent"), Some(event), None) => !event.is_empty(),
-        _ => false,
+    let event = match (method, parts.next(), parts.next(), parts.next()) {
+        (&Method::GET, None, _, _) => None,
+        (&Method::POST, Some("raiseEvent"), Some(event), None) if !event.is_empty() => {
+            Some(decoded(event)?)
+        }
+        _ => return None,
     };
-    allowed.then(|| percent_decode_str(id).decode_utf8_lossy().into_owned())
+    Some((decoded(id)?, event))
+}
+
+/// A path segment as the router decodes it; `None` if it is not UTF-8.
+fn decoded(segment: &str) -> Option<String> {
+    percent_decode_str(segment)
+        .decode_utf8()
+        .ok()
+        .map(|s| s.into_owned())
+}
+
+/// The link a token makes of this request, or the answer refusing it:
+/// `401` for a token that is not genuine or has expired, `403` for a
+/// genuine one used beyond what it allows.
+fn check_link(
+    links: &LinkSigner,
+    token: &str,
+    method: &Method,
+    path: &str,
+) -> Result<Link, ApiError> {
+    let claims = links.verify(token, now_ms()).map_err(|e| match e {
+        LinkError::Invalid => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "this link is not valid: its token is damaged or was not made by this host",
+        ),
+        LinkError::Expired(at) => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            format!("this link expired at {}", format_time(at)),
+        ),
+    })?;
+    let forbidden = |message: String| ApiError::new(StatusCode::FORBIDDEN, message);
+    let Some((instance, event)) = link_scope(method, path) else {
+        return Err(forbidden(
+            "a link allows only reading its instance's status and raising the events it names there"
+                .into(),
+        ));
+    };
+    if instance != claims.instance {
+        return Err(forbidden(format!(
+            "this link is for another instance than {instance}"
+        )));
+    }
+    match event {
+        Some(event) if !claims.allows_event(&event) => {
+            Err(forbidden(format!("this link may not raise event {event}")))
+        }
+        _ => Ok(Link(claims)),
+    }
 }
 
 fn query_value(request: &Request, name: &str) -> Option<String> {
@@ -53,18 +102,25 @@ fn query_value(request: &Request, name: &str) -> Option<String> {
     })
 }
 
-pub async fn require_key(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+pub async fn require_key(
+    State(state): State<ApiState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    // A request with a token is decided by the token alone.
     if let Some(token) = query_value(&request, "token") {
-        let scope = instance_scope(request.method(), request.uri().path());
-        return match scope {
-            Some(id) if same(token.as_bytes(), instance_token(&state.key, &id).as_bytes()) => {
+        let checked = check_link(
+            &state.host.links,
+            &token,
+            request.method(),
+            request.uri().path(),
+        );
+        return match checked {
+            Ok(link) => {
+                request.extensions_mut().insert(link);
                 next.run(request).await
             }
-            _ => ApiError::new(
-                StatusCode::FORBIDDEN,
-                "an instance token allows only raising events on, and reading the status of, its own instance",
-            )
-            .into_response(),
+            Err(refused) => refused.into_response(),
         };
     }
     let header = request
@@ -94,42 +150,89 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 mod tests {
     use axum::http::Method;
 
+    use super::*;
+
+    fn p(rest: &str) -> String {
+        format!("{PREFIX}{rest}")
+    }
+
     #[test]
-    fn tokens_are_scoped_to_status_and_events_of_one_instance() {
-        let p = |rest: &str| format!("{}{rest}", super::PREFIX);
-        let scope = |m: &Method, path: &str| super::instance_scope(m, path);
+    fn links_are_scoped_to_the_status_and_events_of_one_instance() {
+        let scope = |m: &Method, path: &str| link_scope(m, path);
         assert_eq!(
             scope(&Method::GET, &p("/instances/a%20b")),
-            Some("a b".into())
+            Some(("a b".into(), None))
         );
         assert_eq!(
-            scope(&Method::POST, &p("/instances/a/raiseEvent/E")),
-            Some("a".into())
+            scope(&Method::POST, &p("/instances/a/raiseEvent/E%2F1")),
+            Some(("a".into(), Some("E/1".into())))
         );
         assert_eq!(scope(&Method::POST, &p("/instances/a/terminate")), None);
+        assert_eq!(scope(&Method::POST, &p("/instances/a/raiseEvent/")), None);
         assert_eq!(scope(&Method::DELETE, &p("/instances/a")), None);
         assert_eq!(scope(&Method::GET, &p("/instances")), None);
+        assert_eq!(scope(&Method::GET, &p("/instances/%FF")), None);
         assert_eq!(scope(&Method::GET, "/admin/apps"), None);
-        assert_ne!(
-            super::instance_token("k", "a"),
-            super::instance_token("k", "b")
+    }
+
+    #[test]
+    fn a_link_is_refused_beyond_its_instance_and_events_and_after_it_expired() {
+        let links = LinkSigner::new("s", "http://h");
+        let url = links
+            .event_link("a", "Reply", "alice", now_ms() + 60_000)
+            .unwrap();
+        let token = url.split("token=").nth(1).unwrap();
+        let status = |method: &Method, path: &str, token: &str| {
+            check_link(&links, token, method, &p(path)).map_err(|e| e.status)
+        };
+        let link = status(&Method::POST, "/instances/a/raiseEvent/Reply", token).unwrap();
+        assert_eq!(Link::sender(Some(&link)), Sender::Holder("alice".into()));
+        assert!(status(&Method::GET, "/instances/a", token).is_ok());
+        let forbidden = Err(StatusCode::FORBIDDEN);
+        assert_eq!(
+            status(&Method::POST, "/instances/b/raiseEvent/Reply", token).map(|_| ()),
+            forbidden
+        );
+        assert_eq!(
+            status(&Method::POST, "/instances/a/raiseEvent/Other", token).map(|_| ()),
+            forbidden
+        );
+        assert_eq!(
+            status(&Method::POST, "/instances/a/terminate", token).map(|_| ()),
+            forbidden
+        );
+        let unauthorized = Err(StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            status(&Method::GET, "/instances/a", "garbled").map(|_| ()),
+            unauthorized
+        );
+        let expired = links.status_link("a", "alice", now_ms() - 1).unwrap();
+        let expired = expired.split("token=").nth(1).unwrap();
+        let refused = check_link(&links, expired, &Method::GET, &p("/instances/a")).unwrap_err();
+        assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+        assert!(
+            refused.message.starts_with("this link expired at "),
+            "{}",
+            refused.message
         );
     }
 
     #[test]
-    fn tokens_are_lower_case_hex_of_the_whole_mac() {
-        assert_eq!(super::hex(&[0x00, 0xab, 0x0f, 0xf0]), "00ab0ff0");
-        let token = super::instance_token("k", "a");
-        assert_eq!(token.len(), 64);
-        assert!(token
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+    fn the_system_key_and_the_general_link_name_nobody() {
+        assert_eq!(Link::sender(None), Sender::SystemKey);
+        let general = Link(Claims {
+            instance: "a".into(),
+            events: None,
+            holder: None,
+            expires_at: 0,
+        });
+        assert_eq!(Link::sender(Some(&general)), Sender::UnnamedLink);
     }
 
     #[test]
     fn same_compares_whole_keys() {
-        assert!(super::same(b"abc", b"abc"));
-        assert!(!super::same(b"abc", b"abd"));
-        assert!(!super::same(b"abc", b"abcd"));
+        assert!(same(b"abc", b"abc"));
+        assert!(!same(b"abc", b"abd"));
+        assert!(!same(b"abc", b"abcd"));
     }
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use serde_json::{json, Map, Value};
 
 use super::instances::format_time;
-use crate::engine::history::{Action, HistoryEvent};
+use crate::engine::history::{Action, HistoryEvent, Sender};
 use crate::store::InstanceRow;
 
 pub fn history_events(
@@ -81,8 +81,17 @@ pub fn history_events(
                 put("TimerId", json!(seq));
                 "TimerFired"
             }
-            HistoryEvent::EventRaised { name, input } => {
+            HistoryEvent::EventRaised {
+                name,
+                input,
+                sender,
+            } => {
                 put("Name", json!(name));
+                // Durango's own field: the verified person, if a link
+                // named one (not the name the event's data may claim).
+                if let Sender::Holder(holder) = sender {
+                    put("Sender", json!(holder));
+                }
                 if show_output {
                     put("Input", parsed(input));
                 }

@@ -5,11 +5,13 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::time::Duration;
 
+use super::auth::Link;
 use super::body::json_text;
 use super::history::history_events;
 use super::urls::{origin, CheckStatus};
@@ -263,14 +265,24 @@ fn status_code(status: RuntimeStatus) -> StatusCode {
     }
 }
 
+/// A link reads the status only: never the input (whatever `showInput`
+/// says) nor the history.
 pub async fn status(
     State(state): State<ApiState>,
     Path(id): Path<String>,
     Query(query): Query<StatusQuery>,
+    link: Option<Extension<Link>>,
 ) -> Result<Response, ApiError> {
+    let show_history = flag(&query.show_history, false);
+    if link.is_some() && show_history {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "a link reads the instance's status, not its history",
+        ));
+    }
     let row = instance(&state, &id).await?;
-    let mut body = instance_status(&row, flag(&query.show_input, true));
-    if flag(&query.show_history, false) {
+    let mut body = instance_status(&row, link.is_none() && flag(&query.show_input, true));
+    if show_history {
         let history = state.host.store.history(id).await?;
         body.history_events = Some(history_events(
             &history,
@@ -375,16 +387,23 @@ pub struct RaiseQuery {
     timeout: Option<String>,
 }
 
+/// The event carries its verified sender (see `Link::sender`); what the
+/// data says about who sent it is only data.
 pub async fn raise_event(
     State(state): State<ApiState>,
     Path((id, event)): Path<(String, String)>,
     Query(query): Query<RaiseQuery>,
+    link: Option<Extension<Link>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let wait = parse_wait(query.timeout.as_deref())?;
     let input = json_text(&headers, body, "the event data")?;
-    let message = Message::EventRaised { name: event, input };
+    let message = Message::EventRaised {
+        name: event,
+        input,
+        sender: Link::sender(link.as_deref()),
+    };
     let Some(wait) = wait else {
         return deliver(&state, &id, message).await;
     };

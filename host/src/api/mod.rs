@@ -1,5 +1,6 @@
 //! The HTTP API: the Durable Functions management routes, the HTTP starter
-//! and the admin routes, all behind the system key.
+//! and the admin routes, all behind the system key (or, for a status read
+//! or a raised event, a person's link).
 
 mod admin;
 mod auth;
@@ -10,7 +11,6 @@ mod instances;
 pub mod listen;
 mod urls;
 
-pub use auth::instance_token;
 pub use instances::format_time;
 pub use urls::encode;
 

@@ -154,7 +154,11 @@ pub async fn run(
         let unconsumed = guest.replay().take_unconsumed_events();
         let mut carried: Vec<Message> = unconsumed
             .into_iter()
-            .map(|(name, input)| Message::EventRaised { name, input })
+            .map(|(name, input, sender)| Message::EventRaised {
+                name,
+                input,
+                sender,
+            })
             .collect();
         carried.append(&mut restart.carried);
         restart.carried = carried;

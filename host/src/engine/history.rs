@@ -94,6 +94,21 @@ impl Action {
     }
 }
 
+/// Who raised an external event, as the host verified it: the credential
+/// the request came with, never what its body claims.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Sender {
+    /// The system key (or the keyless loopback RPC listener).
+    SystemKey,
+    /// A link made for this holder.
+    Holder(String),
+    /// The instance's general link, which names nobody. Events stored
+    /// before senders were recorded read as this, the least trusted.
+    #[default]
+    UnnamedLink,
+}
+
 /// A history event. Completions are revealed to the guest in this order on
 /// every replay, which is what makes `when-any` deterministic.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -132,6 +147,8 @@ pub enum HistoryEvent {
     EventRaised {
         name: String,
         input: String,
+        #[serde(default)]
+        sender: Sender,
     },
     ExecutionCompleted {
         output: String,
@@ -183,6 +200,8 @@ pub enum Message {
     EventRaised {
         name: String,
         input: String,
+        #[serde(default)]
+        sender: Sender,
     },
     Terminate {
         reason: String,
@@ -270,7 +289,15 @@ impl Message {
             Message::TaskCompleted { seq, result } => HistoryEvent::TaskCompleted { seq, result },
             Message::TaskFailed { seq, error } => HistoryEvent::TaskFailed { seq, error },
             Message::TimerFired { seq } => HistoryEvent::TimerFired { seq },
-            Message::EventRaised { name, input } => HistoryEvent::EventRaised { name, input },
+            Message::EventRaised {
+                name,
+                input,
+                sender,
+            } => HistoryEvent::EventRaised {
+                name,
+                input,
+                sender,
+            },
             Message::Rewind { reason } => HistoryEvent::ExecutionRewound { reason },
             Message::Terminate { .. } | Message::Suspend { .. } | Message::Resume { .. } => {
                 return None

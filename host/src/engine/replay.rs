@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use sha2::{Digest, Sha256};
 
-use super::history::{Action, HistoryEvent, RetryPolicy};
+use super::history::{Action, HistoryEvent, RetryPolicy, Sender};
 
 /// Code and history disagree: the instance cannot go on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,8 +36,11 @@ pub struct Replay {
     /// Completed tasks with the order in which they completed.
     results: HashMap<u32, (u64, Outcome)>,
     completions: u64,
-    /// Events that arrived before anyone waited for them, by name.
-    buffered: HashMap<String, VecDeque<String>>,
+    /// Events that arrived before anyone waited for them, by name: data
+    /// and sender.
+    buffered: HashMap<String, VecDeque<(String, Sender)>>,
+    /// Who raised the event that completed each completed wait.
+    senders: HashMap<u32, Sender>,
     /// Open waits, oldest step first.
     waits: BTreeMap<u32, String>,
     timers: Vec<u32>,
@@ -79,6 +82,7 @@ impl Replay {
             results: HashMap::new(),
             completions: 0,
             buffered: HashMap::new(),
+            senders: HashMap::new(),
             waits: BTreeMap::new(),
             timers: Vec::new(),
             cancelled: Vec::new(),
@@ -112,15 +116,19 @@ impl Replay {
             HistoryEvent::TaskCompleted { seq, result } => self.complete(*seq, Ok(result.clone())),
             HistoryEvent::TaskFailed { seq, error } => self.complete(*seq, Err(error.clone())),
             HistoryEvent::TimerFired { seq } => self.complete(*seq, Ok("null".into())),
-            HistoryEvent::EventRaised { name, input } => {
+            HistoryEvent::EventRaised {
+                name,
+                input,
+                sender,
+            } => {
                 let waiting = self.waits.iter().find(|(_, n)| *n == name).map(|(s, _)| *s);
                 match waiting {
-                    Some(seq) => self.complete(seq, Ok(input.clone())),
+                    Some(seq) => self.complete_wait(seq, input.clone(), sender.clone()),
                     None => self
                         .buffered
                         .entry(name.clone())
                         .or_default()
-                        .push_back(input.clone()),
+                        .push_back((input.clone(), sender.clone())),
                 }
             }
             HistoryEvent::ExecutionStarted { first_seq, .. } => {
@@ -137,6 +145,12 @@ impl Replay {
             | HistoryEvent::ExecutionResumed { .. }
             | HistoryEvent::ExecutionRewound { .. } => {}
         }
+    }
+
+    fn complete_wait(&mut self, seq: u32, input: String, sender: Sender) {
+        // The first completion stands, sender included (see `complete`).
+        self.senders.entry(seq).or_insert(sender);
+        self.complete(seq, Ok(input));
     }
 
     fn complete(&mut self, seq: u32, outcome: Outcome) {
@@ -228,7 +242,7 @@ impl Replay {
         })?;
         let early = self.buffered.get_mut(name).and_then(VecDeque::pop_front);
         match early {
-            Some(input) => self.complete(seq, Ok(input)),
+            Some((input, sender)) => self.complete_wait(seq, input, sender),
             None => {
                 self.waits.insert(seq, name.to_string());
             }
@@ -250,6 +264,11 @@ impl Replay {
             Action::Setting { value, .. } => Ok(value),
             _ => unreachable!("take returns the same kind of step it was given"),
         }
+    }
+
+    /// Who raised the event that completed the wait at `seq`, if it did.
+    pub fn event_sender(&self, seq: u32) -> Option<&Sender> {
+        self.senders.get(&seq)
     }
 
     pub fn task_result(&self, seq: u32) -> Option<Outcome> {
@@ -302,16 +321,21 @@ impl Replay {
         std::mem::take(&mut self.new_actions)
     }
 
-    /// Events that arrived but no wait consumed, oldest first: carried over
-    /// when the orchestration continues as new.
-    pub fn take_unconsumed_events(&mut self) -> Vec<(String, String)> {
-        let mut events: Vec<(String, String)> = Vec::new();
+    /// Events that arrived but no wait consumed (name, data, sender),
+    /// oldest first: carried over, senders and all, when the orchestration
+    /// continues as new.
+    pub fn take_unconsumed_events(&mut self) -> Vec<(String, String, Sender)> {
+        let mut events = Vec::new();
         // Keep arrival order within a name; names in a stable order.
         let mut names: Vec<String> = self.buffered.keys().cloned().collect();
         names.sort();
         for name in names {
             if let Some(queue) = self.buffered.remove(&name) {
-                events.extend(queue.into_iter().map(|input| (name.clone(), input)));
+                events.extend(
+                    queue
+                        .into_iter()
+                        .map(|(input, sender)| (name.clone(), input, sender)),
+                );
             }
         }
         events
@@ -415,6 +439,7 @@ mod tests {
         r.reveal(&HistoryEvent::EventRaised {
             name: "E".into(),
             input: "1".into(),
+            sender: Sender::SystemKey,
         });
         assert_eq!(r.when_any(&[event, timer]), Some(1));
         assert!(r.when_all(&[event, timer]));
@@ -428,6 +453,7 @@ mod tests {
             r.reveal(&HistoryEvent::EventRaised {
                 name: name.into(),
                 input: input.into(),
+                sender: Sender::SystemKey,
             });
         }
         let first = r.wait_for_event("Reply").unwrap();
@@ -448,9 +474,56 @@ mod tests {
         r.reveal(&HistoryEvent::EventRaised {
             name: "E".into(),
             input: "x".into(),
+            sender: Sender::SystemKey,
         });
         assert!(r.task_result(a).is_some());
         assert!(r.task_result(b).is_none());
+    }
+
+    #[test]
+    fn a_wait_gives_the_sender_of_its_event_early_or_late_and_carries_the_rest() {
+        let raised = |input: &str, sender: Sender| HistoryEvent::EventRaised {
+            name: "E".into(),
+            input: input.into(),
+            sender,
+        };
+        let mut r = Replay::new("i", &[]);
+        r.reveal(&raised("1", Sender::Holder("alice".into())));
+        let early = r.wait_for_event("E").unwrap();
+        let late = r.wait_for_event("E").unwrap();
+        assert_eq!(r.event_sender(late), None, "not completed yet");
+        r.reveal(&raised("2", Sender::SystemKey));
+        r.reveal(&raised("3", Sender::UnnamedLink));
+        assert_eq!(r.event_sender(early), Some(&Sender::Holder("alice".into())));
+        assert_eq!(r.event_sender(late), Some(&Sender::SystemKey));
+        let timer = r.create_timer(1).unwrap();
+        r.reveal(&HistoryEvent::TimerFired { seq: timer });
+        assert_eq!(r.event_sender(timer), None, "a timer has no sender");
+        assert_eq!(
+            r.take_unconsumed_events(),
+            vec![("E".into(), "3".into(), Sender::UnnamedLink)]
+        );
+    }
+
+    #[test]
+    fn events_stored_before_senders_were_read_as_the_least_trusted() {
+        let old = r#"{"type":"eventRaised","name":"E","input":"1"}"#;
+        let event: HistoryEvent = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            event,
+            HistoryEvent::EventRaised {
+                name: "E".into(),
+                input: "1".into(),
+                sender: Sender::UnnamedLink
+            }
+        );
+        let new = serde_json::to_string(&HistoryEvent::EventRaised {
+            name: "E".into(),
+            input: "1".into(),
+            sender: Sender::Holder("alice".into()),
+        })
+        .unwrap();
+        assert!(new.contains(r#""sender":{"holder":"alice"}"#), "{new}");
     }
 
     #[test]

@@ -14,8 +14,9 @@ use super::bindings::durango::orchestration::{orchestration, settings, types};
 use super::bindings::LogLevel;
 use super::sandbox::{ActivityRandom, OrchestrationClock, RandomKey};
 use super::AllowedSettings;
-use crate::engine::history::RetryPolicy;
+use crate::engine::history::{RetryPolicy, Sender};
 use crate::engine::replay::Replay;
+use crate::links::LinkSigner;
 use crate::settings::Settings;
 
 /// Largest custom status (JSON) an orchestrator may set, as Durable
@@ -39,6 +40,11 @@ pub struct GuestState {
     pub settings: Arc<Settings>,
     /// What this app's deployment may read; `None` = every setting.
     allowed: AllowedSettings,
+    /// Makes the links an activity hands to people.
+    pub(super) links: Arc<LinkSigner>,
+    /// The instance of the activity call being served (empty between calls
+    /// and for orchestrators).
+    pub(super) call_instance: String,
     pub output: MemoryOutputPipe,
     /// Where this call's output starts (an activity guest serves many calls).
     output_mark: usize,
@@ -54,6 +60,7 @@ impl GuestState {
         role: Role,
         settings: Arc<Settings>,
         allowed: AllowedSettings,
+        links: Arc<LinkSigner>,
         wasi: WasiCtx,
         output: MemoryOutputPipe,
         limits: StoreLimits,
@@ -63,6 +70,8 @@ impl GuestState {
             role,
             settings,
             allowed,
+            links,
+            call_instance: String::new(),
             output,
             output_mark: 0,
             limits,
@@ -93,9 +102,11 @@ impl GuestState {
     }
 
     /// Starts a new activity call: what the guest printed before is not its
-    /// output, and its randomness is the call's own.
-    pub fn begin_call(&mut self, key: &RandomKey, idempotency_key: &str) {
+    /// output, its randomness is the call's own, and the links it makes are
+    /// for the call's instance.
+    pub fn begin_call(&mut self, key: &RandomKey, instance_id: &str, idempotency_key: &str) {
         self.output_mark = self.output.contents().len();
+        self.call_instance = instance_id.to_string();
         if let Role::Activity(random) = &self.role {
             random.begin_call(key, idempotency_key);
         }
@@ -279,6 +290,17 @@ impl orchestration::Host for GuestState {
 
     fn wait_for_event(&mut self, name: String) -> wasmtime::Result<u32> {
         Ok(self.replay()?.wait_for_event(&name)?)
+    }
+
+    fn task_sender(&mut self, task: u32) -> wasmtime::Result<Option<types::EventSender>> {
+        Ok(self
+            .replay()?
+            .event_sender(task)
+            .map(|sender| match sender {
+                Sender::SystemKey => types::EventSender::SystemKey,
+                Sender::Holder(holder) => types::EventSender::Holder(holder.clone()),
+                Sender::UnnamedLink => types::EventSender::UnnamedLink,
+            }))
     }
 
     fn when_any(&mut self, tasks: Vec<u32>) -> wasmtime::Result<Option<u32>> {

@@ -3,6 +3,7 @@
 
 mod bindings;
 mod guest;
+mod links;
 mod sandbox;
 
 use std::collections::{BTreeSet, HashMap};
@@ -24,6 +25,7 @@ pub use sandbox::RandomKey;
 use sandbox::{ActivityRandom, OrchestrationClock};
 
 use crate::engine::replay::{Nondeterminism, Replay};
+use crate::links::LinkSigner;
 use crate::settings::Settings;
 
 /// How often the epoch ticks; guest time limits are counted in ticks.
@@ -117,6 +119,8 @@ pub struct Runtime {
     limits: GuestLimits,
     /// Keys each activity call's randomness.
     random_key: RandomKey,
+    /// Signs the links activities hand to people.
+    links: Arc<LinkSigner>,
 }
 
 impl Runtime {
@@ -129,6 +133,7 @@ impl Runtime {
     pub fn new(
         settings: Arc<Settings>,
         random_key: RandomKey,
+        links: Arc<LinkSigner>,
         limits: GuestLimits,
         orchestrators: usize,
         activity_workers: usize,
@@ -185,6 +190,7 @@ impl Runtime {
             settings,
             limits,
             random_key,
+            links,
         })
     }
 
@@ -319,6 +325,7 @@ impl Runtime {
             role,
             self.settings.clone(),
             loaded.allowed.clone(),
+            self.links.clone(),
             wasi,
             output,
             limits,
@@ -382,10 +389,11 @@ impl Runtime {
                     .await
                     .map_err(|e| e.0)?,
             };
-            guest
-                .store
-                .data_mut()
-                .begin_call(&self.random_key, &context.idempotency_key);
+            guest.store.data_mut().begin_call(
+                &self.random_key,
+                &context.instance_id,
+                &context.idempotency_key,
+            );
             guest.calls += 1;
             let result = guest
                 .app

@@ -48,7 +48,7 @@ impl ActivityPool {
 
 async fn run_attempt(host: &Arc<Host>, activity: ActivityRow) {
     let attempt = activity.attempt + 1;
-    let (send_event_url, status_url) = host.instance_links(&activity.instance_id);
+    let (send_event_url, status_url) = host.links.general_links(&activity.instance_id, now_ms());
     let context = ActivityContext {
         instance_id: activity.instance_id.clone(),
         idempotency_key: activity.idempotency_key(),

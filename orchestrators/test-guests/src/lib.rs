@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use durango_sdk::{ActivityContext, Error, OrchestrationContext, RetryPolicy};
+use durango_sdk::{ActivityContext, Error, OrchestrationContext, RetryPolicy, Sender};
 
 /// Takes a different path when it is replayed: the host must notice.
 async fn non_deterministic(ctx: OrchestrationContext, _: ()) -> Result<String, Error> {
@@ -232,6 +232,35 @@ async fn collect(ctx: OrchestrationContext, count: u32) -> Result<u32, Error> {
     Ok(count)
 }
 
+/// Hands out links (shown as the custom status), then waits for `count`
+/// `Reply` events and returns who sent each, as the host verified it.
+async fn who_sent(ctx: OrchestrationContext, count: u32) -> Result<Vec<String>, Error> {
+    let links: serde_json::Value = ctx.call_activity("HandOutLinks", ()).await?;
+    ctx.set_custom_status(&links);
+    let mut senders = Vec::new();
+    for _ in 0..count {
+        let event = ctx
+            .wait_for_event_with_sender::<serde_json::Value>("Reply")
+            .await?;
+        senders.push(match event.sender {
+            Sender::SystemKey => "systemKey".to_string(),
+            Sender::Holder(holder) => format!("holder:{holder}"),
+            Sender::UnnamedLink => "unnamedLink".to_string(),
+        });
+    }
+    Ok(senders)
+}
+
+/// The instance's general links, and links for the recipient `pat`.
+fn hand_out_links(ctx: &ActivityContext, _: ()) -> Result<serde_json::Value, Error> {
+    Ok(serde_json::json!({
+        "general": ctx.send_event_url("Reply"),
+        "generalStatus": ctx.status_url,
+        "named": ctx.send_event_url_for("Reply", "pat", None)?,
+        "namedStatus": ctx.status_url_for("pat", None)?,
+    }))
+}
+
 /// Panics with a message.
 async fn panics(_: OrchestrationContext, message: String) -> Result<(), Error> {
     panic!("{message}");
@@ -319,8 +348,10 @@ durango_sdk::app! {
     orchestrator "SlowHello" => slow_hello;
     orchestrator "ParentOfNeedsSetting" => parent_of_needs_setting;
     orchestrator "TimerThenSetting" => timer_then_setting;
+    orchestrator "WhoSent" => who_sent;
     activity "Echo" => echo;
     activity "SleepThenEcho" => sleep_then_echo;
+    activity "HandOutLinks" => hand_out_links;
     activity "FailsTwice" => fails_twice;
     activity "ReadRewindOk" => read_rewind_ok;
     activity "QuoteSecret" => quote_secret;
