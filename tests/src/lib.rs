@@ -452,6 +452,14 @@ impl Host {
         )
     }
 
+    /// The person answers a phone verification with `code` (the raise must
+    /// be acknowledged); returns the instance's status once it finished.
+    pub fn answer_code(&self, id: &str, code: u32) -> Value {
+        let answer = self.raise(id, "SmsChallengeResponse", &code.to_string());
+        assert_eq!(answer.status, 202, "{}", answer.text);
+        self.wait_finished(id)
+    }
+
     /// Waits until the instance has finished; returns its status body.
     pub fn wait_finished(&self, id: &str) -> Value {
         wait_until(&format!("instance {id} to finish"), WAIT, || {

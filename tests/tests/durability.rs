@@ -45,12 +45,7 @@ fn after_a_kill_inside_the_sms_send_the_code_the_person_got_still_works() {
     wait_until("the re-run to repeat the send", WAIT, || {
         (sms.wait_messages_to(phone, 1)[0]["requests"] == 2).then_some(())
     });
-    assert_eq!(
-        host.raise(&id, "SmsChallengeResponse", &code.to_string())
-            .status,
-        202
-    );
-    let status = host.wait_finished(&id);
+    let status = host.answer_code(&id, code);
     assert_eq!(status["runtimeStatus"], "Completed");
     assert_eq!(status["output"], json!(true), "{status}");
     let sent = sms.wait_messages_to(phone, 1);

@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use durango_e2e::{durango_bin, request, wait_until, Host, HostOptions, KEY, WAIT};
-use serde_json::json;
+use serde_json::{json, Value};
 
 const PREFIX: &str = "/runtime/webhooks/durabletask";
 
@@ -113,30 +113,31 @@ fn rewind_runs_a_failed_instance_on_from_its_failure() {
     assert_eq!(post(&host, "/instances/nobody/rewind").status, 404);
 }
 
+/// Starts `orchestrator`, which fails for want of the setting `RewindOk`;
+/// fixes the setting (a restart) and rewinds it. Returns the instance id
+/// and how it ended then.
+fn fail_fix_and_rewind(host: &mut Host, orchestrator: &str, input: &str) -> (String, Value) {
+    let id = host.start_orchestration(orchestrator, input);
+    let failed = host.wait_finished(&id);
+    assert_eq!(failed["runtimeStatus"], "Failed", "{failed}");
+    host.restart_with(|o| o.env("RewindOk", "fixed"));
+    assert_eq!(post(host, &format!("/instances/{id}/rewind")).status, 202);
+    let status = host.wait_finished(&id);
+    assert_eq!(status["runtimeStatus"], "Completed", "{status}");
+    (id, status)
+}
+
 #[test]
 fn rewinding_a_parent_whose_child_failed_rewinds_the_child_and_completes() {
     let mut host = Host::start(HostOptions::default());
-    let parent = host.start_orchestration("ParentOfNeedsSetting", "null");
-    let failed = host.wait_finished(&parent);
-    assert_eq!(failed["runtimeStatus"], "Failed", "{failed}");
-    host.restart_with(|o| o.env("RewindOk", "fixed in the child"));
-    let rewound = post(&host, &format!("/instances/{parent}/rewind"));
-    assert_eq!(rewound.status, 202);
-    let status = host.wait_finished(&parent);
-    assert_eq!(status["runtimeStatus"], "Completed", "{status}");
-    assert_eq!(status["output"], "fixed in the child");
+    let (_, status) = fail_fix_and_rewind(&mut host, "ParentOfNeedsSetting", "null");
+    assert_eq!(status["output"], "fixed", "the child's output");
 }
 
 #[test]
 fn an_instance_that_failed_with_a_timer_pending_waits_for_it_again_once_rewound() {
     let mut host = Host::start(HostOptions::default());
-    let id = host.start_orchestration("TimerThenSetting", "2");
-    let failed = host.wait_finished(&id);
-    assert_eq!(failed["runtimeStatus"], "Failed", "{failed}");
-    host.restart_with(|o| o.env("RewindOk", "fixed"));
-    assert_eq!(post(&host, &format!("/instances/{id}/rewind")).status, 202);
-    let status = host.wait_finished(&id);
-    assert_eq!(status["runtimeStatus"], "Completed", "{status}");
+    let (id, _) = fail_fix_and_rewind(&mut host, "TimerThenSetting", "2");
     let kinds = host.history_kinds(&id);
     assert!(kinds.iter().any(|k| k == "TimerFired"), "{kinds:?}");
 }

@@ -40,12 +40,7 @@ fn the_right_code_verifies_the_phone() {
     assert!((0..10_000).contains(&code));
 
     assert_eq!(host.status(&id).status, 202, "running instances answer 202");
-    assert_eq!(
-        host.raise(&id, "SmsChallengeResponse", &code.to_string())
-            .status,
-        202
-    );
-    let status = host.wait_finished(&id);
+    let status = host.answer_code(&id, code);
     assert_eq!(status["runtimeStatus"], "Completed");
     assert_eq!(status["output"], json!(true));
     assert_eq!(status["input"]["phoneNumber"], "+14255550101");
