@@ -238,8 +238,12 @@ async fn sleep_until(ctx: OrchestrationContext, fire_at: u64) -> Result<(), Erro
     Ok(())
 }
 
-/// Waits for `count` events named `Tick`: a long history to replay.
-async fn collect(ctx: OrchestrationContext, count: u32) -> Result<u32, Error> {
+/// Reads a setting `reads` times, then waits for `count` events named
+/// `Tick`: a history as long as the benchmark asks (a read is one event).
+async fn collect(ctx: OrchestrationContext, (count, reads): (u32, u32)) -> Result<u32, Error> {
+    for _ in 0..reads {
+        let _ = ctx.setting("BenchPadding");
+    }
     for _ in 0..count {
         let _: serde_json::Value = ctx.wait_for_event("Tick").await?;
     }
