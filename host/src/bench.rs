@@ -1,6 +1,7 @@
 //! `durango bench`: measures the engine on this machine. It starts its own
 //! host (in process, on a temporary database, the real components) for each
-//! scenario and prints a table and one JSON line per scenario.
+//! scenario and prints a table and one JSON line per scenario. `parked`
+//! restarts as `durango serve` in a new process.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use clap::{Args, ValueEnum};
 use serde_json::json;
 use tokio::sync::broadcast;
 
+use crate::client::{Client, ClientArgs};
 use crate::engine::history::{HistoryEvent, Message, RuntimeStatus, Sender};
 use crate::host::{Host, HostConfig, Lifecycle};
 use crate::runtime::GuestLimits;
@@ -31,7 +33,8 @@ pub enum Scenario {
     Timers,
     /// Cold replay of a long history.
     Replay,
-    /// Many waiting instances: memory, database size, restart.
+    /// Many waiting instances: memory, database size, restart (a new
+    /// process).
     Parked,
 }
 
@@ -65,6 +68,11 @@ pub struct BenchArgs {
     /// Waiting instances for `parked`.
     #[arg(long, default_value_t = 100_000)]
     pub parked: usize,
+    /// Empty the OS page cache (the whole machine's) before `parked`'s
+    /// restart, so it reads from the device. Needs root on Linux; without
+    /// it the restart reads a warm cache, and the report says so.
+    #[arg(long)]
+    pub drop_page_cache: bool,
     #[arg(long, value_enum, default_value = "full")]
     pub durability: Durability,
     /// Where the guest components are (hello_sequence.wasm, test_guests.wasm).
@@ -75,6 +83,9 @@ pub struct BenchArgs {
     )]
     pub wasm_dir: PathBuf,
 }
+
+/// The system key of the benchmark's hosts.
+const BENCH_KEY: &str = "bench";
 
 /// The host's default hot-instance cache (`durango serve --hot-instances`).
 const HOT_INSTANCES: usize = 1024;
@@ -164,10 +175,15 @@ fn rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-fn file_mb(path: &Path) -> f64 {
-    ["", "-wal"]
+/// A database's files: itself and its WAL.
+fn db_files(db: &Path) -> [PathBuf; 2] {
+    ["", "-wal"].map(|suffix| PathBuf::from(format!("{}{suffix}", db.display())))
+}
+
+fn file_mb(db: &Path) -> f64 {
+    db_files(db)
         .iter()
-        .filter_map(|suffix| std::fs::metadata(format!("{}{suffix}", path.display())).ok())
+        .filter_map(|file| std::fs::metadata(file).ok())
         .map(|m| m.len() as f64 / (1024.0 * 1024.0))
         .sum()
 }
@@ -197,7 +213,7 @@ impl Bench {
             hot_instances,
             activity_workers: 64,
             timer_horizon: Duration::from_secs(600),
-            key: Some("bench".into()),
+            key: Some(BENCH_KEY.into()),
             notify_urls: Vec::new(),
             notify_secret: Some("bench".into()),
             public_url: "http://127.0.0.1".into(),
@@ -409,57 +425,80 @@ impl Bench {
         let late_start = now_ms() > base;
         let done = completions.await?;
         let index: HashMap<&String, i64> = ids.iter().zip(fire_at.iter().copied()).collect();
+        // Signed: a timer that fired early shows as such.
         let mut lateness: Vec<f64> = done
             .iter()
-            .filter_map(|(id, at)| index.get(id).map(|due| (at - due).max(0) as f64))
+            .filter_map(|(id, at)| index.get(id).map(|due| (at - due) as f64))
             .collect();
+        let early: Vec<f64> = lateness.iter().filter(|l| **l < 0.0).map(|l| -l).collect();
+        let (earliest, early) = (early.iter().copied().fold(0.0, f64::max), early.len());
         let (p50, p99, max) = percentiles(&mut lateness);
         println!(
-            "timers           {n} due within {window_ms} ms: lateness p50 {p50:.0} ms  p99 {p99:.0} ms  max {max:.0} ms  (started {start_rate:.0}/s{})",
+            "timers           {n} due within {window_ms} ms: lateness p50 {p50:.0} ms  p99 {p99:.0} ms  max {max:.0} ms; {early} early (by up to {earliest:.0} ms)  (started {start_rate:.0}/s{})",
             if late_start { "; some starts were later than their timers" } else { "" }
         );
         Ok(
             json!({"scenario": "timers", "timers": n, "window_ms": window_ms, "p50_ms": p50, "p99_ms": p99,
-                  "max_ms": max, "start_per_second": start_rate}),
+                  "max_ms": max, "early": early, "earliest_ms": earliest, "start_per_second": start_rate}),
         )
     }
 
     async fn replay(&mut self) -> anyhow::Result<serde_json::Value> {
         // No hot instances: every episode rebuilds the guest from history.
         let (host, _) = self.host(0).await?;
-        // Each awaited event adds three history events (episode start, the
-        // event, the next wait).
-        let ticks = (self.args.history / 3).max(2);
+        // The first episode records the start, the episode, each setting
+        // read and the first wait; a tick consumed in an episode of its own
+        // adds three (the episode, the event, the next wait). So, sent one
+        // at a time, the ticks before the last make the history it replays
+        // 3 × ticks + reads long: `events` (checked below).
+        let events = self.args.history.max(3);
+        let (ticks, reads) = (events / 3, events % 3);
         let mut samples = Vec::new();
         for run in 0..5 {
             let id = format!("replay-{run}");
-            host.start_instance("Collect", id.clone(), ticks.to_string(), None)
+            let input = json!([ticks, reads]).to_string();
+            host.start_instance("Collect", id.clone(), input, None)
                 .await
                 .map_err(|e| anyhow::anyhow!("start: {e:?}"))?;
-            for _ in 0..ticks - 1 {
-                host.send(&id, event("Tick", "null")).await?;
-            }
-            let history_len = loop {
-                let history = host.store.history(id.clone()).await?;
-                let raised = history
-                    .iter()
-                    .filter(|e| matches!(e, HistoryEvent::EventRaised { .. }))
-                    .count();
-                if raised == ticks - 1 {
-                    break history.len();
+            let mut history_len = 0;
+            for raised in 0..ticks {
+                history_len = Self::wait_raised(&host, &id, raised).await?;
+                if raised < ticks - 1 {
+                    host.send(&id, event("Tick", "null")).await?;
                 }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            };
+            }
+            anyhow::ensure!(
+                history_len == events,
+                "the history to replay is {history_len} events, not {events}"
+            );
             let t0 = Instant::now();
             host.send(&id, event("Tick", "null")).await?;
             host.wait_finished(&id, Duration::from_secs(60)).await?;
-            samples.push((t0.elapsed().as_secs_f64() * 1000.0, history_len));
+            samples.push(t0.elapsed().as_secs_f64() * 1000.0);
         }
-        let mut times: Vec<f64> = samples.iter().map(|(t, _)| *t).collect();
-        let (p50, _, max) = percentiles(&mut times);
-        let events = samples[0].1;
+        let (p50, _, max) = percentiles(&mut samples);
         println!("replay           {events}-event history: cold resume to Completed p50 {p50:.1} ms  max {max:.1} ms (5 runs)");
         Ok(json!({"scenario": "replay", "history_events": events, "p50_ms": p50, "max_ms": max}))
+    }
+
+    /// Waits until `id`'s history holds `count` raised events and the wait
+    /// for the next; returns its length.
+    async fn wait_raised(host: &Arc<Host>, id: &str, count: usize) -> anyhow::Result<usize> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let history = host.store.history(id.to_string()).await?;
+            let raised = history
+                .iter()
+                .filter(|e| matches!(e, HistoryEvent::EventRaised { .. }))
+                .count();
+            // An episode that consumed an event ends waiting for the next.
+            let waiting = matches!(history.last(), Some(HistoryEvent::ActionTaken { .. }));
+            if raised == count && waiting {
+                return Ok(history.len());
+            }
+            anyhow::ensure!(Instant::now() < deadline, "timed out waiting for {id}");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 
     async fn parked(&mut self) -> anyhow::Result<serde_json::Value> {
@@ -472,31 +511,133 @@ impl Bench {
         Self::wait_count(&host, RuntimeStatus::Running, n).await?;
         let rss = rss_mb();
         let db_mb = file_mb(&db);
-        // A second host on the same file, as after a restart: how long until
-        // it serves, and until the first parked instance is answered.
+        // A restart: `durango serve` in a new process on the same file (this
+        // process's host stays open on it, idle). How long until it answers,
+        // and until a parked instance raised through it has completed.
+        let cold = self.args.drop_page_cache
+            && drop_page_cache(&db)
+                .map_err(|e| eprintln!("durango bench: cannot drop the page cache: {e}"))
+                .is_ok();
         let t0 = Instant::now();
-        let restarted = self.open(&db, HOT_INSTANCES).await?;
+        let served = Served::start(&db, self.args.durability)?;
+        served.answer(&id(0)).await?;
         let ready_ms = t0.elapsed().as_secs_f64() * 1000.0;
-        let t1 = Instant::now();
-        restarted.send(&id(0), event("Answer", "1")).await?;
-        restarted
-            .wait_finished(&id(0), Duration::from_secs(60))
-            .await?;
-        let first_ms = t1.elapsed().as_secs_f64() * 1000.0;
-        let last = &id(n - 1);
-        let t2 = Instant::now();
-        restarted.send(last, event("Answer", "1")).await?;
-        restarted
-            .wait_finished(last, Duration::from_secs(60))
-            .await?;
-        let last_ms = t2.elapsed().as_secs_f64() * 1000.0;
+        let first_ms = served.raise_and_time(&id(0)).await?;
+        let last_ms = served.raise_and_time(&id(n - 1)).await?;
+        drop(served);
+        let cache = if cold {
+            "page cache dropped"
+        } else {
+            "page cache warm"
+        };
         println!(
-            "parked           {n} waiting: RSS {rss:.0} MB (was {rss_before:.0} MB before)  database {db_mb:.0} MB  started {start_rate:.0}/s  restart ready in {ready_ms:.0} ms, first answered in {first_ms:.1} ms, last in {last_ms:.1} ms"
+            "parked           {n} waiting: RSS {rss:.0} MB (was {rss_before:.0} MB before)  database {db_mb:.0} MB  started {start_rate:.0}/s  restart in a new process ({cache}): answers in {ready_ms:.0} ms, first answered in {first_ms:.1} ms, last in {last_ms:.1} ms"
         );
         Ok(
             json!({"scenario": "parked", "parked": n, "rss_mb": rss, "rss_before_mb": rss_before, "db_mb": db_mb,
-                  "start_per_second": start_rate, "restart_ready_ms": ready_ms, "first_answer_ms": first_ms,
-                  "last_answer_ms": last_ms}),
+                  "start_per_second": start_rate, "restart_cold_cache": cold, "restart_ready_ms": ready_ms,
+                  "first_answer_ms": first_ms, "last_answer_ms": last_ms}),
         )
+    }
+}
+
+/// Empties the OS page cache (Linux, as root), so a restart reads the
+/// database from the device.
+fn drop_page_cache(db: &Path) -> std::io::Result<()> {
+    // Dirty pages are not dropped: write the database's out first.
+    for file in db_files(db) {
+        if let Ok(file) = std::fs::File::open(file) {
+            file.sync_all()?;
+        }
+    }
+    std::fs::write("/proc/sys/vm/drop_caches", "1")
+}
+
+/// `durango serve` on a benchmark database, in a process of its own; killed
+/// when dropped.
+struct Served {
+    child: std::process::Child,
+    client: Client,
+    /// Its standard output, kept open: a host whose `println!` met a closed
+    /// pipe would panic.
+    _stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Served {
+    /// Starts it and waits for the address it listens on.
+    fn start(db: &Path, durability: Durability) -> anyhow::Result<Served> {
+        let durability = durability.to_possible_value().expect("no skipped values");
+        let mut child = std::process::Command::new(std::env::current_exe()?)
+            .args(["serve", "--listen", "127.0.0.1:0", "--durability"])
+            .arg(durability.get_name())
+            .arg("--db")
+            .arg(db)
+            .env("DURANGO_KEY", BENCH_KEY)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .context("cannot start durango serve")?;
+        let mut stdout = std::io::BufReader::new(child.stdout.take().expect("piped"));
+        let mut line = String::new();
+        let url = loop {
+            line.clear();
+            if std::io::BufRead::read_line(&mut stdout, &mut line)? == 0 {
+                let _ = child.kill();
+                anyhow::bail!("durango serve exited: {}", child.wait()?);
+            }
+            if let Some(url) = line.trim().strip_prefix("listening on ") {
+                break url.to_string();
+            }
+        };
+        let client = Client::new(&ClientArgs {
+            url,
+            key: Some(BENCH_KEY.into()),
+        })?;
+        Ok(Served {
+            child,
+            client,
+            _stdout: stdout,
+        })
+    }
+
+    /// Waits until it answers `id`'s status; returns the runtime status.
+    async fn answer(&self, id: &str) -> anyhow::Result<String> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let answer = self.client.status(id, false)?;
+            // 202 while it runs, as in Durable Functions.
+            if matches!(answer.status, 200 | 202) {
+                return Ok(answer.body["runtimeStatus"].as_str().unwrap_or("").into());
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{id} did not answer: {} {}",
+                answer.status,
+                answer.body
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Raises `Answer` on a parked instance, waiting for its effect (the
+    /// raise's `timeout`); how long, in milliseconds, until it answered
+    /// Completed.
+    async fn raise_and_time(&self, id: &str) -> anyhow::Result<f64> {
+        let t0 = Instant::now();
+        let raised = self.client.raise(id, "Answer", Some("1"), Some(60.0))?;
+        anyhow::ensure!(
+            raised.status == 200 && raised.body["runtimeStatus"] == "Completed",
+            "raise {id}: {} {}",
+            raised.status,
+            raised.body
+        );
+        Ok(t0.elapsed().as_secs_f64() * 1000.0)
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -28,7 +28,7 @@ fn every_benchmark_scenario_runs_and_reports() {
             "--timer-window-ms",
             "500",
             "--history",
-            "60",
+            "61",
             "--parked",
             "50",
             "--wasm-dir",
@@ -79,7 +79,15 @@ fn every_benchmark_scenario_runs_and_reports() {
     assert!(reports[2]["p99_ms"].as_f64().is_some());
     assert_eq!(reports[2]["samples"], 5);
     assert_eq!(reports[2]["burst"], 15);
+    // Lateness is signed: early firings are counted, not clamped away.
+    assert!(reports[3]["early"].as_u64().is_some(), "{}", reports[3]);
+    assert!(reports[3]["earliest_ms"].as_f64().is_some());
+    // Exactly the history asked for, though 61 is no multiple of 3.
+    assert_eq!(reports[4]["history_events"], 61);
     assert!(reports[5]["rss_mb"].as_f64().unwrap() > 0.0);
+    // The restart is a new process; the page cache was left alone.
+    assert!(reports[5]["restart_ready_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(reports[5]["restart_cold_cache"], false);
 }
 
 /// Interrupted (Ctrl-C), the benchmark still removes its databases, says

@@ -23,21 +23,95 @@ fn a_secret_quoted_in_an_error_is_redacted_everywhere() {
     assert_eq!(status["runtimeStatus"], "Failed");
     let message = status["output"].as_str().unwrap();
     assert!(message.contains("rejected token ***"), "{message}");
-    let with_history = host.status_with_history(&id).text;
-    let listed = host
-        .call("GET", "/runtime/webhooks/durabletask/instances", None)
-        .text;
+    assert_nowhere(&host, &[LEAKY]);
+}
+
+/// Fails unless every place the host shows or keeps instances is free of
+/// every one of `forms`.
+fn assert_nowhere(host: &Host, forms: &[&str]) {
+    let listed = host.call("GET", "/runtime/webhooks/durabletask/instances", None);
+    let histories: Vec<String> = listed
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            host.status_with_history(i["instanceId"].as_str().unwrap())
+                .text
+        })
+        .collect();
     let db = std::fs::read(host.db()).unwrap();
     let wal = std::fs::read(host.db().with_extension("db-wal")).unwrap_or_default();
     for (place, text) in [
-        ("status", with_history),
-        ("list", listed),
+        ("status", histories.join("\n")),
+        ("list", listed.text),
         ("log", host.log()),
         ("database", String::from_utf8_lossy(&db).into_owned()),
         ("WAL", String::from_utf8_lossy(&wal).into_owned()),
     ] {
-        assert!(!text.contains(LEAKY), "the secret reached the {place}");
+        for form in forms {
+            assert!(
+                !text.contains(form),
+                "the secret reached the {place} as {form}"
+            );
+        }
     }
+}
+
+/// Every character that escaping or encoding changes.
+const SPECIAL: &str = "p\"a\\ss w+rd/é:&=?%";
+const SID: &str = "AC1234";
+
+fn special_secret() -> HostOptions {
+    HostOptions::default()
+        .env("LeakySid", SID)
+        .env("LeakySecret", SPECIAL)
+        .env("DURANGO_SECRET_SETTINGS", "LeakySecret")
+}
+
+#[test]
+fn a_secret_is_redacted_in_every_form_it_travels_in() {
+    use base64::Engine as _;
+    use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+    let host = Host::start(special_secret());
+    let id = host.start_orchestration("LeaksSecretForms", "null");
+    let status = host.wait_finished(&id);
+    assert_eq!(status["runtimeStatus"], "Failed");
+    let message = status["output"].as_str().unwrap();
+    assert!(
+        message.contains("/tokens/***?token=*** {\"token\":\"***\"}"),
+        "{message}"
+    );
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{SID}:{SPECIAL}"));
+    let json = serde_json::to_string(SPECIAL).unwrap();
+    let form: String = form_urlencoded::byte_serialize(SPECIAL.as_bytes()).collect();
+    let path = utf8_percent_encode(SPECIAL, NON_ALPHANUMERIC).to_string();
+    let forms = [SPECIAL, json.trim_matches('"'), &form, &path, &basic];
+    assert_nowhere(&host, &forms);
+    // The activity's output, JSON-escaped in history, is redacted too.
+    let history = host.status_with_history(&id).body;
+    let outputs: Vec<&serde_json::Value> = history["historyEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["EventType"] == "TaskCompleted")
+        .map(|e| &e["Result"])
+        .collect();
+    assert_eq!(outputs, [&json!("***")]);
+}
+
+#[test]
+fn an_orchestrator_cannot_read_a_secret_setting() {
+    let host = Host::start(special_secret());
+    let id = host.start_orchestration("ReadsSecret", "null");
+    let status = host.wait_finished(&id);
+    assert_eq!(status["runtimeStatus"], "Failed");
+    let message = status["output"].as_str().unwrap();
+    assert!(
+        message.contains("setting LeakySecret is secret: orchestrators may not read it"),
+        "{message}"
+    );
+    assert_nowhere(&host, &[SPECIAL]);
 }
 
 fn deploy_with(host: &Host, allow: &[&str]) -> std::process::Output {

@@ -192,15 +192,23 @@ fn commit(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<(), StoreErro
 fn checkpoint(conn: Connection, due: mpsc::Receiver<()>, wal_frames: &AtomicU32) {
     while due.recv().is_ok() {
         match wal_checkpoint(&conn) {
-            Ok(frames) => wal_frames.store(frames, Ordering::Relaxed),
+            Ok(Some(frames)) => wal_frames.store(frames, Ordering::Relaxed),
+            Ok(None) => {}
             Err(error) => tracing::warn!(%error, "WAL checkpoint failed; the next one will retry"),
         }
     }
 }
 
-/// A passive checkpoint; returns the frames in the WAL.
-fn wal_checkpoint(conn: &Connection) -> rusqlite::Result<u32> {
-    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get(1))
+/// A passive checkpoint; returns the frames in the WAL, or `None` when the
+/// other connection's checkpoint was under way (the writer's and this
+/// thread's can meet): SQLite then answers busy, with -1 for the counts,
+/// and the next checkpoint does the work.
+fn wal_checkpoint(conn: &Connection) -> rusqlite::Result<Option<u32>> {
+    let (busy, frames): (i64, i64) =
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?;
+    Ok(u32::try_from(frames).ok().filter(|_| busy == 0))
 }
 
 /// Runs one job so that its failure undoes only its own statements.
@@ -211,4 +219,52 @@ fn in_savepoint(conn: &Connection, job: &mut dyn Job) -> rusqlite::Result<()> {
     }
     conn.prepare_cached("RELEASE job")?.execute([])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+
+    thread_local! {
+        /// A connection that checkpoints while another's checkpoint waits,
+        /// and what it was answered.
+        static SECOND: RefCell<Option<Connection>> = const { RefCell::new(None) };
+        static ANSWER: RefCell<Option<rusqlite::Result<Option<u32>>>> = const { RefCell::new(None) };
+    }
+
+    #[test]
+    fn a_checkpoint_that_meets_another_is_busy_not_an_error() {
+        let dir = std::env::temp_dir().join(format!("durango-checkpoint-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.db");
+        let first = Connection::open(&path).unwrap();
+        first
+            .execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1)")
+            .unwrap();
+        // A FULL checkpoint takes the checkpoint lock, then waits for this
+        // writer, calling its busy handler meanwhile: the second
+        // connection's checkpoint runs in there and meets it.
+        let writer = Connection::open(&path).unwrap();
+        writer
+            .execute_batch("BEGIN IMMEDIATE; INSERT INTO t VALUES (2)")
+            .unwrap();
+        SECOND.set(Some(Connection::open(&path).unwrap()));
+        first
+            .busy_handler(Some(|_| {
+                SECOND.with_borrow(|second| ANSWER.set(second.as_ref().map(wal_checkpoint)));
+                false
+            }))
+            .unwrap();
+        first
+            .query_row("PRAGMA wal_checkpoint(FULL)", [], |_| Ok(()))
+            .unwrap();
+        assert!(matches!(ANSWER.take(), Some(Ok(None))), "busy is no error");
+        writer.execute_batch("COMMIT").unwrap();
+        let second = SECOND.take().unwrap();
+        assert!(matches!(wal_checkpoint(&second), Ok(Some(frames)) if frames > 0));
+        drop((first, writer, second));
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

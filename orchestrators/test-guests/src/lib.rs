@@ -128,6 +128,40 @@ fn quote_secret(ctx: &ActivityContext, _: ()) -> Result<(), Error> {
     Err(Error::msg(format!("the provider rejected token {secret}")))
 }
 
+/// Hands the secret setting `LeakySecret` on in the forms it travels in:
+/// as an activity's output (JSON-escaped there), then in an error quoting
+/// a Basic header of `LeakySid:LeakySecret`, a form, a URL path and a JSON
+/// body. The host must redact every one of them.
+async fn leaks_secret_forms(ctx: OrchestrationContext, _: ()) -> Result<(), Error> {
+    let _: String = ctx.call_activity("SecretItself", ()).await?;
+    Ok(ctx.call_activity("QuoteSecretForms", ()).await?)
+}
+
+fn secret_itself(ctx: &ActivityContext, _: ()) -> Result<String, Error> {
+    ctx.required_setting("LeakySecret")
+}
+
+fn quote_secret_forms(ctx: &ActivityContext, _: ()) -> Result<(), Error> {
+    use base64::Engine as _;
+    use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+    let sid = ctx.required_setting("LeakySid")?;
+    let secret = ctx.required_setting("LeakySecret")?;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{sid}:{secret}"));
+    let form = form_urlencoded::Serializer::new(String::new())
+        .append_pair("token", &secret)
+        .finish();
+    let path = utf8_percent_encode(&secret, NON_ALPHANUMERIC);
+    let body = serde_json::json!({ "token": secret });
+    Err(Error::msg(format!(
+        "rejected: Authorization: Basic {basic}; POST /tokens/{path}?{form} {body}"
+    )))
+}
+
+/// Reads the secret setting `LeakySecret`, which orchestrators may not.
+async fn reads_secret(ctx: OrchestrationContext, _: ()) -> Result<Option<String>, Error> {
+    Ok(ctx.setting("LeakySecret"))
+}
+
 /// Runs `SlowNotify`, an activity that takes its time and then tells a
 /// webhook it finished.
 async fn slow_step(ctx: OrchestrationContext, step: serde_json::Value) -> Result<(), Error> {
@@ -224,8 +258,12 @@ async fn sleep_until(ctx: OrchestrationContext, fire_at: u64) -> Result<(), Erro
     Ok(())
 }
 
-/// Waits for `count` events named `Tick`: a long history to replay.
-async fn collect(ctx: OrchestrationContext, count: u32) -> Result<u32, Error> {
+/// Reads a setting `reads` times, then waits for `count` events named
+/// `Tick`: a history as long as the benchmark asks (a read is one event).
+async fn collect(ctx: OrchestrationContext, (count, reads): (u32, u32)) -> Result<u32, Error> {
+    for _ in 0..reads {
+        let _ = ctx.setting("BenchPadding");
+    }
     for _ in 0..count {
         let _: serde_json::Value = ctx.wait_for_event("Tick").await?;
     }
@@ -334,6 +372,8 @@ durango_sdk::app! {
     orchestrator "Counter" => counter;
     orchestrator "HugeStatus" => huge_status;
     orchestrator "LeaksSecret" => leaks_secret;
+    orchestrator "LeaksSecretForms" => leaks_secret_forms;
+    orchestrator "ReadsSecret" => reads_secret;
     orchestrator "SlowStep" => slow_step;
     orchestrator "Spins" => spins;
     orchestrator "Hoards" => hoards;
@@ -355,6 +395,8 @@ durango_sdk::app! {
     activity "FailsTwice" => fails_twice;
     activity "ReadRewindOk" => read_rewind_ok;
     activity "QuoteSecret" => quote_secret;
+    activity "SecretItself" => secret_itself;
+    activity "QuoteSecretForms" => quote_secret_forms;
     activity "SlowNotify" => slow_notify;
     activity "Spin" => spin;
 }
