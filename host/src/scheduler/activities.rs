@@ -127,9 +127,17 @@ async fn run_attempt(host: &Arc<Host>, activity: ActivityRow) {
         .map(|ids| ids.first().copied().flatten())
     {
         Ok(Some(inbox_id)) => host.hand_over(&id, inbox_id, message),
-        Ok(None) => {} // the instance finished meanwhile, or a re-run reported first
+        // The instance finished meanwhile, or a re-run reported first.
+        Ok(None) => dropped_late_result(&id, seq),
         Err(error) => {
             tracing::error!(instance = %id, %error, "cannot record an activity result; it will run again after restart")
         }
     }
+}
+
+/// Says that an activity's result found its instance finished (terminated,
+/// say, while the call ran) and was dropped, as it must be: an operator
+/// wondering where the call's effect went finds it in the log.
+pub fn dropped_late_result(instance: &str, seq: u32) {
+    tracing::info!(%instance, step = seq, "an activity's result came after its instance finished; dropped");
 }

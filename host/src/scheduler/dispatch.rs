@@ -22,6 +22,7 @@ use std::time::Duration;
 use lru::LruCache;
 use tokio::sync::{mpsc, oneshot};
 
+use super::activities;
 use crate::engine::episode::{self, Origin};
 use crate::engine::history::{HistoryEvent, Message, RuntimeStatus};
 use crate::engine::replay::Replay;
@@ -347,6 +348,9 @@ async fn process(host: &Arc<Host>, id: &str, work: &Work) -> Result<(), StoreErr
         Some(instance) if !instance.status.is_terminal() => instance,
         _ => {
             // (Its activity rows went when it finished.)
+            for outcome in &work.activities {
+                activities::dropped_late_result(id, outcome.seq);
+            }
             let ids: Vec<i64> = messages.into_iter().map(|(id, _)| id).collect();
             host.store.discard_messages(ids.clone()).await?;
             host.consumed(&ids);
