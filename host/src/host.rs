@@ -380,7 +380,21 @@ impl Host {
         id: &str,
         message: Message,
     ) -> Result<EnqueueOutcome, StoreError> {
-        let outcome = self.store.enqueue(id.to_string(), message.clone()).await?;
+        self.send_to(id, None, message).await
+    }
+
+    /// Delivers a message to a running instance, if `execution` (when given:
+    /// the one a link was made for) is still the one under its id.
+    pub async fn send_to(
+        self: &Arc<Self>,
+        id: &str,
+        execution: Option<i64>,
+        message: Message,
+    ) -> Result<EnqueueOutcome, StoreError> {
+        let outcome = self
+            .store
+            .enqueue(id.to_string(), execution, message.clone())
+            .await?;
         if let EnqueueOutcome::Queued(inbox_id) = outcome {
             self.hand_over(id, inbox_id, message);
         }
@@ -393,10 +407,14 @@ impl Host {
     pub async fn send_and_wait(
         self: &Arc<Self>,
         id: &str,
+        execution: Option<i64>,
         message: Message,
         timeout: Duration,
     ) -> Result<(EnqueueOutcome, Option<InstanceRow>), StoreError> {
-        let outcome = self.store.enqueue(id.to_string(), message.clone()).await?;
+        let outcome = self
+            .store
+            .enqueue(id.to_string(), execution, message.clone())
+            .await?;
         let EnqueueOutcome::Queued(inbox_id) = outcome else {
             return Ok((outcome, None));
         };

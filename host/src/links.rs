@@ -29,6 +29,11 @@ const DOMAIN: &[u8] = b"durango-link-v1:";
 pub struct Claims {
     #[serde(rename = "i")]
     pub instance: String,
+    /// The execution under that id the link was made for: an instance
+    /// started again under the same id is another one, which the link does
+    /// not reach. (`None` in tokens made before it was recorded.)
+    #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
+    pub execution: Option<i64>,
     /// The events it may raise; `None` is any event (the instance's
     /// general link). Empty: it only reads the status.
     #[serde(rename = "e", default, skip_serializing_if = "Option::is_none")]
@@ -118,6 +123,7 @@ impl LinkSigner {
     pub fn event_link(
         &self,
         instance: &str,
+        execution: i64,
         event: &str,
         holder: &str,
         expires_at: i64,
@@ -127,6 +133,7 @@ impl LinkSigner {
         }
         let claims = Claims {
             instance: instance.to_string(),
+            execution: Some(execution),
             events: Some(vec![event.to_string()]),
             holder: Some(checked_holder(holder)?),
             expires_at,
@@ -143,11 +150,13 @@ impl LinkSigner {
     pub fn status_link(
         &self,
         instance: &str,
+        execution: i64,
         holder: &str,
         expires_at: i64,
     ) -> Result<String, String> {
         let claims = Claims {
             instance: instance.to_string(),
+            execution: Some(execution),
             events: Some(Vec::new()),
             holder: Some(checked_holder(holder)?),
             expires_at,
@@ -161,9 +170,10 @@ impl LinkSigner {
 
     /// The instance's general links, which name nobody: (send-event URL
     /// with `{eventName}`, status URL), valid for the default lifetime.
-    pub fn general_links(&self, instance: &str, now_ms: i64) -> (String, String) {
+    pub fn general_links(&self, instance: &str, execution: i64, now_ms: i64) -> (String, String) {
         let token = self.sign(&Claims {
             instance: instance.to_string(),
+            execution: Some(execution),
             events: None,
             holder: None,
             expires_at: now_ms.saturating_add(DEFAULT_LIFETIME_MS),
@@ -207,7 +217,9 @@ mod tests {
 
     #[test]
     fn a_link_names_its_instance_events_holder_and_expiry() {
-        let url = links().event_link("a b", "Reply", "alice", 1_000).unwrap();
+        let url = links()
+            .event_link("a b", 1, "Reply", "alice", 1_000)
+            .unwrap();
         assert!(url.starts_with(
             "http://h/runtime/webhooks/durabletask/instances/a%20b/raiseEvent/Reply?token="
         ));
@@ -222,11 +234,11 @@ mod tests {
 
     #[test]
     fn a_status_link_raises_nothing_and_the_general_link_raises_anything() {
-        let status = links().status_link("i", "bob", 1_000).unwrap();
+        let status = links().status_link("i", 1, "bob", 1_000).unwrap();
         let claims = links().verify(token(&status), 0).unwrap();
         assert_eq!(claims.holder.as_deref(), Some("bob"));
         assert!(!claims.allows_event("Reply"));
-        let (send, read) = links().general_links("i", 0);
+        let (send, read) = links().general_links("i", 1, 0);
         assert_eq!(token(&send), token(&read));
         let claims = links()
             .verify(token(&send), DEFAULT_LIFETIME_MS - 1)
@@ -238,7 +250,7 @@ mod tests {
 
     #[test]
     fn an_expired_link_says_when_it_expired() {
-        let url = links().status_link("i", "bob", 1_000).unwrap();
+        let url = links().status_link("i", 1, "bob", 1_000).unwrap();
         assert_eq!(
             links().verify(token(&url), 1_000),
             Err(LinkError::Expired(1_000))
@@ -247,11 +259,11 @@ mod tests {
 
     #[test]
     fn a_changed_forged_or_garbled_token_is_invalid() {
-        let url = links().event_link("i", "Reply", "alice", 1_000).unwrap();
+        let url = links().event_link("i", 1, "Reply", "alice", 1_000).unwrap();
         let genuine = token(&url);
         let (payload, mac) = genuine.split_once('.').unwrap();
         // The same claims for bob, with alice's MAC.
-        let bob = links().event_link("i", "Reply", "bob", 1_000).unwrap();
+        let bob = links().event_link("i", 1, "Reply", "bob", 1_000).unwrap();
         let bob_payload = token(&bob).split_once('.').unwrap().0;
         let forged = [
             format!("{bob_payload}.{mac}"),
@@ -277,9 +289,9 @@ mod tests {
 
     #[test]
     fn a_link_needs_a_holder_and_an_event() {
-        assert!(links().event_link("i", "E", "", 1).is_err());
-        assert!(links().event_link("i", "", "alice", 1).is_err());
-        assert!(links().status_link("i", &"x".repeat(257), 1).is_err());
+        assert!(links().event_link("i", 1, "E", "", 1).is_err());
+        assert!(links().event_link("i", 1, "", "alice", 1).is_err());
+        assert!(links().status_link("i", 1, &"x".repeat(257), 1).is_err());
         assert_eq!(expiry(Some(5), 100), 5);
         assert_eq!(expiry(None, 100), 100 + DEFAULT_LIFETIME_MS);
         assert_eq!(expiry(Some(u64::MAX), 0), i64::MAX);

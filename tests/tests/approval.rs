@@ -450,3 +450,46 @@ fn an_expired_link_is_refused() {
     assert_eq!(read.status, 401, "{}", read.text);
     assert!(read.text.contains("expired"), "{}", read.text);
 }
+
+#[test]
+fn a_link_does_not_reach_an_instance_started_again_under_its_id() {
+    let webhook = Webhook::start();
+    let host = approval_host(&webhook);
+    let input =
+        json!({"requestId": "r-9", "amount": 1, "approvers": ["alice"], "timeoutSeconds": 300});
+    let path = "/runtime/webhooks/durabletask/orchestrators/ApprovalWorkflow/reused-1";
+    assert_eq!(
+        host.call("POST", path, Some(&input.to_string())).status,
+        202
+    );
+    let old = ask_for(&webhook, "alice");
+    let instance = "/runtime/webhooks/durabletask/instances/reused-1";
+    assert_eq!(
+        host.call("POST", &format!("{instance}/terminate"), None)
+            .status,
+        202
+    );
+    host.wait_finished("reused-1");
+    let again = host.call(
+        "POST",
+        &format!("{instance}/restart?restartWithNewInstanceId=false"),
+        None,
+    );
+    assert_eq!(again.status, 202, "{}", again.text);
+    // The first run's links are for the first run only.
+    let refused = answer_at(old["respondUrl"].as_str().unwrap(), "alice", true);
+    assert_eq!(refused.status, 410, "{}", refused.text);
+    let read = request("GET", old["statusUrl"].as_str().unwrap(), &[], None);
+    assert_eq!(read.status, 410, "{}", read.text);
+    // The new run asks again, with links of its own.
+    let asks = webhook.wait_for("a second ask to alice", |r| {
+        messages(r, "approvalRequested").len() >= 2
+    });
+    let new = messages(&asks, "approvalRequested").pop().unwrap();
+    assert_ne!(new["respondUrl"], old["respondUrl"]);
+    assert_eq!(answer(&new, "alice", true), 202);
+    assert_eq!(
+        host.wait_finished("reused-1")["output"]["decision"],
+        "approved"
+    );
+}

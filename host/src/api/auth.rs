@@ -29,6 +29,12 @@ impl Link {
             Some(None) => Sender::UnnamedLink,
         }
     }
+
+    /// The execution a request's link was made for, if it came with one
+    /// that says.
+    pub fn execution(link: Option<&Link>) -> Option<i64> {
+        link.and_then(|l| l.0.execution)
+    }
 }
 
 /// What a link may be used for at this method and path: the instance, and
@@ -179,7 +185,7 @@ mod tests {
     fn a_link_is_refused_beyond_its_instance_and_events_and_after_it_expired() {
         let links = LinkSigner::new("s", "http://h");
         let url = links
-            .event_link("a", "Reply", "alice", now_ms() + 60_000)
+            .event_link("a", 1, "Reply", "alice", now_ms() + 60_000)
             .unwrap();
         let token = url.split("token=").nth(1).unwrap();
         let status = |method: &Method, path: &str, token: &str| {
@@ -206,7 +212,7 @@ mod tests {
             status(&Method::GET, "/instances/a", "garbled").map(|_| ()),
             unauthorized
         );
-        let expired = links.status_link("a", "alice", now_ms() - 1).unwrap();
+        let expired = links.status_link("a", 1, "alice", now_ms() - 1).unwrap();
         let expired = expired.split("token=").nth(1).unwrap();
         let refused = check_link(&links, expired, &Method::GET, &p("/instances/a")).unwrap_err();
         assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
@@ -222,6 +228,7 @@ mod tests {
         assert_eq!(Link::sender(None), Sender::SystemKey);
         let general = Link(Claims {
             instance: "a".into(),
+            execution: None,
             events: None,
             holder: None,
             expires_at: 0,

@@ -148,6 +148,15 @@ fn no_instance(id: &str) -> ApiError {
     ApiError::not_found(format!("no instance with id {id}"))
 }
 
+/// A link reaches only the instance it was made for, not one started again
+/// under its id since.
+fn replaced(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::GONE,
+        format!("this link was made for an earlier instance under id {id}, which is gone"),
+    )
+}
+
 /// The instance's row, or 404.
 async fn instance(state: &ApiState, id: &str) -> Result<InstanceRow, ApiError> {
     state
@@ -281,6 +290,9 @@ pub async fn status(
         ));
     }
     let row = instance(&state, &id).await?;
+    if Link::execution(link.as_deref()).is_some_and(|execution| execution != row.pk) {
+        return Err(replaced(&id));
+    }
     let mut body = instance_status(&row, link.is_none() && flag(&query.show_input, true));
     if show_history {
         let history = state.host.store.history(id).await?;
@@ -404,10 +416,16 @@ pub async fn raise_event(
         input,
         sender: Link::sender(link.as_deref()),
     };
+    let execution = Link::execution(link.as_deref());
     let Some(wait) = wait else {
-        return deliver(&state, &id, message).await;
+        let outcome = state.host.send_to(&id, execution, message).await?;
+        return delivered(&id, outcome);
     };
-    match state.host.send_and_wait(&id, message, wait).await? {
+    match state
+        .host
+        .send_and_wait(&id, execution, message, wait)
+        .await?
+    {
         (EnqueueOutcome::Queued(_), Some(row)) => {
             Ok((StatusCode::OK, Json(instance_status(&row, false))).into_response())
         }
@@ -502,6 +520,7 @@ fn delivered(id: &str, outcome: EnqueueOutcome) -> Result<Response, ApiError> {
     match outcome {
         EnqueueOutcome::Queued(_) => Ok(StatusCode::ACCEPTED.into_response()),
         EnqueueOutcome::NotFound => Err(no_instance(id)),
+        EnqueueOutcome::Replaced => Err(replaced(id)),
         EnqueueOutcome::Terminal(status) => Err(ApiError::new(
             StatusCode::GONE,
             format!(

@@ -45,6 +45,8 @@ pub struct GuestState {
     /// The instance of the activity call being served (empty between calls
     /// and for orchestrators).
     pub(super) call_instance: String,
+    /// That instance's execution (its internal key).
+    pub(super) call_execution: i64,
     pub output: MemoryOutputPipe,
     /// Where this call's output starts (an activity guest serves many calls).
     output_mark: usize,
@@ -72,6 +74,7 @@ impl GuestState {
             allowed,
             links,
             call_instance: String::new(),
+            call_execution: 0,
             output,
             output_mark: 0,
             limits,
@@ -104,9 +107,15 @@ impl GuestState {
     /// Starts a new activity call: what the guest printed before is not its
     /// output, its randomness is the call's own, and the links it makes are
     /// for the call's instance.
-    pub fn begin_call(&mut self, key: &RandomKey, instance_id: &str, idempotency_key: &str) {
+    pub fn begin_call(
+        &mut self,
+        key: &RandomKey,
+        (instance_id, execution): (&str, i64),
+        idempotency_key: &str,
+    ) {
         self.output_mark = self.output.contents().len();
         self.call_instance = instance_id.to_string();
+        self.call_execution = execution;
         if let Role::Activity(random) = &self.role {
             random.begin_call(key, idempotency_key);
         }

@@ -8,10 +8,11 @@ use crate::links::expiry;
 use crate::store::now_ms;
 
 impl GuestState {
-    /// The instance the links are for: the activity call's.
-    fn link_instance(&self) -> wasmtime::Result<&str> {
+    /// The instance (and its execution) the links are for: the activity
+    /// call's.
+    fn link_instance(&self) -> wasmtime::Result<(&str, i64)> {
         match self.role {
-            Role::Activity(_) => Ok(&self.call_instance),
+            Role::Activity(_) => Ok((&self.call_instance, self.call_execution)),
             Role::Orchestrator { .. } => Err(wasmtime::Error::msg(
                 "orchestrators cannot make links (they are not replay-safe): make them in an activity",
             )),
@@ -27,8 +28,10 @@ impl links::Host for GuestState {
         expires_at_ms: Option<u64>,
     ) -> wasmtime::Result<Result<String, String>> {
         let expires_at = expiry(expires_at_ms, now_ms());
-        let instance = self.link_instance()?;
-        Ok(self.links.event_link(instance, &event, &holder, expires_at))
+        let (instance, execution) = self.link_instance()?;
+        Ok(self
+            .links
+            .event_link(instance, execution, &event, &holder, expires_at))
     }
 
     fn status_link(
@@ -37,7 +40,9 @@ impl links::Host for GuestState {
         expires_at_ms: Option<u64>,
     ) -> wasmtime::Result<Result<String, String>> {
         let expires_at = expiry(expires_at_ms, now_ms());
-        let instance = self.link_instance()?;
-        Ok(self.links.status_link(instance, &holder, expires_at))
+        let (instance, execution) = self.link_instance()?;
+        Ok(self
+            .links
+            .status_link(instance, execution, &holder, expires_at))
     }
 }

@@ -377,6 +377,7 @@ impl Runtime {
         name: &str,
         input: &str,
         context: ActivityContext,
+        execution: i64,
         time_limit: Option<Duration>,
     ) -> Result<String, String> {
         let limit = time_limit.unwrap_or(self.limits.activity_attempt);
@@ -391,7 +392,7 @@ impl Runtime {
             };
             guest.store.data_mut().begin_call(
                 &self.random_key,
-                &context.instance_id,
+                (&context.instance_id, execution),
                 &context.idempotency_key,
             );
             guest.calls += 1;

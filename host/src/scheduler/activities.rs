@@ -48,7 +48,9 @@ impl ActivityPool {
 
 async fn run_attempt(host: &Arc<Host>, activity: ActivityRow) {
     let attempt = activity.attempt + 1;
-    let (send_event_url, status_url) = host.links.general_links(&activity.instance_id, now_ms());
+    let (send_event_url, status_url) =
+        host.links
+            .general_links(&activity.instance_id, activity.instance_pk, now_ms());
     let context = ActivityContext {
         instance_id: activity.instance_id.clone(),
         idempotency_key: activity.idempotency_key(),
@@ -74,6 +76,7 @@ async fn run_attempt(host: &Arc<Host>, activity: ActivityRow) {
                         &activity.name,
                         &activity.input,
                         context,
+                        activity.instance_pk,
                         limit,
                     )
                     .await

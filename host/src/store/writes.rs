@@ -21,6 +21,9 @@ pub enum EnqueueOutcome {
     NotFound,
     /// The instance has finished; nothing will read the message.
     Terminal(RuntimeStatus),
+    /// The message was for an execution that is gone: the id now names an
+    /// instance started again since.
+    Replaced,
 }
 
 /// An activity call waiting for (another) attempt.
@@ -576,13 +579,17 @@ impl Store {
     }
 
     /// Puts a message in a running instance's inbox.
+    /// Queues `message` for instance `id` (only for that `execution` of
+    /// it, when given).
     pub async fn enqueue(
         &self,
         id: String,
+        execution: Option<i64>,
         message: Message,
     ) -> Result<EnqueueOutcome, StoreError> {
         self.write(move |conn| match find(conn, &id)? {
             None => Ok(EnqueueOutcome::NotFound),
+            Some((pk, _)) if execution.is_some_and(|e| e != pk) => Ok(EnqueueOutcome::Replaced),
             Some((_, status)) if status.is_terminal() => Ok(EnqueueOutcome::Terminal(status)),
             Some((pk, _)) => Ok(EnqueueOutcome::Queued(insert_message(conn, pk, &message)?)),
         })
