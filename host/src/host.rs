@@ -411,17 +411,13 @@ impl Host {
         message: Message,
         timeout: Duration,
     ) -> Result<(EnqueueOutcome, Option<InstanceRow>), StoreError> {
-        let outcome = self
-            .store
-            .enqueue(id.to_string(), execution, message.clone())
-            .await?;
+        let outcome = self.send_to(id, execution, message).await?;
         let EnqueueOutcome::Queued(inbox_id) = outcome else {
             return Ok((outcome, None));
         };
         let mut consumed = self.consume_waiters.register(inbox_id);
-        self.hand_over(id, inbox_id, message);
-        // A round that read the inbox may have consumed it before the
-        // waiter was there.
+        // It may have been consumed before the waiter was there: once it
+        // has left the inbox, its commit is on disk.
         let gone = !self.store.message_pending(inbox_id).await?;
         if gone || tokio::time::timeout(timeout, consumed.wait()).await.is_ok() {
             return Ok((outcome, self.store.instance(id.to_string()).await?));

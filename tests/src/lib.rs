@@ -452,6 +452,21 @@ impl Host {
         )
     }
 
+    /// Terminates instance `id` and starts it again under the same id (a
+    /// new execution), as `restart?restartWithNewInstanceId=false` does.
+    pub fn start_again_under_its_id(&self, id: &str) {
+        let instance = format!("/runtime/webhooks/durabletask/instances/{id}");
+        let terminated = self.call("POST", &format!("{instance}/terminate"), None);
+        assert_eq!(terminated.status, 202, "{}", terminated.text);
+        self.wait_finished(id);
+        let again = self.call(
+            "POST",
+            &format!("{instance}/restart?restartWithNewInstanceId=false"),
+            None,
+        );
+        assert_eq!(again.status, 202, "{}", again.text);
+    }
+
     /// The person answers a phone verification with `code` (the raise must
     /// be acknowledged); returns the instance's status once it finished.
     pub fn answer_code(&self, id: &str, code: u32) -> Value {

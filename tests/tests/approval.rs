@@ -463,19 +463,7 @@ fn a_link_does_not_reach_an_instance_started_again_under_its_id() {
         202
     );
     let old = ask_for(&webhook, "alice");
-    let instance = "/runtime/webhooks/durabletask/instances/reused-1";
-    assert_eq!(
-        host.call("POST", &format!("{instance}/terminate"), None)
-            .status,
-        202
-    );
-    host.wait_finished("reused-1");
-    let again = host.call(
-        "POST",
-        &format!("{instance}/restart?restartWithNewInstanceId=false"),
-        None,
-    );
-    assert_eq!(again.status, 202, "{}", again.text);
+    host.start_again_under_its_id("reused-1");
     // The first run's links are for the first run only.
     let refused = answer_at(old["respondUrl"].as_str().unwrap(), "alice", true);
     assert_eq!(refused.status, 410, "{}", refused.text);

@@ -359,16 +359,7 @@ fn an_instance_started_again_under_its_id_sends_under_a_new_idempotency_token() 
     let path = "/runtime/webhooks/durabletask/orchestrators/E4_SmsPhoneVerification/again-1";
     assert_eq!(host.call("POST", path, Some(&input)).status, 202);
     sms.wait_messages_to(phone, 1);
-    let instance = "/runtime/webhooks/durabletask/instances/again-1";
-    let terminate = host.call("POST", &format!("{instance}/terminate"), None);
-    assert_eq!(terminate.status, 202);
-    host.wait_finished("again-1");
-    let restart = host.call(
-        "POST",
-        &format!("{instance}/restart?restartWithNewInstanceId=false"),
-        None,
-    );
-    assert_eq!(restart.status, 202, "{}", restart.text);
+    host.start_again_under_its_id("again-1");
     let sent = sms.wait_messages_to(phone, 2);
     assert_ne!(sent[0]["idempotency_token"], sent[1]["idempotency_token"]);
     assert_eq!(sent[1]["requests"], 1);

@@ -31,8 +31,17 @@ pub enum Role {
         replay: Box<Replay>,
         clock: OrchestrationClock,
     },
-    /// An activity guest, with the random streams it draws from.
-    Activity(ActivityRandom),
+    Activity(ActivityCall),
+}
+
+/// What an activity guest knows of the call it serves (it serves many in
+/// turn): the random streams keyed for it, and its instance and execution,
+/// which the links it makes are for.
+#[derive(Default)]
+pub struct ActivityCall {
+    pub random: ActivityRandom,
+    pub instance: String,
+    pub execution: i64,
 }
 
 pub struct GuestState {
@@ -42,11 +51,6 @@ pub struct GuestState {
     allowed: AllowedSettings,
     /// Makes the links an activity hands to people.
     pub(super) links: Arc<LinkSigner>,
-    /// The instance of the activity call being served (empty between calls
-    /// and for orchestrators).
-    pub(super) call_instance: String,
-    /// That instance's execution (its internal key).
-    pub(super) call_execution: i64,
     pub output: MemoryOutputPipe,
     /// Where this call's output starts (an activity guest serves many calls).
     output_mark: usize,
@@ -73,8 +77,6 @@ impl GuestState {
             settings,
             allowed,
             links,
-            call_instance: String::new(),
-            call_execution: 0,
             output,
             output_mark: 0,
             limits,
@@ -114,10 +116,10 @@ impl GuestState {
         idempotency_key: &str,
     ) {
         self.output_mark = self.output.contents().len();
-        self.call_instance = instance_id.to_string();
-        self.call_execution = execution;
-        if let Role::Activity(random) = &self.role {
-            random.begin_call(key, idempotency_key);
+        if let Role::Activity(call) = &mut self.role {
+            call.random.begin_call(key, idempotency_key);
+            call.instance = instance_id.to_string();
+            call.execution = execution;
         }
     }
 

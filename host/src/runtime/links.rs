@@ -8,11 +8,16 @@ use crate::links::expiry;
 use crate::store::now_ms;
 
 impl GuestState {
-    /// The instance (and its execution) the links are for: the activity
-    /// call's.
-    fn link_instance(&self) -> wasmtime::Result<(&str, i64)> {
-        match self.role {
-            Role::Activity(_) => Ok((&self.call_instance, self.call_execution)),
+    /// Where an activity's link goes and until when: the instance and
+    /// execution of the call being served, and the expiry (`expires_at_ms`,
+    /// else the default).
+    fn link_target(&self, expires_at_ms: Option<u64>) -> wasmtime::Result<(&str, i64, i64)> {
+        match &self.role {
+            Role::Activity(call) => Ok((
+                &call.instance,
+                call.execution,
+                expiry(expires_at_ms, now_ms()),
+            )),
             Role::Orchestrator { .. } => Err(wasmtime::Error::msg(
                 "orchestrators cannot make links (they are not replay-safe): make them in an activity",
             )),
@@ -27,8 +32,7 @@ impl links::Host for GuestState {
         holder: String,
         expires_at_ms: Option<u64>,
     ) -> wasmtime::Result<Result<String, String>> {
-        let expires_at = expiry(expires_at_ms, now_ms());
-        let (instance, execution) = self.link_instance()?;
+        let (instance, execution, expires_at) = self.link_target(expires_at_ms)?;
         Ok(self
             .links
             .event_link(instance, execution, &event, &holder, expires_at))
@@ -39,8 +43,7 @@ impl links::Host for GuestState {
         holder: String,
         expires_at_ms: Option<u64>,
     ) -> wasmtime::Result<Result<String, String>> {
-        let expires_at = expiry(expires_at_ms, now_ms());
-        let (instance, execution) = self.link_instance()?;
+        let (instance, execution, expires_at) = self.link_target(expires_at_ms)?;
         Ok(self
             .links
             .status_link(instance, execution, &holder, expires_at))

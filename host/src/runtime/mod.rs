@@ -20,9 +20,9 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 pub use bindings::{ActivityContext, FunctionKind, PollResult};
 use bindings::{FunctionApp, FunctionAppPre};
-use guest::{GuestState, Role, OUTPUT_CAPACITY};
+use guest::{ActivityCall, GuestState, Role, OUTPUT_CAPACITY};
+use sandbox::OrchestrationClock;
 pub use sandbox::RandomKey;
-use sandbox::{ActivityRandom, OrchestrationClock};
 
 use crate::engine::replay::{Nondeterminism, Replay};
 use crate::links::LinkSigner;
@@ -238,7 +238,7 @@ impl Runtime {
 
     async fn list_functions(&self, loaded: &LoadedApp) -> Result<Vec<FunctionInfo>, String> {
         let Guest { mut store, app, .. } = self
-            .instantiate(loaded, Role::Activity(ActivityRandom::new()))
+            .instantiate(loaded, Role::Activity(ActivityCall::default()))
             .await
             .map_err(|e| format!("the component failed to start: {e}"))?;
         let functions = app
@@ -315,7 +315,7 @@ impl Runtime {
             Role::Orchestrator { replay, clock } => {
                 sandbox::orchestrator_wasi(replay.instance_id(), clock, &output)
             }
-            Role::Activity(random) => sandbox::activity_wasi(&output, random),
+            Role::Activity(call) => sandbox::activity_wasi(&output, &call.random),
         };
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.limits.memory_bytes)
@@ -386,7 +386,7 @@ impl Runtime {
             let mut guest = match self.take_idle(version) {
                 Some(guest) => guest,
                 None => self
-                    .instantiate(&loaded, Role::Activity(ActivityRandom::new()))
+                    .instantiate(&loaded, Role::Activity(ActivityCall::default()))
                     .await
                     .map_err(|e| e.0)?,
             };

@@ -93,18 +93,18 @@ pub fn activity_wasi(output: &MemoryOutputPipe, random: &ActivityRandom) -> Wasi
 }
 
 /// The host's key for activity randomness: stored in the database, never
-/// shown to a guest.
-pub struct RandomKey(Vec<u8>);
+/// shown to a guest. Keyed once; each seed clones it.
+pub struct RandomKey(Hmac<sha2::Sha256>);
 
 impl RandomKey {
     pub fn new(secret: &str) -> RandomKey {
-        RandomKey(secret.as_bytes().to_vec())
+        RandomKey(Hmac::new_from_slice(secret.as_bytes()).expect("HMAC takes any key"))
     }
 
     /// The seed of one call's `label` stream: unguessable without the key,
     /// the same whenever the call (its idempotency key) runs again.
     fn seed(&self, label: &str, idempotency_key: &str) -> [u8; 32] {
-        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&self.0).expect("HMAC takes any key");
+        let mut mac = self.0.clone();
         mac.update(label.as_bytes());
         mac.update(&[0]);
         mac.update(idempotency_key.as_bytes());
@@ -119,20 +119,13 @@ impl RandomKey {
 /// draws from ChaCha20 streams keyed by the call's idempotency key under
 /// the host's secret, re-keyed as the guest (reused across calls) begins
 /// the next call.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct ActivityRandom {
     secure: CallRandom,
     insecure: CallRandom,
 }
 
 impl ActivityRandom {
-    pub fn new() -> ActivityRandom {
-        ActivityRandom {
-            secure: CallRandom::default(),
-            insecure: CallRandom::default(),
-        }
-    }
-
     /// Keys the streams for the call with this idempotency key.
     pub fn begin_call(&self, key: &RandomKey, idempotency_key: &str) {
         self.secure.reseed(key.seed("secure", idempotency_key));
@@ -192,7 +185,7 @@ mod tests {
     #[test]
     fn a_call_draws_the_same_values_on_every_run_and_other_calls_differ() {
         let key = RandomKey::new("host secret");
-        let (first, rerun) = (ActivityRandom::new(), ActivityRandom::new());
+        let (first, rerun) = (ActivityRandom::default(), ActivityRandom::default());
         first.begin_call(&key, "i:1");
         rerun.begin_call(&key, "i:1");
         let drawn = [draw(&first), draw(&first)];
