@@ -15,9 +15,10 @@ use tokio::sync::broadcast;
 
 use crate::client::{Client, ClientArgs};
 use crate::engine::history::{HistoryEvent, Message, RuntimeStatus, Sender};
-use crate::host::{Host, HostConfig, Lifecycle};
+use crate::host::{Host, HostConfig};
 use crate::runtime::GuestLimits;
 use crate::settings::Settings;
+use crate::signals::Lifecycle;
 use crate::store::{now_ms, Durability};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -206,7 +207,7 @@ impl Bench {
 
     async fn open(&self, db: &Path, hot_instances: usize) -> anyhow::Result<Arc<Host>> {
         Host::start(HostConfig {
-            db: db.to_path_buf(),
+            db: db.display().to_string(),
             durability: self.args.durability,
             settings: Settings::default(),
             limits: GuestLimits::default(),

@@ -6,7 +6,7 @@ use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use serde_json::Value;
 
-use crate::api::PREFIX;
+use crate::paths::PREFIX;
 
 #[derive(Debug, Args, Clone)]
 pub struct ClientArgs {
@@ -106,12 +106,12 @@ impl Client {
         };
         let query: String = allow
             .iter()
-            .map(|name| format!("allowSetting={}", crate::api::encode(name)))
+            .map(|name| format!("allowSetting={}", crate::paths::encode(name)))
             .collect::<Vec<_>>()
             .join("&");
         self.call(
             "PUT",
-            &format!("/admin/apps/{}?{query}", crate::api::encode(&app)),
+            &format!("/admin/apps/{}?{query}", crate::paths::encode(&app)),
             Some(("application/wasm", wasm)),
         )
     }
@@ -124,10 +124,10 @@ impl Client {
     ) -> anyhow::Result<Answer> {
         let mut path = format!(
             "{PREFIX}/orchestrators/{}",
-            crate::api::encode(orchestrator)
+            crate::paths::encode(orchestrator)
         );
         if let Some(id) = id {
-            path = format!("{path}/{}", crate::api::encode(id));
+            path = format!("{path}/{}", crate::paths::encode(id));
         }
         let body = json_argument(input, "--input")?;
         self.call("POST", &path, Some(("application/json", body)))
@@ -144,8 +144,8 @@ impl Client {
     ) -> anyhow::Result<Answer> {
         let mut path = format!(
             "{PREFIX}/instances/{}/raiseEvent/{}",
-            crate::api::encode(id),
-            crate::api::encode(event)
+            crate::paths::encode(id),
+            crate::paths::encode(event)
         );
         if let Some(seconds) = wait {
             path = format!("{path}?timeout={seconds}");
@@ -162,16 +162,16 @@ impl Client {
         };
         self.call(
             "GET",
-            &format!("{PREFIX}/instances/{}{query}", crate::api::encode(id)),
+            &format!("{PREFIX}/instances/{}{query}", crate::paths::encode(id)),
             None,
         )
     }
 
     pub fn terminate(&self, id: &str, reason: Option<&str>) -> anyhow::Result<Answer> {
-        let reason = crate::api::encode(reason.unwrap_or(""));
+        let reason = crate::paths::encode(reason.unwrap_or(""));
         let path = format!(
             "{PREFIX}/instances/{}/terminate?reason={reason}",
-            crate::api::encode(id)
+            crate::paths::encode(id)
         );
         self.call("POST", &path, None)
     }
@@ -212,10 +212,10 @@ impl Client {
         operation: &str,
         reason: Option<&str>,
     ) -> anyhow::Result<Answer> {
-        let reason = crate::api::encode(reason.unwrap_or(""));
+        let reason = crate::paths::encode(reason.unwrap_or(""));
         let path = format!(
             "{PREFIX}/instances/{}/{operation}?reason={reason}",
-            crate::api::encode(id)
+            crate::paths::encode(id)
         );
         self.call("POST", &path, None)
     }
@@ -223,7 +223,7 @@ impl Client {
     pub fn restart(&self, id: &str, same_id: bool) -> anyhow::Result<Answer> {
         let path = format!(
             "{PREFIX}/instances/{}/restart?restartWithNewInstanceId={}",
-            crate::api::encode(id),
+            crate::paths::encode(id),
             !same_id
         );
         self.call("POST", &path, None)
@@ -232,7 +232,7 @@ impl Client {
     /// Purges one instance, or (with no id) the finished ones in a time range.
     pub fn purge(&self, id: Option<&str>, filters: &[(&str, String)]) -> anyhow::Result<Answer> {
         let path = match id {
-            Some(id) => format!("{PREFIX}/instances/{}", crate::api::encode(id)),
+            Some(id) => format!("{PREFIX}/instances/{}", crate::paths::encode(id)),
             None => format!("{PREFIX}/instances?{}", query(filters)),
         };
         self.call("DELETE", &path, None)
@@ -243,7 +243,7 @@ impl Client {
 fn query(filters: &[(&str, String)]) -> String {
     filters
         .iter()
-        .map(|(k, v)| format!("{k}={}", crate::api::encode(v)))
+        .map(|(k, v)| format!("{k}={}", crate::paths::encode(v)))
         .collect::<Vec<_>>()
         .join("&")
 }

@@ -1,32 +1,31 @@
 //! The running host: the store, the wasm runtime and the schedulers wired
 //! together, and the operations the API and CLI call.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{broadcast, oneshot};
 
+use crate::catalog::Catalog;
 use crate::engine::history::{Message, RuntimeStatus};
 use crate::engine::rewind;
 use crate::links::LinkSigner;
-use crate::notify::{self, Change, Notifier};
-use crate::runtime::{FunctionInfo, GuestFault, GuestLimits, RandomKey, Runtime};
-use crate::scheduler::activities::ActivityPool;
-use crate::scheduler::dispatch::{Dispatcher, Starting, CONCURRENT_EPISODES};
-use crate::scheduler::timers::{timer_queue, TimerQueue};
+use crate::notify::{Change, Notifier};
+use crate::runtime::{FunctionInfo, GuestLimits, RandomKey, Runtime};
+use crate::scheduler::dispatch::{Starting, CONCURRENT_EPISODES};
+use crate::scheduler::{Parts, Scheduler};
 use crate::settings::Settings;
+use crate::signals::{Lifecycle, Signals};
 use crate::store::{
-    now_ms, ActivityRow, CreateOutcome, Deployment, Durability, EnqueueOutcome, InstanceRow, Store,
-    StoreError,
+    now_ms, ActivityRow, CreateOutcome, Deployment, Durability, EnqueueOutcome, InstanceRow,
+    RewindCommit, Store, StoreError,
 };
-use crate::waiters::Waiters;
 
 pub struct HostConfig {
-    pub db: PathBuf,
+    /// A SQLite file's path, or a `postgres://` URL.
+    pub db: String,
     pub durability: Durability,
     pub settings: Settings,
     pub limits: GuestLimits,
@@ -45,48 +44,23 @@ pub struct HostConfig {
     pub public_url: String,
 }
 
-/// Where each orchestrator lives: its app and that app's current version.
-#[derive(Default)]
-struct Catalog {
-    orchestrators: HashMap<String, (String, String)>,
-}
-
 pub struct Host {
-    pub store: Store,
-    pub runtime: Runtime,
+    pub store: Arc<dyn Store>,
+    pub runtime: Arc<Runtime>,
     pub settings: Arc<Settings>,
     /// The system key every management route requires.
     pub key: String,
     /// Makes and checks the links handed to people.
     pub links: Arc<LinkSigner>,
-    pub(crate) dispatcher: Dispatcher,
-    pub(crate) timers: TimerQueue,
-    pub(crate) activities: ActivityPool,
-    catalog: RwLock<Catalog>,
-    lifecycle: broadcast::Sender<Lifecycle>,
-    /// Callers waiting for an instance to finish (with its row when the
-    /// commit that ended it returned it).
-    finish_waiters: Waiters<String, Option<InstanceRow>>,
-    /// Callers waiting for an inbox message to be consumed by a committed
-    /// episode (or dropped because its instance finished).
-    consume_waiters: Waiters<i64, ()>,
-    pub(crate) notifier: Notifier,
-}
-
-/// An instance changed status (committed).
-#[derive(Debug, Clone)]
-pub struct Lifecycle {
-    pub instance_id: String,
-    pub status: RuntimeStatus,
+    pub catalog: Arc<Catalog>,
+    pub signals: Arc<Signals>,
+    pub(crate) scheduler: Arc<Scheduler>,
 }
 
 fn random_secret() -> String {
     let bytes: [u8; 32] = rand::random();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
-
-/// How many status changes a slow listener may fall behind by.
-const LIFECYCLE_BACKLOG: usize = 4096;
 
 #[derive(Debug)]
 pub enum RewindError {
@@ -132,7 +106,7 @@ impl Host {
     /// Opens the store, loads the deployed apps, starts the schedulers and
     /// picks up the work that was under way when the host last stopped.
     pub async fn start(config: HostConfig) -> anyhow::Result<Arc<Host>> {
-        let store = Store::open(&config.db, config.durability)?;
+        let store = crate::store::open(&config.db, config.durability).await?;
         let key = match config.key {
             Some(key) => key,
             None => store.meta_secret("system_key", random_secret()).await?,
@@ -156,89 +130,46 @@ impl Host {
         settings.hide(&link_secret);
         let settings = Arc::new(settings);
         let links = Arc::new(LinkSigner::new(&link_secret, &config.public_url));
-        let runtime = Runtime::new(
+        let runtime = Arc::new(Runtime::new(
             settings.clone(),
             RandomKey::new(&random_secret),
             links.clone(),
             config.limits,
             config.hot_instances + CONCURRENT_EPISODES,
             config.activity_workers.max(1),
-        )?;
-        let (timers, timer_task) = timer_queue(config.timer_horizon);
+        )?);
+        let catalog = Arc::new(Catalog::new(store.clone(), runtime.clone()));
+        catalog.reload().await?;
+        let signals = Arc::new(Signals::default());
+        let scheduler = Scheduler::start(Parts {
+            store: store.clone(),
+            catalog: catalog.clone(),
+            runtime: runtime.clone(),
+            signals: signals.clone(),
+            notifier: Arc::new(Notifier::new(config.notify_urls, notify_secret)),
+            settings: settings.clone(),
+            links: links.clone(),
+            hot_instances: config.hot_instances,
+            activity_workers: config.activity_workers,
+            timer_horizon: config.timer_horizon,
+        })
+        .await?;
         let host = Arc::new(Host {
             store,
             runtime,
             settings,
             key,
             links,
-            dispatcher: Dispatcher::new(config.hot_instances),
-            timers,
-            activities: ActivityPool::new(config.activity_workers),
-            catalog: RwLock::new(Catalog::default()),
-            lifecycle: broadcast::channel(LIFECYCLE_BACKLOG).0,
-            finish_waiters: Waiters::default(),
-            consume_waiters: Waiters::default(),
-            notifier: Notifier::new(config.notify_urls, notify_secret),
+            catalog,
+            signals,
+            scheduler,
         });
-        host.reload_catalog().await?;
-        Dispatcher::start(&host);
-        tokio::spawn(timer_task.run(host.clone()));
-        tokio::spawn(notify::deliver(host.clone()));
-        let horizon = host.timers.horizon();
-        for (id, seq, fire_at) in host.store.timers_between(i64::MIN, horizon).await? {
-            host.timers.add(&id, seq, fire_at);
-        }
-        for activity in host.store.activities().await? {
-            host.activities.submit(&host, activity);
-        }
-        for id in host.store.instances_with_messages().await? {
-            host.wake(&id);
-        }
         Ok(host)
     }
 
     /// Has the instance read its inbox and act on what is there.
-    pub fn wake(&self, id: &str) {
-        self.dispatcher.wake(id);
-    }
-
-    /// Gives the instance a message just committed to its inbox.
-    pub fn hand_over(&self, id: &str, inbox_id: i64, message: Message) {
-        self.dispatcher.hand_over(id, inbox_id, message);
-    }
-
-    async fn reload_catalog(&self) -> Result<(), StoreError> {
-        let mut catalog = Catalog::default();
-        for (app, version, functions) in self.store.current_apps().await? {
-            let functions: Vec<FunctionInfo> = serde_json::from_str(&functions)
-                .map_err(|e| StoreError::Corrupt(format!("function list of {app}: {e}")))?;
-            for f in functions.into_iter().filter(|f| f.kind == "orchestrator") {
-                catalog
-                    .orchestrators
-                    .insert(f.name, (app.clone(), version.clone()));
-            }
-        }
-        *self.catalog.write().expect("catalog") = catalog;
-        Ok(())
-    }
-
-    /// Makes a stored app version ready to run; a fault if it cannot be.
-    pub async fn ensure_loaded(&self, version: &str) -> Result<Result<(), GuestFault>, StoreError> {
-        if self.runtime.is_loaded(version) {
-            return Ok(Ok(()));
-        }
-        let Some(stored) = self.store.app_version(version.to_string()).await? else {
-            return Ok(Err(GuestFault(format!(
-                "app version {version} is not in the database"
-            ))));
-        };
-        let allowed = stored
-            .allowed_settings
-            .map(|names| Arc::new(names.into_iter().collect()));
-        Ok(self
-            .runtime
-            .load(version, &stored.compiled, &stored.wasm, allowed)
-            .map_err(|e| GuestFault(format!("app version {version} cannot be loaded: {e:#}"))))
+    fn wake(&self, id: &str) {
+        self.scheduler.dispatcher.wake(id);
     }
 
     /// Checks, compiles and stores a component as the current version of `app`.
@@ -258,13 +189,12 @@ impl Host {
             .await
             .map_err(DeployError::Invalid)?;
         {
-            let catalog = self.catalog.read().expect("catalog");
             for f in compiled
                 .functions
                 .iter()
                 .filter(|f| f.kind == "orchestrator")
             {
-                if let Some((other, _)) = catalog.orchestrators.get(&f.name) {
+                if let Some(other) = self.catalog.app_of(&f.name) {
                     if other != app {
                         return Err(DeployError::Invalid(format!(
                             "orchestrator {} is already deployed by app {other}",
@@ -287,23 +217,13 @@ impl Host {
             })
             .await
             .map_err(DeployError::Store)?;
-        self.reload_catalog().await.map_err(DeployError::Store)?;
+        self.catalog.reload().await.map_err(DeployError::Store)?;
         Ok(Deployed {
             app: app.to_string(),
             version: compiled.version,
             functions: compiled.functions,
             allowed_settings,
         })
-    }
-
-    /// The current app version that serves `orchestrator`.
-    pub fn version_of(&self, orchestrator: &str) -> Option<String> {
-        self.catalog
-            .read()
-            .expect("catalog")
-            .orchestrators
-            .get(orchestrator)
-            .map(|(_, version)| version.clone())
     }
 
     /// Starts an orchestration; returns once the start is committed.
@@ -316,9 +236,10 @@ impl Host {
         callback_url: Option<String>,
     ) -> Result<(), StartError> {
         let version = self
+            .catalog
             .version_of(orchestrator)
             .ok_or_else(|| StartError::UnknownOrchestrator(orchestrator.to_string()))?;
-        let notifications = self.notifier.notifications(&Change {
+        let notifications = self.scheduler.notifier.notifications(&Change {
             instance_id: &id,
             name: orchestrator,
             status: RuntimeStatus::Pending,
@@ -338,7 +259,7 @@ impl Host {
             notifications,
             reply,
         };
-        let outcome = match self.dispatcher.start_at_once(starting) {
+        let outcome = match self.scheduler.dispatcher.start_at_once(starting) {
             Ok(()) => answer.await.unwrap_or(Err(StoreError::Stopped)),
             Err(starting) => self.create_then_start(*starting).await,
         };
@@ -363,11 +284,11 @@ impl Host {
         let notify = !notifications.is_empty();
         match self.store.create_instance(row, notifications).await? {
             CreateOutcome::Created(row, start) => {
-                self.announce(&row.id, RuntimeStatus::Pending);
+                self.signals.announce(&row.id, RuntimeStatus::Pending, None);
                 if notify {
-                    self.notifier.wake();
+                    self.scheduler.notifier.wake();
                 }
-                self.dispatcher.created(*row, start);
+                self.scheduler.dispatcher.created(*row, start);
                 Ok(Ok(()))
             }
             CreateOutcome::Conflict(status) => Ok(Err(status)),
@@ -396,7 +317,7 @@ impl Host {
             .enqueue(id.to_string(), execution, message.clone())
             .await?;
         if let EnqueueOutcome::Queued(inbox_id) = outcome {
-            self.hand_over(id, inbox_id, message);
+            self.scheduler.dispatcher.hand_over(id, inbox_id, message);
         }
         Ok(outcome)
     }
@@ -415,7 +336,7 @@ impl Host {
         let EnqueueOutcome::Queued(inbox_id) = outcome else {
             return Ok((outcome, None));
         };
-        let mut consumed = self.consume_waiters.register(inbox_id);
+        let mut consumed = self.signals.on_consumed(inbox_id);
         // It may have been consumed before the waiter was there: once it
         // has left the inbox, its commit is on disk.
         let gone = !self.store.message_pending(inbox_id).await?;
@@ -425,47 +346,16 @@ impl Host {
         Ok((outcome, None))
     }
 
-    /// Inbox messages left the inbox in a committed change: wakes those
-    /// waiting for them.
-    pub(crate) fn consumed(&self, inbox_ids: &[i64]) {
-        for inbox_id in inbox_ids {
-            self.consume_waiters.wake(inbox_id, ());
-        }
-    }
-
     /// Deletes an instance's state and history.
     pub async fn purge(&self, id: &str) -> Result<bool, StoreError> {
         let purged = self.store.purge_instance(id.to_string()).await?;
-        self.dispatcher.forget(id);
+        self.scheduler.dispatcher.forget(id);
         Ok(purged)
     }
 
     /// Status changes as they are committed.
     pub fn subscribe(&self) -> broadcast::Receiver<Lifecycle> {
-        self.lifecycle.subscribe()
-    }
-
-    /// Tells waiters that an instance's status changed.
-    pub(crate) fn announce(&self, instance_id: &str, status: RuntimeStatus) {
-        self.announce_with_row(instance_id, status, None);
-    }
-
-    /// Tells waiters that an instance's status changed; `row` is the stored
-    /// row, if the change's commit returned it.
-    pub(crate) fn announce_with_row(
-        &self,
-        instance_id: &str,
-        status: RuntimeStatus,
-        row: Option<&InstanceRow>,
-    ) {
-        if status.is_terminal() {
-            self.finish_waiters
-                .wake(&instance_id.to_string(), row.cloned());
-        }
-        let _ = self.lifecycle.send(Lifecycle {
-            instance_id: instance_id.to_string(),
-            status,
-        });
+        self.signals.subscribe()
     }
 
     /// The instance once it has finished, or `None` if `timeout` passed
@@ -477,7 +367,7 @@ impl Host {
     ) -> Result<Option<InstanceRow>, StoreError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let mut finished = self.finish_waiters.register(id.to_string());
+            let mut finished = self.signals.on_finish(id);
             match self.store.instance(id.to_string()).await? {
                 Some(row) if row.status.is_terminal() => return Ok(Some(row)),
                 Some(_) => {}
@@ -525,27 +415,27 @@ impl Host {
             .collect();
         let rewound = self
             .store
-            .rewind(
-                row.pk,
-                plan.history,
-                activities.clone(),
-                plan.timers.clone(),
-                Message::Rewind {
+            .rewind(RewindCommit {
+                pk: row.pk,
+                history: plan.history,
+                activities: activities.clone(),
+                timers: plan.timers.clone(),
+                message: Message::Rewind {
                     reason: reason.clone(),
                 },
-            )
+            })
             .await
             .map_err(RewindError::Store)?;
         if !rewound {
             return Err(RewindError::NotFailed(RuntimeStatus::Failed));
         }
-        self.dispatcher.forget(id);
-        self.announce(id, RuntimeStatus::Running);
+        self.scheduler.dispatcher.forget(id);
+        self.signals.announce(id, RuntimeStatus::Running, None);
         for activity in activities {
-            self.activities.submit(self, activity);
+            self.scheduler.activities.submit(&self.scheduler, activity);
         }
         for (seq, fire_at) in plan.timers {
-            self.timers.add(id, seq, fire_at);
+            self.scheduler.timers.add(id, seq, fire_at);
         }
         self.wake(id);
         for (seq, child) in plan.children {
@@ -594,19 +484,5 @@ impl Host {
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         })
-    }
-
-    /// The names of the orchestrators that can be started.
-    pub fn orchestrators(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .catalog
-            .read()
-            .expect("catalog")
-            .orchestrators
-            .keys()
-            .cloned()
-            .collect();
-        names.sort();
-        names
     }
 }

@@ -7,15 +7,18 @@
 
 pub mod api;
 pub mod bench;
+pub mod catalog;
 pub mod client;
 pub mod engine;
 pub mod fake_sms;
 pub mod host;
 pub mod links;
 pub mod notify;
+pub mod paths;
 pub mod runtime;
 pub mod scheduler;
 pub mod serve;
 pub mod settings;
+pub mod signals;
 pub mod store;
 pub mod waiters;

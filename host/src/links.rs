@@ -76,7 +76,7 @@ impl LinkSigner {
     pub fn new(secret: &str, public_url: &str) -> LinkSigner {
         LinkSigner {
             mac: Hmac::new_from_slice(secret.as_bytes()).expect("HMAC takes any key"),
-            base: format!("{public_url}{}/instances/", crate::api::PREFIX),
+            base: format!("{public_url}{}/instances/", crate::paths::PREFIX),
         }
     }
 
@@ -116,7 +116,7 @@ impl LinkSigner {
     }
 
     fn instance_url(&self, instance: &str) -> String {
-        format!("{}{}", self.base, crate::api::encode(instance))
+        format!("{}{}", self.base, crate::paths::encode(instance))
     }
 
     /// A link `holder` can POST `event`'s data to, on `instance` only.
@@ -141,7 +141,7 @@ impl LinkSigner {
         Ok(format!(
             "{}/raiseEvent/{}?token={}",
             self.instance_url(instance),
-            crate::api::encode(event),
+            crate::paths::encode(event),
             self.sign(&claims)
         ))
     }

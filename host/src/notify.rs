@@ -15,10 +15,8 @@ use serde_json::json;
 use sha2::Sha256;
 use tokio::sync::Notify;
 
-use crate::api::format_time;
 use crate::engine::history::RuntimeStatus;
-use crate::host::Host;
-use crate::store::{now_ms, Notification, OutboxRow};
+use crate::store::{format_time, now_ms, Notification, Outbox, OutboxRow};
 
 pub const SIGNATURE_HEADER: &str = "X-Durango-Signature";
 /// Deliveries are given up a day after the event, as Event Grid does.
@@ -118,12 +116,11 @@ fn event_name(status: RuntimeStatus) -> &'static str {
 
 /// Delivers the outbox, oldest first; sleeps until the next retry is due or
 /// new events arrive.
-pub async fn deliver(host: Arc<Host>) {
+pub async fn deliver(outbox: Arc<dyn Outbox>, notifier: Arc<Notifier>) {
     loop {
-        let notifier = &host.notifier;
         let woken = notifier.pending.notified();
         let now = now_ms();
-        let (due, next) = match host.store.outbox_due(now, BATCH).await {
+        let (due, next) = match outbox.outbox_due(now, BATCH).await {
             Ok(found) => found,
             Err(error) => {
                 tracing::error!(%error, "cannot read the notification outbox; retrying in 5s");
@@ -133,7 +130,7 @@ pub async fn deliver(host: Arc<Host>) {
         };
         let full_batch = due.len() == BATCH;
         for row in due {
-            send(&host, row).await;
+            send(outbox.as_ref(), &notifier, row).await;
         }
         if full_batch {
             continue;
@@ -159,8 +156,8 @@ fn retry_at(attempts: u32, created_at: i64, now: i64) -> Option<i64> {
     Some(now + backoff)
 }
 
-async fn send(host: &Arc<Host>, row: OutboxRow) {
-    let signature = host.notifier.sign(&row.body);
+async fn send(outbox: &dyn Outbox, notifier: &Notifier, row: OutboxRow) {
+    let signature = notifier.sign(&row.body);
     let (url, body) = (row.url.clone(), row.body.clone());
     let sent = tokio::task::spawn_blocking(move || {
         let agent = ureq::Agent::config_builder()
@@ -185,14 +182,14 @@ async fn send(host: &Arc<Host>, row: OutboxRow) {
     };
     let attempts = row.attempts + 1;
     let result = match (outcome, retry_at(attempts, row.created_at, now_ms())) {
-        (Ok(()), _) => host.store.outbox_delivered(row.id).await,
+        (Ok(()), _) => outbox.outbox_delivered(row.id).await,
         (Err(reason), None) => {
             tracing::error!(url = %row.url, %reason, "giving up on a lifecycle notification after a day");
-            host.store.outbox_delivered(row.id).await
+            outbox.outbox_delivered(row.id).await
         }
         (Err(reason), Some(at)) => {
             tracing::warn!(url = %row.url, %reason, attempts, "lifecycle notification not delivered; will retry");
-            host.store.outbox_retry(row.id, attempts, at).await
+            outbox.outbox_retry(row.id, attempts, at).await
         }
     };
     if let Err(error) = result {

@@ -16,9 +16,10 @@ use crate::store::Durability;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// The SQLite database file (created on first use).
+    /// The database: a SQLite file (created on first use), or a
+    /// `postgres://user@host:port/db` URL, where several hosts may share one.
     #[arg(long, env = "DURANGO_DB", default_value = "durango.db")]
-    pub db: PathBuf,
+    pub db: String,
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, env = "DURANGO_LISTEN", default_value = "127.0.0.1:7071")]
     pub listen: SocketAddr,
@@ -127,7 +128,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     let host = Host::start(config)
         .await
-        .with_context(|| format!("cannot open the database {}", args.db.display()))?;
+        .with_context(|| format!("cannot open the database {}", args.db))?;
     for file in &args.deploy {
         let app = file
             .file_stem()

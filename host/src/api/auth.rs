@@ -8,10 +8,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use percent_encoding::percent_decode_str;
 
-use super::instances::format_time;
 use super::{ApiError, ApiState, PREFIX};
 use crate::engine::history::Sender;
 use crate::links::{Claims, LinkError, LinkSigner};
+use crate::store::format_time;
 use crate::store::now_ms;
 
 /// A request that came with a link: what its verified token says. The

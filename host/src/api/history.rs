@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use serde_json::{json, Map, Value};
 
-use super::instances::format_time;
 use crate::engine::history::{Action, HistoryEvent, Sender};
+use crate::store::format_time;
 use crate::store::InstanceRow;
 
 pub fn history_events(

@@ -18,7 +18,7 @@ use super::urls::{origin, CheckStatus};
 use super::{ApiError, ApiState};
 use crate::engine::history::{Message, RuntimeStatus};
 use crate::host::{RewindError, StartError};
-use crate::store::{EnqueueOutcome, InstanceFilter, InstanceRow};
+use crate::store::{format_time, EnqueueOutcome, InstanceFilter, InstanceRow};
 
 /// Longest instance id accepted (as Durable Functions).
 const MAX_ID_LEN: usize = 100;
@@ -100,7 +100,7 @@ async fn start_instance(
         .map_err(|e| match e {
             StartError::UnknownOrchestrator(name) => ApiError::bad_request(format!(
                 "no orchestrator named {name} is deployed (deployed: {})",
-                state.host.orchestrators().join(", ")
+                state.host.catalog.orchestrators().join(", ")
             )),
             StartError::Conflict(message) => ApiError::new(StatusCode::CONFLICT, message),
             StartError::Store(error) => error.into(),
@@ -232,13 +232,6 @@ struct InstanceStatus {
 fn json_or_null(text: Option<&str>) -> Value {
     text.and_then(|t| serde_json::from_str(t).ok())
         .unwrap_or(Value::Null)
-}
-
-pub fn format_time(millis: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(millis)
-        .unwrap_or_default()
-        .format("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
 }
 
 fn parse_time(text: &str, what: &str) -> Result<i64, ApiError> {

@@ -11,7 +11,6 @@ mod instances;
 pub mod listen;
 mod urls;
 
-pub use instances::format_time;
 pub use urls::encode;
 
 use std::sync::Arc;
@@ -25,8 +24,7 @@ use axum::{Json, Router};
 use crate::host::Host;
 use crate::store::StoreError;
 
-/// The management routes' prefix, as Durable Functions has it.
-pub const PREFIX: &str = "/runtime/webhooks/durabletask";
+pub use crate::paths::PREFIX;
 /// The same routes on the keyless loopback RPC listener (`rpcBaseUrl`).
 pub const RPC_PREFIX: &str = "/durabletask";
 

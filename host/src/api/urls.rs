@@ -2,21 +2,10 @@
 //! Durable Functions' do, so the holder can use them as they are.
 
 use axum::http::HeaderMap;
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Serialize;
 
 use super::Links;
-
-/// Everything but the unreserved characters of RFC 3986.
-const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
-pub fn encode(text: &str) -> String {
-    utf8_percent_encode(text, COMPONENT).to_string()
-}
+pub use crate::paths::encode;
 
 /// `http://host:port` as the client addressed us.
 pub fn origin(headers: &HeaderMap) -> String {

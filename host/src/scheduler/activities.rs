@@ -9,8 +9,8 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use super::durable_http;
+use super::Scheduler;
 use crate::engine::history::Message;
-use crate::host::Host;
 use crate::runtime::ActivityContext;
 use crate::store::{now_ms, ActivityRow};
 
@@ -31,8 +31,8 @@ impl ActivityPool {
         }
     }
 
-    pub fn submit(&self, host: &Arc<Host>, activity: ActivityRow) {
-        let (host, slots) = (host.clone(), self.slots.clone());
+    pub fn submit(&self, sched: &Arc<Scheduler>, activity: ActivityRow) {
+        let (sched, slots) = (sched.clone(), self.slots.clone());
         tokio::spawn(async move {
             let wait = activity.run_at.saturating_sub(now_ms());
             if wait > 0 {
@@ -41,15 +41,16 @@ impl ActivityPool {
             let Ok(_slot) = slots.acquire().await else {
                 return;
             };
-            run_attempt(&host, activity).await;
+            run_attempt(&sched, activity).await;
         });
     }
 }
 
-async fn run_attempt(host: &Arc<Host>, activity: ActivityRow) {
+async fn run_attempt(sched: &Arc<Scheduler>, activity: ActivityRow) {
     let attempt = activity.attempt + 1;
     let (send_event_url, status_url) =
-        host.links
+        sched
+            .links
             .general_links(&activity.instance_id, activity.instance_pk, now_ms());
     let context = ActivityContext {
         instance_id: activity.instance_id.clone(),
@@ -68,9 +69,10 @@ async fn run_attempt(host: &Arc<Host>, activity: ActivityRow) {
         )
         .await
     } else {
-        match host.ensure_loaded(&activity.version).await {
+        match sched.catalog.ensure_loaded(&activity.version).await {
             Ok(Ok(())) => {
-                host.runtime
+                sched
+                    .runtime
                     .run_activity(
                         &activity.version,
                         &activity.name,
@@ -92,18 +94,18 @@ async fn run_attempt(host: &Arc<Host>, activity: ActivityRow) {
     let message = match outcome {
         Ok(result) => Message::TaskCompleted {
             seq,
-            result: host.settings.redact(&result),
+            result: sched.settings.redact(&result),
         },
         Err(error) if attempt < activity.retry.max_attempts => {
             let run_at = now_ms() + activity.retry.delay_before(attempt + 1) as i64;
             tracing::warn!(instance = %id, activity = %activity.name, attempt, %error, "activity failed; will retry");
-            match host
+            match sched
                 .store
                 .retry_activity(activity.instance_pk, seq, attempt, run_at)
                 .await
             {
-                Ok(true) => host.activities.submit(
-                    host,
+                Ok(true) => sched.activities.submit(
+                    sched,
                     ActivityRow {
                         attempt,
                         run_at,
@@ -117,19 +119,19 @@ async fn run_attempt(host: &Arc<Host>, activity: ActivityRow) {
         }
         Err(error) => Message::TaskFailed {
             seq,
-            error: host.settings.redact(&error),
+            error: sched.settings.redact(&error),
         },
     };
-    let Err(message) = host.dispatcher.activity_done(&activity, message) else {
+    let Err(message) = sched.dispatcher.activity_done(&activity, message) else {
         return;
     };
-    match host
+    match sched
         .store
         .complete_activities(activity.instance_pk, vec![(seq, message.clone())])
         .await
         .map(|ids| ids.first().copied().flatten())
     {
-        Ok(Some(inbox_id)) => host.hand_over(&id, inbox_id, message),
+        Ok(Some(inbox_id)) => sched.dispatcher.hand_over(&id, inbox_id, message),
         // The instance finished meanwhile, or a re-run reported first.
         Ok(None) => dropped_late_result(&id, seq),
         Err(error) => {

@@ -23,10 +23,10 @@ use lru::LruCache;
 use tokio::sync::{mpsc, oneshot};
 
 use super::activities;
+use super::Scheduler;
 use crate::engine::episode::{self, Origin};
 use crate::engine::history::{HistoryEvent, Message, RuntimeStatus};
 use crate::engine::replay::Replay;
-use crate::host::Host;
 use crate::notify::Change;
 use crate::runtime::{GuestFault, Orchestrator};
 use crate::store::{ActivityRow, Committed, EpisodeOutcome, InstanceRow, Notification, StoreError};
@@ -134,9 +134,9 @@ impl Dispatcher {
     }
 
     /// Starts the episode workers.
-    pub fn start(host: &Arc<Host>) {
+    pub fn start(sched: &Arc<Scheduler>) {
         for _ in 0..CONCURRENT_EPISODES {
-            tokio::spawn(work(host.clone()));
+            tokio::spawn(work(sched.clone()));
         }
     }
 
@@ -270,33 +270,33 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// An episode worker: drives one ready instance at a time.
-async fn work(host: Arc<Host>) {
+async fn work(sched: Arc<Scheduler>) {
     loop {
-        let next = host.dispatcher.queue.lock().await.recv().await;
+        let next = sched.dispatcher.queue.lock().await.recv().await;
         let Some(id) = next else { return };
-        drive(&host, id).await;
+        drive(&sched, id).await;
     }
 }
 
 /// Runs the instance's rounds until it has no more work.
-async fn drive(host: &Arc<Host>, id: String) {
-    while let Some(mut work) = host.dispatcher.next_round(&id) {
+async fn drive(sched: &Arc<Scheduler>, id: String) {
+    while let Some(mut work) = sched.dispatcher.next_round(&id) {
         if let Some(starting) = work.starting.take() {
-            first_round(host, &id, starting).await;
+            first_round(sched, &id, starting).await;
             if work.is_empty() {
                 continue;
             }
         }
-        if let Err(error) = process(host, &id, &work).await {
+        if let Err(error) = process(sched, &id, &work).await {
             // The messages stay in the inbox; try again once the store may
             // have recovered (disk space freed, lock released), without
             // holding a worker meanwhile.
-            let backoff = host.dispatcher.retry_round(&id, work.activities);
+            let backoff = sched.dispatcher.retry_round(&id, work.activities);
             tracing::error!(instance = %id, %error, "episode not committed; retrying in {backoff:?}");
-            let host = host.clone();
+            let sched = sched.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(backoff).await;
-                let _ = host.dispatcher.ready.send(id);
+                let _ = sched.dispatcher.ready.send(id);
             });
             return;
         }
@@ -305,8 +305,8 @@ async fn drive(host: &Arc<Host>, id: String) {
 
 /// One round: this round's messages through the instance's guest, then one
 /// commit.
-async fn process(host: &Arc<Host>, id: &str, work: &Work) -> Result<(), StoreError> {
-    let dispatcher = &host.dispatcher;
+async fn process(sched: &Arc<Scheduler>, id: &str, work: &Work) -> Result<(), StoreError> {
+    let dispatcher = &sched.dispatcher;
     let mut hot = dispatcher.take_hot(id);
     let in_hand = !work.unknown
         && match &hot {
@@ -323,7 +323,7 @@ async fn process(host: &Arc<Host>, id: &str, work: &Work) -> Result<(), StoreErr
             if let Some(on_disk) = hot.as_mut().and_then(|h| h.on_disk.take()) {
                 let _ = on_disk.await;
             }
-            (host.store.inbox(id.to_string()).await?, Some(cached), None)
+            (sched.store.inbox(id.to_string()).await?, Some(cached), None)
         }
         (None, Some(created)) if in_hand => (
             in_memory(work, read_upto),
@@ -332,7 +332,7 @@ async fn process(host: &Arc<Host>, id: &str, work: &Work) -> Result<(), StoreErr
         ),
         (None, _) => {
             let outcomes_in_hand = !work.activities.is_empty();
-            let cold = host
+            let cold = sched
                 .store
                 .cold_round(id.to_string(), outcomes_in_hand)
                 .await?;
@@ -352,8 +352,8 @@ async fn process(host: &Arc<Host>, id: &str, work: &Work) -> Result<(), StoreErr
                 activities::dropped_late_result(id, outcome.seq);
             }
             let ids: Vec<i64> = messages.into_iter().map(|(id, _)| id).collect();
-            host.store.discard_messages(ids.clone()).await?;
-            host.consumed(&ids);
+            sched.store.discard_messages(ids.clone()).await?;
+            sched.signals.consumed(&ids);
             return Ok(());
         }
     };
@@ -383,7 +383,8 @@ async fn process(host: &Arc<Host>, id: &str, work: &Work) -> Result<(), StoreErr
         .collect();
     if held && !outcomes.is_empty() {
         // Held in the inbox with the rest, not in memory.
-        host.store
+        sched
+            .store
             .complete_activities(instance.pk, outcomes.clone())
             .await?;
     }
@@ -396,7 +397,7 @@ async fn process(host: &Arc<Host>, id: &str, work: &Work) -> Result<(), StoreErr
     }
     let (mut guest, history_len, fault) = match (hot, history) {
         (Some(hot), _) => (Some(hot.guest), hot.history_len, None),
-        (None, history) => rebuild(host, &instance, history.unwrap_or_default()).await?,
+        (None, history) => rebuild(sched, &instance, history.unwrap_or_default()).await?,
     };
     let offered = messages.len();
     let messages = messages
@@ -426,7 +427,7 @@ async fn process(host: &Arc<Host>, id: &str, work: &Work) -> Result<(), StoreErr
         on_disk: None,
     };
     // Only an episode that creates its instance can find the id taken.
-    let _ = commit_round(host, id, guest, kept, episode).await?;
+    let _ = commit_round(sched, id, guest, kept, episode).await?;
     Ok(())
 }
 
@@ -446,7 +447,7 @@ async fn process(host: &Arc<Host>, id: &str, work: &Work) -> Result<(), StoreErr
 /// notifications) waits for the commit. A new instance waits for its
 /// commit first: a refused start must not have run anything.
 async fn commit_round(
-    host: &Arc<Host>,
+    sched: &Arc<Scheduler>,
     id: &str,
     guest: Option<Orchestrator>,
     then: Hot<()>,
@@ -455,7 +456,7 @@ async fn commit_round(
     let instance = &then.instance;
     let changed = episode.commit.status.filter(|s| *s != instance.status);
     if let Some(status) = changed.filter(|s| s.is_terminal()) {
-        let notifications = host.notifier.notifications(&Change {
+        let notifications = sched.notifier.notifications(&Change {
             instance_id: id,
             name: &instance.name,
             status,
@@ -465,7 +466,7 @@ async fn commit_round(
         episode.commit.notifications.extend(notifications);
     }
     for child in &mut episode.commit.children {
-        child.version = host.version_of(&child.name);
+        child.version = sched.catalog.version_of(&child.name);
     }
     let activities = episode.commit.activities.clone();
     let durable = Durable {
@@ -476,13 +477,13 @@ async fn commit_round(
         timers: episode.commit.timers.clone(),
     };
     let history_len = then.history_len + episode.commit.events.len();
-    let committing = host.store.commit_episode(episode.commit);
+    let committing = sched.store.commit_episode(episode.commit);
     let mut on_disk = None;
     let pk = if durable.created {
         match committing.await? {
             EpisodeOutcome::Committed(committed) => {
                 let pk = committed.instance_pk;
-                durable.act(host, id, committed);
+                durable.act(sched, id, committed);
                 pk
             }
             EpisodeOutcome::Conflict(status) => return Ok(Err(status)),
@@ -493,26 +494,26 @@ async fn commit_round(
             }
         }
     } else {
-        let (host, id) = (host.clone(), id.to_string());
+        let (sched, id) = (sched.clone(), id.to_string());
         let (landed, landing) = oneshot::channel();
         on_disk = Some(landing);
         tokio::spawn(async move {
             let outcome = committing.await;
             let _ = landed.send(());
             match outcome {
-                Ok(EpisodeOutcome::Committed(committed)) => durable.act(&host, &id, committed),
-                Ok(_) => start_over_from_store(&host, &id, Duration::ZERO).await,
+                Ok(EpisodeOutcome::Committed(committed)) => durable.act(&sched, &id, committed),
+                Ok(_) => start_over_from_store(&sched, &id, Duration::ZERO).await,
                 Err(error) => {
                     tracing::error!(instance = %id, %error, "episode not committed; retrying in {FIRST_BACKOFF:?}");
-                    start_over_from_store(&host, &id, FIRST_BACKOFF).await
+                    start_over_from_store(&sched, &id, FIRST_BACKOFF).await
                 }
             }
         });
         instance.pk
     };
     for activity in activities {
-        host.activities.submit(
-            host,
+        sched.activities.submit(
+            sched,
             ActivityRow {
                 instance_pk: pk,
                 ..activity
@@ -520,7 +521,7 @@ async fn commit_round(
         );
     }
     if let (true, Some(guest)) = (episode.waiting, guest) {
-        host.dispatcher.keep_hot(
+        sched.dispatcher.keep_hot(
             id,
             Hot {
                 guest,
@@ -551,48 +552,50 @@ struct Durable {
 }
 
 impl Durable {
-    fn act(self, host: &Arc<Host>, id: &str, committed: Committed) {
+    fn act(self, sched: &Arc<Scheduler>, id: &str, committed: Committed) {
         if self.created {
-            host.announce(id, RuntimeStatus::Pending);
+            sched.signals.announce(id, RuntimeStatus::Pending, None);
         }
         for other in committed.woken {
-            host.wake(&other);
+            sched.dispatcher.wake(&other);
         }
         if let Some(status) = self.changed {
-            host.announce_with_row(id, status, committed.finished.as_deref());
+            sched
+                .signals
+                .announce(id, status, committed.finished.as_deref());
         }
         if self.notify {
-            host.notifier.wake();
+            sched.notifier.wake();
         }
         for (seq, fire_at) in self.timers {
-            host.timers.add(id, seq, fire_at);
+            sched.timers.add(id, seq, fire_at);
         }
         // Last: whoever waits for a message sees all of the above.
-        host.consumed(&self.consumed);
+        sched.signals.consumed(&self.consumed);
     }
 }
 
 /// A speculative episode did not commit: the instance in memory is ahead
 /// of its rows. Drop it and, after `pause`, run the instance again from
 /// what is stored.
-async fn start_over_from_store(host: &Arc<Host>, id: &str, pause: Duration) {
-    host.dispatcher.forget(id);
+async fn start_over_from_store(sched: &Arc<Scheduler>, id: &str, pause: Duration) {
+    sched.dispatcher.forget(id);
     tokio::time::sleep(pause).await;
     // A round that held the stale guest meanwhile may have put it back.
-    host.dispatcher.forget(id);
-    host.wake(id);
+    sched.dispatcher.forget(id);
+    sched.dispatcher.wake(id);
 }
 
 /// The first round of an instance whose row does not exist yet: its first
 /// episode runs and the row is created in the episode's commit.
-async fn first_round(host: &Arc<Host>, id: &str, starting: Starting) {
+async fn first_round(sched: &Arc<Scheduler>, id: &str, starting: Starting) {
     let Starting {
         row,
         notifications,
         reply,
     } = starting;
     let outcome = async {
-        let (mut guest, _, fault) = rebuild(host, &row, Vec::new()).await?;
+        let (mut guest, _, fault) = rebuild(sched, &row, Vec::new()).await?;
         let start = Message::start(row.input.clone());
         let messages = vec![(Origin::Created, start)];
         let mut episode = episode::run(guest.as_mut(), &row, 0, messages, fault).await;
@@ -606,7 +609,7 @@ async fn first_round(host: &Arc<Host>, id: &str, starting: Starting) {
             inbox_consumed: true,
             on_disk: None,
         };
-        commit_round(host, id, guest, then, episode).await
+        commit_round(sched, id, guest, then, episode).await
     };
     let _ = reply.send(outcome.await);
 }
@@ -623,16 +626,16 @@ fn in_memory(work: &Work, read_upto: i64) -> Vec<(i64, Message)> {
 /// The cold path: a fresh guest replayed over the stored history. A guest
 /// that cannot be rebuilt comes back as a fault that fails the instance.
 async fn rebuild(
-    host: &Arc<Host>,
+    sched: &Arc<Scheduler>,
     instance: &InstanceRow,
     history: Vec<HistoryEvent>,
 ) -> Result<(Option<Orchestrator>, usize, Option<GuestFault>), StoreError> {
     let len = history.len();
-    if let Err(fault) = host.ensure_loaded(&instance.version).await? {
+    if let Err(fault) = sched.catalog.ensure_loaded(&instance.version).await? {
         return Ok((None, len, Some(fault)));
     }
     let replay = Replay::new(&instance.id, &history);
-    let mut guest = match host.runtime.orchestrator(&instance.version, replay).await {
+    let mut guest = match sched.runtime.orchestrator(&instance.version, replay).await {
         Ok(guest) => guest,
         Err(fault) => return Ok((None, len, Some(fault))),
     };

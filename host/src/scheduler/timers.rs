@@ -1,7 +1,7 @@
 //! Durable timers: the `timers` table is the truth, this min-heap is its
 //! in-memory index of the timers due within the horizon (by default the
 //! next ten minutes). At start-up the timers up to the horizon go in (those that fell
-//! due while the host was down fire at once); afterwards each committed timer
+//! due while the sched was down fire at once); afterwards each committed timer
 //! within the horizon is added as its episode commits, and later ones are
 //! loaded from the table as the horizon moves on. So a million instances
 //! waiting on day-long timers hold no memory here. One task sleeps until
@@ -16,8 +16,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::Scheduler;
 use crate::engine::history::Message;
-use crate::host::Host;
 use crate::store::now_ms;
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -81,7 +81,7 @@ impl TimerQueue {
 }
 
 impl TimerTask {
-    pub async fn run(mut self, host: Arc<Host>) {
+    pub async fn run(mut self, sched: Arc<Scheduler>) {
         let mut heap: BinaryHeap<Reverse<Due>> = BinaryHeap::new();
         loop {
             let horizon = self.horizon.load(Ordering::SeqCst);
@@ -98,12 +98,12 @@ impl TimerTask {
                     let now = now_ms();
                     while heap.peek().is_some_and(|Reverse(due)| due.fire_at <= now) {
                         let Reverse(due) = heap.pop().expect("peeked");
-                        tokio::spawn(fire(host.clone(), due));
+                        tokio::spawn(fire(sched.clone(), due));
                     }
                     if now >= move_at {
                         let next = now + self.ahead_ms;
                         self.horizon.store(next, Ordering::SeqCst);
-                        match host.store.timers_between(horizon, next).await {
+                        match sched.store.timers_between(horizon, next).await {
                             Ok(timers) => heap.extend(timers.into_iter().map(|(instance_id, seq, fire_at)| {
                                 Reverse(Due { fire_at, instance_id, seq })
                             })),
@@ -126,13 +126,13 @@ fn deadline(fire_at: i64) -> Instant {
     Instant::now() + Duration::from_millis(wait)
 }
 
-async fn fire(host: Arc<Host>, due: Due) {
-    match host
+async fn fire(sched: Arc<Scheduler>, due: Due) {
+    match sched
         .store
         .fire_timer(due.instance_id.clone(), due.seq)
         .await
     {
-        Ok(Some(inbox_id)) => host.hand_over(
+        Ok(Some(inbox_id)) => sched.dispatcher.hand_over(
             &due.instance_id,
             inbox_id,
             Message::TimerFired { seq: due.seq },
@@ -141,7 +141,7 @@ async fn fire(host: Arc<Host>, due: Due) {
         Err(error) => {
             tracing::error!(instance = %due.instance_id, %error, "a timer could not fire; retrying in 1s");
             tokio::time::sleep(Duration::from_secs(1)).await;
-            host.timers.add(&due.instance_id, due.seq, due.fire_at);
+            sched.timers.add(&due.instance_id, due.seq, due.fire_at);
         }
     }
 }

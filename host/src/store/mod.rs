@@ -1,60 +1,71 @@
-//! The SQLite store: one writer with group commit (see `writer`), a pool of
-//! read connections, and the logical transactions the engine and API need.
-//! Every statement is parameterized.
+//! Storage: the domain records (`records`, no SQL) and the traits a backend
+//! implements, split by who uses them:
+//!
+//! - `InstanceReads`: what the API and the host's operations read;
+//! - `Episodes`: the engine's side: an instance's round, its episode
+//!   commit, and the operations that change an instance from outside
+//!   (create, enqueue, rewind, purge);
+//! - `WorkQueues`: the scheduler's timers and activity calls;
+//! - `Outbox`: lifecycle notifications waiting for delivery;
+//! - `Apps`: deployed versions and the host's stored secrets.
+//!
+//! The engine decides what to write (every message, every row); a backend
+//! only stores it, in its own schema: `sqlite/` (the embedded default, one
+//! writer with group commit) and `postgres/` (any number of hosts on one
+//! database). Every statement of both is parameterized.
+//!
+//! Methods return boxed futures that own what they need ('static): the
+//! store is shared behind `Arc<dyn Store>` and a write is queued when the
+//! method is called, not when its future is first polled (an instance's
+//! episodes commit in the order they were queued).
+//!
+//! Error contract (`StoreError`): `Unavailable` means the database cannot
+//! take the request now and a retry later may succeed (the API answers
+//! 503); `Fenced` means this host no longer holds the lease of the
+//! instance's partition and nothing was written; `Corrupt` means a stored
+//! row cannot be read; `Database` is any other failure; `Stopped` means the
+//! host is shutting down. "Not found" is never an error: reads answer
+//! `None`, writes answer an outcome that says so.
 
-mod reads;
-mod schema;
-mod writer;
-mod writes;
+pub mod postgres;
+mod records;
+pub mod sqlite;
 
 use std::fmt;
 use std::future::Future;
-use std::path::Path;
-use std::sync::{mpsc, Arc, Mutex};
+use std::pin::Pin;
+use std::sync::Arc;
 
-use rusqlite::{Connection, OpenFlags};
-use tokio::sync::oneshot;
+use crate::engine::history::{HistoryEvent, Message, RuntimeStatus};
+pub use records::*;
 
-pub use reads::{InstanceFilter, InstanceRow, OutboxRow, StoredVersion};
-use writer::Writer;
-pub use writes::{
-    ActivityRow, ChildStart, Committed, ContinueAsNew, CreateOutcome, Deployment, EnqueueOutcome,
-    EpisodeCommit, EpisodeOutcome, Notification,
-};
+/// What every store method returns: a future that owns its inputs.
+pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'static>>;
 
 /// What the store failed with. Cloned to every caller of a failed commit.
 #[derive(Debug, Clone)]
 pub enum StoreError {
-    Sqlite {
-        code: Option<rusqlite::ErrorCode>,
-        message: String,
-    },
+    /// The database cannot take the request right now (down, disk full,
+    /// read-only, locked): retrying later may succeed.
+    Unavailable(String),
+    /// This host's lease on the instance's partition is gone (another host
+    /// owns it now): the write was refused, nothing was written.
+    Fenced,
+    /// The database holds a row that cannot be read.
     Corrupt(String),
-    /// The database file cannot be written.
-    ReadOnly(String),
-    /// The writer or reader threads are gone (the host is shutting down).
+    /// Any other database error.
+    Database(String),
+    /// The connections are gone (the host is shutting down).
     Stopped,
 }
 
 impl StoreError {
-    /// True when the database cannot take writes right now (disk full,
-    /// read-only, locked): the API answers 503 instead of 500.
+    /// True when the database cannot take writes right now: the API
+    /// answers 503 instead of 500.
     pub fn is_unavailable(&self) -> bool {
-        use rusqlite::ErrorCode::*;
         matches!(
             self,
-            StoreError::Sqlite {
-                code: Some(
-                    DiskFull
-                        | ReadOnly
-                        | DatabaseBusy
-                        | DatabaseLocked
-                        | CannotOpen
-                        | SystemIoFailure
-                ),
-                ..
-            } | StoreError::Stopped
-                | StoreError::ReadOnly(_)
+            StoreError::Unavailable(_) | StoreError::Stopped | StoreError::Fenced
         )
     }
 }
@@ -62,27 +73,18 @@ impl StoreError {
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StoreError::Sqlite { message, .. } => write!(f, "database error: {message}"),
-            StoreError::Corrupt(what) => write!(f, "database holds an unreadable row: {what}"),
-            StoreError::ReadOnly(path) => write!(
-                f,
-                "the database {path} is read-only; durango needs to write to it"
+            StoreError::Unavailable(why) => write!(f, "the database is unavailable: {why}"),
+            StoreError::Fenced => f.write_str(
+                "this host no longer owns the instance's partition; another host serves it",
             ),
+            StoreError::Corrupt(what) => write!(f, "database holds an unreadable row: {what}"),
+            StoreError::Database(message) => write!(f, "database error: {message}"),
             StoreError::Stopped => f.write_str("the database connection has stopped"),
         }
     }
 }
 
 impl std::error::Error for StoreError {}
-
-impl From<rusqlite::Error> for StoreError {
-    fn from(error: rusqlite::Error) -> Self {
-        StoreError::Sqlite {
-            code: error.sqlite_error_code(),
-            message: error.to_string(),
-        }
-    }
-}
 
 /// The store's durability: `Full` syncs every commit (the default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -91,113 +93,137 @@ pub enum Durability {
     Normal,
 }
 
-/// Prepared statements kept per connection (the hot paths use ~30).
-const STATEMENT_CACHE: usize = 64;
-
-/// Threads (each with its own read connection) that serve reads. A fixed
-/// few beat `spawn_blocking`: no thread pool lock to contend on, and each
-/// connection keeps its page cache and prepared statements warm.
-const READERS: usize = 4;
-
-type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
-
-#[derive(Clone)]
-pub struct Store {
-    writer: Writer,
-    reads: mpsc::Sender<ReadJob>,
+/// What the API and the host's operations read.
+pub trait InstanceReads: Send + Sync {
+    fn instance(&self, id: String) -> StoreFuture<Option<InstanceRow>>;
+    fn history(&self, id: String) -> StoreFuture<Vec<HistoryEvent>>;
+    /// The instance's unconsumed messages, oldest first, with their ids.
+    fn inbox(&self, id: String) -> StoreFuture<Vec<(i64, Message)>>;
+    /// Whether the inbox message with this id is still unconsumed.
+    fn message_pending(&self, inbox_id: i64) -> StoreFuture<bool>;
+    /// Instances matching `filter`, oldest first.
+    fn list_instances(&self, filter: InstanceFilter) -> StoreFuture<Vec<InstanceRow>>;
+    /// How many instances have `status`.
+    fn count_instances(&self, status: RuntimeStatus) -> StoreFuture<usize>;
 }
 
-impl Store {
-    /// Opens (creating if needed) the database, applies the schema and starts
-    /// the writer.
-    pub fn open(path: &Path, durability: Durability) -> Result<Store, StoreError> {
-        let conn = Connection::open(path)?;
-        // SQLite quietly opens a file it cannot write read-only; say so now
-        // rather than fail every write later.
-        if conn.is_readonly(rusqlite::MAIN_DB)? {
-            return Err(StoreError::ReadOnly(path.display().to_string()));
-        }
-        let sync = match durability {
-            Durability::Full => "FULL",
-            Durability::Normal => "NORMAL",
-        };
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Corrupt(format!(
-                "could not switch to WAL (got {mode})"
-            )));
-        }
-        conn.execute_batch(&format!(
-            "PRAGMA synchronous={sync}; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;"
-        ))?;
-        schema::apply(&conn)?;
-        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        let (reads, queue) = mpsc::channel::<ReadJob>();
-        let queue = Arc::new(Mutex::new(queue));
-        for n in 0..READERS {
-            let conn = Connection::open_with_flags(
-                path,
-                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )?;
-            conn.busy_timeout(std::time::Duration::from_secs(5))?;
-            conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-            let queue = queue.clone();
-            std::thread::Builder::new()
-                .name(format!("durango-reader-{n}"))
-                .spawn(move || serve_reads(&conn, &queue))
-                .map_err(|e| StoreError::Corrupt(format!("cannot start a reader thread: {e}")))?;
-        }
-        let checkpoints = Connection::open(path)?;
-        checkpoints.busy_timeout(std::time::Duration::from_secs(5))?;
-        Ok(Store {
-            writer: Writer::start(conn, checkpoints)?,
-            reads,
-        })
-    }
-
-    /// Runs `query` on a read connection off the async threads.
-    pub(crate) async fn read<R, F>(&self, query: F) -> Result<R, StoreError>
-    where
-        R: Send + 'static,
-        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
-    {
-        let (reply, answer) = oneshot::channel();
-        let job: ReadJob = Box::new(move |conn| {
-            let _ = reply.send(query(conn));
-        });
-        self.reads.send(job).map_err(|_| StoreError::Stopped)?;
-        answer.await.map_err(|_| StoreError::Stopped)?
-    }
-
-    pub(crate) fn write<R, F>(&self, work: F) -> impl Future<Output = Result<R, StoreError>>
-    where
-        R: Send + 'static,
-        F: Fn(&Connection) -> rusqlite::Result<R> + Send + 'static,
-    {
-        self.writer.write(work)
-    }
+/// The engine's side: rounds and episode commits, and the changes made to
+/// an instance from outside it.
+pub trait Episodes: Send + Sync {
+    /// What a round for an instance that is not in memory needs, read in
+    /// one snapshot: its inbox, its row and (when there is work for it:
+    /// inbox messages, or `work_in_hand`) its history.
+    fn cold_round(&self, id: String, work_in_hand: bool) -> StoreFuture<ColdRound>;
+    /// Creates the instance `pending` describes, with its start message,
+    /// replacing a finished instance of the same id.
+    fn create_instance(
+        &self,
+        pending: InstanceRow,
+        notifications: Vec<Notification>,
+    ) -> StoreFuture<CreateOutcome>;
+    /// Queues `message` for instance `id` (only for that `execution` of it,
+    /// when given).
+    fn enqueue(
+        &self,
+        id: String,
+        execution: Option<i64>,
+        message: Message,
+    ) -> StoreFuture<EnqueueOutcome>;
+    /// Queues an episode's commit at once (see `EpisodeOutcome`), creating
+    /// its instance first when it is the first (`creates`). Episodes of one
+    /// instance may be queued before the previous one is durable: each
+    /// commits only if the instance's `episodes` is the count it was built
+    /// on, and adds one; they commit in the order they were queued.
+    fn commit_episode(&self, commit: EpisodeCommit) -> StoreFuture<EpisodeOutcome>;
+    /// Drops inbox messages that no episode can use (the instance finished).
+    fn discard_messages(&self, ids: Vec<i64>) -> StoreFuture<()>;
+    /// Replaces a failed instance's history with `rewind.history`, schedules
+    /// its activities and timers again and queues `message` for it. False
+    /// if the instance is no longer Failed.
+    fn rewind(&self, rewind: RewindCommit) -> StoreFuture<bool>;
+    /// Deletes an instance and everything it owns; false if there was none.
+    fn purge_instance(&self, id: String) -> StoreFuture<bool>;
+    /// Purges finished instances created in `[from, to]` with one of
+    /// `statuses`; returns how many.
+    fn purge_finished(
+        &self,
+        from: i64,
+        to: Option<i64>,
+        statuses: Vec<RuntimeStatus>,
+    ) -> StoreFuture<usize>;
 }
 
-/// A reader thread: takes the next read from the shared queue until the
-/// store is dropped.
-fn serve_reads(conn: &Connection, queue: &Mutex<mpsc::Receiver<ReadJob>>) {
-    loop {
-        let job = match queue.lock() {
-            Ok(queue) => queue.recv(),
-            Err(_) => return,
-        };
-        match job {
-            // A panicking query drops its reply (the caller gets an error);
-            // the thread stays to serve the next read.
-            Ok(job) => {
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(conn)));
-            }
-            Err(_) => return,
-        }
-    }
+/// The scheduler's queues: durable timers and activity calls.
+pub trait WorkQueues: Send + Sync {
+    /// Pending timers due in `(after, until]`: (instance, seq, fire_at).
+    fn timers_between(&self, after: i64, until: i64) -> StoreFuture<Vec<(String, u32, i64)>>;
+    /// Every activity call still owed a result.
+    fn activities(&self) -> StoreFuture<Vec<ActivityRow>>;
+    /// Instances with messages waiting: the work left when a host stopped.
+    fn instances_with_messages(&self) -> StoreFuture<Vec<String>>;
+    /// Records activity outcomes in the inbox (returning their inbox ids),
+    /// except those no longer wanted (the instance finished, or a re-run
+    /// already reported).
+    fn complete_activities(
+        &self,
+        instance_pk: i64,
+        outcomes: Vec<(u32, Message)>,
+    ) -> StoreFuture<Vec<Option<i64>>>;
+    /// Notes a failed attempt and when to try again; false if the call is
+    /// no longer owed.
+    fn retry_activity(
+        &self,
+        instance_pk: i64,
+        seq: u32,
+        attempt: u32,
+        run_at: i64,
+    ) -> StoreFuture<bool>;
+    /// Turns a due timer into a message (returning its inbox id), unless it
+    /// was cancelled or its instance finished meanwhile.
+    fn fire_timer(&self, id: String, seq: u32) -> StoreFuture<Option<i64>>;
 }
 
-pub(crate) fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+/// Lifecycle notifications, queued in the commits that make them.
+pub trait Outbox: Send + Sync {
+    /// Notifications due by `now`, oldest first, and when the next one
+    /// after those is due.
+    fn outbox_due(&self, now: i64, limit: usize) -> StoreFuture<(Vec<OutboxRow>, Option<i64>)>;
+    fn outbox_delivered(&self, id: i64) -> StoreFuture<()>;
+    /// A delivery failed; try again at `next_at`.
+    fn outbox_retry(&self, id: i64, attempts: u32, next_at: i64) -> StoreFuture<()>;
+}
+
+/// Deployed app versions, and the secrets the hosts share.
+pub trait Apps: Send + Sync {
+    /// Stores a deployed version and makes it the app's current one.
+    fn deploy(&self, deployment: Deployment) -> StoreFuture<()>;
+    /// A version's compiled form and original bytes.
+    fn app_version(&self, version: String) -> StoreFuture<Option<StoredVersion>>;
+    /// Every app's current version: (name, version, functions JSON).
+    fn current_apps(&self) -> StoreFuture<Vec<(String, String, String)>>;
+    /// A stored secret (the system key, a signing secret), storing
+    /// `candidate` first if there is none.
+    fn meta_secret(&self, name: &'static str, candidate: String) -> StoreFuture<String>;
+}
+
+/// A whole backend.
+pub trait Store: InstanceReads + Episodes + WorkQueues + Outbox + Apps {}
+
+impl<T: InstanceReads + Episodes + WorkQueues + Outbox + Apps> Store for T {}
+
+/// Opens the store `db` names: a `postgres://` or `postgresql://` URL, or
+/// the path of a SQLite file.
+pub async fn open(db: &str, durability: Durability) -> Result<Arc<dyn Store>, StoreError> {
+    if is_postgres(db) {
+        return Ok(Arc::new(postgres::PgStore::open(db).await?));
+    }
+    Ok(Arc::new(sqlite::SqliteStore::open(
+        std::path::Path::new(db),
+        durability,
+    )?))
+}
+
+/// Whether `db` names a PostgreSQL database rather than a SQLite file.
+pub fn is_postgres(db: &str) -> bool {
+    db.starts_with("postgres://") || db.starts_with("postgresql://")
 }

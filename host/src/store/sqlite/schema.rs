@@ -190,7 +190,7 @@ DROP TABLE v1_instances;
 mod tests {
     use super::*;
     use crate::engine::history::{HistoryEvent, Message};
-    use crate::store::reads::{read_history, read_inbox};
+    use crate::store::sqlite::reads::{read_history, read_inbox};
 
     /// The layout builds before version 2 wrote (no `user_version`).
     const V1: &str = r#"

@@ -1,156 +1,15 @@
 //! The logical transactions the writer commits.
 
-use std::future::Future;
-
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::reads::{instance_row, INSTANCE_COLUMNS};
-use super::{now_ms, InstanceRow, Store, StoreError};
-use crate::engine::history::{HistoryEvent, Message, RetryPolicy, RuntimeStatus};
-
-pub enum CreateOutcome {
-    /// The new row, and the inbox id of its start message.
-    Created(Box<InstanceRow>, i64),
-    /// An instance with that id exists and has not finished.
-    Conflict(RuntimeStatus),
-}
-
-pub enum EnqueueOutcome {
-    /// In the inbox under this id.
-    Queued(i64),
-    NotFound,
-    /// The instance has finished; nothing will read the message.
-    Terminal(RuntimeStatus),
-    /// The message was for an execution that is gone: the id now names an
-    /// instance started again since.
-    Replaced,
-}
-
-/// An activity call waiting for (another) attempt.
-#[derive(Debug, Clone)]
-pub struct ActivityRow {
-    pub instance_id: String,
-    /// The instance's internal key: an outcome for an instance since
-    /// replaced under the same id finds no row and is dropped.
-    pub instance_pk: i64,
-    pub seq: u32,
-    pub version: String,
-    pub name: String,
-    pub input: String,
-    pub retry: RetryPolicy,
-    /// Attempts already made.
-    pub attempt: u32,
-    pub run_at: i64,
-}
-
-impl ActivityRow {
-    /// The call's idempotency key: the instance id, its execution (the
-    /// internal key, new whenever the id is started again) and the step
-    /// (numbered across continue-as-new generations). The same for every
-    /// run of this call, different from every other call for ever.
-    pub fn idempotency_key(&self) -> String {
-        format!("{}:{}:{}", self.instance_id, self.instance_pk, self.seq)
-    }
-}
-
-/// A lifecycle notification to queue: where to POST and what.
-#[derive(Debug, Clone)]
-pub struct Notification {
-    pub url: String,
-    pub body: String,
-}
-
-/// A version to store as an app's current one.
-pub struct Deployment {
-    pub app: String,
-    pub version: String,
-    pub wasm: Vec<u8>,
-    pub compiled: Vec<u8>,
-    /// JSON list of the app's functions.
-    pub functions: String,
-    /// The settings it may read; `None` allows all.
-    pub allowed_settings: Option<Vec<String>>,
-}
-
-/// A sub-orchestration to create with the episode that asked for it.
-#[derive(Debug, Clone)]
-pub struct ChildStart {
-    pub parent_seq: u32,
-    pub id: String,
-    pub name: String,
-    pub input: String,
-    /// The app version to run; `None` if no such orchestrator is deployed.
-    pub version: Option<String>,
-}
-
-/// The orchestration starts over: a fresh history with `input`, and these
-/// messages queued after the start, in order.
-#[derive(Debug, Clone)]
-pub struct ContinueAsNew {
-    pub input: String,
-    /// The next generation's first step number.
-    pub first_seq: u32,
-    pub carried: Vec<Message>,
-}
-
-/// Everything one episode changes, committed atomically with the messages it
-/// consumed.
-#[derive(Debug, Default)]
-pub struct EpisodeCommit {
-    pub instance_id: String,
-    pub instance_pk: i64,
-    /// The instance's `episodes` the episode was built on.
-    pub after_episodes: i64,
-    /// Position of the first new event (the history's length before).
-    pub first_position: usize,
-    pub events: Vec<HistoryEvent>,
-    /// Inbox messages it consumed.
-    pub consumed: Vec<i64>,
-    /// Activities whose outcome it consumed straight from the call: their
-    /// rows go now.
-    pub consumed_activities: Vec<u32>,
-    /// Outcomes handed over straight from the call that it held (the
-    /// instance is suspended): into the inbox with them.
-    pub held_activities: Vec<(u32, Message)>,
-    pub activities: Vec<ActivityRow>,
-    pub timers: Vec<(u32, i64)>,
-    pub cancelled_timers: Vec<u32>,
-    pub status: Option<RuntimeStatus>,
-    pub output: Option<String>,
-    /// `Some` replaces the custom status (`Some(None)` clears it).
-    pub custom_status: Option<Option<String>>,
-    pub notifications: Vec<Notification>,
-    pub children: Vec<ChildStart>,
-    pub continue_as_new: Option<ContinueAsNew>,
-    /// The instance's first episode, run before its row existed: the row
-    /// is created in this commit.
-    pub creates: Option<InstanceRow>,
-}
-
-/// How an episode's commit went.
-#[derive(Debug)]
-pub enum EpisodeOutcome {
-    Committed(Committed),
-    /// The episode was to create its instance, but an unfinished one with
-    /// this status holds the id: nothing was written.
-    Conflict(RuntimeStatus),
-    /// The instance is gone, or the episode was not built on its last
-    /// committed one (an earlier episode did not commit, or a round read
-    /// the store before it did): nothing was written.
-    OutOfStep,
-}
-
-/// What an episode's commit did.
-#[derive(Debug)]
-pub struct Committed {
-    /// The instance's pk (assigned now if the episode created it).
-    pub instance_pk: i64,
-    /// Other instances it sent messages to: wake them.
-    pub woken: Vec<String>,
-    /// The instance's row as stored, when the episode finished it: those
-    /// waiting for the end get it without reading it back.
-    pub finished: Option<Box<InstanceRow>>,
-}
+use super::reads::{instance_row, read_history, read_inbox, read_instance, INSTANCE_COLUMNS};
+use super::SqliteStore;
+use crate::engine::history::{HistoryEvent, Message, RuntimeStatus};
+use crate::store::{
+    now_ms, ActivityRow, ChildStart, ColdRound, Committed, ContinueAsNew, CreateOutcome,
+    EnqueueOutcome, EpisodeCommit, EpisodeOutcome, Episodes, InstanceRow, Notification,
+    RewindCommit, StoreFuture,
+};
 
 /// An episode's change to its instance's row, made only if the row is
 /// still at the episode it was built on (`?7`).
@@ -223,7 +82,7 @@ fn update_instance(
 }
 
 /// The instance's internal key and status.
-fn find(conn: &Connection, id: &str) -> rusqlite::Result<Option<(i64, RuntimeStatus)>> {
+pub(super) fn find(conn: &Connection, id: &str) -> rusqlite::Result<Option<(i64, RuntimeStatus)>> {
     let found: Option<(i64, String)> = conn
         .prepare_cached("SELECT pk, status FROM instances WHERE id = ?1")?
         .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -243,7 +102,11 @@ fn status_by_pk(conn: &Connection, pk: i64) -> rusqlite::Result<Option<RuntimeSt
 
 /// Runs one statement through the connection's statement cache: these run
 /// thousands of times a second, and parsing SQL each time showed in profiles.
-fn exec<P: rusqlite::Params>(conn: &Connection, sql: &str, params: P) -> rusqlite::Result<usize> {
+pub(super) fn exec<P: rusqlite::Params>(
+    conn: &Connection,
+    sql: &str,
+    params: P,
+) -> rusqlite::Result<usize> {
     conn.prepare_cached(sql)?.execute(params)
 }
 
@@ -268,7 +131,11 @@ fn append_history(
 }
 
 /// Returns the message's inbox id.
-fn insert_message(conn: &Connection, pk: i64, message: &Message) -> rusqlite::Result<i64> {
+pub(super) fn insert_message(
+    conn: &Connection,
+    pk: i64,
+    message: &Message,
+) -> rusqlite::Result<i64> {
     let json = serde_json::to_string(message).expect("messages serialize");
     exec(
         conn,
@@ -306,7 +173,7 @@ fn insert_activity(conn: &Connection, pk: i64, a: &ActivityRow) -> rusqlite::Res
 }
 
 /// Deletes a finished activity's row; false if it was gone already.
-fn activity_done(conn: &Connection, pk: i64, seq: u32) -> rusqlite::Result<bool> {
+pub(super) fn activity_done(conn: &Connection, pk: i64, seq: u32) -> rusqlite::Result<bool> {
     let removed = exec(
         conn,
         "DELETE FROM activities WHERE instance_pk = ?1 AND seq = ?2",
@@ -318,7 +185,7 @@ fn activity_done(conn: &Connection, pk: i64, seq: u32) -> rusqlite::Result<bool>
 /// Moves an activity's outcome from its row to the inbox, returning its
 /// inbox id; `None` if the row was gone (the instance finished, or a re-run
 /// already reported).
-fn activity_outcome_to_inbox(
+pub(super) fn activity_outcome_to_inbox(
     conn: &Connection,
     pk: i64,
     seq: u32,
@@ -520,51 +387,34 @@ fn delete_instance_rows(conn: &Connection, pk: i64) -> rusqlite::Result<()> {
     Ok(())
 }
 
-impl Store {
-    /// Stores a deployed version and makes it the app's current one.
-    pub async fn deploy(&self, d: Deployment) -> Result<(), StoreError> {
-        self.write(move |conn| {
-            let now = now_ms();
-            let allowed = d
-                .allowed_settings
-                .as_ref()
-                .map(|names| serde_json::to_string(&names).expect("names serialize"));
-            exec(
-                conn,
-                "INSERT INTO app_versions
-                   (version, app, wasm, compiled, functions, allowed_settings, deployed_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT(version) DO UPDATE SET compiled = excluded.compiled,
-                                                    allowed_settings = excluded.allowed_settings",
-                params![
-                    d.version,
-                    d.app,
-                    d.wasm,
-                    d.compiled,
-                    d.functions,
-                    allowed,
-                    now
-                ],
-            )?;
-            exec(
-                conn,
-                "INSERT INTO apps (name, version, deployed_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(name) DO UPDATE SET version = excluded.version,
-                                                 deployed_at = excluded.deployed_at",
-                params![d.app, d.version, now],
-            )?;
-            Ok(())
+impl Episodes for SqliteStore {
+    fn cold_round(&self, id: String, work_in_hand: bool) -> StoreFuture<ColdRound> {
+        self.read(move |conn| {
+            // One snapshot: an inbox read before an episode's commit and a
+            // history read after it would hand that episode's messages
+            // over again.
+            let _snapshot = conn.unchecked_transaction()?;
+            let inbox = read_inbox(conn, &id)?;
+            let instance = read_instance(conn, &id)?;
+            let runnable = instance.as_ref().is_some_and(|i| !i.status.is_terminal());
+            let history = if runnable && (work_in_hand || !inbox.is_empty()) {
+                read_history(conn, &id)?
+            } else {
+                Vec::new()
+            };
+            Ok(ColdRound {
+                inbox,
+                instance,
+                history,
+            })
         })
-        .await
     }
 
-    /// Creates the instance `pending` describes, with its start message,
-    /// replacing a finished instance of the same id.
-    pub async fn create_instance(
+    fn create_instance(
         &self,
         pending: InstanceRow,
         notifications: Vec<Notification>,
-    ) -> Result<CreateOutcome, StoreError> {
+    ) -> StoreFuture<CreateOutcome> {
         self.write(
             move |conn| match insert_instance(conn, NewInstance::started(&pending))? {
                 Ok(row) => {
@@ -575,36 +425,23 @@ impl Store {
                 Err(status) => Ok(CreateOutcome::Conflict(status)),
             },
         )
-        .await
     }
 
-    /// Puts a message in a running instance's inbox.
-    /// Queues `message` for instance `id` (only for that `execution` of
-    /// it, when given).
-    pub async fn enqueue(
+    fn enqueue(
         &self,
         id: String,
         execution: Option<i64>,
         message: Message,
-    ) -> Result<EnqueueOutcome, StoreError> {
+    ) -> StoreFuture<EnqueueOutcome> {
         self.write(move |conn| match find(conn, &id)? {
             None => Ok(EnqueueOutcome::NotFound),
             Some((pk, _)) if execution.is_some_and(|e| e != pk) => Ok(EnqueueOutcome::Replaced),
             Some((_, status)) if status.is_terminal() => Ok(EnqueueOutcome::Terminal(status)),
             Some((pk, _)) => Ok(EnqueueOutcome::Queued(insert_message(conn, pk, &message)?)),
         })
-        .await
     }
 
-    /// Queues an episode's commit at once (see `EpisodeOutcome`), creating
-    /// its instance first when it is the first (`creates`). Episodes of one
-    /// instance may be queued before the previous one is on disk: each
-    /// commits only if the instance's `episodes` is the count it was built
-    /// on, and adds one.
-    pub fn commit_episode(
-        &self,
-        commit: EpisodeCommit,
-    ) -> impl Future<Output = Result<EpisodeOutcome, StoreError>> {
+    fn commit_episode(&self, commit: EpisodeCommit) -> StoreFuture<EpisodeOutcome> {
         self.write(move |conn| {
             let id = commit.instance_id.as_str();
             let pk = match &commit.creates {
@@ -680,63 +517,7 @@ impl Store {
         })
     }
 
-    /// Records activity outcomes in the inbox (returning their inbox ids),
-    /// except those no longer wanted (the instance finished, or a re-run
-    /// already reported).
-    pub async fn complete_activities(
-        &self,
-        instance_pk: i64,
-        outcomes: Vec<(u32, Message)>,
-    ) -> Result<Vec<Option<i64>>, StoreError> {
-        self.write(move |conn| {
-            outcomes
-                .iter()
-                .map(|(seq, outcome)| activity_outcome_to_inbox(conn, instance_pk, *seq, outcome))
-                .collect()
-        })
-        .await
-    }
-
-    /// Notes a failed attempt and when to try again.
-    pub async fn retry_activity(
-        &self,
-        instance_pk: i64,
-        seq: u32,
-        attempt: u32,
-        run_at: i64,
-    ) -> Result<bool, StoreError> {
-        self.write(move |conn| {
-            let changed = exec(
-                conn,
-                "UPDATE activities SET attempt = ?3, run_at = ?4 WHERE instance_pk = ?1 AND seq = ?2",
-                params![instance_pk, seq, attempt, run_at],
-            )?;
-            Ok(changed == 1)
-        })
-        .await
-    }
-
-    /// Turns a due timer into a message (returning its inbox id), unless it
-    /// was cancelled or its instance finished meanwhile.
-    pub async fn fire_timer(&self, id: String, seq: u32) -> Result<Option<i64>, StoreError> {
-        self.write(move |conn| {
-            let Some((pk, _)) = find(conn, &id)? else {
-                return Ok(None);
-            };
-            let removed = exec(
-                conn,
-                "DELETE FROM timers WHERE instance_pk = ?1 AND seq = ?2",
-                params![pk, seq],
-            )?;
-            (removed == 1)
-                .then(|| insert_message(conn, pk, &Message::TimerFired { seq }))
-                .transpose()
-        })
-        .await
-    }
-
-    /// Drops inbox messages that no episode can use (the instance finished).
-    pub async fn discard_messages(&self, ids: Vec<i64>) -> Result<(), StoreError> {
+    fn discard_messages(&self, ids: Vec<i64>) -> StoreFuture<()> {
         self.write(move |conn| {
             let mut delete = conn.prepare_cached("DELETE FROM inbox WHERE id = ?1")?;
             for id in &ids {
@@ -744,42 +525,27 @@ impl Store {
             }
             Ok(())
         })
-        .await
     }
 
-    /// Deletes an instance and everything it owns; false if there was none.
-    pub async fn purge_instance(&self, id: String) -> Result<bool, StoreError> {
+    fn rewind(&self, rewind: RewindCommit) -> StoreFuture<bool> {
         self.write(move |conn| {
-            let Some((pk, _)) = find(conn, &id)? else {
-                return Ok(false);
-            };
-            delete_instance_rows(conn, pk)?;
-            Ok(true)
-        })
-        .await
-    }
-
-    /// Replaces a failed instance's history with `history`, schedules
-    /// `activities` again, sets `timers` (step, fire at) again and sends it
-    /// `message` to run on. False if the instance is no longer Failed.
-    pub async fn rewind(
-        &self,
-        pk: i64,
-        history: Vec<HistoryEvent>,
-        activities: Vec<ActivityRow>,
-        timers: Vec<(u32, i64)>,
-        message: Message,
-    ) -> Result<bool, StoreError> {
-        self.write(move |conn| {
+            let RewindCommit {
+                pk,
+                history,
+                activities,
+                timers,
+                message,
+            } = &rewind;
+            let pk = *pk;
             if status_by_pk(conn, pk)? != Some(RuntimeStatus::Failed) {
                 return Ok(false);
             }
             exec(conn, "DELETE FROM history WHERE instance_pk = ?1", [pk])?;
-            append_history(conn, pk, 0, &history)?;
-            for a in &activities {
+            append_history(conn, pk, 0, history)?;
+            for a in activities {
                 insert_activity(conn, pk, a)?;
             }
-            for (seq, fire_at) in &timers {
+            for (seq, fire_at) in timers {
                 exec(
                     conn,
                     "INSERT OR REPLACE INTO timers (instance_pk, seq, fire_at) VALUES (?1, ?2, ?3)",
@@ -791,20 +557,27 @@ impl Store {
                 "UPDATE instances SET status = 'Running', output = NULL, updated_at = ?2 WHERE pk = ?1",
                 params![pk, now_ms()],
             )?;
-            insert_message(conn, pk, &message)?;
+            insert_message(conn, pk, message)?;
             Ok(true)
         })
-        .await
     }
 
-    /// Purges finished instances created in `[from, to]` with one of
-    /// `statuses`; returns how many.
-    pub async fn purge_finished(
+    fn purge_instance(&self, id: String) -> StoreFuture<bool> {
+        self.write(move |conn| {
+            let Some((pk, _)) = find(conn, &id)? else {
+                return Ok(false);
+            };
+            delete_instance_rows(conn, pk)?;
+            Ok(true)
+        })
+    }
+
+    fn purge_finished(
         &self,
         from: i64,
         to: Option<i64>,
         statuses: Vec<RuntimeStatus>,
-    ) -> Result<usize, StoreError> {
+    ) -> StoreFuture<usize> {
         self.write(move |conn| {
             let names: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
             let names = serde_json::to_string(&names).expect("strings serialize");
@@ -822,61 +595,13 @@ impl Store {
             }
             Ok(pks.len())
         })
-        .await
-    }
-
-    /// A notification was delivered.
-    pub async fn outbox_delivered(&self, id: i64) -> Result<(), StoreError> {
-        self.write(move |conn| {
-            exec(conn, "DELETE FROM outbox WHERE id = ?1", [id])?;
-            Ok(())
-        })
-        .await
-    }
-
-    /// A delivery failed; try again at `next_at`.
-    pub async fn outbox_retry(
-        &self,
-        id: i64,
-        attempts: u32,
-        next_at: i64,
-    ) -> Result<(), StoreError> {
-        self.write(move |conn| {
-            exec(
-                conn,
-                "UPDATE outbox SET attempts = ?2, next_at = ?3 WHERE id = ?1",
-                params![id, attempts, next_at],
-            )?;
-            Ok(())
-        })
-        .await
-    }
-
-    /// A stored secret from `meta` (the system key, the signing secret),
-    /// storing `candidate` first if there is none.
-    pub async fn meta_secret(
-        &self,
-        name: &'static str,
-        candidate: String,
-    ) -> Result<String, StoreError> {
-        self.write(move |conn| {
-            exec(
-                conn,
-                "INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)",
-                params![name, candidate],
-            )?;
-            conn.query_row("SELECT value FROM meta WHERE key = ?1", [name], |r| {
-                r.get(0)
-            })
-        })
-        .await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Durability;
+    use crate::store::{Durability, InstanceReads, StoreError};
 
     fn episode(pk: i64, after_episodes: i64, first_position: usize) -> EpisodeCommit {
         let events = 2;
@@ -902,10 +627,10 @@ mod tests {
     }
 
     /// A store in a fresh folder `name` holding one new instance "i".
-    async fn store_with_an_instance(name: &str) -> (Store, InstanceRow, std::path::PathBuf) {
+    async fn store_with_an_instance(name: &str) -> (SqliteStore, InstanceRow, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("durango-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let store = Store::open(&dir.join("t.db"), Durability::Normal).unwrap();
+        let store = SqliteStore::open(&dir.join("t.db"), Durability::Normal).unwrap();
         let pending = InstanceRow::pending("i".into(), "O".into(), "v".into(), "7".into(), None);
         let CreateOutcome::Created(row, _) = store.create_instance(pending, vec![]).await.unwrap()
         else {

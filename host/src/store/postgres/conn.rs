@@ -1,0 +1,147 @@
+//! One connection to PostgreSQL with its prepared statements, and how a
+//! URL is connected to (with TLS when the URL asks for it, as managed
+//! databases do).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Config, Row, Statement};
+
+use super::pg_error;
+use crate::store::StoreError;
+
+/// A connection and the statements prepared on it (each hot statement is
+/// parsed once per connection, not per call).
+pub(super) struct Conn {
+    client: Client,
+    prepared: Mutex<HashMap<&'static str, Statement>>,
+}
+
+impl Conn {
+    pub(super) async fn connect(config: &Config) -> Result<Conn, StoreError> {
+        let client = if config.get_ssl_mode() == tokio_postgres::config::SslMode::Disable {
+            let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(pg_error)?;
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::warn!(%error, "a PostgreSQL connection ended");
+                }
+            });
+            client
+        } else {
+            let (client, connection) = config.connect(tls()).await.map_err(pg_error)?;
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::warn!(%error, "a PostgreSQL connection ended");
+                }
+            });
+            client
+        };
+        Ok(Conn {
+            client,
+            prepared: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub(super) fn client(&mut self) -> &mut Client {
+        &mut self.client
+    }
+
+    pub(super) fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
+    async fn statement(&self, sql: &'static str) -> Result<Statement, tokio_postgres::Error> {
+        if let Some(statement) = self.prepared.lock().expect("statements").get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.client.prepare(sql).await?;
+        self.prepared
+            .lock()
+            .expect("statements")
+            .insert(sql, statement.clone());
+        Ok(statement)
+    }
+
+    pub(super) async fn execute(
+        &self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, tokio_postgres::Error> {
+        let statement = self.statement(sql).await?;
+        self.client.execute(&statement, params).await
+    }
+
+    pub(super) async fn query(
+        &self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        let statement = self.statement(sql).await?;
+        self.client.query(&statement, params).await
+    }
+
+    pub(super) async fn query_opt(
+        &self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, tokio_postgres::Error> {
+        let statement = self.statement(sql).await?;
+        self.client.query_opt(&statement, params).await
+    }
+
+    pub(super) async fn query_one(
+        &self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, tokio_postgres::Error> {
+        let statement = self.statement(sql).await?;
+        self.client.query_one(&statement, params).await
+    }
+
+    pub(super) async fn batch(&self, sql: &str) -> Result<(), tokio_postgres::Error> {
+        self.client.batch_execute(sql).await
+    }
+}
+
+/// TLS with the system's trusted roots (webpki's bundle).
+fn tls() -> tokio_postgres_rustls::MakeRustlsConnect {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_postgres_rustls::MakeRustlsConnect::new(config)
+}
+
+/// Read connections shared round-robin: a tokio-postgres client pipelines
+/// the queries of many callers on one connection. A closed one is replaced
+/// on its next use.
+pub(super) struct Readers {
+    config: Config,
+    slots: Vec<tokio::sync::Mutex<Option<Arc<Conn>>>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl Readers {
+    pub(super) fn new(config: Config, count: usize) -> Readers {
+        Readers {
+            config,
+            slots: (0..count).map(|_| tokio::sync::Mutex::new(None)).collect(),
+            next: Default::default(),
+        }
+    }
+
+    pub(super) async fn get(&self) -> Result<Arc<Conn>, StoreError> {
+        use std::sync::atomic::Ordering;
+        let n = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        let mut slot = self.slots[n].lock().await;
+        if let Some(conn) = slot.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(conn.clone());
+        }
+        let conn = Arc::new(Conn::connect(&self.config).await?);
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+}

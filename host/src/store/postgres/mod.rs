@@ -1,0 +1,1032 @@
+//! The PostgreSQL backend: any number of hosts on one database. Writers
+//! with group commit (`writer`), read connections shared round-robin
+//! (`conn`), the schema (`schema`). Every statement is parameterized and
+//! prepared once per connection.
+
+mod conn;
+mod rows;
+mod schema;
+mod writer;
+
+use std::sync::Arc;
+
+use tokio_postgres::Config;
+
+use conn::{Conn, Readers};
+use writer::{TxFuture, TxResult, Writers};
+
+use crate::engine::history::{HistoryEvent, Message, RuntimeStatus};
+use crate::store::{
+    now_ms, ActivityRow, Apps, ChildStart, ColdRound, Committed, ContinueAsNew, CreateOutcome,
+    Deployment, EnqueueOutcome, EpisodeCommit, EpisodeOutcome, Episodes, InstanceFilter,
+    InstanceReads, InstanceRow, Notification, Outbox, OutboxRow, RewindCommit, StoreError,
+    StoreFuture, StoredVersion, WorkQueues,
+};
+
+/// The instance columns, in the order `rows::instance_row` reads them.
+macro_rules! instance_columns {
+    () => {
+        "id, name, version, status, input, output, custom_status, created_at, updated_at, \
+         callback_url, pk, episodes"
+    };
+}
+
+/// Writers, each with its own connection and group commit.
+const WRITERS: usize = 4;
+/// Read connections; each pipelines many callers' queries.
+const READERS: usize = 4;
+
+/// What a failed PostgreSQL call means to the callers (see the error
+/// contract in `store`).
+pub(super) fn pg_error(error: tokio_postgres::Error) -> StoreError {
+    let message = match error.as_db_error() {
+        Some(db) => db.message().to_string(),
+        None => error.to_string(),
+    };
+    let unavailable = error.is_closed()
+        || error.as_db_error().is_none()
+        || error.code().is_some_and(|code| {
+            let class = &code.code()[..2];
+            // connection exceptions, insufficient resources, operator
+            // intervention (shutdown), system errors
+            matches!(class, "08" | "53" | "57" | "58")
+        });
+    if unavailable {
+        StoreError::Unavailable(message)
+    } else {
+        StoreError::Database(message)
+    }
+}
+
+#[derive(Clone)]
+pub struct PgStore {
+    writers: Arc<Writers>,
+    readers: Arc<Readers>,
+}
+
+impl PgStore {
+    /// Connects to the database `url` names and brings its schema up to date.
+    pub async fn open(url: &str) -> Result<PgStore, StoreError> {
+        let config: Config = url
+            .parse()
+            .map_err(|e| StoreError::Unavailable(format!("not a PostgreSQL URL: {e}")))?;
+        let mut first = Conn::connect(&config).await?;
+        schema::apply(first.client()).await?;
+        Ok(PgStore {
+            writers: Arc::new(Writers::start(config.clone(), WRITERS).await?),
+            readers: Arc::new(Readers::new(config, READERS)),
+        })
+    }
+
+    /// Runs `query` on a read connection.
+    fn read<R, F>(&self, query: F) -> StoreFuture<R>
+    where
+        R: Send + 'static,
+        F: for<'c> FnOnce(&'c Conn) -> TxFuture<'c, Result<R, StoreError>> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        Box::pin(async move {
+            let conn = readers.get().await?;
+            query(&conn).await.map_err(pg_error)?
+        })
+    }
+}
+
+fn seq(seq: u32) -> i32 {
+    seq as i32
+}
+
+async fn read_instance(c: &Conn, id: &str) -> TxResult<Option<InstanceRow>> {
+    let sql = concat!("SELECT ", instance_columns!(), " FROM instances WHERE id = $1");
+    Ok(c.query_opt(sql, &[&id]).await?.map(|r| rows::instance_row(&r)))
+}
+
+impl InstanceReads for PgStore {
+    fn instance(&self, id: String) -> StoreFuture<Option<InstanceRow>> {
+        self.read(move |c| Box::pin(async move { Ok(Ok(read_instance(c, &id).await?)) }))
+    }
+
+    fn history(&self, id: String) -> StoreFuture<Vec<HistoryEvent>> {
+        self.read(move |c| {
+            Box::pin(async move {
+                let found = c
+                    .query(
+                        "SELECT h.event FROM history h JOIN instances i ON i.pk = h.instance_pk
+                          WHERE i.id = $1 ORDER BY h.position",
+                        &[&id],
+                    )
+                    .await?;
+                Ok(rows::history(found.iter().map(|r| r.get::<_, &str>(0))))
+            })
+        })
+    }
+
+    fn inbox(&self, id: String) -> StoreFuture<Vec<(i64, Message)>> {
+        self.read(move |c| {
+            Box::pin(async move {
+                let found = c
+                    .query(
+                        "SELECT b.id, b.message FROM inbox b JOIN instances i ON i.pk = b.instance_pk
+                          WHERE i.id = $1 ORDER BY b.id",
+                        &[&id],
+                    )
+                    .await?;
+                Ok(rows::inbox(&found))
+            })
+        })
+    }
+
+    fn message_pending(&self, inbox_id: i64) -> StoreFuture<bool> {
+        self.read(move |c| {
+            Box::pin(async move {
+                let found = c
+                    .query_opt("SELECT 1 FROM inbox WHERE id = $1", &[&inbox_id])
+                    .await?;
+                Ok(Ok(found.is_some()))
+            })
+        })
+    }
+
+    fn list_instances(&self, filter: InstanceFilter) -> StoreFuture<Vec<InstanceRow>> {
+        self.read(move |c| {
+            Box::pin(async move {
+                let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
+                let (after_time, after_id) =
+                    filter.after.clone().unwrap_or((i64::MIN, String::new()));
+                let sql = concat!(
+                    "SELECT ",
+                    instance_columns!(),
+                    " FROM instances
+                      WHERE (cardinality($1::text[]) = 0 OR status = ANY($1))
+                        AND ($2::bigint IS NULL OR created_at >= $2)
+                        AND ($3::bigint IS NULL OR created_at <= $3)
+                        AND ($4::text IS NULL OR starts_with(id, $4))
+                        AND (created_at > $5 OR (created_at = $5 AND id COLLATE \"C\" > $6))
+                      ORDER BY created_at, id COLLATE \"C\"
+                      LIMIT $7"
+                );
+                let found = c
+                    .query(
+                        sql,
+                        &[
+                            &statuses,
+                            &filter.created_from,
+                            &filter.created_to,
+                            &filter.id_prefix,
+                            &after_time,
+                            &after_id,
+                            &(filter.limit as i64),
+                        ],
+                    )
+                    .await?;
+                Ok(Ok(found.iter().map(rows::instance_row).collect()))
+            })
+        })
+    }
+
+    fn count_instances(&self, status: RuntimeStatus) -> StoreFuture<usize> {
+        self.read(move |c| {
+            Box::pin(async move {
+                let row = c
+                    .query_one(
+                        "SELECT COUNT(*) FROM instances WHERE status = $1",
+                        &[&status.as_str()],
+                    )
+                    .await?;
+                Ok(Ok(row.get::<_, i64>(0) as usize))
+            })
+        })
+    }
+}
+
+/// Returns the message's inbox id.
+async fn insert_message(c: &Conn, pk: i64, message: &Message) -> TxResult<i64> {
+    let json = serde_json::to_string(message).expect("messages serialize");
+    let row = c
+        .query_one(
+            "INSERT INTO inbox (instance_pk, message) VALUES ($1, $2) RETURNING id",
+            &[&pk, &json],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// The instance's internal key and status.
+async fn find(c: &Conn, id: &str) -> TxResult<Option<(i64, RuntimeStatus)>> {
+    let found = c
+        .query_opt("SELECT pk, status FROM instances WHERE id = $1", &[&id])
+        .await?;
+    Ok(found.and_then(|r| Some((r.get(0), RuntimeStatus::parse(r.get(1))?))))
+}
+
+async fn insert_notifications(c: &Conn, notifications: &[Notification]) -> TxResult<()> {
+    let now = now_ms();
+    for n in notifications {
+        c.execute(
+            "INSERT INTO outbox (url, body, created_at, next_at) VALUES ($1, $2, $3, $3)",
+            &[&n.url, &n.body, &now],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn insert_activity(c: &Conn, pk: i64, a: &ActivityRow) -> TxResult<()> {
+    let retry = serde_json::to_string(&a.retry).expect("retry policy serializes");
+    c.execute(
+        "INSERT INTO activities (instance_pk, seq, version, name, input, retry, attempt, run_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (instance_pk, seq) DO UPDATE
+            SET version = excluded.version, name = excluded.name, input = excluded.input,
+                retry = excluded.retry, attempt = excluded.attempt, run_at = excluded.run_at",
+        &[
+            &pk,
+            &seq(a.seq),
+            &a.version,
+            &a.name,
+            &a.input,
+            &retry,
+            &(a.attempt as i32),
+            &a.run_at,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn insert_timer(c: &Conn, pk: i64, timer_seq: u32, fire_at: i64) -> TxResult<()> {
+    c.execute(
+        "INSERT INTO timers (instance_pk, seq, fire_at) VALUES ($1, $2, $3)
+         ON CONFLICT (instance_pk, seq) DO UPDATE SET fire_at = excluded.fire_at",
+        &[&pk, &seq(timer_seq), &fire_at],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn append_history(
+    c: &Conn,
+    pk: i64,
+    first_position: usize,
+    events: &[HistoryEvent],
+) -> TxResult<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let json = serde_json::to_string(events).expect("history events serialize");
+    c.execute(
+        "INSERT INTO history (instance_pk, position, event) VALUES ($1, $2, $3)",
+        &[&pk, &(first_position as i32), &json],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Moves an activity's outcome from its row to the inbox, returning its
+/// inbox id; `None` if the row was gone.
+async fn activity_outcome_to_inbox(
+    c: &Conn,
+    pk: i64,
+    activity_seq: u32,
+    outcome: &Message,
+) -> TxResult<Option<i64>> {
+    if activity_done(c, pk, activity_seq).await? {
+        Ok(Some(insert_message(c, pk, outcome).await?))
+    } else {
+        Ok(None)
+    }
+}
+
+async fn activity_done(c: &Conn, pk: i64, activity_seq: u32) -> TxResult<bool> {
+    let removed = c
+        .execute(
+            "DELETE FROM activities WHERE instance_pk = $1 AND seq = $2",
+            &[&pk, &seq(activity_seq)],
+        )
+        .await?;
+    Ok(removed == 1)
+}
+
+/// Removes every row an instance owns.
+async fn delete_instance_rows(c: &Conn, pk: i64) -> TxResult<()> {
+    c.execute("DELETE FROM history WHERE instance_pk = $1", &[&pk])
+        .await?;
+    c.execute("DELETE FROM inbox WHERE instance_pk = $1", &[&pk])
+        .await?;
+    c.execute("DELETE FROM activities WHERE instance_pk = $1", &[&pk])
+        .await?;
+    c.execute("DELETE FROM timers WHERE instance_pk = $1", &[&pk])
+        .await?;
+    c.execute("DELETE FROM instances WHERE pk = $1", &[&pk])
+        .await?;
+    Ok(())
+}
+
+/// A new instance's row, replacing a finished one of the same id: the
+/// row, or the status of the unfinished instance that holds the id.
+async fn insert_instance(
+    c: &Conn,
+    row: &InstanceRow,
+    parent: Option<(&str, u32)>,
+) -> TxResult<Result<InstanceRow, RuntimeStatus>> {
+    if let Some((pk, status)) = find(c, &row.id).await? {
+        if !status.is_terminal() {
+            return Ok(Err(status));
+        }
+        delete_instance_rows(c, pk).await?;
+    }
+    let inserted = c
+        .query_one(
+            "INSERT INTO instances (id, name, version, status, input, created_at, updated_at,
+                                    callback_url, parent_id, parent_seq)
+             VALUES ($1, $2, $3, 'Pending', $4, $5, $5, $6, $7, $8) RETURNING pk",
+            &[
+                &row.id,
+                &row.name,
+                &row.version,
+                &row.input,
+                &row.created_at,
+                &row.callback_url,
+                &parent.map(|(id, _)| id),
+                &parent.map(|(_, s)| seq(s)),
+            ],
+        )
+        .await?;
+    Ok(Ok(InstanceRow {
+        pk: inserted.get(0),
+        ..row.clone()
+    }))
+}
+
+/// Creates a sub-orchestration, or fails its task at once when it cannot
+/// start. Returns the instance to wake (the child, or the parent).
+async fn start_child(
+    c: &Conn,
+    (parent, parent_pk): (&str, i64),
+    child: &ChildStart,
+) -> TxResult<String> {
+    let refusal = match &child.version {
+        None => format!("no orchestrator named {} is deployed", child.name),
+        Some(version) => {
+            let row = InstanceRow::pending(
+                child.id.clone(),
+                child.name.clone(),
+                version.clone(),
+                child.input.clone(),
+                None,
+            );
+            match insert_instance(c, &row, Some((parent, child.parent_seq))).await? {
+                Ok(row) => {
+                    insert_message(c, row.pk, &Message::start(row.input.clone())).await?;
+                    return Ok(child.id.clone());
+                }
+                Err(status) => format!(
+                    "sub-orchestration instance {} already exists and is {}",
+                    child.id,
+                    status.as_str()
+                ),
+            }
+        }
+    };
+    let failed = Message::TaskFailed {
+        seq: child.parent_seq,
+        error: refusal,
+    };
+    insert_message(c, parent_pk, &failed).await?;
+    Ok(parent.to_string())
+}
+
+/// Continue-as-new: a fresh history; unconsumed events follow the start.
+async fn start_over(c: &Conn, pk: i64, restart: &ContinueAsNew) -> TxResult<()> {
+    c.execute("DELETE FROM history WHERE instance_pk = $1", &[&pk])
+        .await?;
+    c.execute("DELETE FROM activities WHERE instance_pk = $1", &[&pk])
+        .await?;
+    c.execute("DELETE FROM timers WHERE instance_pk = $1", &[&pk])
+        .await?;
+    let queued = c
+        .query(
+            "DELETE FROM inbox WHERE instance_pk = $1 RETURNING id, message",
+            &[&pk],
+        )
+        .await?;
+    let mut queued: Vec<(i64, String)> = queued.iter().map(|r| (r.get(0), r.get(1))).collect();
+    queued.sort_by_key(|(id, _)| *id);
+    let start = Message::Start {
+        input: restart.input.clone(),
+        first_seq: restart.first_seq,
+    };
+    insert_message(c, pk, &start).await?;
+    for message in &restart.carried {
+        insert_message(c, pk, message).await?;
+    }
+    for (_, json) in queued {
+        let outlives = serde_json::from_str::<Message>(&json)
+            .map(|message| message.outlives_generation())
+            .unwrap_or(true);
+        if outlives {
+            c.execute(
+                "INSERT INTO inbox (instance_pk, message) VALUES ($1, $2)",
+                &[&pk, &json],
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// What an episode's change to its instance's row did.
+enum Applied {
+    OutOfStep,
+    Going,
+    Ended {
+        row: Box<InstanceRow>,
+        parent: Option<(String, u32)>,
+    },
+}
+
+/// Applies an episode to its instance's row, only if the row is still at
+/// the episode it was built on.
+async fn update_instance(c: &Conn, pk: i64, commit: &EpisodeCommit) -> TxResult<Applied> {
+    let now = now_ms();
+    if let Some(restart) = &commit.continue_as_new {
+        let changed = c
+            .execute(
+                "UPDATE instances SET status = 'ContinuedAsNew', input = $2, output = NULL,
+                                      updated_at = $3, episodes = episodes + 1
+                  WHERE pk = $1 AND episodes = $4",
+                &[&pk, &restart.input, &now, &commit.after_episodes],
+            )
+            .await?;
+        return Ok(if changed == 0 { Applied::OutOfStep } else { Applied::Going });
+    }
+    let custom = commit.custom_status.as_ref().and_then(Option::as_deref);
+    let found = c
+        .query_opt(
+            concat!(
+                "UPDATE instances SET status = COALESCE($2, status),
+                                      output = COALESCE($3, output),
+                                      custom_status = CASE WHEN $4 THEN $5 ELSE custom_status END,
+                                      updated_at = $6, episodes = episodes + 1
+                  WHERE pk = $1 AND episodes = $7
+              RETURNING ",
+                instance_columns!(),
+                ", parent_id, parent_seq"
+            ),
+            &[
+                &pk,
+                &commit.status.map(RuntimeStatus::as_str),
+                &commit.output,
+                &commit.custom_status.is_some(),
+                &custom,
+                &now,
+                &commit.after_episodes,
+            ],
+        )
+        .await?;
+    let Some(found) = found else {
+        return Ok(Applied::OutOfStep);
+    };
+    if !commit.status.is_some_and(RuntimeStatus::is_terminal) {
+        return Ok(Applied::Going);
+    }
+    let parent: Option<String> = found.get(12);
+    let parent_seq: Option<i32> = found.get(13);
+    Ok(Applied::Ended {
+        row: Box::new(rows::instance_row(&found)),
+        parent: parent.zip(parent_seq.map(|s| s as u32)),
+    })
+}
+
+async fn commit_episode(c: &Conn, commit: &EpisodeCommit) -> TxResult<EpisodeOutcome> {
+    let id = commit.instance_id.as_str();
+    let pk = match &commit.creates {
+        Some(row) => match insert_instance(c, row, None).await? {
+            Ok(created) => created.pk,
+            Err(status) => return Ok(EpisodeOutcome::Conflict(status)),
+        },
+        None => commit.instance_pk,
+    };
+    let mut committed = Committed {
+        instance_pk: pk,
+        woken: Vec::new(),
+        finished: None,
+    };
+    let parent = match update_instance(c, pk, commit).await? {
+        Applied::OutOfStep => return Ok(EpisodeOutcome::OutOfStep),
+        Applied::Going => None,
+        Applied::Ended { row, parent } => {
+            committed.finished = Some(row);
+            parent
+        }
+    };
+    if !commit.consumed.is_empty() {
+        c.execute("DELETE FROM inbox WHERE id = ANY($1)", &[&commit.consumed])
+            .await?;
+    }
+    for s in &commit.consumed_activities {
+        activity_done(c, pk, *s).await?;
+    }
+    for (s, outcome) in &commit.held_activities {
+        activity_outcome_to_inbox(c, pk, *s, outcome).await?;
+    }
+    insert_notifications(c, &commit.notifications).await?;
+    if let Some(restart) = &commit.continue_as_new {
+        start_over(c, pk, restart).await?;
+        committed.woken.push(id.to_string());
+        return Ok(EpisodeOutcome::Committed(committed));
+    }
+    append_history(c, pk, commit.first_position, &commit.events).await?;
+    if let Some(finished) = &committed.finished {
+        c.execute("DELETE FROM timers WHERE instance_pk = $1", &[&pk])
+            .await?;
+        c.execute("DELETE FROM activities WHERE instance_pk = $1", &[&pk])
+            .await?;
+        if let Some((parent, parent_seq)) = parent {
+            if let Some((parent_pk, status)) = find(c, &parent).await? {
+                if !status.is_terminal() {
+                    let message = Message::child_outcome(
+                        id,
+                        parent_seq,
+                        finished.status,
+                        commit.output.as_deref(),
+                    );
+                    insert_message(c, parent_pk, &message).await?;
+                    committed.woken.push(parent);
+                }
+            }
+        }
+    } else {
+        for (s, fire_at) in &commit.timers {
+            insert_timer(c, pk, *s, *fire_at).await?;
+        }
+        for s in &commit.cancelled_timers {
+            c.execute(
+                "DELETE FROM timers WHERE instance_pk = $1 AND seq = $2",
+                &[&pk, &seq(*s)],
+            )
+            .await?;
+        }
+        for a in &commit.activities {
+            insert_activity(c, pk, a).await?;
+        }
+        for child in &commit.children {
+            committed.woken.push(start_child(c, (id, pk), child).await?);
+        }
+    }
+    Ok(EpisodeOutcome::Committed(committed))
+}
+
+/// The cold round's read as one statement, so one snapshot: the instance
+/// row as JSON, its inbox, and (when there is work) its history.
+const COLD_ROUND: &str = "
+    SELECT 'i' AS kind, 0::bigint AS n, row_to_json(i)::text AS body
+      FROM (SELECT id, name, version, status, input, output, custom_status, created_at,
+                   updated_at, callback_url, pk, episodes
+              FROM instances WHERE id = $1) i
+    UNION ALL
+    SELECT 'm', b.id, b.message FROM inbox b JOIN instances i ON i.pk = b.instance_pk
+     WHERE i.id = $1
+    UNION ALL
+    SELECT 'h', h.position, h.event FROM history h JOIN instances i ON i.pk = h.instance_pk
+     WHERE i.id = $1
+       AND i.status NOT IN ('Completed', 'Failed', 'Terminated')
+       AND ($2 OR EXISTS (SELECT 1 FROM inbox WHERE instance_pk = i.pk))
+    ORDER BY kind, n";
+
+impl Episodes for PgStore {
+    fn cold_round(&self, id: String, work_in_hand: bool) -> StoreFuture<ColdRound> {
+        self.read(move |c| {
+            Box::pin(async move {
+                let found = c.query(COLD_ROUND, &[&id, &work_in_hand]).await?;
+                let mut round = ColdRound {
+                    inbox: Vec::new(),
+                    instance: None,
+                    history: Vec::new(),
+                };
+                let read = || -> Result<ColdRound, StoreError> {
+                    for row in &found {
+                        let body: &str = row.get(2);
+                        match row.get::<_, &str>(0) {
+                            "i" => round.instance = Some(rows::instance_from_json(body)?),
+                            "m" => round
+                                .inbox
+                                .push((row.get(1), rows::decode("inbox message", body)?)),
+                            _ => round.history.extend(rows::decode::<Vec<HistoryEvent>>(
+                                "history events",
+                                body,
+                            )?),
+                        }
+                    }
+                    Ok(round)
+                };
+                Ok(read())
+            })
+        })
+    }
+
+    fn create_instance(
+        &self,
+        pending: InstanceRow,
+        notifications: Vec<Notification>,
+    ) -> StoreFuture<CreateOutcome> {
+        let key = pending.id.clone();
+        let (pending, notifications) = (Arc::new(pending), Arc::new(notifications));
+        self.writers.write(&key, move |c| {
+            let (pending, notifications) = (pending.clone(), notifications.clone());
+            Box::pin(async move {
+                match insert_instance(c, &pending, None).await? {
+                    Ok(row) => {
+                        let start =
+                            insert_message(c, row.pk, &Message::start(row.input.clone())).await?;
+                        insert_notifications(c, &notifications).await?;
+                        Ok(CreateOutcome::Created(Box::new(row), start))
+                    }
+                    Err(status) => Ok(CreateOutcome::Conflict(status)),
+                }
+            })
+        })
+    }
+
+    fn enqueue(
+        &self,
+        id: String,
+        execution: Option<i64>,
+        message: Message,
+    ) -> StoreFuture<EnqueueOutcome> {
+        let (id, message) = (Arc::new(id), Arc::new(message));
+        self.writers.write(&id.clone(), move |c| {
+            let (id, message) = (id.clone(), message.clone());
+            Box::pin(async move {
+                Ok(match find(c, &id).await? {
+                    None => EnqueueOutcome::NotFound,
+                    Some((pk, _)) if execution.is_some_and(|e| e != pk) => {
+                        EnqueueOutcome::Replaced
+                    }
+                    Some((_, status)) if status.is_terminal() => EnqueueOutcome::Terminal(status),
+                    Some((pk, _)) => EnqueueOutcome::Queued(insert_message(c, pk, &message).await?),
+                })
+            })
+        })
+    }
+
+    fn commit_episode(&self, commit: EpisodeCommit) -> StoreFuture<EpisodeOutcome> {
+        let key = commit.instance_id.clone();
+        let commit = Arc::new(commit);
+        self.writers.write(&key, move |c| {
+            let commit = commit.clone();
+            Box::pin(async move { commit_episode(c, &commit).await })
+        })
+    }
+
+    fn discard_messages(&self, ids: Vec<i64>) -> StoreFuture<()> {
+        let ids = Arc::new(ids);
+        self.writers.write("", move |c| {
+            let ids = ids.clone();
+            Box::pin(async move {
+                c.execute("DELETE FROM inbox WHERE id = ANY($1)", &[&*ids])
+                    .await?;
+                Ok(())
+            })
+        })
+    }
+
+    fn rewind(&self, rewind: RewindCommit) -> StoreFuture<bool> {
+        let rewind = Arc::new(rewind);
+        self.writers.write(&rewind.pk.to_string(), move |c| {
+            let rewind = rewind.clone();
+            Box::pin(async move {
+                let pk = rewind.pk;
+                let status = c
+                    .query_opt("SELECT status FROM instances WHERE pk = $1", &[&pk])
+                    .await?
+                    .and_then(|r| RuntimeStatus::parse(r.get(0)));
+                if status != Some(RuntimeStatus::Failed) {
+                    return Ok(false);
+                }
+                c.execute("DELETE FROM history WHERE instance_pk = $1", &[&pk])
+                    .await?;
+                append_history(c, pk, 0, &rewind.history).await?;
+                for a in &rewind.activities {
+                    insert_activity(c, pk, a).await?;
+                }
+                for (s, fire_at) in &rewind.timers {
+                    insert_timer(c, pk, *s, *fire_at).await?;
+                }
+                c.execute(
+                    "UPDATE instances SET status = 'Running', output = NULL, updated_at = $2
+                      WHERE pk = $1",
+                    &[&pk, &now_ms()],
+                )
+                .await?;
+                insert_message(c, pk, &rewind.message).await?;
+                Ok(true)
+            })
+        })
+    }
+
+    fn purge_instance(&self, id: String) -> StoreFuture<bool> {
+        let id = Arc::new(id);
+        self.writers.write(&id.clone(), move |c| {
+            let id = id.clone();
+            Box::pin(async move {
+                let Some((pk, _)) = find(c, &id).await? else {
+                    return Ok(false);
+                };
+                delete_instance_rows(c, pk).await?;
+                Ok(true)
+            })
+        })
+    }
+
+    fn purge_finished(
+        &self,
+        from: i64,
+        to: Option<i64>,
+        statuses: Vec<RuntimeStatus>,
+    ) -> StoreFuture<usize> {
+        let names: Arc<Vec<&'static str>> = Arc::new(statuses.iter().map(|s| s.as_str()).collect());
+        self.writers.write("", move |c| {
+            let names = names.clone();
+            Box::pin(async move {
+                let pks = c
+                    .query(
+                        "SELECT pk FROM instances
+                          WHERE created_at >= $1 AND ($2::bigint IS NULL OR created_at <= $2)
+                            AND status = ANY($3)",
+                        &[&from, &to, &*names],
+                    )
+                    .await?;
+                for row in &pks {
+                    delete_instance_rows(c, row.get(0)).await?;
+                }
+                Ok(pks.len())
+            })
+        })
+    }
+}
+
+impl WorkQueues for PgStore {
+    fn timers_between(&self, after: i64, until: i64) -> StoreFuture<Vec<(String, u32, i64)>> {
+        self.read(move |c| {
+            Box::pin(async move {
+                let found = c
+                    .query(
+                        "SELECT i.id, t.seq, t.fire_at FROM timers t
+                           JOIN instances i ON i.pk = t.instance_pk
+                          WHERE t.fire_at > $1 AND t.fire_at <= $2",
+                        &[&after, &until],
+                    )
+                    .await?;
+                Ok(Ok(found
+                    .iter()
+                    .map(|r| (r.get(0), r.get::<_, i32>(1) as u32, r.get(2)))
+                    .collect()))
+            })
+        })
+    }
+
+    fn activities(&self) -> StoreFuture<Vec<ActivityRow>> {
+        self.read(move |c| {
+            Box::pin(async move {
+                let found = c
+                    .query(
+                        "SELECT i.id, a.seq, a.version, a.name, a.input, a.retry, a.attempt,
+                                a.run_at, a.instance_pk
+                           FROM activities a JOIN instances i ON i.pk = a.instance_pk",
+                        &[],
+                    )
+                    .await?;
+                Ok(found.iter().map(rows::activity_row).collect())
+            })
+        })
+    }
+
+    fn instances_with_messages(&self) -> StoreFuture<Vec<String>> {
+        self.read(move |c| {
+            Box::pin(async move {
+                let found = c
+                    .query(
+                        "SELECT id FROM instances
+                          WHERE pk IN (SELECT DISTINCT instance_pk FROM inbox)",
+                        &[],
+                    )
+                    .await?;
+                Ok(Ok(found.iter().map(|r| r.get(0)).collect()))
+            })
+        })
+    }
+
+    fn complete_activities(
+        &self,
+        instance_pk: i64,
+        outcomes: Vec<(u32, Message)>,
+    ) -> StoreFuture<Vec<Option<i64>>> {
+        let outcomes = Arc::new(outcomes);
+        self.writers.write(&instance_pk.to_string(), move |c| {
+            let outcomes = outcomes.clone();
+            Box::pin(async move {
+                let mut ids = Vec::new();
+                for (s, outcome) in outcomes.iter() {
+                    ids.push(activity_outcome_to_inbox(c, instance_pk, *s, outcome).await?);
+                }
+                Ok(ids)
+            })
+        })
+    }
+
+    fn retry_activity(
+        &self,
+        instance_pk: i64,
+        activity_seq: u32,
+        attempt: u32,
+        run_at: i64,
+    ) -> StoreFuture<bool> {
+        self.writers.write(&instance_pk.to_string(), move |c| {
+            Box::pin(async move {
+                let changed = c
+                    .execute(
+                        "UPDATE activities SET attempt = $3, run_at = $4
+                          WHERE instance_pk = $1 AND seq = $2",
+                        &[&instance_pk, &seq(activity_seq), &(attempt as i32), &run_at],
+                    )
+                    .await?;
+                Ok(changed == 1)
+            })
+        })
+    }
+
+    fn fire_timer(&self, id: String, timer_seq: u32) -> StoreFuture<Option<i64>> {
+        let id = Arc::new(id);
+        self.writers.write(&id.clone(), move |c| {
+            let id = id.clone();
+            Box::pin(async move {
+                let Some((pk, _)) = find(c, &id).await? else {
+                    return Ok(None);
+                };
+                let removed = c
+                    .execute(
+                        "DELETE FROM timers WHERE instance_pk = $1 AND seq = $2",
+                        &[&pk, &seq(timer_seq)],
+                    )
+                    .await?;
+                if removed == 0 {
+                    return Ok(None);
+                }
+                let fired = Message::TimerFired { seq: timer_seq };
+                Ok(Some(insert_message(c, pk, &fired).await?))
+            })
+        })
+    }
+}
+
+impl Outbox for PgStore {
+    fn outbox_due(&self, now: i64, limit: usize) -> StoreFuture<(Vec<OutboxRow>, Option<i64>)> {
+        self.read(move |c| {
+            Box::pin(async move {
+                let due = c
+                    .query(
+                        "SELECT id, url, body, attempts, created_at FROM outbox
+                          WHERE next_at <= $1 ORDER BY next_at, id LIMIT $2",
+                        &[&now, &(limit as i64)],
+                    )
+                    .await?;
+                let next = c
+                    .query_one("SELECT MIN(next_at) FROM outbox WHERE next_at > $1", &[&now])
+                    .await?;
+                let due = due
+                    .iter()
+                    .map(|r| OutboxRow {
+                        id: r.get(0),
+                        url: r.get(1),
+                        body: r.get(2),
+                        attempts: r.get::<_, i32>(3) as u32,
+                        created_at: r.get(4),
+                    })
+                    .collect();
+                Ok(Ok((due, next.get(0))))
+            })
+        })
+    }
+
+    fn outbox_delivered(&self, id: i64) -> StoreFuture<()> {
+        self.writers.write("", move |c| {
+            Box::pin(async move {
+                c.execute("DELETE FROM outbox WHERE id = $1", &[&id]).await?;
+                Ok(())
+            })
+        })
+    }
+
+    fn outbox_retry(&self, id: i64, attempts: u32, next_at: i64) -> StoreFuture<()> {
+        self.writers.write("", move |c| {
+            Box::pin(async move {
+                c.execute(
+                    "UPDATE outbox SET attempts = $2, next_at = $3 WHERE id = $1",
+                    &[&id, &(attempts as i32), &next_at],
+                )
+                .await?;
+                Ok(())
+            })
+        })
+    }
+}
+
+impl Apps for PgStore {
+    fn deploy(&self, d: Deployment) -> StoreFuture<()> {
+        let d = Arc::new(d);
+        self.writers.write("", move |c| {
+            let d = d.clone();
+            Box::pin(async move {
+                let now = now_ms();
+                let allowed = d
+                    .allowed_settings
+                    .as_ref()
+                    .map(|names| serde_json::to_string(&names).expect("names serialize"));
+                c.execute(
+                    "INSERT INTO app_versions
+                       (version, app, wasm, compiled, functions, allowed_settings, deployed_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)
+                     ON CONFLICT (version) DO UPDATE SET compiled = excluded.compiled,
+                                                        allowed_settings = excluded.allowed_settings",
+                    &[&d.version, &d.app, &d.wasm, &d.compiled, &d.functions, &allowed, &now],
+                )
+                .await?;
+                c.execute(
+                    "INSERT INTO apps (name, version, deployed_at) VALUES ($1, $2, $3)
+                     ON CONFLICT (name) DO UPDATE SET version = excluded.version,
+                                                     deployed_at = excluded.deployed_at",
+                    &[&d.app, &d.version, &now],
+                )
+                .await?;
+                Ok(())
+            })
+        })
+    }
+
+    fn app_version(&self, version: String) -> StoreFuture<Option<StoredVersion>> {
+        self.read(move |c| {
+            Box::pin(async move {
+                let found = c
+                    .query_opt(
+                        "SELECT compiled, wasm, allowed_settings FROM app_versions WHERE version = $1",
+                        &[&version],
+                    )
+                    .await?;
+                let Some(row) = found else {
+                    return Ok(Ok(None));
+                };
+                let allowed: Option<String> = row.get(2);
+                let allowed = match allowed {
+                    Some(json) => match rows::decode("allowed settings", &json) {
+                        Ok(names) => Some(names),
+                        Err(error) => return Ok(Err(error)),
+                    },
+                    None => None,
+                };
+                Ok(Ok(Some(StoredVersion {
+                    compiled: row.get(0),
+                    wasm: row.get(1),
+                    allowed_settings: allowed,
+                })))
+            })
+        })
+    }
+
+    fn current_apps(&self) -> StoreFuture<Vec<(String, String, String)>> {
+        self.read(move |c| {
+            Box::pin(async move {
+                let found = c
+                    .query(
+                        "SELECT apps.name, apps.version, v.functions
+                           FROM apps JOIN app_versions v ON v.version = apps.version
+                          ORDER BY apps.name",
+                        &[],
+                    )
+                    .await?;
+                Ok(Ok(found
+                    .iter()
+                    .map(|r| (r.get(0), r.get(1), r.get(2)))
+                    .collect()))
+            })
+        })
+    }
+
+    fn meta_secret(&self, name: &'static str, candidate: String) -> StoreFuture<String> {
+        let candidate = Arc::new(candidate);
+        self.writers.write("", move |c| {
+            let candidate = candidate.clone();
+            Box::pin(async move {
+                c.execute(
+                    "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                    &[&name, &*candidate],
+                )
+                .await?;
+                let row = c
+                    .query_one("SELECT value FROM meta WHERE key = $1", &[&name])
+                    .await?;
+                Ok(row.get(0))
+            })
+        })
+    }
+}

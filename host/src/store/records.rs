@@ -1,0 +1,257 @@
+//! The domain records storage holds: instance rows, episode commits,
+//! messages, activity and timer rows, notifications, deployments. They know
+//! no SQL; each backend maps them to its own schema.
+
+use crate::engine::history::{HistoryEvent, Message, RetryPolicy, RuntimeStatus};
+
+/// Milliseconds since the Unix epoch: the clock every stored time uses.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// A stored time as Durable Functions writes times: `yyyy-MM-ddTHH:mm:ssZ`.
+pub fn format_time(millis: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(millis)
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+#[derive(Debug, Clone)]
+pub struct InstanceRow {
+    /// Internal, never reused: tells an instance from a later one that
+    /// took the same id.
+    pub pk: i64,
+    /// Episodes committed when this row was read (or, for a hot instance,
+    /// queued to commit): the next commits only on top of them.
+    pub episodes: i64,
+    pub id: String,
+    pub name: String,
+    pub version: String,
+    pub status: RuntimeStatus,
+    pub input: String,
+    pub output: Option<String>,
+    pub custom_status: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub callback_url: Option<String>,
+}
+
+impl InstanceRow {
+    /// An instance about to be created: Pending since now, no pk yet.
+    pub fn pending(
+        id: String,
+        name: String,
+        version: String,
+        input: String,
+        callback_url: Option<String>,
+    ) -> InstanceRow {
+        let now = now_ms();
+        InstanceRow {
+            pk: 0,
+            episodes: 0,
+            id,
+            name,
+            version,
+            status: RuntimeStatus::Pending,
+            input,
+            output: None,
+            custom_status: None,
+            created_at: now,
+            updated_at: now,
+            callback_url,
+        }
+    }
+}
+
+/// A stored app version.
+pub struct StoredVersion {
+    pub compiled: Vec<u8>,
+    pub wasm: Vec<u8>,
+    pub allowed_settings: Option<Vec<String>>,
+}
+
+/// Which instances a list asks for.
+#[derive(Debug, Clone, Default)]
+pub struct InstanceFilter {
+    pub statuses: Vec<RuntimeStatus>,
+    pub created_from: Option<i64>,
+    pub created_to: Option<i64>,
+    pub id_prefix: Option<String>,
+    /// Continue after this (created_at, id).
+    pub after: Option<(i64, String)>,
+    pub limit: usize,
+}
+
+/// A notification waiting for delivery.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub url: String,
+    pub body: String,
+    pub attempts: u32,
+    pub created_at: i64,
+}
+
+/// See `Store::cold_round`.
+pub struct ColdRound {
+    pub inbox: Vec<(i64, Message)>,
+    pub instance: Option<InstanceRow>,
+    pub history: Vec<HistoryEvent>,
+}
+
+pub enum CreateOutcome {
+    /// The new row, and the inbox id of its start message.
+    Created(Box<InstanceRow>, i64),
+    /// An instance with that id exists and has not finished.
+    Conflict(RuntimeStatus),
+}
+
+pub enum EnqueueOutcome {
+    /// In the inbox under this id.
+    Queued(i64),
+    NotFound,
+    /// The instance has finished; nothing will read the message.
+    Terminal(RuntimeStatus),
+    /// The message was for an execution that is gone: the id now names an
+    /// instance started again since.
+    Replaced,
+}
+
+/// An activity call waiting for (another) attempt.
+#[derive(Debug, Clone)]
+pub struct ActivityRow {
+    pub instance_id: String,
+    /// The instance's internal key: an outcome for an instance since
+    /// replaced under the same id finds no row and is dropped.
+    pub instance_pk: i64,
+    pub seq: u32,
+    pub version: String,
+    pub name: String,
+    pub input: String,
+    pub retry: RetryPolicy,
+    /// Attempts already made.
+    pub attempt: u32,
+    pub run_at: i64,
+}
+
+impl ActivityRow {
+    /// The call's idempotency key: the instance id, its execution (the
+    /// internal key, new whenever the id is started again) and the step
+    /// (numbered across continue-as-new generations). The same for every
+    /// run of this call, different from every other call for ever.
+    pub fn idempotency_key(&self) -> String {
+        format!("{}:{}:{}", self.instance_id, self.instance_pk, self.seq)
+    }
+}
+
+/// A lifecycle notification to queue: where to POST and what.
+#[derive(Debug, Clone)]
+pub struct Notification {
+    pub url: String,
+    pub body: String,
+}
+
+/// A version to store as an app's current one.
+pub struct Deployment {
+    pub app: String,
+    pub version: String,
+    pub wasm: Vec<u8>,
+    pub compiled: Vec<u8>,
+    /// JSON list of the app's functions.
+    pub functions: String,
+    /// The settings it may read; `None` allows all.
+    pub allowed_settings: Option<Vec<String>>,
+}
+
+/// A sub-orchestration to create with the episode that asked for it.
+#[derive(Debug, Clone)]
+pub struct ChildStart {
+    pub parent_seq: u32,
+    pub id: String,
+    pub name: String,
+    pub input: String,
+    /// The app version to run; `None` if no such orchestrator is deployed.
+    pub version: Option<String>,
+}
+
+/// The orchestration starts over: a fresh history with `input`, and these
+/// messages queued after the start, in order.
+#[derive(Debug, Clone)]
+pub struct ContinueAsNew {
+    pub input: String,
+    /// The next generation's first step number.
+    pub first_seq: u32,
+    pub carried: Vec<Message>,
+}
+
+/// Everything one episode changes, committed atomically with the messages it
+/// consumed.
+#[derive(Debug, Default)]
+pub struct EpisodeCommit {
+    pub instance_id: String,
+    pub instance_pk: i64,
+    /// The instance's `episodes` the episode was built on.
+    pub after_episodes: i64,
+    /// Position of the first new event (the history's length before).
+    pub first_position: usize,
+    pub events: Vec<HistoryEvent>,
+    /// Inbox messages it consumed.
+    pub consumed: Vec<i64>,
+    /// Activities whose outcome it consumed straight from the call: their
+    /// rows go now.
+    pub consumed_activities: Vec<u32>,
+    /// Outcomes handed over straight from the call that it held (the
+    /// instance is suspended): into the inbox with them.
+    pub held_activities: Vec<(u32, Message)>,
+    pub activities: Vec<ActivityRow>,
+    pub timers: Vec<(u32, i64)>,
+    pub cancelled_timers: Vec<u32>,
+    pub status: Option<RuntimeStatus>,
+    pub output: Option<String>,
+    /// `Some` replaces the custom status (`Some(None)` clears it).
+    pub custom_status: Option<Option<String>>,
+    pub notifications: Vec<Notification>,
+    pub children: Vec<ChildStart>,
+    pub continue_as_new: Option<ContinueAsNew>,
+    /// The instance's first episode, run before its row existed: the row
+    /// is created in this commit.
+    pub creates: Option<InstanceRow>,
+}
+
+/// How an episode's commit went.
+#[derive(Debug)]
+pub enum EpisodeOutcome {
+    Committed(Committed),
+    /// The episode was to create its instance, but an unfinished one with
+    /// this status holds the id: nothing was written.
+    Conflict(RuntimeStatus),
+    /// The instance is gone, or the episode was not built on its last
+    /// committed one (an earlier episode did not commit, or a round read
+    /// the store before it did): nothing was written.
+    OutOfStep,
+}
+
+/// What an episode's commit did.
+#[derive(Debug)]
+pub struct Committed {
+    /// The instance's pk (assigned now if the episode created it).
+    pub instance_pk: i64,
+    /// Other instances it sent messages to: wake them.
+    pub woken: Vec<String>,
+    /// The instance's row as stored, when the episode finished it: those
+    /// waiting for the end get it without reading it back.
+    pub finished: Option<Box<InstanceRow>>,
+}
+
+/// A failed instance run again from where it failed: its history without
+/// the failure, the activity calls and timers to set again, and the
+/// message that makes it run on.
+#[derive(Debug)]
+pub struct RewindCommit {
+    pub pk: i64,
+    pub history: Vec<HistoryEvent>,
+    pub activities: Vec<ActivityRow>,
+    pub timers: Vec<(u32, i64)>,
+    pub message: Message,
+}
