@@ -24,12 +24,21 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the host: the HTTP API over the SQLite store.
+    /// Run the host: the HTTP API over the store (SQLite or PostgreSQL).
     Serve(ServeArgs),
     /// Run a local stand-in for Twilio's SMS API (for the demo and tests).
     FakeSms(FakeSmsArgs),
     /// Measure the engine on this machine (see BENCHMARKS.md).
     Bench(BenchArgs),
+    /// Print the messages waiting in an instance's inbox, one JSON line
+    /// each, read from the database itself: what a host starting on it
+    /// would find.
+    Inbox {
+        id: String,
+        /// The database: a SQLite file or a `postgres://` URL.
+        #[arg(long, env = "DURANGO_DB", default_value = "durango.db")]
+        db: String,
+    },
     /// Deploy a component (app name = file stem unless --name).
     Deploy {
         file: PathBuf,
@@ -167,6 +176,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => run_server(serve(args)),
         Command::FakeSms(args) => run_server(fake_sms::run(args)),
         Command::Bench(args) => run_server(durango::bench::run(args)),
+        Command::Inbox { id, db } => run_server(print_inbox(id, db)),
         command => run_client(command),
     };
     match result {
@@ -211,9 +221,20 @@ fn behind_the_writer() {
     }
 }
 
+async fn print_inbox(id: String, db: String) -> anyhow::Result<()> {
+    let store = durango::store::open(&db, durango::store::Durability::Full).await?;
+    for (inbox_id, message) in store.inbox(id).await? {
+        println!(
+            "{}",
+            serde_json::json!({ "id": inbox_id, "message": message })
+        );
+    }
+    Ok(())
+}
+
 fn run_client(command: Command) -> anyhow::Result<()> {
     let answer = match &command {
-        Command::Serve(_) | Command::FakeSms(_) | Command::Bench(_) => {
+        Command::Serve(_) | Command::FakeSms(_) | Command::Bench(_) | Command::Inbox { .. } => {
             unreachable!("servers run in run_server")
         }
         Command::Deploy {

@@ -21,7 +21,10 @@ pub(super) struct Conn {
 impl Conn {
     pub(super) async fn connect(config: &Config) -> Result<Conn, StoreError> {
         let client = if config.get_ssl_mode() == tokio_postgres::config::SslMode::Disable {
-            let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(pg_error)?;
+            let (client, connection) = config
+                .connect(tokio_postgres::NoTls)
+                .await
+                .map_err(pg_error)?;
             tokio::spawn(async move {
                 if let Err(error) = connection.await {
                     tracing::warn!(%error, "a PostgreSQL connection ended");

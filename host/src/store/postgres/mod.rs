@@ -97,8 +97,14 @@ fn seq(seq: u32) -> i32 {
 }
 
 async fn read_instance(c: &Conn, id: &str) -> TxResult<Option<InstanceRow>> {
-    let sql = concat!("SELECT ", instance_columns!(), " FROM instances WHERE id = $1");
-    Ok(c.query_opt(sql, &[&id]).await?.map(|r| rows::instance_row(&r)))
+    let sql = concat!(
+        "SELECT ",
+        instance_columns!(),
+        " FROM instances WHERE id = $1"
+    );
+    Ok(c.query_opt(sql, &[&id])
+        .await?
+        .map(|r| rows::instance_row(&r)))
 }
 
 impl InstanceReads for PgStore {
@@ -458,7 +464,11 @@ async fn update_instance(c: &Conn, pk: i64, commit: &EpisodeCommit) -> TxResult<
                 &[&pk, &restart.input, &now, &commit.after_episodes],
             )
             .await?;
-        return Ok(if changed == 0 { Applied::OutOfStep } else { Applied::Going });
+        return Ok(if changed == 0 {
+            Applied::OutOfStep
+        } else {
+            Applied::Going
+        });
     }
     let custom = commit.custom_status.as_ref().and_then(Option::as_deref);
     let found = c
@@ -612,10 +622,9 @@ impl Episodes for PgStore {
                             "m" => round
                                 .inbox
                                 .push((row.get(1), rows::decode("inbox message", body)?)),
-                            _ => round.history.extend(rows::decode::<Vec<HistoryEvent>>(
-                                "history events",
-                                body,
-                            )?),
+                            _ => round
+                                .history
+                                .extend(rows::decode::<Vec<HistoryEvent>>("history events", body)?),
                         }
                     }
                     Ok(round)
@@ -660,9 +669,7 @@ impl Episodes for PgStore {
             Box::pin(async move {
                 Ok(match find(c, &id).await? {
                     None => EnqueueOutcome::NotFound,
-                    Some((pk, _)) if execution.is_some_and(|e| e != pk) => {
-                        EnqueueOutcome::Replaced
-                    }
+                    Some((pk, _)) if execution.is_some_and(|e| e != pk) => EnqueueOutcome::Replaced,
                     Some((_, status)) if status.is_terminal() => EnqueueOutcome::Terminal(status),
                     Some((pk, _)) => EnqueueOutcome::Queued(insert_message(c, pk, &message).await?),
                 })
@@ -892,7 +899,10 @@ impl Outbox for PgStore {
                     )
                     .await?;
                 let next = c
-                    .query_one("SELECT MIN(next_at) FROM outbox WHERE next_at > $1", &[&now])
+                    .query_one(
+                        "SELECT MIN(next_at) FROM outbox WHERE next_at > $1",
+                        &[&now],
+                    )
                     .await?;
                 let due = due
                     .iter()
@@ -912,7 +922,8 @@ impl Outbox for PgStore {
     fn outbox_delivered(&self, id: i64) -> StoreFuture<()> {
         self.writers.write("", move |c| {
             Box::pin(async move {
-                c.execute("DELETE FROM outbox WHERE id = $1", &[&id]).await?;
+                c.execute("DELETE FROM outbox WHERE id = $1", &[&id])
+                    .await?;
                 Ok(())
             })
         })

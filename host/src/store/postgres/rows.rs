@@ -57,7 +57,10 @@ pub(super) fn instance_from_json(json: &str) -> Result<InstanceRow, StoreError> 
     })
 }
 
-pub(super) fn decode<T: serde::de::DeserializeOwned>(what: &str, json: &str) -> Result<T, StoreError> {
+pub(super) fn decode<T: serde::de::DeserializeOwned>(
+    what: &str,
+    json: &str,
+) -> Result<T, StoreError> {
     serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 

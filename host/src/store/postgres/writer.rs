@@ -162,9 +162,13 @@ async fn commit(conn: &Conn, batch: &mut [Box<dyn Job>]) -> Result<(), StoreErro
         for job in batch.iter_mut() {
             conn.batch("SAVEPOINT job").await.map_err(pg_error)?;
             if !job.run(conn).await {
-                conn.batch("ROLLBACK TO SAVEPOINT job").await.map_err(pg_error)?;
+                conn.batch("ROLLBACK TO SAVEPOINT job")
+                    .await
+                    .map_err(pg_error)?;
             }
-            conn.batch("RELEASE SAVEPOINT job").await.map_err(pg_error)?;
+            conn.batch("RELEASE SAVEPOINT job")
+                .await
+                .map_err(pg_error)?;
         }
     }
     if let Err(error) = conn.batch("COMMIT").await {
