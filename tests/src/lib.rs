@@ -2,7 +2,9 @@
 //! its fake SMS endpoint) as processes on loopback, and talks HTTP to them.
 //!
 //! The Makefile points `DURANGO_BIN` at the binary and `DURANGO_WASM_DIR` at
-//! the components built from `orchestrators/`.
+//! the components built from `orchestrators/`. `DURANGO_TEST_DB` picks the
+//! database the hosts run on: `sqlite` (the default, a file per host) or
+//! `postgres` (a database per host on a throwaway server, see `postgres`).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -13,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod postgres;
 pub mod tools;
 
 pub const KEY: &str = "e2e-system-key-3b1f";
@@ -52,6 +55,44 @@ pub fn wasm(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// The database the hosts run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// The backend of a `--db` value.
+    pub fn of(db: &str) -> Backend {
+        if db.starts_with("postgres://") || db.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        }
+    }
+}
+
+/// The backend `DURANGO_TEST_DB` asks for (`sqlite` unless set).
+pub fn backend() -> Backend {
+    match std::env::var("DURANGO_TEST_DB").as_deref() {
+        Err(_) | Ok("" | "sqlite") => Backend::Sqlite,
+        Ok("postgres") => Backend::Postgres,
+        Ok(other) => panic!("DURANGO_TEST_DB={other}: expected sqlite or postgres"),
+    }
+}
+
+/// For tests of SQLite itself (its file, its locks, a full disk): whether
+/// to run, i.e. whether the backend is SQLite; if not, says the test is
+/// skipped and why (`if !sqlite_only("...") { return; }`).
+pub fn sqlite_only(why: &str) -> bool {
+    let sqlite = backend() == Backend::Sqlite;
+    if !sqlite {
+        eprintln!("skipped: DURANGO_TEST_DB is not sqlite, and this test {why}");
+    }
+    sqlite
 }
 
 /// Polls `check` until it yields a value or `timeout` passes.
@@ -298,9 +339,11 @@ impl HostOptions {
     }
 }
 
-/// A running `durango serve` over a database in its own temporary folder.
+/// A running `durango serve`, its log in its own temporary folder.
 pub struct Host {
     child: Option<Child>,
+    /// The `--db` value.
+    db: String,
     pub base: String,
     /// The keyless RPC base URL (`.../durabletask/`), with `--rpc-listen`.
     pub rpc_base: Option<String>,
@@ -309,10 +352,28 @@ pub struct Host {
 }
 
 impl Host {
+    /// A host on a database of its own: a file in its temporary folder on
+    /// SQLite, a fresh database on PostgreSQL (as `backend()` says).
     pub fn start(options: HostOptions) -> Host {
         let dir = tempfile::tempdir().expect("temporary folder");
+        let db = match backend() {
+            Backend::Sqlite => dir.path().join("durango.db").display().to_string(),
+            Backend::Postgres => postgres::fresh_database(),
+        };
+        Host::launched(db, dir, options)
+    }
+
+    /// A host on the database `db` (a `--db` value), which other hosts may
+    /// share: `Host::start_on(&first.db_url(), options)`.
+    pub fn start_on(db: &str, options: HostOptions) -> Host {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        Host::launched(db.to_string(), dir, options)
+    }
+
+    fn launched(db: String, dir: tempfile::TempDir, options: HostOptions) -> Host {
         let mut host = Host {
             child: None,
+            db,
             base: String::new(),
             rpc_base: None,
             dir,
@@ -322,8 +383,38 @@ impl Host {
         host
     }
 
+    /// The `--db` value: the SQLite file's path, or a PostgreSQL URL.
+    pub fn db_url(&self) -> String {
+        self.db.clone()
+    }
+
+    pub fn backend(&self) -> Backend {
+        Backend::of(&self.db)
+    }
+
+    /// The SQLite file, for tests of the file itself (see `sqlite_only`).
     pub fn db(&self) -> PathBuf {
-        self.dir.path().join("durango.db")
+        assert_eq!(
+            self.backend(),
+            Backend::Sqlite,
+            "Host::db() is the SQLite file; this host runs on {}",
+            self.db
+        );
+        PathBuf::from(&self.db)
+    }
+
+    /// All the database holds, as bytes to search (for a secret, say): the
+    /// SQLite file and its write-ahead log, or a `pg_dump` of the host's
+    /// PostgreSQL database.
+    pub fn dump_database(&self) -> Vec<u8> {
+        match self.backend() {
+            Backend::Sqlite => {
+                let mut bytes = std::fs::read(&self.db).expect("read the database file");
+                bytes.extend(std::fs::read(format!("{}-wal", self.db)).unwrap_or_default());
+                bytes
+            }
+            Backend::Postgres => postgres::dump(&self.db),
+        }
     }
 
     pub fn log_path(&self) -> PathBuf {
@@ -358,7 +449,7 @@ impl Host {
         command
             .arg("serve")
             .arg("--db")
-            .arg(self.db())
+            .arg(&self.db)
             .arg("--listen")
             .arg("127.0.0.1:0")
             .env("DURANGO_KEY", KEY)
@@ -484,18 +575,25 @@ impl Host {
     }
 
     /// Messages waiting in the instance's inbox, read from the database
-    /// file itself (what a restart would find there).
+    /// itself (what a restart would find there).
     pub fn stored_inbox_len(&self, id: &str) -> usize {
+        let count = "SELECT COUNT(*) FROM inbox WHERE instance_pk = \
+                     (SELECT pk FROM instances WHERE id = ?)";
+        if self.backend() == Backend::Postgres {
+            let literal = format!("'{}'", id.replace('\'', "''"));
+            let text = postgres::psql(&self.db, &count.replace('?', &literal));
+            return text.parse().expect("a count");
+        }
         let output = Command::new("python3")
             .args([
                 "-c",
                 "import sqlite3, sys\n\
                  c = sqlite3.connect(sys.argv[1])\n\
-                 print(c.execute('SELECT COUNT(*) FROM inbox WHERE instance_pk = \
-                 (SELECT pk FROM instances WHERE id = ?)', (sys.argv[2],)).fetchone()[0])",
+                 print(c.execute(sys.argv[3], (sys.argv[2],)).fetchone()[0])",
             ])
-            .arg(self.db())
+            .arg(&self.db)
             .arg(id)
+            .arg(count)
             .output()
             .expect("python3");
         let text = String::from_utf8_lossy(&output.stdout);

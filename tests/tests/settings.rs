@@ -40,14 +40,12 @@ fn assert_nowhere(host: &Host, forms: &[&str]) {
                 .text
         })
         .collect();
-    let db = std::fs::read(host.db()).unwrap();
-    let wal = std::fs::read(host.db().with_extension("db-wal")).unwrap_or_default();
+    let database = host.dump_database();
     for (place, text) in [
         ("status", histories.join("\n")),
         ("list", listed.text),
         ("log", host.log()),
-        ("database", String::from_utf8_lossy(&db).into_owned()),
-        ("WAL", String::from_utf8_lossy(&wal).into_owned()),
+        ("database", String::from_utf8_lossy(&database).into_owned()),
     ] {
         for form in forms {
             assert!(

@@ -4,10 +4,13 @@
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
-use durango_e2e::{durango_bin, Host, HostOptions, KEY};
+use durango_e2e::{durango_bin, sqlite_only, Host, HostOptions, KEY};
 
 #[test]
 fn a_database_locked_by_another_process_stops_the_start_with_a_clear_message() {
+    if !sqlite_only("locks the SQLite file") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("locked.db");
     let mut locker = Command::new("python3")
@@ -59,6 +62,9 @@ fn stopped_with_a_waiting_instance() -> (Host, String) {
 
 #[test]
 fn a_full_disk_answers_503_for_writes_and_loses_nothing_acknowledged() {
+    if !sqlite_only("fills the disk under the SQLite file") {
+        return;
+    }
     let (mut host, first) = stopped_with_a_waiting_instance();
     let size = |path: std::path::PathBuf| std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let largest = size(host.db()).max(size(host.db().with_extension("db-wal")));
@@ -138,6 +144,9 @@ impl Drop for Immutable {
 
 #[test]
 fn a_read_only_database_stops_the_start_with_a_clear_message() {
+    if !sqlite_only("makes the SQLite file read-only") {
+        return;
+    }
     let (mut host, id) = stopped_with_a_waiting_instance();
     let _guard = Immutable::new(host.db());
     let output = Command::new(durango_bin())
