@@ -9,6 +9,9 @@ GUESTS      := phone-verification hello-sequence approval monitor test-guests
 SAMPLES     := $(WASM_DIR)/phone_verification.wasm $(WASM_DIR)/hello_sequence.wasm $(WASM_DIR)/approval.wasm $(WASM_DIR)/monitor.wasm
 DEMO_DB     ?= durango.db
 DEMO_SMS    ?= 127.0.0.1:7072
+# The end-to-end suites run a second time with each host on a database of
+# its own on a throwaway PostgreSQL server (tests/src/postgres.rs).
+PG_SUITES   := phone_verification durability management approval notifications bad_input api patterns
 
 export CARGO_TARGET_DIR := $(TARGET_DIR)
 
@@ -40,6 +43,7 @@ demo: build
 
 test: build
 	DURANGO_BIN=$(DURANGO) DURANGO_WASM_DIR=$(WASM_DIR) $(CARGO) test --workspace $(addprefix --exclude ,$(GUESTS))
+	DURANGO_TEST_DB=postgres DURANGO_BIN=$(DURANGO) DURANGO_WASM_DIR=$(WASM_DIR) $(CARGO) test -p durango-e2e $(addprefix --test ,$(PG_SUITES))
 
 lint: setup
 	$(CARGO) fmt --all -- --check
