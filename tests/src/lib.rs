@@ -577,32 +577,18 @@ impl Host {
     /// Messages waiting in the instance's inbox, read from the database
     /// itself (what a restart would find there).
     pub fn stored_inbox_len(&self, id: &str) -> usize {
-        let count = "SELECT COUNT(*) FROM inbox WHERE instance_pk = \
-                     (SELECT pk FROM instances WHERE id = ?)";
-        if self.backend() == Backend::Postgres {
-            let literal = format!("'{}'", id.replace('\'', "''"));
-            let text = postgres::psql(&self.db, &count.replace('?', &literal));
-            return text.parse().expect("a count");
-        }
-        let output = Command::new("python3")
-            .args([
-                "-c",
-                "import sqlite3, sys\n\
-                 c = sqlite3.connect(sys.argv[1])\n\
-                 print(c.execute(sys.argv[3], (sys.argv[2],)).fetchone()[0])",
-            ])
-            .arg(&self.db)
-            .arg(id)
-            .arg(count)
+        // `durango inbox` reads the database itself, either backend.
+        let output = Command::new(durango_bin())
+            .args(["inbox", id, "--db", &self.db])
+            .env_remove("DURANGO_DB")
             .output()
-            .expect("python3");
-        let text = String::from_utf8_lossy(&output.stdout);
-        text.trim().parse().unwrap_or_else(|_| {
-            panic!(
-                "cannot read the inbox: {text} {}",
-                String::from_utf8_lossy(&output.stderr)
-            )
-        })
+            .expect("durango inbox");
+        assert!(
+            output.status.success(),
+            "durango inbox failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).lines().count()
     }
 
     /// The `EventType` of each event in the instance's history, in order.
