@@ -214,6 +214,7 @@ impl Bench {
             hot_instances,
             activity_workers: 64,
             timer_horizon: Duration::from_secs(600),
+            lease: Duration::from_secs(5),
             key: Some(BENCH_KEY.into()),
             notify_urls: Vec::new(),
             notify_secret: Some("bench".into()),

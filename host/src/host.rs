@@ -34,6 +34,8 @@ pub struct HostConfig {
     pub activity_workers: usize,
     /// Timers due within this long are held in memory.
     pub timer_horizon: Duration,
+    /// A partition lease's length when hosts share a PostgreSQL database.
+    pub lease: Duration,
     /// The system key; `None` uses the stored one or generates it.
     pub key: Option<String>,
     /// Webhooks that get every instance's lifecycle events.
@@ -152,6 +154,7 @@ impl Host {
             hot_instances: config.hot_instances,
             activity_workers: config.activity_workers,
             timer_horizon: config.timer_horizon,
+            lease: config.lease,
         })
         .await?;
         let host = Arc::new(Host {
@@ -259,7 +262,9 @@ impl Host {
             notifications,
             reply,
         };
-        let outcome = match self.scheduler.dispatcher.start_at_once(starting) {
+        let outcome = match self.scheduler
+            .dispatcher
+            .start_at_once(starting, &self.scheduler.ownership) {
             Ok(()) => answer.await.unwrap_or(Err(StoreError::Stopped)),
             Err(starting) => self.create_then_start(*starting).await,
         };

@@ -40,6 +40,11 @@ pub struct ServeArgs {
     /// ones stay in the database until then.
     #[arg(long, env = "DURANGO_TIMER_HORIZON_MS", default_value_t = 600_000)]
     pub timer_horizon_ms: u64,
+    /// How long a partition lease lasts when hosts share a PostgreSQL
+    /// database: a host that stops renewing (killed, paused, cut off) has
+    /// its instances taken over after about this long.
+    #[arg(long, env = "DURANGO_LEASE_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(300..=600_000))]
+    pub lease_ms: u64,
     /// Activities that may run at once.
     #[arg(long, env = "DURANGO_ACTIVITY_WORKERS", default_value_t = 64)]
     pub activity_workers: usize,
@@ -112,6 +117,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         hot_instances: args.hot_instances,
         activity_workers: args.activity_workers,
         timer_horizon: Duration::from_millis(args.timer_horizon_ms),
+        lease: Duration::from_millis(args.lease_ms),
         key: key_from_env.clone(),
         notify_urls: args.notify_urls.clone(),
         notify_secret: std::env::var("DURANGO_NOTIFY_SECRET")

@@ -59,6 +59,11 @@ impl Signals {
         });
     }
 
+    /// An instance finished on another host: its waiters read it again.
+    pub fn finished_elsewhere(&self, instance_id: &str) {
+        self.finished.wake(&instance_id.to_string(), None);
+    }
+
     /// Inbox messages left the inbox in a committed change.
     pub fn consumed(&self, inbox_ids: &[i64]) {
         for inbox_id in inbox_ids {

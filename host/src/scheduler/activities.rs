@@ -122,7 +122,12 @@ async fn run_attempt(sched: &Arc<Scheduler>, activity: ActivityRow) {
             error: sched.settings.redact(&error),
         },
     };
-    let Err(message) = sched.dispatcher.activity_done(&activity, message) else {
+    // An instance another host runs now gets the outcome through the inbox.
+    let handed_over = match sched.ownership.owns(&activity.instance_id) {
+        true => sched.dispatcher.activity_done(&activity, message),
+        false => Err(message),
+    };
+    let Err(message) = handed_over else {
         return;
     };
     match sched

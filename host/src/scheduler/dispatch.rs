@@ -23,6 +23,7 @@ use lru::LruCache;
 use tokio::sync::{mpsc, oneshot};
 
 use super::activities;
+use super::ownership::Ownership;
 use super::Scheduler;
 use crate::engine::episode::{self, Origin};
 use crate::engine::history::{HistoryEvent, Message, RuntimeStatus};
@@ -164,7 +165,14 @@ impl Dispatcher {
     /// free and nothing else is queued under its id; gives the start back
     /// otherwise (a burst of starts then commits each first, so callers
     /// are not kept waiting behind the episodes).
-    pub fn start_at_once(&self, starting: Starting) -> Result<(), Box<Starting>> {
+    pub fn start_at_once(
+        &self,
+        starting: Starting,
+        ownership: &Ownership,
+    ) -> Result<(), Box<Starting>> {
+        if !ownership.owns(&starting.row.id) {
+            return Err(Box::new(starting));
+        }
         let mut active = self.active.lock().expect("dispatch table");
         let id = starting.row.id.clone();
         if active.len() >= CONCURRENT_EPISODES || active.contains_key(&id) {
@@ -281,6 +289,16 @@ async fn work(sched: Arc<Scheduler>) {
 /// Runs the instance's rounds until it has no more work.
 async fn drive(sched: &Arc<Scheduler>, id: String) {
     while let Some(mut work) = sched.dispatcher.next_round(&id) {
+        if !sched.ownership.owns(&id) {
+            // Another host runs it now: its messages are in the inbox for
+            // that host; an activity outcome in hand is not, and the
+            // activity runs again there.
+            sched.dispatcher.forget(&id);
+            if let Some(starting) = work.starting.take() {
+                let _ = starting.reply.send(Err(StoreError::Fenced));
+            }
+            continue;
+        }
         if let Some(starting) = work.starting.take() {
             first_round(sched, &id, starting).await;
             if work.is_empty() {
@@ -477,6 +495,7 @@ async fn commit_round(
         timers: episode.commit.timers.clone(),
     };
     let history_len = then.history_len + episode.commit.events.len();
+    episode.commit.fence = sched.ownership.fence(id);
     let committing = sched.store.commit_episode(episode.commit);
     let mut on_disk = None;
     let pk = if durable.created {
@@ -487,6 +506,7 @@ async fn commit_round(
                 pk
             }
             EpisodeOutcome::Conflict(status) => return Ok(Err(status)),
+            EpisodeOutcome::Fenced => return Err(StoreError::Fenced),
             EpisodeOutcome::OutOfStep => {
                 return Err(StoreError::Corrupt(format!(
                     "new instance {id} had history"

@@ -7,8 +7,10 @@
 //! other. They never see the host or the API above them.
 
 pub mod activities;
+mod cluster;
 pub mod dispatch;
 pub mod durable_http;
+pub mod ownership;
 pub mod timers;
 
 use std::sync::Arc;
@@ -23,6 +25,7 @@ use crate::signals::Signals;
 use crate::store::{Store, StoreError};
 use activities::ActivityPool;
 use dispatch::Dispatcher;
+use ownership::Ownership;
 use timers::{timer_queue, TimerQueue};
 
 pub struct Scheduler {
@@ -36,6 +39,8 @@ pub struct Scheduler {
     pub dispatcher: Dispatcher,
     pub timers: TimerQueue,
     pub activities: ActivityPool,
+    /// The instances this host runs.
+    pub ownership: Ownership,
 }
 
 /// What the scheduler is built from.
@@ -52,6 +57,9 @@ pub struct Parts {
     pub activity_workers: usize,
     /// Timers due within this long are held in memory.
     pub timer_horizon: Duration,
+    /// How long a partition lease lasts when hosts share the database (a
+    /// dead host's instances move on after about this long).
+    pub lease: Duration,
 }
 
 impl Scheduler {
@@ -59,6 +67,14 @@ impl Scheduler {
     /// picks up the work that was under way when the host last stopped.
     pub async fn start(parts: Parts) -> Result<Arc<Scheduler>, StoreError> {
         let (timers, timer_task) = timer_queue(parts.timer_horizon);
+        // Changes other hosts commit are followed from before this host
+        // reads its work, so none falls in between.
+        let remote = parts.store.remote_changes().await?;
+        let lease_ms = parts.lease.as_millis() as i64;
+        let ownership = match parts.store.lease_round(lease_ms).await? {
+            Some(held) => Ownership::leased(held),
+            None => Ownership::everything(),
+        };
         let scheduler = Arc::new(Scheduler {
             store: parts.store,
             catalog: parts.catalog,
@@ -70,26 +86,34 @@ impl Scheduler {
             dispatcher: Dispatcher::new(parts.hot_instances),
             timers,
             activities: ActivityPool::new(parts.activity_workers),
+            ownership,
         });
         Dispatcher::start(&scheduler);
+        if let Some(changes) = remote {
+            tokio::spawn(scheduler.clone().follow(changes));
+            tokio::spawn(scheduler.clone().keep_leases(parts.lease));
+        }
         tokio::spawn(timer_task.run(scheduler.clone()));
         let outbox = scheduler.store.clone();
         tokio::spawn(crate::notify::deliver(outbox, scheduler.notifier.clone()));
-        scheduler.recover().await?;
+        let held = scheduler.ownership.partitions();
+        scheduler.recover(held).await?;
         Ok(scheduler)
     }
 
     /// Loads the timers, activity calls and inbox messages left in the
-    /// store, as a host that just took the work over must.
-    async fn recover(self: &Arc<Self>) -> Result<(), StoreError> {
+    /// store for `partitions` (`None`: all), as a host that just took the
+    /// work over must.
+    async fn recover(self: &Arc<Self>, partitions: Option<Vec<i32>>) -> Result<(), StoreError> {
         let horizon = self.timers.horizon();
-        for (id, seq, fire_at) in self.store.timers_between(i64::MIN, horizon).await? {
+        let timers = self.store.timers_between(i64::MIN, horizon, partitions.clone());
+        for (id, seq, fire_at) in timers.await? {
             self.timers.add(&id, seq, fire_at);
         }
-        for activity in self.store.activities().await? {
+        for activity in self.store.activities(partitions.clone()).await? {
             self.activities.submit(self, activity);
         }
-        for id in self.store.instances_with_messages().await? {
+        for id in self.store.instances_with_messages(partitions).await? {
             self.dispatcher.wake(&id);
         }
         Ok(())

@@ -103,7 +103,7 @@ impl TimerTask {
                     if now >= move_at {
                         let next = now + self.ahead_ms;
                         self.horizon.store(next, Ordering::SeqCst);
-                        match sched.store.timers_between(horizon, next).await {
+                        match sched.store.timers_between(horizon, next, sched.ownership.partitions()).await {
                             Ok(timers) => heap.extend(timers.into_iter().map(|(instance_id, seq, fire_at)| {
                                 Reverse(Due { fire_at, instance_id, seq })
                             })),

@@ -31,10 +31,13 @@ pub mod postgres;
 mod records;
 pub mod sqlite;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+
+use tokio::sync::mpsc;
 
 use crate::engine::history::{HistoryEvent, Message, RuntimeStatus};
 pub use records::*;
@@ -155,12 +158,19 @@ pub trait Episodes: Send + Sync {
 
 /// The scheduler's queues: durable timers and activity calls.
 pub trait WorkQueues: Send + Sync {
-    /// Pending timers due in `(after, until]`: (instance, seq, fire_at).
-    fn timers_between(&self, after: i64, until: i64) -> StoreFuture<Vec<(String, u32, i64)>>;
-    /// Every activity call still owed a result.
-    fn activities(&self) -> StoreFuture<Vec<ActivityRow>>;
-    /// Instances with messages waiting: the work left when a host stopped.
-    fn instances_with_messages(&self) -> StoreFuture<Vec<String>>;
+    /// Pending timers due in `(after, until]`: (instance, seq, fire_at), of
+    /// instances in `partitions` (`None`: all).
+    fn timers_between(
+        &self,
+        after: i64,
+        until: i64,
+        partitions: Option<Vec<i32>>,
+    ) -> StoreFuture<Vec<(String, u32, i64)>>;
+    /// Every activity call still owed a result (in `partitions`).
+    fn activities(&self, partitions: Option<Vec<i32>>) -> StoreFuture<Vec<ActivityRow>>;
+    /// Instances with messages waiting (in `partitions`): the work left
+    /// when a host stopped.
+    fn instances_with_messages(&self, partitions: Option<Vec<i32>>) -> StoreFuture<Vec<String>>;
     /// Records activity outcomes in the inbox (returning their inbox ids),
     /// except those no longer wanted (the instance finished, or a re-run
     /// already reported).
@@ -206,10 +216,24 @@ pub trait Apps: Send + Sync {
     fn meta_secret(&self, name: &'static str, candidate: String) -> StoreFuture<String>;
 }
 
-/// A whole backend.
-pub trait Store: InstanceReads + Episodes + WorkQueues + Outbox + Apps {}
+/// Several hosts on one database: each leases partitions of the instances
+/// and learns from the others what they committed. A backend for one host
+/// (SQLite) answers `None`: that host owns everything, and nobody else
+/// writes.
+pub trait Leases: Send + Sync {
+    /// Renews this host's leases (each `lease_ms` long) and balances them
+    /// with the other live hosts: takes free or expired partitions up to
+    /// its share, gives back what is beyond it. Answers the partitions held
+    /// now with their epochs.
+    fn lease_round(&self, lease_ms: i64) -> StoreFuture<Option<HashMap<i32, i64>>>;
+    /// What other hosts commit from now on, as it is committed.
+    fn remote_changes(&self) -> StoreFuture<Option<mpsc::UnboundedReceiver<Remote>>>;
+}
 
-impl<T: InstanceReads + Episodes + WorkQueues + Outbox + Apps> Store for T {}
+/// A whole backend.
+pub trait Store: InstanceReads + Episodes + WorkQueues + Outbox + Apps + Leases {}
+
+impl<T: InstanceReads + Episodes + WorkQueues + Outbox + Apps + Leases> Store for T {}
 
 /// Opens the store `db` names: a `postgres://` or `postgresql://` URL, or
 /// the path of a SQLite file.

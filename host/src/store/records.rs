@@ -9,6 +9,43 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// How many partitions instances fall into by id. Hosts sharing a database
+/// lease partitions, not instances; fixed, since every host must agree.
+pub const PARTITIONS: i32 = 16;
+
+/// The partition of instance `id` (FNV-1a of its bytes: the same on every
+/// host and build).
+pub fn partition_of(id: &str) -> i32 {
+    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (hash % PARTITIONS as u64) as i32
+}
+
+/// The lease an episode's commit is made under: it writes only while this
+/// host still holds the partition at this epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence {
+    pub partition: i32,
+    pub epoch: i64,
+}
+
+/// What other hosts on the database committed that this one may care
+/// about: instances with new messages, instances that finished, inbox
+/// messages consumed. Or, after a lost connection, that some may have
+/// been missed (`resync`).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Remote {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub woken: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub finished: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consumed: Vec<i64>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resync: bool,
+}
+
 /// A stored time as Durable Functions writes times: `yyyy-MM-ddTHH:mm:ssZ`.
 pub fn format_time(millis: i64) -> String {
     chrono::DateTime::from_timestamp_millis(millis)
@@ -217,6 +254,8 @@ pub struct EpisodeCommit {
     /// The instance's first episode, run before its row existed: the row
     /// is created in this commit.
     pub creates: Option<InstanceRow>,
+    /// The lease it commits under, when hosts share the database.
+    pub fence: Option<Fence>,
 }
 
 /// How an episode's commit went.
@@ -230,6 +269,9 @@ pub enum EpisodeOutcome {
     /// committed one (an earlier episode did not commit, or a round read
     /// the store before it did): nothing was written.
     OutOfStep,
+    /// This host no longer holds the instance's partition (another host
+    /// took it over): nothing was written.
+    Fenced,
 }
 
 /// What an episode's commit did.

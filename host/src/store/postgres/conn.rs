@@ -108,7 +108,7 @@ impl Conn {
 }
 
 /// TLS with the system's trusted roots (webpki's bundle).
-fn tls() -> tokio_postgres_rustls::MakeRustlsConnect {
+pub(super) fn tls() -> tokio_postgres_rustls::MakeRustlsConnect {
     let roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };

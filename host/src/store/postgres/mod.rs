@@ -4,12 +4,15 @@
 //! prepared once per connection.
 
 mod conn;
+mod leases;
 mod rows;
 mod schema;
 mod writer;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use tokio::sync::mpsc;
 use tokio_postgres::Config;
 
 use conn::{Conn, Readers};
@@ -19,8 +22,8 @@ use crate::engine::history::{HistoryEvent, Message, RuntimeStatus};
 use crate::store::{
     now_ms, ActivityRow, Apps, ChildStart, ColdRound, Committed, ContinueAsNew, CreateOutcome,
     Deployment, EnqueueOutcome, EpisodeCommit, EpisodeOutcome, Episodes, InstanceFilter,
-    InstanceReads, InstanceRow, Notification, Outbox, OutboxRow, RewindCommit, StoreError,
-    StoreFuture, StoredVersion, WorkQueues,
+    InstanceReads, InstanceRow, Leases, Notification, Outbox, OutboxRow, Remote, RewindCommit,
+    StoreError, StoreFuture, StoredVersion, WorkQueues, partition_of,
 };
 
 /// The instance columns, in the order `rows::instance_row` reads them.
@@ -62,6 +65,13 @@ pub(super) fn pg_error(error: tokio_postgres::Error) -> StoreError {
 pub struct PgStore {
     writers: Arc<Writers>,
     readers: Arc<Readers>,
+    config: Config,
+    /// This host among those on the database: a random name per start, so
+    /// a restarted host is a new one (its old leases simply run out).
+    host: Arc<str>,
+    /// The connection the leases are renewed on: never queued behind
+    /// writes, so a busy writer cannot make a lease run out.
+    leases: Arc<tokio::sync::Mutex<Option<Conn>>>,
 }
 
 impl PgStore {
@@ -72,9 +82,13 @@ impl PgStore {
             .map_err(|e| StoreError::Unavailable(format!("not a PostgreSQL URL: {e}")))?;
         let mut first = Conn::connect(&config).await?;
         schema::apply(first.client()).await?;
+        let host: [u8; 8] = rand::random();
         Ok(PgStore {
             writers: Arc::new(Writers::start(config.clone(), WRITERS).await?),
-            readers: Arc::new(Readers::new(config, READERS)),
+            readers: Arc::new(Readers::new(config.clone(), READERS)),
+            config,
+            host: host.iter().map(|b| format!("{b:02x}")).collect::<String>().into(),
+            leases: Arc::default(),
         })
     }
 
@@ -94,6 +108,26 @@ impl PgStore {
 
 fn seq(seq: u32) -> i32 {
     seq as i32
+}
+
+/// Tells the other hosts, when this transaction commits, what it changed
+/// (PostgreSQL delivers a `NOTIFY` only on commit, and not at all if it
+/// rolls back).
+async fn notify(c: &Conn, host: &str, change: Remote) -> TxResult<()> {
+    if change.woken.is_empty() && change.finished.is_empty() && change.consumed.is_empty() {
+        return Ok(());
+    }
+    let payload = leases::wire(host, change);
+    c.execute("SELECT pg_notify('durango', $1)", &[&payload])
+        .await?;
+    Ok(())
+}
+
+fn woken(id: &str) -> Remote {
+    Remote {
+        woken: vec![id.to_string()],
+        ..Remote::default()
+    }
 }
 
 async fn read_instance(c: &Conn, id: &str) -> TxResult<Option<InstanceRow>> {
@@ -344,8 +378,8 @@ async fn insert_instance(
     let inserted = c
         .query_one(
             "INSERT INTO instances (id, name, version, status, input, created_at, updated_at,
-                                    callback_url, parent_id, parent_seq)
-             VALUES ($1, $2, $3, 'Pending', $4, $5, $5, $6, $7, $8) RETURNING pk",
+                                    callback_url, parent_id, parent_seq, partition)
+             VALUES ($1, $2, $3, 'Pending', $4, $5, $5, $6, $7, $8, $9) RETURNING pk",
             &[
                 &row.id,
                 &row.name,
@@ -355,6 +389,7 @@ async fn insert_instance(
                 &row.callback_url,
                 &parent.map(|(id, _)| id),
                 &parent.map(|(_, s)| seq(s)),
+                &partition_of(&row.id),
             ],
         )
         .await?;
@@ -508,7 +543,36 @@ async fn update_instance(c: &Conn, pk: i64, commit: &EpisodeCommit) -> TxResult<
     })
 }
 
-async fn commit_episode(c: &Conn, commit: &EpisodeCommit) -> TxResult<EpisodeOutcome> {
+async fn commit_episode(c: &Conn, host: &str, commit: &EpisodeCommit) -> TxResult<EpisodeOutcome> {
+    if let Some(fence) = commit.fence {
+        // FOR SHARE: a host taking the partition over waits for this commit.
+        let held = c
+            .query_opt(
+                "SELECT 1 FROM partitions
+                  WHERE id = $1 AND owner = $2 AND epoch = $3 AND expires_at > clock_timestamp()
+                    FOR SHARE",
+                &[&fence.partition, &host, &fence.epoch],
+            )
+            .await?;
+        if held.is_none() {
+            return Ok(EpisodeOutcome::Fenced);
+        }
+    }
+    let outcome = commit_checked_episode(c, commit).await?;
+    if let EpisodeOutcome::Committed(committed) = &outcome {
+        let finished = committed.finished.as_ref().map(|row| row.id.clone());
+        let change = Remote {
+            woken: committed.woken.clone(),
+            finished: finished.into_iter().collect(),
+            consumed: commit.consumed.clone(),
+            resync: false,
+        };
+        notify(c, host, change).await?;
+    }
+    Ok(outcome)
+}
+
+async fn commit_checked_episode(c: &Conn, commit: &EpisodeCommit) -> TxResult<EpisodeOutcome> {
     let id = commit.instance_id.as_str();
     let pk = match &commit.creates {
         Some(row) => match insert_instance(c, row, None).await? {
@@ -641,14 +705,17 @@ impl Episodes for PgStore {
     ) -> StoreFuture<CreateOutcome> {
         let key = pending.id.clone();
         let (pending, notifications) = (Arc::new(pending), Arc::new(notifications));
+        let host = self.host.clone();
         self.writers.write(&key, move |c| {
             let (pending, notifications) = (pending.clone(), notifications.clone());
+            let host = host.clone();
             Box::pin(async move {
                 match insert_instance(c, &pending, None).await? {
                     Ok(row) => {
                         let start =
                             insert_message(c, row.pk, &Message::start(row.input.clone())).await?;
                         insert_notifications(c, &notifications).await?;
+                        notify(c, &host, woken(&row.id)).await?;
                         Ok(CreateOutcome::Created(Box::new(row), start))
                     }
                     Err(status) => Ok(CreateOutcome::Conflict(status)),
@@ -664,14 +731,19 @@ impl Episodes for PgStore {
         message: Message,
     ) -> StoreFuture<EnqueueOutcome> {
         let (id, message) = (Arc::new(id), Arc::new(message));
+        let host = self.host.clone();
         self.writers.write(&id.clone(), move |c| {
-            let (id, message) = (id.clone(), message.clone());
+            let (id, message, host) = (id.clone(), message.clone(), host.clone());
             Box::pin(async move {
                 Ok(match find(c, &id).await? {
                     None => EnqueueOutcome::NotFound,
                     Some((pk, _)) if execution.is_some_and(|e| e != pk) => EnqueueOutcome::Replaced,
                     Some((_, status)) if status.is_terminal() => EnqueueOutcome::Terminal(status),
-                    Some((pk, _)) => EnqueueOutcome::Queued(insert_message(c, pk, &message).await?),
+                    Some((pk, _)) => {
+                        let queued = insert_message(c, pk, &message).await?;
+                        notify(c, &host, woken(&id)).await?;
+                        EnqueueOutcome::Queued(queued)
+                    }
                 })
             })
         })
@@ -679,20 +751,26 @@ impl Episodes for PgStore {
 
     fn commit_episode(&self, commit: EpisodeCommit) -> StoreFuture<EpisodeOutcome> {
         let key = commit.instance_id.clone();
-        let commit = Arc::new(commit);
+        let (commit, host) = (Arc::new(commit), self.host.clone());
         self.writers.write(&key, move |c| {
-            let commit = commit.clone();
-            Box::pin(async move { commit_episode(c, &commit).await })
+            let (commit, host) = (commit.clone(), host.clone());
+            Box::pin(async move { commit_episode(c, &host, &commit).await })
         })
     }
 
     fn discard_messages(&self, ids: Vec<i64>) -> StoreFuture<()> {
         let ids = Arc::new(ids);
+        let host = self.host.clone();
         self.writers.write("", move |c| {
-            let ids = ids.clone();
+            let (ids, host) = (ids.clone(), host.clone());
             Box::pin(async move {
                 c.execute("DELETE FROM inbox WHERE id = ANY($1)", &[&*ids])
                     .await?;
+                let change = Remote {
+                    consumed: ids.to_vec(),
+                    ..Remote::default()
+                };
+                notify(c, &host, change).await?;
                 Ok(())
             })
         })
@@ -700,17 +778,21 @@ impl Episodes for PgStore {
 
     fn rewind(&self, rewind: RewindCommit) -> StoreFuture<bool> {
         let rewind = Arc::new(rewind);
+        let host = self.host.clone();
         self.writers.write(&rewind.pk.to_string(), move |c| {
-            let rewind = rewind.clone();
+            let (rewind, host) = (rewind.clone(), host.clone());
             Box::pin(async move {
                 let pk = rewind.pk;
-                let status = c
-                    .query_opt("SELECT status FROM instances WHERE pk = $1", &[&pk])
-                    .await?
-                    .and_then(|r| RuntimeStatus::parse(r.get(0)));
-                if status != Some(RuntimeStatus::Failed) {
+                let found = c
+                    .query_opt("SELECT status, id FROM instances WHERE pk = $1", &[&pk])
+                    .await?;
+                let Some(found) = found else {
+                    return Ok(false);
+                };
+                if RuntimeStatus::parse(found.get(0)) != Some(RuntimeStatus::Failed) {
                     return Ok(false);
                 }
+                notify(c, &host, woken(found.get(1))).await?;
                 c.execute("DELETE FROM history WHERE instance_pk = $1", &[&pk])
                     .await?;
                 append_history(c, pk, 0, &rewind.history).await?;
@@ -774,15 +856,21 @@ impl Episodes for PgStore {
 }
 
 impl WorkQueues for PgStore {
-    fn timers_between(&self, after: i64, until: i64) -> StoreFuture<Vec<(String, u32, i64)>> {
+    fn timers_between(
+        &self,
+        after: i64,
+        until: i64,
+        partitions: Option<Vec<i32>>,
+    ) -> StoreFuture<Vec<(String, u32, i64)>> {
         self.read(move |c| {
             Box::pin(async move {
                 let found = c
                     .query(
                         "SELECT i.id, t.seq, t.fire_at FROM timers t
                            JOIN instances i ON i.pk = t.instance_pk
-                          WHERE t.fire_at > $1 AND t.fire_at <= $2",
-                        &[&after, &until],
+                          WHERE t.fire_at > $1 AND t.fire_at <= $2
+                            AND ($3::int[] IS NULL OR i.partition = ANY($3))",
+                        &[&after, &until, &partitions],
                     )
                     .await?;
                 Ok(Ok(found
@@ -793,15 +881,16 @@ impl WorkQueues for PgStore {
         })
     }
 
-    fn activities(&self) -> StoreFuture<Vec<ActivityRow>> {
+    fn activities(&self, partitions: Option<Vec<i32>>) -> StoreFuture<Vec<ActivityRow>> {
         self.read(move |c| {
             Box::pin(async move {
                 let found = c
                     .query(
                         "SELECT i.id, a.seq, a.version, a.name, a.input, a.retry, a.attempt,
                                 a.run_at, a.instance_pk
-                           FROM activities a JOIN instances i ON i.pk = a.instance_pk",
-                        &[],
+                           FROM activities a JOIN instances i ON i.pk = a.instance_pk
+                          WHERE $1::int[] IS NULL OR i.partition = ANY($1)",
+                        &[&partitions],
                     )
                     .await?;
                 Ok(found.iter().map(rows::activity_row).collect())
@@ -809,14 +898,15 @@ impl WorkQueues for PgStore {
         })
     }
 
-    fn instances_with_messages(&self) -> StoreFuture<Vec<String>> {
+    fn instances_with_messages(&self, partitions: Option<Vec<i32>>) -> StoreFuture<Vec<String>> {
         self.read(move |c| {
             Box::pin(async move {
                 let found = c
                     .query(
                         "SELECT id FROM instances
-                          WHERE pk IN (SELECT DISTINCT instance_pk FROM inbox)",
-                        &[],
+                          WHERE pk IN (SELECT DISTINCT instance_pk FROM inbox)
+                            AND ($1::int[] IS NULL OR partition = ANY($1))",
+                        &[&partitions],
                     )
                     .await?;
                 Ok(Ok(found.iter().map(|r| r.get(0)).collect()))
@@ -830,12 +920,19 @@ impl WorkQueues for PgStore {
         outcomes: Vec<(u32, Message)>,
     ) -> StoreFuture<Vec<Option<i64>>> {
         let outcomes = Arc::new(outcomes);
+        let host = self.host.clone();
         self.writers.write(&instance_pk.to_string(), move |c| {
-            let outcomes = outcomes.clone();
+            let (outcomes, host) = (outcomes.clone(), host.clone());
             Box::pin(async move {
                 let mut ids = Vec::new();
                 for (s, outcome) in outcomes.iter() {
                     ids.push(activity_outcome_to_inbox(c, instance_pk, *s, outcome).await?);
+                }
+                if ids.iter().any(Option::is_some) {
+                    let id = c
+                        .query_one("SELECT id FROM instances WHERE pk = $1", &[&instance_pk])
+                        .await?;
+                    notify(c, &host, woken(id.get(0))).await?;
                 }
                 Ok(ids)
             })
@@ -865,8 +962,9 @@ impl WorkQueues for PgStore {
 
     fn fire_timer(&self, id: String, timer_seq: u32) -> StoreFuture<Option<i64>> {
         let id = Arc::new(id);
+        let host = self.host.clone();
         self.writers.write(&id.clone(), move |c| {
-            let id = id.clone();
+            let (id, host) = (id.clone(), host.clone());
             Box::pin(async move {
                 let Some((pk, _)) = find(c, &id).await? else {
                     return Ok(None);
@@ -881,7 +979,9 @@ impl WorkQueues for PgStore {
                     return Ok(None);
                 }
                 let fired = Message::TimerFired { seq: timer_seq };
-                Ok(Some(insert_message(c, pk, &fired).await?))
+                let queued = insert_message(c, pk, &fired).await?;
+                notify(c, &host, woken(&id)).await?;
+                Ok(Some(queued))
             })
         })
     }
@@ -1039,5 +1139,24 @@ impl Apps for PgStore {
                 Ok(row.get(0))
             })
         })
+    }
+}
+
+impl Leases for PgStore {
+    fn lease_round(&self, lease_ms: i64) -> StoreFuture<Option<HashMap<i32, i64>>> {
+        let (store, host) = (self.clone(), self.host.clone());
+        Box::pin(async move {
+            let mut slot = store.leases.lock().await;
+            if slot.as_ref().is_none_or(Conn::is_closed) {
+                *slot = Some(Conn::connect(&store.config).await?);
+            }
+            let conn = slot.as_ref().expect("connected");
+            Ok(Some(leases::round(conn, &host, lease_ms).await?))
+        })
+    }
+
+    fn remote_changes(&self) -> StoreFuture<Option<mpsc::UnboundedReceiver<Remote>>> {
+        let (config, host) = (self.config.clone(), self.host.clone());
+        Box::pin(async move { Ok(Some(leases::listen(config, host).await?)) })
     }
 }

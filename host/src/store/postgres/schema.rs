@@ -5,7 +5,7 @@
 use tokio_postgres::Client;
 
 use super::pg_error;
-use crate::store::StoreError;
+use crate::store::{StoreError, PARTITIONS};
 
 /// The layout this build writes, kept in `meta` under `schema_version`.
 const VERSION: i64 = 1;
@@ -53,8 +53,10 @@ CREATE TABLE IF NOT EXISTS instances (
     callback_url  TEXT,
     episodes      BIGINT NOT NULL DEFAULT 0,
     parent_id     TEXT,
-    parent_seq    INTEGER
+    parent_seq    INTEGER,
+    partition     INTEGER NOT NULL         -- partition_of(id): which host runs it
 );
+CREATE INDEX IF NOT EXISTS instances_by_partition ON instances(partition);
 CREATE INDEX IF NOT EXISTS instances_by_created ON instances(created_at, id);
 CREATE INDEX IF NOT EXISTS instances_by_status ON instances(status);
 
@@ -108,6 +110,24 @@ CREATE TABLE IF NOT EXISTS timers (
     PRIMARY KEY (instance_pk, seq)
 );
 CREATE INDEX IF NOT EXISTS timers_by_due ON timers(fire_at);
+
+-- Each partition's lease: the host that runs its instances until
+-- `expires_at`, and the epoch every one of its episode commits checks.
+-- A new owner adds one to the epoch, so a host whose lease ran out (paused,
+-- cut off) writes no episode after another took over.
+CREATE TABLE IF NOT EXISTS partitions (
+    id         INTEGER PRIMARY KEY,
+    owner      TEXT,
+    epoch      BIGINT NOT NULL DEFAULT 0,
+    expires_at TIMESTAMPTZ NOT NULL DEFAULT 'epoch'
+);
+
+-- Live hosts (each renews `seen_until` with its leases): partitions are
+-- shared out among them.
+CREATE TABLE IF NOT EXISTS hosts (
+    id         TEXT PRIMARY KEY,
+    seen_until TIMESTAMPTZ NOT NULL
+);
 "#;
 
 /// Brings the database to this build's layout, in one transaction.
@@ -117,6 +137,12 @@ pub(super) async fn apply(client: &mut Client) -> Result<(), StoreError> {
         .await
         .map_err(pg_error)?;
     tx.batch_execute(SCHEMA).await.map_err(pg_error)?;
+    tx.execute(
+        "INSERT INTO partitions (id) SELECT generate_series(0, $1 - 1) ON CONFLICT DO NOTHING",
+        &[&PARTITIONS],
+    )
+    .await
+    .map_err(pg_error)?;
     let found: Option<String> = tx
         .query_opt("SELECT value FROM meta WHERE key = 'schema_version'", &[])
         .await

@@ -1,15 +1,26 @@
-//! The scheduler's queues (timers, activity calls) and the outbox.
+//! The scheduler's queues (timers, activity calls), the outbox, and the
+//! leases a single host does not need.
+
+use std::collections::HashMap;
 
 use rusqlite::params;
+use tokio::sync::mpsc;
 
 use super::reads::{activity_row, decode};
 use super::writes::{activity_outcome_to_inbox, exec, find, insert_message};
 use super::SqliteStore;
 use crate::engine::history::Message;
-use crate::store::{ActivityRow, Outbox, OutboxRow, StoreFuture, WorkQueues};
+use crate::store::{ActivityRow, Leases, Outbox, OutboxRow, Remote, StoreFuture, WorkQueues};
 
+// One host holds every partition of a SQLite database: the `partitions`
+// filters are all of them.
 impl WorkQueues for SqliteStore {
-    fn timers_between(&self, after: i64, until: i64) -> StoreFuture<Vec<(String, u32, i64)>> {
+    fn timers_between(
+        &self,
+        after: i64,
+        until: i64,
+        _partitions: Option<Vec<i32>>,
+    ) -> StoreFuture<Vec<(String, u32, i64)>> {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT i.id, t.seq, t.fire_at FROM timers t JOIN instances i ON i.pk = t.instance_pk
@@ -20,7 +31,7 @@ impl WorkQueues for SqliteStore {
         })
     }
 
-    fn activities(&self) -> StoreFuture<Vec<ActivityRow>> {
+    fn activities(&self, _partitions: Option<Vec<i32>>) -> StoreFuture<Vec<ActivityRow>> {
         self.read(|conn| {
             let mut stmt = conn.prepare(
                 "SELECT i.id, a.seq, a.version, a.name, a.input, a.retry, a.attempt, a.run_at, a.instance_pk
@@ -38,7 +49,7 @@ impl WorkQueues for SqliteStore {
         })
     }
 
-    fn instances_with_messages(&self) -> StoreFuture<Vec<String>> {
+    fn instances_with_messages(&self, _partitions: Option<Vec<i32>>) -> StoreFuture<Vec<String>> {
         self.read(|conn| {
             let mut stmt = conn.prepare(
                 "SELECT id FROM instances WHERE pk IN (SELECT DISTINCT instance_pk FROM inbox)",
@@ -137,5 +148,16 @@ impl Outbox for SqliteStore {
             )?;
             Ok(())
         })
+    }
+}
+
+/// One host, nobody else writing: no leases, no remote changes.
+impl Leases for SqliteStore {
+    fn lease_round(&self, _lease_ms: i64) -> StoreFuture<Option<HashMap<i32, i64>>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    fn remote_changes(&self) -> StoreFuture<Option<mpsc::UnboundedReceiver<Remote>>> {
+        Box::pin(async { Ok(None) })
     }
 }
