@@ -14,13 +14,13 @@ use crate::engine::rewind;
 use crate::links::LinkSigner;
 use crate::notify::{Change, Notifier};
 use crate::runtime::{FunctionInfo, GuestLimits, RandomKey, Runtime};
-use crate::scheduler::dispatch::{Starting, CONCURRENT_EPISODES};
+use crate::scheduler::dispatch::{start_in_two_commits, Starting, CONCURRENT_EPISODES};
 use crate::scheduler::{Parts, Scheduler};
 use crate::settings::Settings;
 use crate::signals::{Lifecycle, Signals};
 use crate::store::{
-    now_ms, ActivityRow, CreateOutcome, Deployment, Durability, EnqueueOutcome, InstanceRow,
-    RewindCommit, Store, StoreError,
+    now_ms, ActivityRow, Deployment, Durability, EnqueueOutcome, InstanceRow, RewindCommit, Store,
+    StoreError,
 };
 
 pub struct HostConfig {
@@ -262,41 +262,20 @@ impl Host {
             notifications,
             reply,
         };
-        let outcome = match self.scheduler
+        let scheduler = &self.scheduler;
+        if let Err(starting) = scheduler
             .dispatcher
-            .start_at_once(starting, &self.scheduler.ownership) {
-            Ok(()) => answer.await.unwrap_or(Err(StoreError::Stopped)),
-            Err(starting) => self.create_then_start(*starting).await,
-        };
+            .start_at_once(starting, &scheduler.ownership)
+        {
+            start_in_two_commits(scheduler, *starting).await;
+        }
+        let outcome = answer.await.unwrap_or(Err(StoreError::Stopped));
         match outcome.map_err(StartError::Store)? {
             Ok(()) => Ok(()),
             Err(status) => Err(StartError::Conflict(format!(
                 "instance {id} already exists and is {}",
                 status.as_str()
             ))),
-        }
-    }
-
-    /// The start in two commits: the row and its start message first, the
-    /// first episode after.
-    async fn create_then_start(
-        &self,
-        starting: Starting,
-    ) -> Result<Result<(), RuntimeStatus>, StoreError> {
-        let Starting {
-            row, notifications, ..
-        } = starting;
-        let notify = !notifications.is_empty();
-        match self.store.create_instance(row, notifications).await? {
-            CreateOutcome::Created(row, start) => {
-                self.signals.announce(&row.id, RuntimeStatus::Pending, None);
-                if notify {
-                    self.scheduler.notifier.wake();
-                }
-                self.scheduler.dispatcher.created(*row, start);
-                Ok(Ok(()))
-            }
-            CreateOutcome::Conflict(status) => Ok(Err(status)),
         }
     }
 

@@ -480,6 +480,25 @@ impl Host {
         }
     }
 
+    /// `SIGSTOP`: the process stops where it is, as a host does in a long
+    /// pause (a stalled VM, a debugger); `resume` continues it.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("a running host").id();
+        let sent = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success(), "kill {signal} {pid}");
+    }
+
     /// Starts the host again on the same database (on a new port).
     pub fn restart(&mut self) {
         self.kill9();

@@ -30,7 +30,9 @@ use crate::engine::history::{HistoryEvent, Message, RuntimeStatus};
 use crate::engine::replay::Replay;
 use crate::notify::Change;
 use crate::runtime::{GuestFault, Orchestrator};
-use crate::store::{ActivityRow, Committed, EpisodeOutcome, InstanceRow, Notification, StoreError};
+use crate::store::{
+    ActivityRow, Committed, CreateOutcome, EpisodeOutcome, InstanceRow, Notification, StoreError,
+};
 
 /// A waiting instance kept in memory (`G`: its guest; `()` while it is
 /// being committed).
@@ -295,7 +297,7 @@ async fn drive(sched: &Arc<Scheduler>, id: String) {
             // activity runs again there.
             sched.dispatcher.forget(&id);
             if let Some(starting) = work.starting.take() {
-                let _ = starting.reply.send(Err(StoreError::Fenced));
+                start_in_two_commits(sched, starting).await;
             }
             continue;
         }
@@ -522,6 +524,10 @@ async fn commit_round(
             let _ = landed.send(());
             match outcome {
                 Ok(EpisodeOutcome::Committed(committed)) => durable.act(&sched, &id, committed),
+                Ok(EpisodeOutcome::Fenced) => {
+                    tracing::info!(instance = %id, "episode refused: another host holds this instance's partition now");
+                    start_over_from_store(&sched, &id, Duration::ZERO).await
+                }
                 Ok(_) => start_over_from_store(&sched, &id, Duration::ZERO).await,
                 Err(error) => {
                     tracing::error!(instance = %id, %error, "episode not committed; retrying in {FIRST_BACKOFF:?}");
@@ -614,6 +620,11 @@ async fn first_round(sched: &Arc<Scheduler>, id: &str, starting: Starting) {
         notifications,
         reply,
     } = starting;
+    let fallback = Starting {
+        row: row.clone(),
+        notifications: notifications.clone(),
+        reply,
+    };
     let outcome = async {
         let (mut guest, _, fault) = rebuild(sched, &row, Vec::new()).await?;
         let start = Message::start(row.input.clone());
@@ -631,7 +642,43 @@ async fn first_round(sched: &Arc<Scheduler>, id: &str, starting: Starting) {
         };
         commit_round(sched, id, guest, then, episode).await
     };
-    let _ = reply.send(outcome.await);
+    match outcome.await {
+        // Its partition moved to another host meanwhile: nothing was
+        // written, and the instance starts there.
+        Err(StoreError::Fenced) => start_in_two_commits(sched, fallback).await,
+        outcome => {
+            let _ = fallback.reply.send(outcome);
+        }
+    }
+}
+
+/// A start in two commits: the row and its start message first, the first
+/// episode after, here if this host runs the instance, else on the host
+/// that does (woken through the store).
+pub async fn start_in_two_commits(sched: &Arc<Scheduler>, starting: Starting) {
+    let Starting {
+        row,
+        notifications,
+        reply,
+    } = starting;
+    let notify = !notifications.is_empty();
+    let outcome = sched.store.create_instance(row, notifications).await;
+    let outcome = outcome.map(|created| match created {
+        CreateOutcome::Created(row, start) => {
+            sched
+                .signals
+                .announce(&row.id, RuntimeStatus::Pending, None);
+            if notify {
+                sched.notifier.wake();
+            }
+            if sched.ownership.owns(&row.id) {
+                sched.dispatcher.created(*row, start);
+            }
+            Ok(())
+        }
+        CreateOutcome::Conflict(status) => Err(status),
+    });
+    let _ = reply.send(outcome);
 }
 
 /// The handed-over messages a previous read has not already covered.

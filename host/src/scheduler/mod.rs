@@ -106,7 +106,9 @@ impl Scheduler {
     /// work over must.
     async fn recover(self: &Arc<Self>, partitions: Option<Vec<i32>>) -> Result<(), StoreError> {
         let horizon = self.timers.horizon();
-        let timers = self.store.timers_between(i64::MIN, horizon, partitions.clone());
+        let timers = self
+            .store
+            .timers_between(i64::MIN, horizon, partitions.clone());
         for (id, seq, fire_at) in timers.await? {
             self.timers.add(&id, seq, fire_at);
         }

@@ -120,7 +120,11 @@ async fn round_in_transaction(
                 &[&host, &(lease_ms as f64), &(-extra)],
             )
             .await?;
-        held.extend(taken.iter().map(|r| (r.get::<_, i32>(0), r.get::<_, i64>(1))));
+        held.extend(
+            taken
+                .iter()
+                .map(|r| (r.get::<_, i32>(0), r.get::<_, i64>(1))),
+        );
     }
     Ok(held)
 }

@@ -20,10 +20,10 @@ use writer::{TxFuture, TxResult, Writers};
 
 use crate::engine::history::{HistoryEvent, Message, RuntimeStatus};
 use crate::store::{
-    now_ms, ActivityRow, Apps, ChildStart, ColdRound, Committed, ContinueAsNew, CreateOutcome,
-    Deployment, EnqueueOutcome, EpisodeCommit, EpisodeOutcome, Episodes, InstanceFilter,
-    InstanceReads, InstanceRow, Leases, Notification, Outbox, OutboxRow, Remote, RewindCommit,
-    StoreError, StoreFuture, StoredVersion, WorkQueues, partition_of,
+    now_ms, partition_of, ActivityRow, Apps, ChildStart, ColdRound, Committed, ContinueAsNew,
+    CreateOutcome, Deployment, EnqueueOutcome, EpisodeCommit, EpisodeOutcome, Episodes,
+    InstanceFilter, InstanceReads, InstanceRow, Leases, Notification, Outbox, OutboxRow, Remote,
+    RewindCommit, StoreError, StoreFuture, StoredVersion, WorkQueues,
 };
 
 /// The instance columns, in the order `rows::instance_row` reads them.
@@ -87,7 +87,11 @@ impl PgStore {
             writers: Arc::new(Writers::start(config.clone(), WRITERS).await?),
             readers: Arc::new(Readers::new(config.clone(), READERS)),
             config,
-            host: host.iter().map(|b| format!("{b:02x}")).collect::<String>().into(),
+            host: host
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+                .into(),
             leases: Arc::default(),
         })
     }

@@ -1,0 +1,252 @@
+//! Several hosts on one PostgreSQL database (a throwaway server of the
+//! tests' own, whatever `DURANGO_TEST_DB` says): any host takes any request,
+//! a message for another host's instance wakes it there, a killed or
+//! paused host's instances go on elsewhere once its leases run out, and a
+//! host that joins takes its share.
+
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use durango_e2e::{postgres, wait_until, FakeSms, Host, HostOptions};
+use serde_json::{json, Value};
+
+/// Short leases, so takeovers happen within the tests' time.
+const LEASE_MS: &str = "1500";
+
+fn cluster(db: &str, count: usize, sms: &FakeSms) -> Vec<Host> {
+    (0..count)
+        .map(|_| {
+            let options = HostOptions::with_apps(&["phone_verification", "test_guests"])
+                .twilio(sms)
+                .arg("--lease-ms")
+                .arg(LEASE_MS);
+            Host::start_on(db, options)
+        })
+        .collect()
+}
+
+/// Hosts holding an unexpired lease.
+fn lease_holders(db: &str) -> usize {
+    postgres::psql(
+        db,
+        "SELECT count(DISTINCT owner) FROM partitions WHERE expires_at > clock_timestamp()",
+    )
+    .parse()
+    .expect("a count")
+}
+
+/// Partitions under an unexpired lease.
+fn leased_partitions(db: &str) -> usize {
+    postgres::psql(
+        db,
+        "SELECT count(*) FROM partitions WHERE expires_at > clock_timestamp()",
+    )
+    .parse()
+    .expect("a count")
+}
+
+/// A small deterministic generator: the seed is printed, so a failing
+/// run can be repeated.
+struct Dice(u64);
+
+impl Dice {
+    fn new() -> Dice {
+        let seed = std::env::var("DURANGO_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            });
+        println!("seed {seed}");
+        Dice(seed | 1)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+fn phone(n: usize) -> String {
+    format!("+1425555{n:04}")
+}
+
+fn raise(host: &Host, id: &str, event: &str, data: &str) -> u16 {
+    host.call(
+        "POST",
+        &format!("/runtime/webhooks/durabletask/instances/{id}/raiseEvent/{event}"),
+        Some(data),
+    )
+    .status
+}
+
+#[test]
+fn three_hosts_finish_every_verification_while_two_are_killed() {
+    const FLOWS: usize = 120;
+    let sms = FakeSms::start();
+    let db = postgres::fresh_database();
+    let mut hosts = cluster(&db, 3, &sms);
+    let mut dice = Dice::new();
+    // Two kills, each at a random moment of the run (counted in requests),
+    // each host restarted a little later: hosts 0 and 1, or 1 and 2, ...
+    let first = dice.below(3);
+    let victims = [first, (first + 1 + dice.below(2)) % 3];
+    let kill_at = [dice.below(FLOWS), FLOWS + dice.below(FLOWS)];
+    let mut down: Option<(usize, usize)> = None; // (host, restart at step)
+    let mut ids = Vec::new();
+    let mut step = 0;
+    let chaos = |hosts: &mut Vec<Host>, step: usize, down: &mut Option<(usize, usize)>| {
+        if let Some((host, at)) = *down {
+            if step >= at {
+                hosts[host].restart();
+                *down = None;
+            }
+        }
+        for (k, at) in kill_at.iter().enumerate() {
+            if step == *at && down.is_none() {
+                hosts[victims[k]].kill9();
+                *down = Some((victims[k], step + 10 + FLOWS / 8));
+            }
+        }
+    };
+    let live = |down: &Option<(usize, usize)>, pick: usize| -> usize {
+        match down {
+            Some((dead, _)) if *dead == pick % 3 => (pick + 1) % 3,
+            _ => pick % 3,
+        }
+    };
+    for n in 0..FLOWS {
+        chaos(&mut hosts, step, &mut down);
+        step += 1;
+        let host = &hosts[live(&down, dice.below(3))];
+        let input = json!({ "phoneNumber": phone(n), "timeoutSeconds": 600 });
+        ids.push(host.start_orchestration("E4_SmsPhoneVerification", &input.to_string()));
+    }
+    for (n, id) in ids.iter().enumerate() {
+        chaos(&mut hosts, step, &mut down);
+        step += 1;
+        let code = sms.code_sent_to(&phone(n));
+        let host = &hosts[live(&down, dice.below(3))];
+        assert_eq!(
+            raise(host, id, "SmsChallengeResponse", &code.to_string()),
+            202
+        );
+    }
+    if let Some((host, _)) = down.take() {
+        hosts[host].restart();
+    }
+    for (n, id) in ids.iter().enumerate() {
+        let host = &hosts[dice.below(3)];
+        let done = host.wait_finished(id);
+        assert_eq!(done["runtimeStatus"], "Completed", "{id}: {done}");
+        assert_eq!(done["output"], json!(true), "flow {n} verified");
+    }
+    // One SMS per person: a send repeated after a kill carried the same
+    // idempotency token and was deduplicated.
+    let messages = sms.messages();
+    let people: HashSet<&str> = messages.iter().filter_map(|m| m["to"].as_str()).collect();
+    assert_eq!(messages.len(), FLOWS, "one message each");
+    assert_eq!(people.len(), FLOWS);
+    println!("cluster: {FLOWS} flows, hosts {victims:?} killed at steps {kill_at:?}");
+}
+
+/// The partitions' owners as the hosts hold them now.
+fn spread_over(db: &str, hosts: usize) {
+    wait_until(
+        &format!("partitions spread over {hosts} hosts"),
+        Duration::from_secs(30),
+        || (lease_holders(db) == hosts && leased_partitions(db) == 16).then_some(()),
+    );
+}
+
+fn echo_flows(host: &Host, prefix: &str, count: usize) -> Vec<String> {
+    (0..count)
+        .map(|n| {
+            let id = format!("{prefix}{n}");
+            let answer = host.call(
+                "POST",
+                &format!("/api/orchestrators/EchoAfterEvent/{id}"),
+                Some("\"Go\""),
+            );
+            assert_eq!(answer.status, 202, "{}", answer.text);
+            id
+        })
+        .collect()
+}
+
+fn events_of(host: &Host, id: &str, kind: &str) -> usize {
+    host.status_with_history(id).body["historyEvents"]
+        .as_array()
+        .map_or(0, |events| {
+            events.iter().filter(|e| e["EventType"] == kind).count()
+        })
+}
+
+fn assert_echoed_once(host: &Host, id: &str, reply: &str) {
+    let done: Value = host.wait_finished(id);
+    assert_eq!(done["runtimeStatus"], "Completed", "{id}: {done}");
+    assert_eq!(done["output"], json!(reply), "{id}");
+    assert_eq!(events_of(host, id, "EventRaised"), 1, "{id}: one event");
+    assert_eq!(events_of(host, id, "TaskCompleted"), 1, "{id}: one echo");
+    assert_eq!(
+        events_of(host, id, "ExecutionCompleted"),
+        1,
+        "{id}: one end"
+    );
+}
+
+#[test]
+fn a_joining_host_takes_its_share_and_the_waiting_instances_go_on() {
+    let sms = FakeSms::start();
+    let db = postgres::fresh_database();
+    let mut hosts = cluster(&db, 1, &sms);
+    spread_over(&db, 1);
+    let ids = echo_flows(&hosts[0], "join-", 24);
+    hosts.extend(cluster(&db, 1, &sms));
+    spread_over(&db, 2);
+    // Every answer goes through the new host; half the instances are now
+    // its own, the others it wakes on the first host through the database.
+    for id in &ids {
+        assert_eq!(raise(&hosts[1], id, "Go", "\"hi\""), 202);
+    }
+    for id in &ids {
+        assert_echoed_once(&hosts[0], id, "hi");
+    }
+}
+
+#[test]
+fn a_paused_host_writes_nothing_after_its_leases_ran_out() {
+    let sms = FakeSms::start();
+    let db = postgres::fresh_database();
+    let hosts = cluster(&db, 2, &sms);
+    spread_over(&db, 2);
+    let ids = echo_flows(&hosts[0], "pause-", 24);
+    hosts[0].pause();
+    // The paused host's partitions go to the other once its leases ran out.
+    spread_over(&db, 1);
+    let (early, late) = ids.split_at(ids.len() / 2);
+    for id in early {
+        assert_eq!(raise(&hosts[1], id, "Go", "\"early\""), 202);
+    }
+    for id in early {
+        assert_echoed_once(&hosts[1], id, "early");
+    }
+    // Continued, the paused host still believes in its old leases and holds
+    // the instances hot: what it runs before it learns better is refused.
+    hosts[0].resume();
+    for id in late {
+        assert_eq!(raise(&hosts[0], id, "Go", "\"late\""), 202);
+    }
+    for id in early {
+        assert_echoed_once(&hosts[0], id, "early");
+    }
+    for id in late {
+        assert_echoed_once(&hosts[1], id, "late");
+    }
+    spread_over(&db, 2);
+}
