@@ -76,6 +76,15 @@ pub struct BenchArgs {
     pub drop_page_cache: bool,
     #[arg(long, value_enum, default_value = "full")]
     pub durability: Durability,
+    /// Run on PostgreSQL: a server URL (`postgres://user@host:port/db`);
+    /// each scenario gets a fresh database created on that server.
+    /// `parked` (which measures the SQLite file) runs on SQLite only.
+    #[arg(long, value_name = "URL")]
+    pub db: Option<String>,
+    /// Hosts sharing the database (PostgreSQL only). With 2, `interaction`
+    /// raises every event through the host that does not run the instance.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=2))]
+    pub hosts: u64,
     /// Where the guest components are (hello_sequence.wasm, test_guests.wasm).
     #[arg(
         long,
@@ -124,6 +133,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 Scenario::Interaction => bench.interaction().await?,
                 Scenario::Timers => bench.timers().await?,
                 Scenario::Replay => bench.replay().await?,
+                Scenario::Parked if bench.args.db.is_some() => {
+                    println!("parked           runs on SQLite only: skipped");
+                    continue;
+                }
                 Scenario::Parked => bench.parked().await?,
             };
             report["cores"] = json!(cores);
@@ -142,6 +155,31 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let _ = std::fs::remove_dir_all(&bench.dir);
     outcome
+}
+
+/// A new database on the PostgreSQL server `server` names; its URL.
+async fn fresh_database(server: &str, run: usize) -> anyhow::Result<String> {
+    let (client, connection) = tokio_postgres::connect(server, tokio_postgres::NoTls)
+        .await
+        .with_context(|| format!("cannot connect to {server}"))?;
+    tokio::spawn(connection);
+    let name = format!("durango_bench_{}_{run}", std::process::id());
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .with_context(|| format!("cannot create database {name}"))?;
+    // postgres://user@host:port[/db][?params]: the same server, the new db.
+    let (base, query) = server.split_once('?').unwrap_or((server, ""));
+    let authority_end = base
+        .find("://")
+        .and_then(|scheme| base[scheme + 3..].find('/').map(|slash| scheme + 3 + slash))
+        .unwrap_or(base.len());
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{query}")
+    };
+    Ok(format!("{}/{name}{query}", &base[..authority_end]))
 }
 
 /// An external event message.
@@ -190,9 +228,16 @@ fn file_mb(db: &Path) -> f64 {
 }
 
 impl Bench {
-    async fn host(&mut self, hot_instances: usize) -> anyhow::Result<(Arc<Host>, PathBuf)> {
+    async fn host(&mut self, hot_instances: usize) -> anyhow::Result<(Arc<Host>, String)> {
         self.runs += 1;
-        let db = self.dir.join(format!("bench-{}.db", self.runs));
+        let db = match &self.args.db {
+            Some(server) => fresh_database(server, self.runs).await?,
+            None => self
+                .dir
+                .join(format!("bench-{}.db", self.runs))
+                .display()
+                .to_string(),
+        };
         let host = self.open(&db, hot_instances).await?;
         for app in ["hello_sequence", "test_guests"] {
             let path = self.args.wasm_dir.join(format!("{app}.wasm"));
@@ -205,9 +250,9 @@ impl Bench {
         Ok((host, db))
     }
 
-    async fn open(&self, db: &Path, hot_instances: usize) -> anyhow::Result<Arc<Host>> {
+    async fn open(&self, db: &str, hot_instances: usize) -> anyhow::Result<Arc<Host>> {
         Host::start(HostConfig {
-            db: db.display().to_string(),
+            db: db.to_string(),
             durability: self.args.durability,
             settings: Settings::default(),
             limits: GuestLimits::default(),
@@ -221,6 +266,22 @@ impl Bench {
             public_url: "http://127.0.0.1".into(),
         })
         .await
+    }
+
+    /// A second host on `first`'s database, once the partitions are shared
+    /// out between the two.
+    async fn second_host(&self, first: &Arc<Host>, db: &str) -> anyhow::Result<Arc<Host>> {
+        anyhow::ensure!(self.args.db.is_some(), "--hosts 2 needs --db postgres://…");
+        let second = self.open(db, HOT_INSTANCES).await?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while first.partitions_held() == 0 || second.partitions_held() == 0 {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the hosts did not share the partitions"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(second)
     }
 
     /// `concurrency` clients, each starting an orchestration and waiting for
@@ -342,7 +403,20 @@ impl Bench {
 
     async fn interaction(&mut self) -> anyhow::Result<serde_json::Value> {
         let n = self.args.interaction;
-        let (host, _) = self.host(HOT_INSTANCES).await?;
+        let (host, db) = self.host(HOT_INSTANCES).await?;
+        // With a second host, each event goes through the host that does
+        // not run its instance: commit there, NOTIFY, the owner wakes.
+        let other = match self.args.hosts {
+            2 => Some(self.second_host(&host, &db).await?),
+            _ => None,
+        };
+        let through = |id: &str| -> Arc<Host> {
+            match &other {
+                Some(other) if host.runs(id) => other.clone(),
+                Some(_) => host.clone(),
+                None => host.clone(),
+            }
+        };
         let ids: Vec<String> = (0..n).map(|i| format!("wait-{i}")).collect();
         let start_rate = Self::start_many(
             &host,
@@ -361,21 +435,27 @@ impl Bench {
         let mut latencies = Vec::new();
         for id in &sampled {
             let t0 = Instant::now();
-            host.send(id, event("Answer", "1")).await?;
-            let done = host.wait_finished(id, Duration::from_secs(60)).await?;
+            let raiser = through(id);
+            raiser.send(id, event("Answer", "1")).await?;
+            let done = raiser.wait_finished(id, Duration::from_secs(60)).await?;
             anyhow::ensure!(done.is_some(), "{id} did not finish");
             latencies.push(t0.elapsed().as_secs_f64() * 1000.0);
         }
         let (p50, p99, max) = percentiles(&mut latencies);
         // Burst: every other instance signalled at once.
         let rest: Vec<&String> = ids.iter().filter(|id| !sampled.contains(id)).collect();
-        let completions = Self::completions(&host, rest.len());
+        // Completions are announced on the host that runs each instance.
+        let mine = rest.iter().filter(|id| host.runs(id)).count();
+        let completions = Self::completions(&host, mine);
+        let elsewhere = other
+            .as_ref()
+            .map(|other| Self::completions(other, rest.len() - mine));
         let mut raised_at = HashMap::new();
         let burst = Instant::now();
         let mut raises = Vec::new();
         for id in &rest {
             raised_at.insert(id.to_string(), now_ms());
-            let (host, id) = (host.clone(), id.to_string());
+            let (host, id) = (through(id), id.to_string());
             raises.push(tokio::spawn(async move {
                 host.send(&id, event("Answer", "1")).await
             }));
@@ -383,7 +463,10 @@ impl Bench {
         for raise in raises {
             raise.await??;
         }
-        let done = completions.await?;
+        let mut done = completions.await?;
+        if let Some(elsewhere) = elsewhere {
+            done.extend(elsewhere.await?);
+        }
         let elapsed = burst.elapsed().as_secs_f64();
         let mut burst_latencies: Vec<f64> = done
             .iter()
@@ -391,13 +474,14 @@ impl Bench {
             .collect();
         let (burst_p50, burst_p99, _) = percentiles(&mut burst_latencies);
         let rate = done.len() as f64 / elapsed;
+        let hosts = self.args.hosts;
         println!(
-            "interaction      {n} parked: one signal at a time ({} samples): raise-to-Completed p50 {p50:.2} ms  p99 {p99:.2} ms  max {max:.1} ms; burst of {}: {rate:>7.0} completions/s, p50 {burst_p50:.0} ms  p99 {burst_p99:.0} ms  (started {start_rate:.0}/s)",
+            "interaction      {n} parked on {hosts} host(s): one signal at a time ({} samples): raise-to-Completed p50 {p50:.2} ms  p99 {p99:.2} ms  max {max:.1} ms; burst of {}: {rate:>7.0} completions/s, p50 {burst_p50:.0} ms  p99 {burst_p99:.0} ms  (started {start_rate:.0}/s)",
             latencies.len(),
             done.len()
         );
         Ok(
-            json!({"scenario": "interaction", "parked": n, "samples": latencies.len(), "p50_ms": p50,
+            json!({"scenario": "interaction", "hosts": hosts, "parked": n, "samples": latencies.len(), "p50_ms": p50,
                   "p99_ms": p99, "max_ms": max, "burst": done.len(), "burst_completions_per_second": rate,
                   "burst_p50_ms": burst_p50, "burst_p99_ms": burst_p99, "start_per_second": start_rate}),
         )
@@ -506,6 +590,7 @@ impl Bench {
     async fn parked(&mut self) -> anyhow::Result<serde_json::Value> {
         // The default hot cache, as `durango serve` runs.
         let (host, db) = self.host(HOT_INSTANCES).await?;
+        let db = PathBuf::from(db);
         let n = self.args.parked;
         let rss_before = rss_mb();
         let id = |i: usize| format!("parked-{i}");

@@ -337,6 +337,20 @@ impl Host {
         Ok(purged)
     }
 
+    /// Whether this host runs instance `id` (on a shared database: holds
+    /// the lease of its partition).
+    pub fn runs(&self, id: &str) -> bool {
+        self.scheduler.ownership.owns(id)
+    }
+
+    /// How many partitions this host holds (all of them on its own database).
+    pub fn partitions_held(&self) -> usize {
+        self.scheduler
+            .ownership
+            .partitions()
+            .map_or(crate::store::PARTITIONS as usize, |held| held.len())
+    }
+
     /// Status changes as they are committed.
     pub fn subscribe(&self) -> broadcast::Receiver<Lifecycle> {
         self.signals.subscribe()
