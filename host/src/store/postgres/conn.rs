@@ -40,6 +40,14 @@ impl Conn {
             });
             client
         };
+        // A host stopped inside a transaction (a paused VM) would hold its
+        // row locks, and keep a partition from being taken over, for as
+        // long as it is stopped: the server ends such a transaction. Ours
+        // never sit idle that long.
+        client
+            .batch_execute("SET idle_in_transaction_session_timeout = '5s'")
+            .await
+            .map_err(pg_error)?;
         Ok(Conn {
             client,
             prepared: Mutex::new(HashMap::new()),

@@ -549,12 +549,14 @@ async fn update_instance(c: &Conn, pk: i64, commit: &EpisodeCommit) -> TxResult<
 
 async fn commit_episode(c: &Conn, host: &str, commit: &EpisodeCommit) -> TxResult<EpisodeOutcome> {
     if let Some(fence) = commit.fence {
-        // FOR SHARE: a host taking the partition over waits for this commit.
+        // KEY SHARE: a host taking the partition over (FOR UPDATE) skips it
+        // until this commit is done, while renewals (which change no key)
+        // go on beside it, so the two never wait on each other in a cycle.
         let held = c
             .query_opt(
                 "SELECT 1 FROM partitions
                   WHERE id = $1 AND owner = $2 AND epoch = $3 AND expires_at > clock_timestamp()
-                    FOR SHARE",
+                    FOR KEY SHARE",
                 &[&fence.partition, &host, &fence.epoch],
             )
             .await?;

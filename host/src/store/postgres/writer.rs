@@ -127,7 +127,13 @@ async fn run(
                 Err(_) => break,
             }
         }
-        let committed = commit(&conn, &mut batch).await;
+        let mut committed = commit(&conn, &mut batch).await;
+        if committed.as_ref().is_err_and(is_transient) {
+            // Chosen as a deadlock's victim, or a serialization failure:
+            // the batch as a whole may simply run again.
+            committed = commit(&conn, &mut batch).await;
+        }
+        let committed = committed.map_err(pg_error);
         if let Err(error) = &committed {
             tracing::error!(writer = n, %error, "group commit failed");
         }
@@ -146,9 +152,16 @@ async fn run(
     }
 }
 
+fn is_transient(error: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    error.code().is_some_and(|code| {
+        *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE
+    })
+}
+
 /// Runs the batch in one transaction and commits it.
-async fn commit(conn: &Conn, batch: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
-    conn.batch("BEGIN").await.map_err(pg_error)?;
+async fn commit(conn: &Conn, batch: &mut [Box<dyn Job>]) -> Result<(), tokio_postgres::Error> {
+    conn.batch("BEGIN").await?;
     let mut all_ok = true;
     for job in batch.iter_mut() {
         if !job.run(conn).await {
@@ -157,23 +170,19 @@ async fn commit(conn: &Conn, batch: &mut [Box<dyn Job>]) -> Result<(), StoreErro
         }
     }
     if !all_ok {
-        conn.batch("ROLLBACK").await.map_err(pg_error)?;
-        conn.batch("BEGIN").await.map_err(pg_error)?;
+        conn.batch("ROLLBACK").await?;
+        conn.batch("BEGIN").await?;
         for job in batch.iter_mut() {
-            conn.batch("SAVEPOINT job").await.map_err(pg_error)?;
+            conn.batch("SAVEPOINT job").await?;
             if !job.run(conn).await {
-                conn.batch("ROLLBACK TO SAVEPOINT job")
-                    .await
-                    .map_err(pg_error)?;
+                conn.batch("ROLLBACK TO SAVEPOINT job").await?;
             }
-            conn.batch("RELEASE SAVEPOINT job")
-                .await
-                .map_err(pg_error)?;
+            conn.batch("RELEASE SAVEPOINT job").await?;
         }
     }
     if let Err(error) = conn.batch("COMMIT").await {
         let _ = conn.batch("ROLLBACK").await;
-        return Err(pg_error(error));
+        return Err(error);
     }
     Ok(())
 }
