@@ -21,7 +21,7 @@ use writer::{TxFuture, TxResult, Writers};
 use crate::engine::history::{HistoryEvent, Message, RuntimeStatus};
 use crate::store::{
     now_ms, partition_of, ActivityRow, Apps, ChildStart, ColdRound, Committed, ContinueAsNew,
-    CreateOutcome, Deployment, EnqueueOutcome, EpisodeCommit, EpisodeOutcome, Episodes,
+    CreateOutcome, Deployment, EnqueueOutcome, EpisodeCommit, EpisodeOutcome, Episodes, Fence,
     InstanceFilter, InstanceReads, InstanceRow, Leases, Notification, Outbox, OutboxRow, Remote,
     RewindCommit, StoreError, StoreFuture, StoredVersion, WorkQueues,
 };
@@ -31,6 +31,30 @@ macro_rules! instance_columns {
     () => {
         "id, name, version, status, input, output, custom_status, created_at, updated_at, \
          callback_url, pk, episodes"
+    };
+}
+
+/// The guard's lease condition, on parameters `$n` (partition, NULL when
+/// unfenced), `$n+1` (host), `$n+2` (epoch); see `holds`.
+macro_rules! fenced {
+    (5) => {
+        fenced!("$5", "$6", "$7")
+    };
+    (8) => {
+        fenced!("$8", "$9", "$10")
+    };
+    ($p:literal, $h:literal, $e:literal) => {
+        concat!(
+            "(",
+            $p,
+            "::int IS NULL OR EXISTS (SELECT 1 FROM partitions WHERE id = ",
+            $p,
+            " AND owner = ",
+            $h,
+            "::text AND epoch = ",
+            $e,
+            "::bigint AND expires_at > clock_timestamp() FOR KEY SHARE))"
+        )
     };
 }
 
@@ -492,15 +516,33 @@ enum Applied {
 
 /// Applies an episode to its instance's row, only if the row is still at
 /// the episode it was built on.
-async fn update_instance(c: &Conn, pk: i64, commit: &EpisodeCommit) -> TxResult<Applied> {
+async fn update_instance(
+    c: &Conn,
+    host: &str,
+    pk: i64,
+    commit: &EpisodeCommit,
+) -> TxResult<Applied> {
     let now = now_ms();
+    let fence = commit.fence;
+    let (partition, epoch) = (fence.map(|f| f.partition), fence.map(|f| f.epoch));
     if let Some(restart) = &commit.continue_as_new {
         let changed = c
             .execute(
-                "UPDATE instances SET status = 'ContinuedAsNew', input = $2, output = NULL,
-                                      updated_at = $3, episodes = episodes + 1
-                  WHERE pk = $1 AND episodes = $4",
-                &[&pk, &restart.input, &now, &commit.after_episodes],
+                concat!(
+                    "UPDATE instances SET status = 'ContinuedAsNew', input = $2, output = NULL,
+                                          updated_at = $3, episodes = episodes + 1
+                      WHERE pk = $1 AND episodes = $4 AND ",
+                    fenced!(5)
+                ),
+                &[
+                    &pk,
+                    &restart.input,
+                    &now,
+                    &commit.after_episodes,
+                    &partition,
+                    &host,
+                    &epoch,
+                ],
             )
             .await?;
         return Ok(if changed == 0 {
@@ -517,7 +559,9 @@ async fn update_instance(c: &Conn, pk: i64, commit: &EpisodeCommit) -> TxResult<
                                       output = COALESCE($3, output),
                                       custom_status = CASE WHEN $4 THEN $5 ELSE custom_status END,
                                       updated_at = $6, episodes = episodes + 1
-                  WHERE pk = $1 AND episodes = $7
+                  WHERE pk = $1 AND episodes = $7 AND ",
+                fenced!(8),
+                "
               RETURNING ",
                 instance_columns!(),
                 ", parent_id, parent_seq"
@@ -530,6 +574,9 @@ async fn update_instance(c: &Conn, pk: i64, commit: &EpisodeCommit) -> TxResult<
                 &custom,
                 &now,
                 &commit.after_episodes,
+                &partition,
+                &host,
+                &epoch,
             ],
         )
         .await?;
@@ -548,23 +595,19 @@ async fn update_instance(c: &Conn, pk: i64, commit: &EpisodeCommit) -> TxResult<
 }
 
 async fn commit_episode(c: &Conn, host: &str, commit: &EpisodeCommit) -> TxResult<EpisodeOutcome> {
-    if let Some(fence) = commit.fence {
-        // KEY SHARE: a host taking the partition over (FOR UPDATE) skips it
-        // until this commit is done, while renewals (which change no key)
-        // go on beside it, so the two never wait on each other in a cycle.
-        let held = c
-            .query_opt(
-                "SELECT 1 FROM partitions
-                  WHERE id = $1 AND owner = $2 AND epoch = $3 AND expires_at > clock_timestamp()
-                    FOR KEY SHARE",
-                &[&fence.partition, &host, &fence.epoch],
-            )
-            .await?;
-        if held.is_none() {
+    // A first episode creates its row before the guard: check the lease
+    // first. Every other episode's guard checks it in the same statement.
+    if let (Some(fence), Some(_)) = (commit.fence, &commit.creates) {
+        if !holds(c, host, fence).await? {
             return Ok(EpisodeOutcome::Fenced);
         }
     }
-    let outcome = commit_checked_episode(c, commit).await?;
+    let mut outcome = commit_checked_episode(c, host, commit).await?;
+    if let (EpisodeOutcome::OutOfStep, Some(fence)) = (&outcome, commit.fence) {
+        if !holds(c, host, fence).await? {
+            outcome = EpisodeOutcome::Fenced;
+        }
+    }
     if let EpisodeOutcome::Committed(committed) = &outcome {
         let finished = committed.finished.as_ref().map(|row| row.id.clone());
         let change = Remote {
@@ -578,7 +621,27 @@ async fn commit_episode(c: &Conn, host: &str, commit: &EpisodeCommit) -> TxResul
     Ok(outcome)
 }
 
-async fn commit_checked_episode(c: &Conn, commit: &EpisodeCommit) -> TxResult<EpisodeOutcome> {
+/// Whether `host` still holds the lease `fence` names. KEY SHARE: a host
+/// taking the partition over (FOR UPDATE) skips it until this commit is
+/// done, while renewals (which change no key) go on beside it, so the two
+/// never wait on each other in a cycle.
+async fn holds(c: &Conn, host: &str, fence: Fence) -> TxResult<bool> {
+    let held = c
+        .query_opt(
+            "SELECT 1 FROM partitions
+              WHERE id = $1 AND owner = $2 AND epoch = $3 AND expires_at > clock_timestamp()
+                FOR KEY SHARE",
+            &[&fence.partition, &host, &fence.epoch],
+        )
+        .await?;
+    Ok(held.is_some())
+}
+
+async fn commit_checked_episode(
+    c: &Conn,
+    host: &str,
+    commit: &EpisodeCommit,
+) -> TxResult<EpisodeOutcome> {
     let id = commit.instance_id.as_str();
     let pk = match &commit.creates {
         Some(row) => match insert_instance(c, row, None).await? {
@@ -592,7 +655,7 @@ async fn commit_checked_episode(c: &Conn, commit: &EpisodeCommit) -> TxResult<Ep
         woken: Vec::new(),
         finished: None,
     };
-    let parent = match update_instance(c, pk, commit).await? {
+    let parent = match update_instance(c, host, pk, commit).await? {
         Applied::OutOfStep => return Ok(EpisodeOutcome::OutOfStep),
         Applied::Going => None,
         Applied::Ended { row, parent } => {
@@ -600,23 +663,60 @@ async fn commit_checked_episode(c: &Conn, commit: &EpisodeCommit) -> TxResult<Ep
             parent
         }
     };
+    // The rest does not depend on itself: sent at once, answered together
+    // (tokio-postgres pipelines concurrent statements on one connection).
+    let mut writes: Vec<TxFuture<'_, ()>> = Vec::new();
     if !commit.consumed.is_empty() {
-        c.execute("DELETE FROM inbox WHERE id = ANY($1)", &[&commit.consumed])
-            .await?;
+        writes.push(Box::pin(async move {
+            c.execute("DELETE FROM inbox WHERE id = ANY($1)", &[&commit.consumed])
+                .await
+                .map(drop)
+        }));
     }
     for s in &commit.consumed_activities {
-        activity_done(c, pk, *s).await?;
+        writes.push(Box::pin(
+            async move { activity_done(c, pk, *s).await.map(drop) },
+        ));
     }
     for (s, outcome) in &commit.held_activities {
-        activity_outcome_to_inbox(c, pk, *s, outcome).await?;
+        writes.push(Box::pin(async move {
+            activity_outcome_to_inbox(c, pk, *s, outcome)
+                .await
+                .map(drop)
+        }));
     }
-    insert_notifications(c, &commit.notifications).await?;
+    writes.push(Box::pin(insert_notifications(c, &commit.notifications)));
     if let Some(restart) = &commit.continue_as_new {
+        futures_util::future::try_join_all(writes).await?;
         start_over(c, pk, restart).await?;
         committed.woken.push(id.to_string());
         return Ok(EpisodeOutcome::Committed(committed));
     }
-    append_history(c, pk, commit.first_position, &commit.events).await?;
+    writes.push(Box::pin(append_history(
+        c,
+        pk,
+        commit.first_position,
+        &commit.events,
+    )));
+    if committed.finished.is_none() {
+        for (s, fire_at) in &commit.timers {
+            writes.push(Box::pin(insert_timer(c, pk, *s, *fire_at)));
+        }
+        for s in &commit.cancelled_timers {
+            writes.push(Box::pin(async move {
+                c.execute(
+                    "DELETE FROM timers WHERE instance_pk = $1 AND seq = $2",
+                    &[&pk, &seq(*s)],
+                )
+                .await
+                .map(drop)
+            }));
+        }
+        for a in &commit.activities {
+            writes.push(Box::pin(insert_activity(c, pk, a)));
+        }
+    }
+    futures_util::future::try_join_all(writes).await?;
     if let Some(finished) = &committed.finished {
         c.execute("DELETE FROM timers WHERE instance_pk = $1", &[&pk])
             .await?;
@@ -637,19 +737,6 @@ async fn commit_checked_episode(c: &Conn, commit: &EpisodeCommit) -> TxResult<Ep
             }
         }
     } else {
-        for (s, fire_at) in &commit.timers {
-            insert_timer(c, pk, *s, *fire_at).await?;
-        }
-        for s in &commit.cancelled_timers {
-            c.execute(
-                "DELETE FROM timers WHERE instance_pk = $1 AND seq = $2",
-                &[&pk, &seq(*s)],
-            )
-            .await?;
-        }
-        for a in &commit.activities {
-            insert_activity(c, pk, a).await?;
-        }
         for child in &commit.children {
             committed.woken.push(start_child(c, (id, pk), child).await?);
         }
