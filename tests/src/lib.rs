@@ -819,3 +819,35 @@ impl Drop for FakeSms {
         let _ = self.child.wait();
     }
 }
+
+/// xorshift: enough randomness for a test, and a seed to replay a run.
+pub struct Rng {
+    state: u64,
+    pub seed: u64,
+}
+
+impl Rng {
+    /// Seeded from the environment variable `var` when set (to replay a
+    /// run), else from the clock; the seed is printed either way.
+    pub fn seeded(var: &str) -> Rng {
+        let seed = std::env::var(var)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+                    | 1
+            });
+        println!("seed {seed} ({var}={seed} replays it)");
+        Rng { state: seed, seed }
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        self.state % n
+    }
+}

@@ -5,9 +5,9 @@
 //! host that joins takes its share.
 
 use std::collections::HashSet;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use durango_e2e::{postgres, wait_until, FakeSms, Host, HostOptions};
+use durango_e2e::{postgres, wait_until, FakeSms, Host, HostOptions, Rng};
 use serde_json::{json, Value};
 
 /// Short leases, so takeovers happen within the tests' time.
@@ -45,31 +45,9 @@ fn leased_partitions(db: &str) -> usize {
     .expect("a count")
 }
 
-/// A small deterministic generator: the seed is printed, so a failing
-/// run can be repeated.
-struct Dice(u64);
-
-impl Dice {
-    fn new() -> Dice {
-        let seed = std::env::var("DURANGO_TEST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap()
-                    .as_nanos() as u64
-            });
-        println!("seed {seed}");
-        Dice(seed | 1)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
+/// `rng.below(n)` as an index.
+fn pick(rng: &mut Rng, n: usize) -> usize {
+    rng.below(n as u64) as usize
 }
 
 fn phone(n: usize) -> String {
@@ -91,12 +69,12 @@ fn three_hosts_finish_every_verification_while_two_are_killed() {
     let sms = FakeSms::start();
     let db = postgres::fresh_database();
     let mut hosts = cluster(&db, 3, &sms);
-    let mut dice = Dice::new();
+    let mut dice = Rng::seeded("DURANGO_TEST_SEED");
     // Two kills, each at a random moment of the run (counted in requests),
     // each host restarted a little later: hosts 0 and 1, or 1 and 2, ...
-    let first = dice.below(3);
-    let victims = [first, (first + 1 + dice.below(2)) % 3];
-    let kill_at = [dice.below(FLOWS), FLOWS + dice.below(FLOWS)];
+    let first = pick(&mut dice, 3);
+    let victims = [first, (first + 1 + pick(&mut dice, 2)) % 3];
+    let kill_at = [pick(&mut dice, FLOWS), FLOWS + pick(&mut dice, FLOWS)];
     let mut down: Option<(usize, usize)> = None; // (host, restart at step)
     let mut ids = Vec::new();
     let mut step = 0;
@@ -123,7 +101,7 @@ fn three_hosts_finish_every_verification_while_two_are_killed() {
     for n in 0..FLOWS {
         chaos(&mut hosts, step, &mut down);
         step += 1;
-        let host = &hosts[live(&down, dice.below(3))];
+        let host = &hosts[live(&down, pick(&mut dice, 3))];
         let input = json!({ "phoneNumber": phone(n), "timeoutSeconds": 600 });
         ids.push(host.start_orchestration("E4_SmsPhoneVerification", &input.to_string()));
     }
@@ -131,7 +109,7 @@ fn three_hosts_finish_every_verification_while_two_are_killed() {
         chaos(&mut hosts, step, &mut down);
         step += 1;
         let code = sms.code_sent_to(&phone(n));
-        let host = &hosts[live(&down, dice.below(3))];
+        let host = &hosts[live(&down, pick(&mut dice, 3))];
         assert_eq!(
             raise(host, id, "SmsChallengeResponse", &code.to_string()),
             202
@@ -141,7 +119,7 @@ fn three_hosts_finish_every_verification_while_two_are_killed() {
         hosts[host].restart();
     }
     for (n, id) in ids.iter().enumerate() {
-        let host = &hosts[dice.below(3)];
+        let host = &hosts[pick(&mut dice, 3)];
         let done = host.wait_finished(id);
         assert_eq!(done["runtimeStatus"], "Completed", "{id}: {done}");
         assert_eq!(done["output"], json!(true), "flow {n} verified");

@@ -12,9 +12,9 @@
 //! code, or the person's code would not be the one the flow expects.
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use durango_e2e::{challenge_code, request, Backend, FakeSms, Host, HostOptions, Webhook};
+use durango_e2e::{challenge_code, request, Backend, FakeSms, Host, HostOptions, Rng, Webhook};
 use serde_json::{json, Value};
 
 const PHONE_FLOWS: usize = 40;
@@ -24,22 +24,6 @@ const DEADLINE: Duration = Duration::from_secs(100);
 /// How long the fake SMS provider takes to answer a message.
 const SMS_DELAY: Duration = Duration::from_millis(250);
 const PREFIX: &str = "/runtime/webhooks/durabletask";
-
-/// xorshift: enough randomness for a test, and a seed to replay a run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum PhonePlan {
@@ -202,18 +186,8 @@ fn drive_approval(host: &Host, hook: &Webhook, flow: &mut Flow) {
 
 #[test]
 fn flows_survive_random_kill_9_and_end_as_their_answers_call_for() {
-    let seed = std::env::var("TORTURE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    println!("torture seed {seed} (TORTURE_SEED={seed} replays it)");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::seeded("TORTURE_SEED");
+    let seed = rng.seed;
     let sms = FakeSms::answering_after(SMS_DELAY);
     let hook = Webhook::start();
     let mut host = Host::start(

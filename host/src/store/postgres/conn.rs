@@ -5,8 +5,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Config, Row, Statement};
+use tokio_postgres::{Client, Config, Row, Socket, Statement};
 
 use super::pg_error;
 use crate::store::StoreError;
@@ -21,24 +22,9 @@ pub(super) struct Conn {
 impl Conn {
     pub(super) async fn connect(config: &Config) -> Result<Conn, StoreError> {
         let client = if config.get_ssl_mode() == tokio_postgres::config::SslMode::Disable {
-            let (client, connection) = config
-                .connect(tokio_postgres::NoTls)
-                .await
-                .map_err(pg_error)?;
-            tokio::spawn(async move {
-                if let Err(error) = connection.await {
-                    tracing::warn!(%error, "a PostgreSQL connection ended");
-                }
-            });
-            client
+            connect_with(config, tokio_postgres::NoTls).await?
         } else {
-            let (client, connection) = config.connect(tls()).await.map_err(pg_error)?;
-            tokio::spawn(async move {
-                if let Err(error) = connection.await {
-                    tracing::warn!(%error, "a PostgreSQL connection ended");
-                }
-            });
-            client
+            connect_with(config, tls()).await?
         };
         // A host stopped inside a transaction (a paused VM) would hold its
         // row locks, and keep a partition from being taken over, for as
@@ -113,6 +99,21 @@ impl Conn {
     pub(super) async fn batch(&self, sql: &str) -> Result<(), tokio_postgres::Error> {
         self.client.batch_execute(sql).await
     }
+}
+
+/// A client whose connection runs on a task of its own until it ends.
+async fn connect_with<T>(config: &Config, tls: T) -> Result<Client, StoreError>
+where
+    T: MakeTlsConnect<Socket>,
+    T::Stream: Send + 'static,
+{
+    let (client, connection) = config.connect(tls).await.map_err(pg_error)?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::warn!(%error, "a PostgreSQL connection ended");
+        }
+    });
+    Ok(client)
 }
 
 /// TLS with the system's trusted roots (webpki's bundle).
