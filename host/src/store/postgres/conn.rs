@@ -9,6 +9,7 @@ use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Config, Row, Socket, Statement};
 
+use super::io::IoThread;
 use super::pg_error;
 use crate::store::StoreError;
 
@@ -132,14 +133,17 @@ pub(super) fn tls() -> tokio_postgres_rustls::MakeRustlsConnect {
 /// on its next use.
 pub(super) struct Readers {
     config: Config,
+    /// Where the connections run.
+    io: Arc<IoThread>,
     slots: Vec<tokio::sync::Mutex<Option<Arc<Conn>>>>,
     next: std::sync::atomic::AtomicUsize,
 }
 
 impl Readers {
-    pub(super) fn new(config: Config, count: usize) -> Readers {
+    pub(super) fn new(config: Config, count: usize, io: Arc<IoThread>) -> Readers {
         Readers {
             config,
+            io,
             slots: (0..count).map(|_| tokio::sync::Mutex::new(None)).collect(),
             next: Default::default(),
         }
@@ -152,7 +156,12 @@ impl Readers {
         if let Some(conn) = slot.as_ref().filter(|c| !c.is_closed()) {
             return Ok(conn.clone());
         }
-        let conn = Arc::new(Conn::connect(&self.config).await?);
+        let config = self.config.clone();
+        let conn = Arc::new(
+            self.io
+                .run(async move { Conn::connect(&config).await })
+                .await?,
+        );
         *slot = Some(conn.clone());
         Ok(conn)
     }

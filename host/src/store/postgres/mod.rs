@@ -4,6 +4,7 @@
 //! prepared once per connection.
 
 mod conn;
+mod io;
 mod leases;
 mod rows;
 mod schema;
@@ -13,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
-use tokio_postgres::Config;
+use tokio_postgres::{Config, Row};
 
 use conn::{Conn, Readers};
 use writer::{TxFuture, TxResult, Writers};
@@ -58,8 +59,10 @@ macro_rules! fenced {
     };
 }
 
+mod one_statement;
+
 /// Writers, each with its own connection and group commit.
-const WRITERS: usize = 4;
+const WRITERS: usize = 2;
 /// Read connections; each pipelines many callers' queries.
 const READERS: usize = 4;
 
@@ -87,7 +90,7 @@ pub(super) fn pg_error(error: tokio_postgres::Error) -> StoreError {
 
 #[derive(Clone)]
 pub struct PgStore {
-    writers: Arc<Writers>,
+    writers: Arc<Writers<one_statement::EpisodeJob>>,
     readers: Arc<Readers>,
     config: Config,
     /// This host among those on the database: a random name per start, so
@@ -96,6 +99,7 @@ pub struct PgStore {
     /// The connection the leases are renewed on: never queued behind
     /// writes, so a busy writer cannot make a lease run out.
     leases: Arc<tokio::sync::Mutex<Option<Conn>>>,
+    io: Arc<io::IoThread>,
 }
 
 impl PgStore {
@@ -107,9 +111,11 @@ impl PgStore {
         let mut first = Conn::connect(&config).await?;
         schema::apply(first.client()).await?;
         let host: [u8; 8] = rand::random();
+        let io = Arc::new(io::IoThread::start()?);
         Ok(PgStore {
-            writers: Arc::new(Writers::start(config.clone(), WRITERS).await?),
-            readers: Arc::new(Readers::new(config.clone(), READERS)),
+            writers: Arc::new(Writers::start(config.clone(), WRITERS, &io).await?),
+            readers: Arc::new(Readers::new(config.clone(), READERS, io.clone())),
+            io,
             config,
             host: host
                 .iter()
@@ -580,34 +586,54 @@ async fn update_instance(
             ],
         )
         .await?;
+    Ok(applied(found, commit))
+}
+
+/// What the guard's answer (the row as updated, with `parent_id` and
+/// `parent_seq` after the instance columns) says the episode did.
+fn applied(found: Option<Row>, commit: &EpisodeCommit) -> Applied {
     let Some(found) = found else {
-        return Ok(Applied::OutOfStep);
+        return Applied::OutOfStep;
     };
     if !commit.status.is_some_and(RuntimeStatus::is_terminal) {
-        return Ok(Applied::Going);
+        return Applied::Going;
     }
     let parent: Option<String> = found.get(12);
     let parent_seq: Option<i32> = found.get(13);
-    Ok(Applied::Ended {
+    Applied::Ended {
         row: Box::new(rows::instance_row(&found)),
         parent: parent.zip(parent_seq.map(|s| s as u32)),
-    })
+    }
 }
 
+/// An episode queued as steps: one that creates its instance (through
+/// `one_statement` once the row exists) or that `one_statement` does not
+/// take.
 async fn commit_episode(c: &Conn, host: &str, commit: &EpisodeCommit) -> TxResult<EpisodeOutcome> {
-    // A first episode creates its row before the guard: check the lease
-    // first. Every other episode's guard checks it in the same statement.
-    if let (Some(fence), Some(_)) = (commit.fence, &commit.creates) {
-        if !holds(c, host, fence).await? {
-            return Ok(EpisodeOutcome::Fenced);
+    let pk = match &commit.creates {
+        // A first episode creates its row before the guard: check the
+        // lease first. Every other episode's guard checks it in the same
+        // statement.
+        Some(row) => {
+            if let Some(fence) = commit.fence {
+                if !holds(c, host, fence).await? {
+                    return Ok(EpisodeOutcome::Fenced);
+                }
+            }
+            match insert_instance(c, row, None).await? {
+                Ok(created) => created.pk,
+                Err(status) => return Ok(EpisodeOutcome::Conflict(status)),
+            }
         }
+        None => commit.instance_pk,
+    };
+    if one_statement::fits(commit) {
+        let found = one_statement::commit(c, host, &[(pk, commit)])
+            .await?
+            .remove(&pk);
+        return settle(c, host, commit, pk, found).await;
     }
-    let mut outcome = commit_checked_episode(c, host, commit).await?;
-    if let (EpisodeOutcome::OutOfStep, Some(fence)) = (&outcome, commit.fence) {
-        if !holds(c, host, fence).await? {
-            outcome = EpisodeOutcome::Fenced;
-        }
-    }
+    let outcome = commit_in_steps(c, host, pk, commit).await?;
     if let EpisodeOutcome::Committed(committed) = &outcome {
         let finished = committed.finished.as_ref().map(|row| row.id.clone());
         let change = Remote {
@@ -618,7 +644,78 @@ async fn commit_episode(c: &Conn, host: &str, commit: &EpisodeCommit) -> TxResul
         };
         notify(c, host, change).await?;
     }
+    told_apart(c, host, commit, outcome).await
+}
+
+/// What an episode committed through `one_statement` did, given the row
+/// its guard answered: an ended child's parent is told (the statement told
+/// the other hosts of the end; the parent is news to them).
+async fn settle(
+    c: &Conn,
+    host: &str,
+    commit: &EpisodeCommit,
+    pk: i64,
+    found: Option<Row>,
+) -> TxResult<EpisodeOutcome> {
+    let mut committed = Committed {
+        instance_pk: pk,
+        woken: Vec::new(),
+        finished: None,
+    };
+    let outcome = match applied(found, commit) {
+        Applied::OutOfStep => EpisodeOutcome::OutOfStep,
+        Applied::Going => EpisodeOutcome::Committed(committed),
+        Applied::Ended { row, parent } => {
+            if let Some(parent) = parent {
+                if let Some(parent) = tell_parent(c, commit, parent, &row).await? {
+                    notify(c, host, woken(&parent)).await?;
+                    committed.woken.push(parent);
+                }
+            }
+            committed.finished = Some(row);
+            EpisodeOutcome::Committed(committed)
+        }
+    };
+    told_apart(c, host, commit, outcome).await
+}
+
+/// A refused guard is out of step, or fenced if the lease is gone.
+async fn told_apart(
+    c: &Conn,
+    host: &str,
+    commit: &EpisodeCommit,
+    outcome: EpisodeOutcome,
+) -> TxResult<EpisodeOutcome> {
+    if let (EpisodeOutcome::OutOfStep, Some(fence)) = (&outcome, commit.fence) {
+        if !holds(c, host, fence).await? {
+            return Ok(EpisodeOutcome::Fenced);
+        }
+    }
     Ok(outcome)
+}
+
+/// Sends a finished child's outcome to its parent, unless the parent is
+/// gone or finished; answers the parent to wake.
+async fn tell_parent(
+    c: &Conn,
+    commit: &EpisodeCommit,
+    (parent, parent_seq): (String, u32),
+    finished: &InstanceRow,
+) -> TxResult<Option<String>> {
+    let Some((parent_pk, status)) = find(c, &parent).await? else {
+        return Ok(None);
+    };
+    if status.is_terminal() {
+        return Ok(None);
+    }
+    let message = Message::child_outcome(
+        &commit.instance_id,
+        parent_seq,
+        finished.status,
+        commit.output.as_deref(),
+    );
+    insert_message(c, parent_pk, &message).await?;
+    Ok(Some(parent))
 }
 
 /// Whether `host` still holds the lease `fence` names. KEY SHARE: a host
@@ -637,19 +734,14 @@ async fn holds(c: &Conn, host: &str, fence: Fence) -> TxResult<bool> {
     Ok(held.is_some())
 }
 
-async fn commit_checked_episode(
+/// The episodes `one_statement` does not take, a write at a time.
+async fn commit_in_steps(
     c: &Conn,
     host: &str,
+    pk: i64,
     commit: &EpisodeCommit,
 ) -> TxResult<EpisodeOutcome> {
     let id = commit.instance_id.as_str();
-    let pk = match &commit.creates {
-        Some(row) => match insert_instance(c, row, None).await? {
-            Ok(created) => created.pk,
-            Err(status) => return Ok(EpisodeOutcome::Conflict(status)),
-        },
-        None => commit.instance_pk,
-    };
     let mut committed = Committed {
         instance_pk: pk,
         woken: Vec::new(),
@@ -722,19 +814,10 @@ async fn commit_checked_episode(
             .await?;
         c.execute("DELETE FROM activities WHERE instance_pk = $1", &[&pk])
             .await?;
-        if let Some((parent, parent_seq)) = parent {
-            if let Some((parent_pk, status)) = find(c, &parent).await? {
-                if !status.is_terminal() {
-                    let message = Message::child_outcome(
-                        id,
-                        parent_seq,
-                        finished.status,
-                        commit.output.as_deref(),
-                    );
-                    insert_message(c, parent_pk, &message).await?;
-                    committed.woken.push(parent);
-                }
-            }
+        if let Some(parent) = parent {
+            committed
+                .woken
+                .extend(tell_parent(c, commit, parent, finished).await?);
         }
     } else {
         for child in &commit.children {
@@ -844,6 +927,14 @@ impl Episodes for PgStore {
 
     fn commit_episode(&self, commit: EpisodeCommit) -> StoreFuture<EpisodeOutcome> {
         let key = commit.instance_id.clone();
+        if one_statement::fits(&commit) {
+            let (job, answer) = one_statement::EpisodeJob::new(self.host.clone(), commit);
+            let queued = self.writers.write_merged(&key, job);
+            return Box::pin(async move {
+                queued?;
+                answer.await.map_err(|_| StoreError::Stopped)?
+            });
+        }
         let (commit, host) = (Arc::new(commit), self.host.clone());
         self.writers.write(&key, move |c| {
             let (commit, host) = (commit.clone(), host.clone());
@@ -1238,18 +1329,23 @@ impl Apps for PgStore {
 impl Leases for PgStore {
     fn lease_round(&self, lease_ms: i64) -> StoreFuture<Option<HashMap<i32, i64>>> {
         let (store, host) = (self.clone(), self.host.clone());
+        let io = self.io.clone();
         Box::pin(async move {
-            let mut slot = store.leases.lock().await;
-            if slot.as_ref().is_none_or(Conn::is_closed) {
-                *slot = Some(Conn::connect(&store.config).await?);
-            }
-            let conn = slot.as_ref().expect("connected");
-            Ok(Some(leases::round(conn, &host, lease_ms).await?))
+            let round = async move {
+                let mut slot = store.leases.lock().await;
+                if slot.as_ref().is_none_or(Conn::is_closed) {
+                    *slot = Some(Conn::connect(&store.config).await?);
+                }
+                let conn = slot.as_ref().expect("connected");
+                leases::round(conn, &host, lease_ms).await
+            };
+            Ok(Some(io.run(round).await?))
         })
     }
 
     fn remote_changes(&self) -> StoreFuture<Option<mpsc::UnboundedReceiver<Remote>>> {
         let (config, host) = (self.config.clone(), self.host.clone());
-        Box::pin(async move { Ok(Some(leases::listen(config, host).await?)) })
+        let io = self.io.clone();
+        Box::pin(async move { Ok(Some(io.run(leases::listen(config, host)).await?)) })
     }
 }

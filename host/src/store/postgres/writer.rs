@@ -5,11 +5,19 @@
 //! batch waits for its flush. Work for one instance always goes to the same
 //! writer, so an instance's episodes commit in the order they were queued.
 //!
+//! Inside a batch, the transactions of different instances run side by
+//! side, in waves (the first of each key's transactions, then the second,
+//! …): their statements go out pipelined on the one connection, and the
+//! mergeable ones of a wave (the common episode, see `one_statement`) go
+//! as one statement, so a batch costs a few round trips and a few
+//! statements however many instances it carries.
+//!
 //! A transaction that fails must not take the others down: the batch is
 //! rolled back and run again with each transaction in its own savepoint.
 //! A lost connection fails its batch (the callers see `Unavailable`) and
 //! is replaced.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::pin::Pin;
@@ -19,6 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Config;
 
 use super::conn::Conn;
+use super::io::IoThread;
 use super::pg_error;
 use crate::store::{StoreError, StoreFuture};
 
@@ -67,18 +76,48 @@ where
     }
 }
 
-pub(super) struct Writers {
-    shards: Vec<mpsc::UnboundedSender<Box<dyn Job>>>,
+/// Work that a writer runs together with the other work of its kind in
+/// the same wave (at most one per key), as one statement.
+pub(super) trait Mergeable: Send + Sized + 'static {
+    /// Runs `jobs` together (again, after a rollback); returns whether
+    /// they succeeded.
+    fn run_together<'a>(
+        conn: &'a Conn,
+        jobs: Vec<&'a mut Self>,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
+    /// Tells the caller once the commit's fate is known.
+    fn finish(self, committed: Result<(), StoreError>);
 }
 
-impl Writers {
-    /// Starts `count` writers on connections made from `config`.
-    pub(super) async fn start(config: Config, count: usize) -> Result<Writers, StoreError> {
+enum Work<M> {
+    Steps(Box<dyn Job>),
+    Merged(M),
+}
+
+/// Work and the hash of the key it was queued under: the work of one key
+/// runs in queue order.
+struct Queued<M> {
+    key: u64,
+    work: Work<M>,
+}
+
+pub(super) struct Writers<M> {
+    shards: Vec<mpsc::UnboundedSender<Queued<M>>>,
+}
+
+impl<M: Mergeable> Writers<M> {
+    /// Starts `count` writers on connections made from `config`, on `io`.
+    pub(super) async fn start(
+        config: Config,
+        count: usize,
+        io: &IoThread,
+    ) -> Result<Writers<M>, StoreError> {
         let mut shards = Vec::new();
         for n in 0..count {
-            let conn = Conn::connect(&config).await?;
+            let connecting = config.clone();
+            let conn = io.run(async move { connect(&connecting).await }).await?;
             let (jobs, queue) = mpsc::unbounded_channel();
-            tokio::spawn(run(conn, config.clone(), queue, n));
+            io.spawn(run(conn, config.clone(), queue, n));
             shards.push(jobs);
         }
         Ok(Writers { shards })
@@ -99,24 +138,49 @@ impl Writers {
             outcome: None,
             reply,
         });
-        let queued = self.shards[shard(key, self.shards.len())].send(job);
+        let queued = self.queue(key, Work::Steps(job));
         Box::pin(async move {
             queued.map_err(|_| StoreError::Stopped)?;
             answer.await.map_err(|_| StoreError::Stopped)?
         })
     }
+
+    /// Queues mergeable work on the writer for `key`; it answers its
+    /// caller itself (`Mergeable::finish`). Fails if the writers stopped.
+    pub(super) fn write_merged(&self, key: &str, work: M) -> Result<(), StoreError> {
+        self.queue(key, Work::Merged(work))
+            .map_err(|_| StoreError::Stopped)
+    }
+
+    fn queue(&self, key: &str, work: Work<M>) -> Result<(), ()> {
+        let key = hash(key);
+        let shard = (key % self.shards.len() as u64) as usize;
+        self.shards[shard].send(Queued { key, work }).map_err(drop)
+    }
 }
 
-fn shard(key: &str, shards: usize) -> usize {
+/// A writer's connection. Writers touch rows by key only, and their
+/// statements are prepared once, while the tables may still be small: a
+/// plan that scanned a small table whole would go on scanning it once it is
+/// large. Scans by index only, then.
+async fn connect(config: &Config) -> Result<Conn, StoreError> {
+    let conn = Conn::connect(config).await?;
+    conn.batch("SET enable_seqscan = off")
+        .await
+        .map_err(super::pg_error)?;
+    Ok(conn)
+}
+
+fn hash(key: &str) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     key.hash(&mut hasher);
-    (hasher.finish() % shards as u64) as usize
+    hasher.finish()
 }
 
-async fn run(
+async fn run<M: Mergeable>(
     mut conn: Conn,
     config: Config,
-    mut queue: mpsc::UnboundedReceiver<Box<dyn Job>>,
+    mut queue: mpsc::UnboundedReceiver<Queued<M>>,
     n: usize,
 ) {
     while let Some(first) = queue.recv().await {
@@ -137,11 +201,14 @@ async fn run(
         if let Err(error) = &committed {
             tracing::error!(writer = n, %error, "group commit failed");
         }
-        for job in batch {
-            job.finish(committed.clone());
+        for queued in batch {
+            match queued.work {
+                Work::Steps(job) => job.finish(committed.clone()),
+                Work::Merged(work) => work.finish(committed.clone()),
+            }
         }
         while conn.is_closed() {
-            match Conn::connect(&config).await {
+            match connect(&config).await {
                 Ok(new) => conn = new,
                 Err(error) => {
                     tracing::error!(writer = n, %error, "cannot reconnect to PostgreSQL; retrying in 1s");
@@ -160,21 +227,23 @@ fn is_transient(error: &tokio_postgres::Error) -> bool {
 }
 
 /// Runs the batch in one transaction and commits it.
-async fn commit(conn: &Conn, batch: &mut [Box<dyn Job>]) -> Result<(), tokio_postgres::Error> {
+async fn commit<M: Mergeable>(
+    conn: &Conn,
+    batch: &mut [Queued<M>],
+) -> Result<(), tokio_postgres::Error> {
     conn.batch("BEGIN").await?;
-    let mut all_ok = true;
-    for job in batch.iter_mut() {
-        if !job.run(conn).await {
-            all_ok = false;
-            break;
-        }
-    }
-    if !all_ok {
+    if !run_in_waves(conn, batch).await {
+        // One failed, and with it the transaction (the others' statements
+        // after the failure failed too): run each on its own savepoint.
         conn.batch("ROLLBACK").await?;
         conn.batch("BEGIN").await?;
-        for job in batch.iter_mut() {
+        for queued in batch.iter_mut() {
             conn.batch("SAVEPOINT job").await?;
-            if !job.run(conn).await {
+            let ok = match &mut queued.work {
+                Work::Steps(job) => job.run(conn).await,
+                Work::Merged(work) => M::run_together(conn, vec![work]).await,
+            };
+            if !ok {
                 conn.batch("ROLLBACK TO SAVEPOINT job").await?;
             }
             conn.batch("RELEASE SAVEPOINT job").await?;
@@ -185,4 +254,37 @@ async fn commit(conn: &Conn, batch: &mut [Box<dyn Job>]) -> Result<(), tokio_pos
         return Err(error);
     }
     Ok(())
+}
+
+/// Runs the batch in waves: wave n holds the n-th work of each key. A
+/// wave's work runs side by side, its mergeable work as one; returns
+/// whether every work succeeded.
+async fn run_in_waves<M: Mergeable>(conn: &Conn, batch: &mut [Queued<M>]) -> bool {
+    let mut seen: HashMap<u64, usize> = HashMap::new();
+    let waves: Vec<usize> = batch
+        .iter()
+        .map(|queued| {
+            let wave = seen.entry(queued.key).or_default();
+            *wave += 1;
+            *wave - 1
+        })
+        .collect();
+    let last = waves.iter().copied().max().unwrap_or(0);
+    for wave in 0..=last {
+        let mut steps = Vec::new();
+        let mut merged = Vec::new();
+        for (queued, _) in batch.iter_mut().zip(&waves).filter(|(_, w)| **w == wave) {
+            match &mut queued.work {
+                Work::Steps(job) => steps.push(job.run(conn)),
+                Work::Merged(work) => merged.push(work),
+            }
+        }
+        let together = async { merged.is_empty() || M::run_together(conn, merged).await };
+        let (steps, together) =
+            futures_util::future::join(futures_util::future::join_all(steps), together).await;
+        if !(together && steps.into_iter().all(|ok| ok)) {
+            return false;
+        }
+    }
+    true
 }
