@@ -827,6 +827,24 @@ async fn commit_in_steps(
     Ok(EpisodeOutcome::Committed(committed))
 }
 
+/// A message for instance `$1` (of execution `$2`, when given) in one
+/// statement: the instance's pk and status, and the message's inbox id if
+/// it was queued (not when the instance is finished or was replaced), with
+/// the notice to the other hosts.
+const ENQUEUE: &str = "
+    WITH f AS (
+        SELECT pk, status FROM instances WHERE id = $1
+    ), queued AS (
+        INSERT INTO inbox (instance_pk, message)
+        SELECT pk, $3 FROM f
+         WHERE status NOT IN ('Completed', 'Failed', 'Terminated')
+           AND ($2::bigint IS NULL OR pk = $2)
+        RETURNING id
+    ), told AS (
+        SELECT pg_notify('durango', $4) FROM queued
+    )
+    SELECT f.pk, f.status, (SELECT id FROM queued), (SELECT count(*) FROM told) FROM f";
+
 /// The cold round's read as one statement, so one snapshot: the instance
 /// row as JSON, its inbox, and (when there is work) its history.
 const COLD_ROUND: &str = "
@@ -911,15 +929,20 @@ impl Episodes for PgStore {
         self.writers.write(&id.clone(), move |c| {
             let (id, message, host) = (id.clone(), message.clone(), host.clone());
             Box::pin(async move {
-                Ok(match find(c, &id).await? {
-                    None => EnqueueOutcome::NotFound,
-                    Some((pk, _)) if execution.is_some_and(|e| e != pk) => EnqueueOutcome::Replaced,
-                    Some((_, status)) if status.is_terminal() => EnqueueOutcome::Terminal(status),
-                    Some((pk, _)) => {
-                        let queued = insert_message(c, pk, &message).await?;
-                        notify(c, &host, woken(&id)).await?;
-                        EnqueueOutcome::Queued(queued)
-                    }
+                let json = serde_json::to_string(&*message).expect("messages serialize");
+                let notice = leases::wire(&host, woken(&id));
+                let found = c
+                    .query_opt(ENQUEUE, &[&*id, &execution, &json, &notice])
+                    .await?;
+                let Some(found) = found else {
+                    return Ok(EnqueueOutcome::NotFound);
+                };
+                let pk: i64 = found.get(0);
+                let status = RuntimeStatus::parse(found.get(1));
+                Ok(match found.get::<_, Option<i64>>(2) {
+                    Some(queued) => EnqueueOutcome::Queued(queued),
+                    None if execution.is_some_and(|e| e != pk) => EnqueueOutcome::Replaced,
+                    None => EnqueueOutcome::Terminal(status.unwrap_or(RuntimeStatus::Failed)),
                 })
             })
         })

@@ -231,8 +231,12 @@ async fn commit<M: Mergeable>(
     conn: &Conn,
     batch: &mut [Queued<M>],
 ) -> Result<(), tokio_postgres::Error> {
-    conn.batch("BEGIN").await?;
-    if !run_in_waves(conn, batch).await {
+    // BEGIN goes out with the first wave, not a round trip ahead of it: it
+    // fails only with the connection, and then so does everything after it.
+    let (begun, all_ok) =
+        futures_util::future::join(conn.batch("BEGIN"), run_in_waves(conn, batch)).await;
+    begun?;
+    if !all_ok {
         // One failed, and with it the transaction (the others' statements
         // after the failure failed too): run each on its own savepoint.
         conn.batch("ROLLBACK").await?;
