@@ -128,5 +128,9 @@ async fn a_host_whose_partition_was_taken_writes_nothing_for_it() {
         (1, RuntimeStatus::Running, "null".to_string())
     );
     assert!(row(&*store, &other).await.is_none());
-    assert!(store.history(id.to_string()).await.expect("read").is_empty());
+    assert!(store
+        .history(id.to_string())
+        .await
+        .expect("read")
+        .is_empty());
 }
