@@ -5,13 +5,13 @@ CARGO       ?= cargo
 TARGET_DIR  ?= $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),$(CURDIR)/target)
 WASM_DIR    := $(TARGET_DIR)/wasm32-wasip2/guest
 DURANGO     := $(TARGET_DIR)/debug/durango
-GUESTS      := phone-verification hello-sequence approval monitor test-guests
+GUESTS      := phone-verification hello-sequence approval monitor test-guests versioned
 SAMPLES     := $(WASM_DIR)/phone_verification.wasm $(WASM_DIR)/hello_sequence.wasm $(WASM_DIR)/approval.wasm $(WASM_DIR)/monitor.wasm
 DEMO_DB     ?= durango.db
 DEMO_SMS    ?= 127.0.0.1:7072
 # The end-to-end suites run a second time with each host on a database of
 # its own on a throwaway PostgreSQL server (tests/src/postgres.rs).
-PG_SUITES   := phone_verification durability management approval notifications bad_input api patterns
+PG_SUITES   := phone_verification durability management approval notifications bad_input api patterns upgrade
 
 export CARGO_TARGET_DIR := $(TARGET_DIR)
 
@@ -25,6 +25,12 @@ setup:
 
 guests: setup
 	$(CARGO) build --profile guest --target wasm32-wasip2 $(addprefix -p ,$(GUESTS))
+	@# The versions of the app the upgrade tests move instances between.
+	cp $(WASM_DIR)/versioned.wasm $(WASM_DIR)/versioned_v1.wasm
+	$(CARGO) build --profile guest --target wasm32-wasip2 -p versioned --features v2
+	cp $(WASM_DIR)/versioned.wasm $(WASM_DIR)/versioned_v2.wasm
+	$(CARGO) build --profile guest --target wasm32-wasip2 -p versioned --features v3
+	cp $(WASM_DIR)/versioned.wasm $(WASM_DIR)/versioned_v3.wasm
 
 build: guests
 	$(CARGO) build -p durango

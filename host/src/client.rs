@@ -1,6 +1,6 @@
 //! The CLI's client commands: each is one HTTP call to a running host.
 
-use std::path::PathBuf;
+use std::path::Path;
 
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
@@ -90,20 +90,11 @@ impl Client {
     /// Deploys a component; `allow` limits the settings it may read.
     pub fn deploy(
         &self,
-        file: &PathBuf,
+        file: &Path,
         name: Option<&str>,
         allow: &[String],
     ) -> anyhow::Result<Answer> {
-        let wasm =
-            std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-        let app = match name {
-            Some(name) => name.to_string(),
-            None => file
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .ok_or_else(|| anyhow!("{} has no usable file name; pass --name", file.display()))?
-                .to_string(),
-        };
+        let (app, wasm) = component(file, name)?;
         let query: String = allow
             .iter()
             .map(|name| format!("allowSetting={}", crate::paths::encode(name)))
@@ -112,6 +103,17 @@ impl Client {
         self.call(
             "PUT",
             &format!("/admin/apps/{}?{query}", crate::paths::encode(&app)),
+            Some(("application/wasm", wasm)),
+        )
+    }
+
+    /// Checks, without deploying it, how the app's unfinished instances
+    /// would replay on the component in `file`.
+    pub fn check(&self, file: &Path, name: Option<&str>) -> anyhow::Result<Answer> {
+        let (app, wasm) = component(file, name)?;
+        self.call(
+            "POST",
+            &format!("/admin/apps/{}/check", crate::paths::encode(&app)),
             Some(("application/wasm", wasm)),
         )
     }
@@ -318,4 +320,18 @@ pub fn timeline(status: &Value) -> String {
         lines.push(format!("{time}  {kind:<20} {detail}"));
     }
     lines.join("\n")
+}
+
+/// The app name (`name`, or the file's stem) and the component's bytes.
+fn component(file: &Path, name: Option<&str>) -> anyhow::Result<(String, Vec<u8>)> {
+    let wasm = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let app = match name {
+        Some(name) => name.to_string(),
+        None => file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .ok_or_else(|| anyhow!("{} has no usable file name; pass --name", file.display()))?
+            .to_string(),
+    };
+    Ok((app, wasm))
 }

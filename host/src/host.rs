@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, oneshot};
 
 use crate::catalog::Catalog;
+use crate::check::{self, CheckReport};
 use crate::engine::history::{Message, RuntimeStatus};
 use crate::engine::rewind;
 use crate::links::LinkSigner;
@@ -173,6 +174,37 @@ impl Host {
     /// Has the instance read its inbox and act on what is there.
     fn wake(&self, id: &str) {
         self.scheduler.dispatcher.wake(id);
+    }
+
+    /// Replays every unfinished instance of `app` on the component `wasm`
+    /// without writing anything: which could move to it, and where the
+    /// others diverge.
+    pub async fn check_deploy(&self, app: &str, wasm: &[u8]) -> Result<CheckReport, DeployError> {
+        let compiled = self
+            .runtime
+            .compile(wasm, None)
+            .await
+            .map_err(DeployError::Invalid)?;
+        let orchestrators = compiled
+            .functions
+            .iter()
+            .filter(|f| f.kind == "orchestrator")
+            .map(|f| f.name.clone())
+            .collect();
+        let instances = self
+            .store
+            .unfinished_of_app(app.to_string())
+            .await
+            .map_err(DeployError::Store)?;
+        let verdicts = check::replay_on(
+            self.runtime.clone(),
+            self.store.clone(),
+            compiled.version.clone(),
+            orchestrators,
+            instances,
+        )
+        .await;
+        Ok(check::report(app, &compiled.version, verdicts))
     }
 
     /// Checks, compiles and stores a component as the current version of `app`.

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod bench;
 pub mod catalog;
+pub mod check;
 pub mod client;
 pub mod engine;
 pub mod fake_sms;

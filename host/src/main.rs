@@ -48,6 +48,11 @@ enum Command {
         /// read every setting.
         #[arg(long = "allow-setting", value_name = "NAME")]
         allow_settings: Vec<String>,
+        /// Deploy nothing: replay the app's unfinished instances on this
+        /// component and report which could move to it and where the
+        /// others diverge.
+        #[arg(long)]
+        check: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -221,6 +226,38 @@ fn behind_the_writer() {
     }
 }
 
+/// A deploy check as lines: each instance's verdict, then the counts.
+fn check_lines(report: &serde_json::Value) -> String {
+    let text = |v: &serde_json::Value, key: &str| v[key].as_str().unwrap_or_default().to_string();
+    let mut lines = String::new();
+    for instance in report["instances"].as_array().into_iter().flatten() {
+        let verdict = if instance["compatible"].as_bool() == Some(true) {
+            "compatible".to_string()
+        } else if let Some(step) = instance["step"].as_u64() {
+            format!(
+                "diverges at step {step}: history has {}, the new code asked for {}",
+                text(instance, "history"),
+                text(instance, "code")
+            )
+        } else {
+            format!("diverges: {}", text(instance, "reason"))
+        };
+        lines += &format!(
+            "{}  {}  {verdict}\n",
+            text(instance, "instanceId"),
+            text(instance, "name")
+        );
+    }
+    lines += &format!(
+        "{} unfinished: {} compatible, {} diverging with version {}\n",
+        report["unfinished"],
+        report["compatible"],
+        report["diverging"],
+        text(report, "version")
+    );
+    lines
+}
+
 async fn print_inbox(id: String, db: String) -> anyhow::Result<()> {
     let store = durango::store::open(&db, durango::store::Durability::Full).await?;
     for (inbox_id, message) in store.inbox(id).await? {
@@ -240,8 +277,20 @@ fn run_client(command: Command) -> anyhow::Result<()> {
         Command::Deploy {
             file,
             name,
+            check: true,
+            client,
+            ..
+        } => {
+            let answer = Client::new(client)?.check(file, name.as_deref())?;
+            print!("{}", check_lines(&answer.body));
+            return Ok(());
+        }
+        Command::Deploy {
+            file,
+            name,
             allow_settings,
             client,
+            ..
         } => Client::new(client)?.deploy(file, name.as_deref(), allow_settings)?,
         Command::Start {
             orchestrator,

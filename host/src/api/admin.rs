@@ -63,6 +63,24 @@ pub async fn deploy(
     }
 }
 
+/// `POST /admin/apps/{app}/check`: the deploy's check, writing nothing.
+pub async fn check(
+    State(state): State<ApiState>,
+    Path(app): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    validate_app_name(&app).map_err(ApiError::bad_request)?;
+    let wasm = bytes(body)?;
+    if wasm.is_empty() {
+        return Err(ApiError::bad_request("the body must be a .wasm component"));
+    }
+    match state.host.check_deploy(&app, &wasm).await {
+        Ok(report) => Ok(Json(report).into_response()),
+        Err(DeployError::Invalid(reason)) => Err(ApiError::bad_request(reason)),
+        Err(DeployError::Store(error)) => Err(error.into()),
+    }
+}
+
 pub async fn list(State(state): State<ApiState>) -> Result<Response, ApiError> {
     let apps = state.host.store.current_apps().await?;
     let body: Vec<serde_json::Value> = apps

@@ -162,6 +162,7 @@ pub fn router(host: Arc<Host>, body_limit: usize) -> Router {
     let admin = Router::new()
         .route("/apps", get(admin::list))
         .route("/apps/{app}", put(admin::deploy))
+        .route("/apps/{app}/check", post(admin::check))
         .layer(DefaultBodyLimit::max(DEPLOY_BODY_LIMIT));
     Router::new()
         .nest(

@@ -22,6 +22,16 @@ impl std::error::Error for Nondeterminism {}
 
 type Outcome = Result<String, String>;
 
+/// Where code and history first disagreed, in the step check's words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Divergence {
+    pub step: u32,
+    /// The step as history recorded it.
+    pub history: String,
+    /// The step the code asked for instead.
+    pub code: String,
+}
+
 /// The replay state of one orchestration instance.
 #[derive(Debug)]
 pub struct Replay {
@@ -49,6 +59,7 @@ pub struct Replay {
     replaying: bool,
     guids: u64,
     custom_status: Option<String>,
+    divergence: Option<Divergence>,
 }
 
 impl Replay {
@@ -89,6 +100,7 @@ impl Replay {
             now: 0,
             guids: 0,
             custom_status: None,
+            divergence: None,
         }
     }
 
@@ -168,6 +180,19 @@ impl Replay {
         (self.first_seq..self.next_seq).contains(&seq)
     }
 
+    /// Where the code first took another step than history has, if it did.
+    pub fn divergence(&self) -> Option<&Divergence> {
+        self.divergence.as_ref()
+    }
+
+    /// History's steps of this generation that the code has not taken
+    /// (again) so far.
+    pub fn steps_not_taken(&self) -> usize {
+        self.recorded
+            .len()
+            .saturating_sub((self.next_seq - self.first_seq) as usize)
+    }
+
     /// The number the next step will get.
     pub fn next_seq(&self) -> u32 {
         self.next_seq
@@ -181,11 +206,19 @@ impl Replay {
         self.next_seq += 1;
         match self.recorded.get((seq - self.first_seq) as usize) {
             Some(recorded) if recorded.same_step(&action) => Ok((seq, recorded.clone())),
-            Some(recorded) => Err(Nondeterminism(format!(
-                "step {seq}: history has {}, code asked for {}",
-                recorded.describe(),
-                action.describe()
-            ))),
+            Some(recorded) => {
+                let divergence = Divergence {
+                    step: seq,
+                    history: recorded.describe(),
+                    code: action.describe(),
+                };
+                let error = Nondeterminism(format!(
+                    "step {seq}: history has {}, code asked for {}",
+                    divergence.history, divergence.code
+                ));
+                self.divergence.get_or_insert(divergence);
+                Err(error)
+            }
             None => {
                 self.new_actions.push((seq, action.clone()));
                 Ok((seq, action))

@@ -271,6 +271,27 @@ impl InstanceReads for PgStore {
             })
         })
     }
+
+    fn unfinished_of_app(&self, app: String) -> StoreFuture<Vec<InstanceRow>> {
+        self.read(move |c| {
+            Box::pin(async move {
+                let rows = c
+                    .query(
+                        concat!(
+                            "SELECT ",
+                            instance_columns!(),
+                            " FROM instances
+                              WHERE status NOT IN ('Completed', 'Failed', 'Terminated')
+                                AND version IN (SELECT version FROM app_versions WHERE app = $1)
+                              ORDER BY created_at, id"
+                        ),
+                        &[&app],
+                    )
+                    .await?;
+                Ok(Ok(rows.iter().map(rows::instance_row).collect()))
+            })
+        })
+    }
 }
 
 /// Returns the message's inbox id.

@@ -157,6 +157,20 @@ impl InstanceReads for SqliteStore {
         })
     }
 
+    fn unfinished_of_app(&self, app: String) -> StoreFuture<Vec<InstanceRow>> {
+        self.read(move |conn| {
+            let sql = format!(
+                "SELECT {INSTANCE_COLUMNS} FROM instances
+                  WHERE status NOT IN ('Completed', 'Failed', 'Terminated')
+                    AND version IN (SELECT version FROM app_versions WHERE app = ?1)
+                  ORDER BY created_at, id"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map([app], instance_row)?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
     fn count_instances(&self, status: RuntimeStatus) -> StoreFuture<usize> {
         self.read(move |conn| {
             let n: i64 = conn.query_row(

@@ -1,0 +1,243 @@
+//! Changing code under running instances: before a deploy, `durango deploy
+//! --check` (and `POST /admin/apps/{app}/check`) replays every unfinished
+//! instance of the app on the new component and says which could move to
+//! it and where the others diverge, writing nothing. The app `Versioned`
+//! comes in three builds (orchestrators/versioned): v2 adds a step after
+//! every point a v1 instance can wait at; v3 drops an activity that
+//! instances past their first `Go` already ran.
+
+use std::process::{Command, Output};
+
+use durango_e2e::{durango_bin, request, wasm, Host, HostOptions, KEY};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+const APP: &str = "versioned";
+/// Instances parked at each of v1's two waits.
+const PER_WAIT: usize = 25;
+
+fn component(version: &str) -> Vec<u8> {
+    std::fs::read(wasm(&format!("versioned_{version}"))).expect("read the component")
+}
+
+fn digest(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn send_component(host: &Host, method: &str, path: &str, bytes: &[u8]) -> durango_e2e::Answer {
+    request(
+        method,
+        &host.url(path),
+        &[
+            ("x-functions-key", KEY),
+            ("content-type", "application/wasm"),
+        ],
+        Some(bytes),
+    )
+}
+
+fn deploy(host: &Host, version: &str) {
+    let answer = send_component(
+        host,
+        "PUT",
+        &format!("/admin/apps/{APP}"),
+        &component(version),
+    );
+    assert_eq!(answer.status, 201, "{}", answer.text);
+}
+
+fn check(host: &Host, version: &str) -> Value {
+    let answer = send_component(
+        host,
+        "POST",
+        &format!("/admin/apps/{APP}/check"),
+        &component(version),
+    );
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    answer.body
+}
+
+fn durango(host: &Host, args: &[&str]) -> Output {
+    Command::new(durango_bin())
+        .args(args)
+        .env("DURANGO_URL", &host.base)
+        .env("DURANGO_KEY", KEY)
+        .output()
+        .expect("run durango")
+}
+
+/// v1 deployed; `PER_WAIT` instances waiting at the first `Go` (history:
+/// Step one, the wait) and as many at the second (…, Go, Step two, the
+/// wait); one more finished. Returns (first, second, finished).
+fn park(host: &Host) -> (Vec<String>, Vec<String>, String) {
+    deploy(host, "v1");
+    let ids: Vec<String> = (0..2 * PER_WAIT + 1)
+        .map(|_| host.start_orchestration("Versioned", "null"))
+        .collect();
+    for id in &ids {
+        host.wait_history(id, "TaskCompleted", 1);
+    }
+    let (first, rest) = ids.split_at(PER_WAIT);
+    for id in rest {
+        assert_eq!(host.raise(id, "Go", "null").status, 202);
+    }
+    for id in rest {
+        host.wait_history(id, "TaskCompleted", 2);
+    }
+    let (second, finished) = rest.split_at(PER_WAIT);
+    let finished = finished[0].clone();
+    assert_eq!(host.raise(&finished, "Go", "null").status, 202);
+    host.wait_finished(&finished);
+    (first.to_vec(), second.to_vec(), finished)
+}
+
+fn verdict<'a>(report: &'a Value, id: &str) -> &'a Value {
+    report["instances"]
+        .as_array()
+        .expect("instances")
+        .iter()
+        .find(|i| i["instanceId"] == id)
+        .unwrap_or_else(|| panic!("{id} is not in the report: {report}"))
+}
+
+#[test]
+fn the_check_tells_which_instances_a_new_version_could_take_and_writes_nothing() {
+    let host = Host::start(HostOptions::with_apps(&[]));
+    let (first, second, finished) = park(&host);
+
+    // v2 only adds a step after the last wait: everyone could move.
+    let report = check(&host, "v2");
+    assert_eq!(report["app"], APP);
+    assert_eq!(report["version"], digest(&component("v2")));
+    assert_eq!(
+        (
+            &report["unfinished"],
+            &report["compatible"],
+            &report["diverging"]
+        ),
+        (
+            &Value::from(2 * PER_WAIT),
+            &Value::from(2 * PER_WAIT),
+            &Value::from(0)
+        ),
+        "{report}"
+    );
+    assert!(report["instances"]
+        .as_array()
+        .expect("instances")
+        .iter()
+        .all(|i| i["instanceId"] != finished.as_str()));
+
+    // v3 dropped `Step("two")`: those past it diverge at that step.
+    let report = check(&host, "v3");
+    assert_eq!(
+        (&report["compatible"], &report["diverging"]),
+        (&Value::from(PER_WAIT), &Value::from(PER_WAIT)),
+        "{report}"
+    );
+    for id in &first {
+        assert_eq!(verdict(&report, id)["compatible"], true);
+    }
+    for id in &second {
+        let v = verdict(&report, id);
+        assert_eq!(v["compatible"], false, "{v}");
+        assert_eq!(v["step"], 2, "{v}");
+        assert_eq!(v["history"], "activity Step", "{v}");
+        assert_eq!(v["code"], "wait for event Go", "{v}");
+        assert!(
+            v["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("non-deterministic orchestrator")),
+            "{v}"
+        );
+        assert_eq!(v["version"], digest(&component("v1")));
+    }
+
+    // The same through the CLI: a line per instance, then the counts.
+    let v3 = wasm("versioned_v3");
+    let output = durango(
+        &host,
+        &[
+            "deploy",
+            v3.to_str().expect("path"),
+            "--name",
+            APP,
+            "--check",
+        ],
+    );
+    assert!(output.status.success(), "{output:?}");
+    let printed = String::from_utf8_lossy(&output.stdout);
+    for id in &second {
+        assert!(
+            printed.contains(&format!(
+                "{id}  Versioned  diverges at step 2: history has activity Step, the new code asked for wait for event Go"
+            )),
+            "{printed}"
+        );
+    }
+    for id in &first {
+        assert!(
+            printed.contains(&format!("{id}  Versioned  compatible")),
+            "{printed}"
+        );
+    }
+    assert!(
+        printed.contains(&format!(
+            "{} unfinished: {PER_WAIT} compatible, {PER_WAIT} diverging",
+            2 * PER_WAIT
+        )),
+        "{printed}"
+    );
+
+    // Nothing moved: the app still serves v1, and every instance finishes
+    // as v1 does (v2 would add "did three"; v3 would fail the second half).
+    let apps = host.call("GET", "/admin/apps", None);
+    let versioned = apps
+        .body
+        .as_array()
+        .expect("apps")
+        .iter()
+        .find(|a| a["app"] == APP);
+    assert_eq!(
+        versioned.expect("the app")["version"],
+        digest(&component("v1"))
+    );
+    for id in &first {
+        assert_eq!(host.raise(id, "Go", "null").status, 202);
+    }
+    for id in first.iter().chain(&second) {
+        host.wait_history(id, "TaskCompleted", 2);
+        assert_eq!(host.raise(id, "Go", "null").status, 202);
+    }
+    for id in first.iter().chain(&second) {
+        let done = host.wait_finished(id);
+        assert_eq!(done["runtimeStatus"], "Completed", "{done}");
+        assert_eq!(done["output"], serde_json::json!(["did one", "did two"]));
+    }
+}
+
+#[test]
+fn a_check_of_bytes_that_are_no_component_is_refused() {
+    let host = Host::start(HostOptions::with_apps(&[]));
+    let path = format!("/admin/apps/{APP}/check");
+    let answer = send_component(&host, "POST", &path, b"not wasm");
+    assert_eq!(answer.status, 400, "{}", answer.text);
+    assert!(answer.body["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("not a valid WebAssembly component")));
+    let answer = send_component(&host, "POST", &path, b"");
+    assert_eq!(answer.status, 400, "{}", answer.text);
+    let answer = send_component(
+        &host,
+        "POST",
+        "/admin/apps/no%20spaces/check",
+        &component("v1"),
+    );
+    assert_eq!(answer.status, 400, "{}", answer.text);
+    // An app with no instances: nothing to replay.
+    let report = check(&host, "v1");
+    assert_eq!(report["unfinished"], 0, "{report}");
+}
