@@ -37,6 +37,9 @@ pub enum Scenario {
     /// Many waiting instances: memory, database size, restart (a new
     /// process).
     Parked,
+    /// A deploy's check: every waiting instance of an app replayed on a
+    /// new version of it.
+    Check,
 }
 
 #[derive(Debug, Args)]
@@ -69,6 +72,9 @@ pub struct BenchArgs {
     /// Waiting instances for `parked`.
     #[arg(long, default_value_t = 100_000)]
     pub parked: usize,
+    /// Waiting instances for `check`.
+    #[arg(long = "check-instances", default_value_t = 10_000)]
+    pub check_instances: usize,
     /// Empty the OS page cache (the whole machine's) before `parked`'s
     /// restart, so it reads from the device. Needs root on Linux; without
     /// it the restart reads a warm cache, and the report says so.
@@ -138,6 +144,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     continue;
                 }
                 Scenario::Parked => bench.parked().await?,
+                Scenario::Check => bench.check().await?,
             };
             report["cores"] = json!(cores);
             report["durability"] = json!(format!("{:?}", bench.args.durability).to_lowercase());
@@ -585,6 +592,52 @@ impl Bench {
             anyhow::ensure!(Instant::now() < deadline, "timed out waiting for {id}");
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+    }
+
+    async fn check(&mut self) -> anyhow::Result<serde_json::Value> {
+        let (host, _) = self.host(HOT_INSTANCES).await?;
+        let n = self.args.check_instances;
+        Self::start_many(
+            &host,
+            "WaitOrTimeout",
+            n,
+            |i| format!("check-{i}"),
+            |_| "null".into(),
+        )
+        .await?;
+        Self::wait_count(&host, RuntimeStatus::Running, n).await?;
+        // The same code under a new digest (a custom section appended), so
+        // every instance is replayed, and every one is compatible.
+        let path = self.args.wasm_dir.join("test_guests.wasm");
+        let mut wasm = std::fs::read(&path)
+            .with_context(|| format!("cannot read {} (run `make guests`)", path.display()))?;
+        wasm.extend_from_slice(&[0x00, 0x06, 0x05, b'b', b'e', b'n', b'c', b'h']);
+        let t0 = Instant::now();
+        host.runtime
+            .compile(&wasm, None)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        let compile = t0.elapsed().as_secs_f64();
+        let t0 = Instant::now();
+        let report = host
+            .check_deploy("test_guests", &wasm)
+            .await
+            .map_err(|e| anyhow::anyhow!("check: {e}"))?;
+        let total = t0.elapsed().as_secs_f64();
+        anyhow::ensure!(
+            report.unfinished == n && report.compatible == n,
+            "the check saw {} unfinished, {} compatible, of {n} waiting",
+            report.unfinished,
+            report.compatible
+        );
+        println!(
+            "check            {n} waiting instances replayed on a new version: {total:.2} s in all ({:.0} instances/s), of which compiling the component {compile:.2} s",
+            n as f64 / total
+        );
+        Ok(
+            json!({"scenario": "check", "instances": n, "seconds": total, "compile_seconds": compile,
+                  "per_second": n as f64 / total}),
+        )
     }
 
     async fn parked(&mut self) -> anyhow::Result<serde_json::Value> {
