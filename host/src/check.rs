@@ -53,6 +53,17 @@ pub struct InstanceCheck {
     /// Why it diverges, in the words of the check that refused it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// What was replayed: the instance's pk and `episodes` as read, and
+    /// the length of the history replayed (a move is made only from there).
+    #[serde(skip)]
+    pub replayed: Option<Replayed>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Replayed {
+    pub pk: i64,
+    pub episodes: i64,
+    pub history_len: usize,
 }
 
 impl InstanceCheck {
@@ -66,6 +77,7 @@ impl InstanceCheck {
             history: None,
             code: None,
             reason: None,
+            replayed: None,
         }
     }
 
@@ -137,9 +149,17 @@ async fn check_one(
         Ok(guest) => guest,
         Err(fault) => return verdict.diverges(fault.0),
     };
+    let replayed = Replayed {
+        pk: row.pk,
+        episodes: row.episodes,
+        history_len: history.len(),
+    };
     match replay_history(&mut guest, &history).await {
         Ok(()) => match guest.replay().steps_not_taken() {
-            0 => verdict,
+            0 => InstanceCheck {
+                replayed: Some(replayed),
+                ..verdict
+            },
             left => verdict.diverges(format!(
                 "non-deterministic orchestrator: the new code waits where history has {left} more step(s)"
             )),

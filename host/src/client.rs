@@ -2,6 +2,8 @@
 
 use std::path::Path;
 
+use crate::host::Upgrade;
+
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use serde_json::Value;
@@ -93,11 +95,17 @@ impl Client {
         file: &Path,
         name: Option<&str>,
         allow: &[String],
+        upgrade: Upgrade,
     ) -> anyhow::Result<Answer> {
         let (app, wasm) = component(file, name)?;
+        let upgrade = match upgrade {
+            Upgrade::None => "none",
+            Upgrade::Compatible => "compatible",
+        };
         let query: String = allow
             .iter()
             .map(|name| format!("allowSetting={}", crate::paths::encode(name)))
+            .chain([format!("upgrade={upgrade}")])
             .collect::<Vec<_>>()
             .join("&");
         self.call(
@@ -115,6 +123,15 @@ impl Client {
             "POST",
             &format!("/admin/apps/{}/check", crate::paths::encode(&app)),
             Some(("application/wasm", wasm)),
+        )
+    }
+
+    /// Moves an instance to the version that serves its orchestrator now.
+    pub fn upgrade(&self, id: &str) -> anyhow::Result<Answer> {
+        self.call(
+            "POST",
+            &format!("/admin/instances/{}/upgrade", crate::paths::encode(id)),
+            None,
         )
     }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, oneshot};
 
 use crate::catalog::Catalog;
-use crate::check::{self, CheckReport};
+use crate::check::{self, CheckReport, Replayed};
 use crate::engine::history::{Message, RuntimeStatus};
 use crate::engine::rewind;
 use crate::links::LinkSigner;
@@ -20,8 +20,8 @@ use crate::scheduler::{Parts, Scheduler};
 use crate::settings::Settings;
 use crate::signals::{Lifecycle, Signals};
 use crate::store::{
-    now_ms, ActivityRow, Deployment, Durability, EnqueueOutcome, InstanceRow, RewindCommit, Store,
-    StoreError,
+    now_ms, ActivityRow, Deployment, Durability, EnqueueOutcome, InstanceRow, MoveCommit,
+    RewindCommit, Store, StoreError,
 };
 
 pub struct HostConfig {
@@ -81,6 +81,44 @@ pub struct Deployed {
     /// The settings the app may read; absent when it may read all.
     #[serde(rename = "allowedSettings", skip_serializing_if = "Option::is_none")]
     pub allowed_settings: Option<Vec<String>>,
+    /// What `--upgrade compatible` did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<Upgraded>,
+}
+
+/// Which unfinished instances a deploy moves to the new version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Upgrade {
+    /// None: every instance stays on the version it started on.
+    #[default]
+    None,
+    /// Those whose history replays on the new version without diverging.
+    Compatible,
+}
+
+/// What a deploy's upgrade did.
+#[derive(Debug, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Upgraded {
+    /// Moved to the new version (each has it in its history).
+    pub moved: usize,
+    /// Diverging on the new version: left on theirs.
+    pub stayed: usize,
+    /// Went on between their check and their move: left on theirs (a
+    /// later check may move them).
+    pub changed_meanwhile: usize,
+}
+
+/// Why one instance was not moved.
+#[derive(Debug)]
+pub enum MoveRefused {
+    NotFound,
+    Finished(RuntimeStatus),
+    /// No deployed version serves its orchestrator now.
+    NotServed(String),
+    /// It diverges on the version that serves it now: why.
+    Diverges(String),
+    ChangedMeanwhile,
 }
 
 #[derive(Debug)]
@@ -258,7 +296,143 @@ impl Host {
             version: compiled.version,
             functions: compiled.functions,
             allowed_settings,
+            upgrade: None,
         })
+    }
+
+    /// Deploys, then moves the instances `upgrade` says to the new version.
+    pub async fn deploy_and_upgrade(
+        &self,
+        app: &str,
+        wasm: &[u8],
+        allowed_settings: Option<Vec<String>>,
+        upgrade: Upgrade,
+    ) -> Result<Deployed, DeployError> {
+        let mut deployed = self.deploy(app, wasm, allowed_settings).await?;
+        if upgrade == Upgrade::Compatible {
+            let orchestrators = deployed
+                .functions
+                .iter()
+                .filter(|f| f.kind == "orchestrator")
+                .map(|f| f.name.clone())
+                .collect();
+            let instances = self
+                .store
+                .unfinished_of_app(app.to_string())
+                .await
+                .map_err(DeployError::Store)?;
+            let verdicts = check::replay_on(
+                self.runtime.clone(),
+                self.store.clone(),
+                deployed.version.clone(),
+                orchestrators,
+                instances,
+            )
+            .await;
+            let mut upgraded = Upgraded::default();
+            let mut moves = Vec::new();
+            for verdict in verdicts {
+                match verdict.replayed {
+                    Some(replayed) if verdict.compatible => moves.push(self.move_to(
+                        verdict.instance_id,
+                        replayed,
+                        verdict.version,
+                        deployed.version.clone(),
+                    )),
+                    _ if !verdict.compatible => upgraded.stayed += 1,
+                    _ => {} // already on it
+                }
+            }
+            // Queued together, the moves share group commits.
+            for moved in futures_util::future::join_all(moves).await {
+                match moved.map_err(DeployError::Store)? {
+                    true => upgraded.moved += 1,
+                    false => upgraded.changed_meanwhile += 1,
+                }
+            }
+            deployed.upgrade = Some(upgraded);
+        }
+        Ok(deployed)
+    }
+
+    /// Moves instance `id` to the version that serves its orchestrator now,
+    /// if its history replays there without diverging; answers the
+    /// versions it was moved from and to (the same if it was there).
+    pub async fn upgrade_instance(
+        &self,
+        id: &str,
+    ) -> Result<Result<(String, String), MoveRefused>, StoreError> {
+        let Some(row) = self.store.instance(id.to_string()).await? else {
+            return Ok(Err(MoveRefused::NotFound));
+        };
+        if row.status.is_terminal() {
+            return Ok(Err(MoveRefused::Finished(row.status)));
+        }
+        let Some(to) = self.catalog.version_of(&row.name) else {
+            return Ok(Err(MoveRefused::NotServed(row.name)));
+        };
+        if to == row.version {
+            return Ok(Ok((row.version, to)));
+        }
+        if let Err(fault) = self.catalog.ensure_loaded(&to).await? {
+            return Ok(Err(MoveRefused::Diverges(fault.0)));
+        }
+        let orchestrators = [row.name.clone()].into_iter().collect();
+        let from = row.version.clone();
+        let verdict = check::replay_on(
+            self.runtime.clone(),
+            self.store.clone(),
+            to.clone(),
+            orchestrators,
+            vec![row],
+        )
+        .await
+        .pop()
+        .expect("one verdict for one instance");
+        let replayed = match (verdict.compatible, verdict.replayed) {
+            (true, Some(replayed)) => replayed,
+            _ => {
+                let why = match (verdict.step, verdict.history, verdict.code) {
+                    (Some(step), Some(history), Some(code)) => format!(
+                        "at step {step}: history has {history}, the new code asked for {code}"
+                    ),
+                    _ => verdict.reason.unwrap_or_default(),
+                };
+                return Ok(Err(MoveRefused::Diverges(why)));
+            }
+        };
+        if !self
+            .move_to(id.to_string(), replayed, from.clone(), to.clone())
+            .await?
+        {
+            return Ok(Err(MoveRefused::ChangedMeanwhile));
+        }
+        Ok(Ok((from, to)))
+    }
+
+    async fn move_to(
+        &self,
+        id: String,
+        replayed: Replayed,
+        from: String,
+        to: String,
+    ) -> Result<bool, StoreError> {
+        let moved = self
+            .store
+            .move_instance(MoveCommit {
+                id: id.clone(),
+                pk: replayed.pk,
+                after_episodes: replayed.episodes,
+                first_position: replayed.history_len,
+                from,
+                to,
+            })
+            .await?;
+        if moved {
+            // Its hot copy here runs the old version: it goes.
+            self.scheduler.dispatcher.forget(&id);
+        }
+        Ok(moved)
     }
 
     /// Starts an orchestration; returns once the start is committed.

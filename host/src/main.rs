@@ -53,6 +53,18 @@ enum Command {
         /// others diverge.
         #[arg(long)]
         check: bool,
+        /// Which unfinished instances move to the new version: none (they
+        /// stay on the version they started on) or those whose history
+        /// replays on it without diverging.
+        #[arg(long, value_enum, default_value_t = durango::host::Upgrade::None)]
+        upgrade: durango::host::Upgrade,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Move an unfinished instance to the version that serves its
+    /// orchestrator now, if its history replays there.
+    Upgrade {
+        id: String,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -289,9 +301,11 @@ fn run_client(command: Command) -> anyhow::Result<()> {
             file,
             name,
             allow_settings,
+            upgrade,
             client,
             ..
-        } => Client::new(client)?.deploy(file, name.as_deref(), allow_settings)?,
+        } => Client::new(client)?.deploy(file, name.as_deref(), allow_settings, *upgrade)?,
+        Command::Upgrade { id, client } => Client::new(client)?.upgrade(id)?,
         Command::Start {
             orchestrator,
             input,

@@ -241,3 +241,143 @@ fn a_check_of_bytes_that_are_no_component_is_refused() {
     let report = check(&host, "v1");
     assert_eq!(report["unfinished"], 0, "{report}");
 }
+
+fn events_of(host: &Host, id: &str, kind: &str) -> Vec<Value> {
+    host.status_with_history(id).body["historyEvents"]
+        .as_array()
+        .map(|events| {
+            events
+                .iter()
+                .filter(|e| e["EventType"] == kind)
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn compatible_instances_move_and_each_finishes_on_its_version_across_a_restart() {
+    let mut host = Host::start(HostOptions::with_apps(&[]));
+    let (first, second, finished) = park(&host);
+    let (v1, v3) = (digest(&component("v1")), digest(&component("v3")));
+
+    // v3 with --upgrade compatible: those at their first `Go` move, those
+    // past `Step("two")` stay on v1.
+    let file = wasm("versioned_v3");
+    let output = durango(
+        &host,
+        &[
+            "deploy",
+            file.to_str().expect("path"),
+            "--name",
+            APP,
+            "--upgrade",
+            "compatible",
+        ],
+    );
+    assert!(output.status.success(), "{output:?}");
+    let answer: Value = serde_json::from_slice(&output.stdout).expect("the deploy answer");
+    assert_eq!(answer["version"], v3);
+    assert_eq!(
+        answer["upgrade"],
+        serde_json::json!({"moved": PER_WAIT, "stayed": PER_WAIT, "changedMeanwhile": 0}),
+        "{answer}"
+    );
+    for id in &first {
+        let moves = events_of(&host, id, "VersionChanged");
+        assert_eq!(moves.len(), 1, "{id}: {moves:?}");
+        assert_eq!(
+            (&moves[0]["From"], &moves[0]["To"]),
+            (&v1.clone().into(), &v3.clone().into())
+        );
+    }
+    for id in second.iter().chain([&finished]) {
+        assert!(events_of(&host, id, "VersionChanged").is_empty());
+    }
+
+    host.restart();
+
+    // On v3, a moved instance skips `Step("two")`; on v1, the others run it.
+    for id in &first {
+        for _ in 0..2 {
+            assert_eq!(host.raise(id, "Go", "null").status, 202);
+        }
+    }
+    for id in &second {
+        assert_eq!(host.raise(id, "Go", "null").status, 202);
+    }
+    for id in &first {
+        let done = host.wait_finished(id);
+        assert_eq!(done["runtimeStatus"], "Completed", "{done}");
+        assert_eq!(done["output"], serde_json::json!(["did one"]), "{id}");
+    }
+    for id in &second {
+        let done = host.wait_finished(id);
+        assert_eq!(done["runtimeStatus"], "Completed", "{done}");
+        assert_eq!(
+            done["output"],
+            serde_json::json!(["did one", "did two"]),
+            "{id}"
+        );
+    }
+}
+
+#[test]
+fn one_instance_moves_when_it_replays_and_is_refused_when_it_diverges() {
+    let host = Host::start(HostOptions::with_apps(&[]));
+    let (first, second, finished) = park(&host);
+    // v3 serves new starts; nobody moves by itself.
+    deploy(&host, "v3");
+
+    let output = durango(&host, &["upgrade", &first[0]]);
+    assert!(output.status.success(), "{output:?}");
+    let moved: Value = serde_json::from_slice(&output.stdout).expect("the answer");
+    assert_eq!(moved["from"], digest(&component("v1")));
+    assert_eq!(moved["to"], digest(&component("v3")));
+    assert_eq!(events_of(&host, &first[0], "VersionChanged").len(), 1);
+
+    let output = durango(&host, &["upgrade", &second[0]]);
+    assert!(!output.status.success(), "{output:?}");
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(said.trim().lines().count(), 1, "{said}");
+    assert!(
+        said.contains("diverges on the current version at step 2: history has activity Step, the new code asked for wait for event Go"),
+        "{said}"
+    );
+    assert!(events_of(&host, &second[0], "VersionChanged").is_empty());
+
+    let path = |id: &str| format!("/admin/instances/{id}/upgrade");
+    assert_eq!(host.call("POST", &path(&finished), None).status, 409);
+    let unknown = host.call("POST", &path("no-such-instance"), None);
+    assert_eq!(unknown.status, 404, "{}", unknown.text);
+    assert!(unknown.body["error"].is_string());
+
+    // The moved one finishes as v3 does, the refused one as v1 does.
+    for _ in 0..2 {
+        assert_eq!(host.raise(&first[0], "Go", "null").status, 202);
+    }
+    assert_eq!(host.raise(&second[0], "Go", "null").status, 202);
+    assert_eq!(
+        host.wait_finished(&first[0])["output"],
+        serde_json::json!(["did one"])
+    );
+    assert_eq!(
+        host.wait_finished(&second[0])["output"],
+        serde_json::json!(["did one", "did two"])
+    );
+}
+
+#[test]
+fn a_deploy_with_an_unknown_upgrade_is_refused() {
+    let host = Host::start(HostOptions::with_apps(&[]));
+    let answer = send_component(
+        &host,
+        "PUT",
+        &format!("/admin/apps/{APP}?upgrade=everything"),
+        &component("v1"),
+    );
+    assert_eq!(answer.status, 400, "{}", answer.text);
+    assert!(answer.body["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("none or compatible")));
+}

@@ -9,7 +9,7 @@ use axum::Json;
 
 use super::body::bytes;
 use super::{ApiError, ApiState};
-use crate::host::DeployError;
+use crate::host::{DeployError, MoveRefused, Upgrade};
 
 const MAX_APP_NAME: usize = 64;
 
@@ -45,6 +45,20 @@ fn allowed_settings(uri: &Uri) -> Option<Vec<String>> {
     (!names.is_empty()).then_some(names)
 }
 
+/// `?upgrade=none|compatible` (default none).
+fn upgrade(uri: &Uri) -> Result<Upgrade, ApiError> {
+    let asked = form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "upgrade")
+        .map(|(_, v)| v.into_owned());
+    match asked.as_deref() {
+        None | Some("none") => Ok(Upgrade::None),
+        Some("compatible") => Ok(Upgrade::Compatible),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "upgrade is none or compatible, not {other:?}"
+        ))),
+    }
+}
+
 pub async fn deploy(
     State(state): State<ApiState>,
     Path(app): Path<String>,
@@ -56,7 +70,12 @@ pub async fn deploy(
     if wasm.is_empty() {
         return Err(ApiError::bad_request("the body must be a .wasm component"));
     }
-    match state.host.deploy(&app, &wasm, allowed_settings(&uri)).await {
+    let upgrade = upgrade(&uri)?;
+    match state
+        .host
+        .deploy_and_upgrade(&app, &wasm, allowed_settings(&uri), upgrade)
+        .await
+    {
         Ok(deployed) => Ok((StatusCode::CREATED, Json(deployed)).into_response()),
         Err(DeployError::Invalid(reason)) => Err(ApiError::bad_request(reason)),
         Err(DeployError::Store(error)) => Err(error.into()),
@@ -78,6 +97,37 @@ pub async fn check(
         Ok(report) => Ok(Json(report).into_response()),
         Err(DeployError::Invalid(reason)) => Err(ApiError::bad_request(reason)),
         Err(DeployError::Store(error)) => Err(error.into()),
+    }
+}
+
+/// `POST /admin/instances/{id}/upgrade`: the instance moves to the version
+/// that serves its orchestrator now, if its history replays there.
+pub async fn upgrade_instance(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let conflict = |message: String| ApiError::new(StatusCode::CONFLICT, message);
+    match state.host.upgrade_instance(&id).await? {
+        Ok((from, to)) => Ok(Json(serde_json::json!({
+            "instanceId": id,
+            "from": from,
+            "to": to,
+        }))
+        .into_response()),
+        Err(MoveRefused::NotFound) => Err(ApiError::not_found(format!("no instance {id}"))),
+        Err(MoveRefused::Finished(status)) => Err(conflict(format!(
+            "instance {id} is {}: only unfinished instances move",
+            status.as_str()
+        ))),
+        Err(MoveRefused::NotServed(name)) => Err(conflict(format!(
+            "no deployed version serves orchestrator {name} now: instance {id} stays on its version"
+        ))),
+        Err(MoveRefused::Diverges(why)) => Err(conflict(format!(
+            "instance {id} diverges on the current version {why}: it stays on its version"
+        ))),
+        Err(MoveRefused::ChangedMeanwhile) => Err(conflict(format!(
+            "instance {id} went on while it was checked: try again"
+        ))),
     }
 }
 

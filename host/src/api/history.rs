@@ -131,6 +131,12 @@ pub fn history_events(
                 put("Reason", json!(reason));
                 "ExecutionRewound"
             }
+            // Durango's own event: Durable Functions has no versions.
+            HistoryEvent::VersionChanged { from, to } => {
+                put("From", json!(from));
+                put("To", json!(to));
+                "VersionChanged"
+            }
         };
         entry.insert("EventType".into(), json!(kind));
         entry.insert("Timestamp".into(), json!(format_time(now)));

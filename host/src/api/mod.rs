@@ -163,6 +163,7 @@ pub fn router(host: Arc<Host>, body_limit: usize) -> Router {
         .route("/apps", get(admin::list))
         .route("/apps/{app}", put(admin::deploy))
         .route("/apps/{app}/check", post(admin::check))
+        .route("/instances/{id}/upgrade", post(admin::upgrade_instance))
         .layer(DefaultBodyLimit::max(DEPLOY_BODY_LIMIT));
     Router::new()
         .nest(

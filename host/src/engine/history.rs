@@ -173,6 +173,12 @@ pub enum HistoryEvent {
     ExecutionRewound {
         reason: String,
     },
+    /// The instance was moved to another version of its app (its history
+    /// replayed on that version without a divergence, see `check`).
+    VersionChanged {
+        from: String,
+        to: String,
+    },
 }
 
 /// A message waiting in an instance's inbox.

@@ -155,7 +155,8 @@ impl Replay {
             | HistoryEvent::ExecutionContinuedAsNew { .. }
             | HistoryEvent::ExecutionSuspended { .. }
             | HistoryEvent::ExecutionResumed { .. }
-            | HistoryEvent::ExecutionRewound { .. } => {}
+            | HistoryEvent::ExecutionRewound { .. }
+            | HistoryEvent::VersionChanged { .. } => {}
         }
     }
 

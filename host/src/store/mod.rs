@@ -143,6 +143,12 @@ pub trait Episodes: Send + Sync {
     fn commit_episode(&self, commit: EpisodeCommit) -> StoreFuture<EpisodeOutcome>;
     /// Drops inbox messages that no episode can use (the instance finished).
     fn discard_messages(&self, ids: Vec<i64>) -> StoreFuture<()>;
+    /// Moves an unfinished instance to version `to` and records it in its
+    /// history, if it is still on `from` at the episode the check replayed
+    /// (the move counts as an episode, so a hot copy's next commit finds
+    /// itself out of step and reads the instance again); answers whether
+    /// it moved.
+    fn move_instance(&self, moved: MoveCommit) -> StoreFuture<bool>;
     /// Replaces a failed instance's history with `rewind.history`, schedules
     /// its activities and timers again and queues `message` for it. False
     /// if the instance is no longer Failed.

@@ -286,6 +286,21 @@ pub struct Committed {
     pub finished: Option<Box<InstanceRow>>,
 }
 
+/// An unfinished instance moved to another version of its app, its
+/// history having replayed on it without a divergence.
+#[derive(Debug, Clone)]
+pub struct MoveCommit {
+    pub id: String,
+    pub pk: i64,
+    /// The instance's `episodes` the check replayed: a commit since leaves
+    /// it where it is.
+    pub after_episodes: i64,
+    /// The history's length then: where `VersionChanged` goes.
+    pub first_position: usize,
+    pub from: String,
+    pub to: String,
+}
+
 /// A failed instance run again from where it failed: its history without
 /// the failure, the activity calls and timers to set again, and the
 /// message that makes it run on.

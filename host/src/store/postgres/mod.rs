@@ -23,8 +23,8 @@ use crate::engine::history::{HistoryEvent, Message, RuntimeStatus};
 use crate::store::{
     now_ms, partition_of, ActivityRow, Apps, ChildStart, ColdRound, Committed, ContinueAsNew,
     CreateOutcome, Deployment, EnqueueOutcome, EpisodeCommit, EpisodeOutcome, Episodes, Fence,
-    InstanceFilter, InstanceReads, InstanceRow, Leases, Notification, Outbox, OutboxRow, Remote,
-    RewindCommit, StoreError, StoreFuture, StoredVersion, WorkQueues,
+    InstanceFilter, InstanceReads, InstanceRow, Leases, MoveCommit, Notification, Outbox,
+    OutboxRow, Remote, RewindCommit, StoreError, StoreFuture, StoredVersion, WorkQueues,
 };
 
 /// The instance columns, in the order `rows::instance_row` reads them.
@@ -1000,6 +1000,38 @@ impl Episodes for PgStore {
                 };
                 notify(c, &host, change).await?;
                 Ok(())
+            })
+        })
+    }
+
+    fn move_instance(&self, moved: MoveCommit) -> StoreFuture<bool> {
+        let moved = Arc::new(moved);
+        self.writers.write(&moved.id.clone(), move |c| {
+            let moved = moved.clone();
+            Box::pin(async move {
+                let changed = c
+                    .execute(
+                        "UPDATE instances SET version = $2, episodes = episodes + 1, updated_at = $3
+                          WHERE pk = $1 AND episodes = $4 AND version = $5
+                            AND status NOT IN ('Completed', 'Failed', 'Terminated')",
+                        &[
+                            &moved.pk,
+                            &moved.to,
+                            &now_ms(),
+                            &moved.after_episodes,
+                            &moved.from,
+                        ],
+                    )
+                    .await?;
+                if changed == 0 {
+                    return Ok(false);
+                }
+                let event = HistoryEvent::VersionChanged {
+                    from: moved.from.clone(),
+                    to: moved.to.clone(),
+                };
+                append_history(c, moved.pk, moved.first_position, &[event]).await?;
+                Ok(true)
             })
         })
     }

@@ -7,7 +7,7 @@ use super::SqliteStore;
 use crate::engine::history::{HistoryEvent, Message, RuntimeStatus};
 use crate::store::{
     now_ms, ActivityRow, ChildStart, ColdRound, Committed, ContinueAsNew, CreateOutcome,
-    EnqueueOutcome, EpisodeCommit, EpisodeOutcome, Episodes, InstanceRow, Notification,
+    EnqueueOutcome, EpisodeCommit, EpisodeOutcome, Episodes, InstanceRow, MoveCommit, Notification,
     RewindCommit, StoreFuture,
 };
 
@@ -524,6 +524,33 @@ impl Episodes for SqliteStore {
                 delete.execute([id])?;
             }
             Ok(())
+        })
+    }
+
+    fn move_instance(&self, moved: MoveCommit) -> StoreFuture<bool> {
+        self.write(move |conn| {
+            let changed = exec(
+                conn,
+                "UPDATE instances SET version = ?2, episodes = episodes + 1, updated_at = ?3
+                  WHERE pk = ?1 AND episodes = ?4 AND version = ?5
+                    AND status NOT IN ('Completed', 'Failed', 'Terminated')",
+                params![
+                    moved.pk,
+                    moved.to,
+                    now_ms(),
+                    moved.after_episodes,
+                    moved.from
+                ],
+            )?;
+            if changed == 0 {
+                return Ok(false);
+            }
+            let event = HistoryEvent::VersionChanged {
+                from: moved.from.clone(),
+                to: moved.to.clone(),
+            };
+            append_history(conn, moved.pk, moved.first_position, &[event])?;
+            Ok(true)
         })
     }
 
