@@ -19,8 +19,8 @@ use crate::scheduler::{Parts, Scheduler};
 use crate::settings::Settings;
 use crate::signals::{Lifecycle, Signals};
 use crate::store::{
-    now_ms, ActivityRow, Deployment, Durability, EnqueueOutcome, InstanceRow, RewindCommit, Store,
-    StoreError,
+    now_ms, ActivityRow, Deployment, Durability, EnqueueOutcome, InstanceRow, PinnedOrchestrator,
+    RewindCommit, Store, StoreError, VersionRemoval, VersionRow,
 };
 
 pub struct HostConfig {
@@ -80,6 +80,10 @@ pub struct Deployed {
     /// The settings the app may read; absent when it may read all.
     #[serde(rename = "allowedSettings", skip_serializing_if = "Option::is_none")]
     pub allowed_settings: Option<Vec<String>>,
+    /// Orchestrators the app's older versions had and this one lacks, whose
+    /// unfinished instances stay on the version they started on.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pinned: Vec<PinnedOrchestrator>,
 }
 
 #[derive(Debug)]
@@ -221,12 +225,55 @@ impl Host {
             .await
             .map_err(DeployError::Store)?;
         self.catalog.reload().await.map_err(DeployError::Store)?;
+        // Instances are pinned to the version they started on: those of an
+        // orchestrator this version drops go on running their old code
+        // (loaded from the database by version, not through the catalog),
+        // and the answer says so.
+        let pinned = self
+            .store
+            .unfinished_elsewhere(app.to_string(), compiled.version.clone())
+            .await
+            .map_err(DeployError::Store)?
+            .into_iter()
+            .filter(|p| {
+                !compiled
+                    .functions
+                    .iter()
+                    .any(|f| f.kind == "orchestrator" && f.name == p.orchestrator)
+            })
+            .collect();
         Ok(Deployed {
             app: app.to_string(),
             version: compiled.version,
             functions: compiled.functions,
             allowed_settings,
+            pinned,
         })
+    }
+
+    /// The stored versions of `app`, newest first; `None` if there is no
+    /// such app.
+    pub async fn versions(&self, app: &str) -> Result<Option<Vec<VersionRow>>, StoreError> {
+        self.store.app_versions(app.to_string()).await
+    }
+
+    /// Removes the one version of `app` whose digest starts with `prefix`,
+    /// if no instance uses it and it is not the app's current one (see
+    /// `Apps::remove_version`); a removed version leaves this host's
+    /// memory too.
+    pub async fn remove_version(
+        &self,
+        app: &str,
+        prefix: &str,
+    ) -> Result<VersionRemoval, StoreError> {
+        let outcome = self
+            .store
+            .remove_version(app.to_string(), prefix.to_string())
+            .await?;
+        if let VersionRemoval::Removed(version) = &outcome {
+            self.catalog.forget(version);
+        }
+        Ok(outcome)
     }
 
     /// Starts an orchestration; returns once the start is committed.
