@@ -155,7 +155,9 @@ pub async fn remove_version(
                 uses.push(format!("{unfinished} unfinished"));
             }
             if failed > 0 {
-                uses.push(format!("{failed} failed (a rewind would replay them on it)"));
+                uses.push(format!(
+                    "{failed} failed (a rewind would replay them on it)"
+                ));
             }
             Err(ApiError::new(
                 StatusCode::CONFLICT,

@@ -23,9 +23,9 @@ use crate::engine::history::{HistoryEvent, Message, RuntimeStatus};
 use crate::store::{
     now_ms, partition_of, ActivityRow, Apps, ChildStart, ColdRound, Committed, ContinueAsNew,
     CreateOutcome, Deployment, EnqueueOutcome, EpisodeCommit, EpisodeOutcome, Episodes, Fence,
-    InstanceFilter, InstanceReads, InstanceRow, Leases, Notification, Outbox, OutboxRow, Remote,
-    PinnedOrchestrator, RewindCommit, StoreError, StoreFuture, StoredVersion, VersionRemoval,
-    VersionRow, WorkQueues,
+    InstanceFilter, InstanceReads, InstanceRow, Leases, Notification, Outbox, OutboxRow,
+    PinnedOrchestrator, Remote, RewindCommit, StoreError, StoreFuture, StoredVersion,
+    VersionRemoval, VersionRow, WorkQueues,
 };
 
 /// The instance columns, in the order `rows::instance_row` reads them.
