@@ -322,10 +322,8 @@ fn bad_version_requests_are_refused_with_the_reason() {
             if d[..4] == v1[..4] {
                 return None;
             }
-            match seen.insert(d[..4].to_string(), bytes.clone()) {
-                Some(other) => Some((other, bytes)),
-                None => None,
-            }
+            seen.insert(d[..4].to_string(), bytes.clone())
+                .map(|other| (other, bytes))
         })
         .unwrap();
     let va = deploy(&host, APP, &a)["version"]
