@@ -61,6 +61,16 @@ impl Catalog {
         self.orchestrators.read().expect("catalog")
     }
 
+    /// Forgets a version that was removed from the database: the runtime
+    /// drops its compiled code and idle guests. Only this host's memory:
+    /// other hosts sharing a PostgreSQL database keep it loaded until they
+    /// restart, which is harmless, since a version is removed only once no
+    /// instance uses it (and it is no app's current one, so nothing new
+    /// starts on it).
+    pub fn forget(&self, version: &str) {
+        self.runtime.unload(version);
+    }
+
     /// Makes a stored app version ready to run; a fault if it cannot be.
     pub async fn ensure_loaded(&self, version: &str) -> Result<Result<(), GuestFault>, StoreError> {
         if self.runtime.is_loaded(version) {

@@ -135,6 +135,28 @@ impl Client {
         )
     }
 
+    /// An app's stored versions, newest first.
+    pub fn versions(&self, app: &str) -> anyhow::Result<Answer> {
+        self.call(
+            "GET",
+            &format!("/admin/apps/{}/versions", crate::paths::encode(app)),
+            None,
+        )
+    }
+
+    /// Removes the app's version whose digest starts with `version`.
+    pub fn remove_version(&self, app: &str, version: &str) -> anyhow::Result<Answer> {
+        self.call(
+            "DELETE",
+            &format!(
+                "/admin/apps/{}/versions/{}",
+                crate::paths::encode(app),
+                crate::paths::encode(version)
+            ),
+            None,
+        )
+    }
+
     pub fn start(
         &self,
         orchestrator: &str,
@@ -351,4 +373,48 @@ fn component(file: &Path, name: Option<&str>) -> anyhow::Result<(String, Vec<u8>
             .to_string(),
     };
     Ok((app, wasm))
+}
+
+/// The versions answer, one version a line:
+/// `DIGEST  DEPLOYED  N unfinished[ (current)]`.
+pub fn version_lines(versions: &Value) -> String {
+    versions
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|v| {
+            format!(
+                "{}  {}  {} unfinished{}",
+                v["version"].as_str().unwrap_or("?"),
+                v["deployedTime"].as_str().unwrap_or("?"),
+                v["unfinished"].as_u64().unwrap_or(0),
+                if v["current"] == true {
+                    " (current)"
+                } else {
+                    ""
+                }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A deploy answer's `pinned`, one line each: the orchestrators the new
+/// version lacks, whose unfinished instances stay on their version.
+pub fn pinned_lines(deployed: &Value) -> Vec<String> {
+    deployed["pinned"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let n = p["unfinished"].as_u64().unwrap_or(0);
+            format!(
+                "{} is not in the new version: its {n} unfinished instance{} stay{} on version {}",
+                p["orchestrator"].as_str().unwrap_or("?"),
+                if n == 1 { "" } else { "s" },
+                if n == 1 { "s" } else { "" },
+                p["version"].as_str().unwrap_or("?"),
+            )
+        })
+        .collect()
 }

@@ -21,7 +21,7 @@ use crate::settings::Settings;
 use crate::signals::{Lifecycle, Signals};
 use crate::store::{
     now_ms, ActivityRow, Deployment, Durability, EnqueueOutcome, InstanceRow, MoveCommit,
-    RewindCommit, Store, StoreError,
+    PinnedOrchestrator, RewindCommit, Store, StoreError, VersionRemoval, VersionRow,
 };
 
 pub struct HostConfig {
@@ -84,6 +84,10 @@ pub struct Deployed {
     /// What `--upgrade compatible` did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upgrade: Option<Upgraded>,
+    /// Orchestrators the app's older versions had and this one lacks, whose
+    /// unfinished instances stay on the version they started on.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pinned: Vec<PinnedOrchestrator>,
 }
 
 /// Which unfinished instances a deploy moves to the new version.
@@ -291,12 +295,30 @@ impl Host {
             .await
             .map_err(DeployError::Store)?;
         self.catalog.reload().await.map_err(DeployError::Store)?;
+        // Instances are pinned to the version they started on: those of an
+        // orchestrator this version drops go on running their old code
+        // (loaded from the database by version, not through the catalog),
+        // and the answer says so.
+        let pinned = self
+            .store
+            .unfinished_elsewhere(app.to_string(), compiled.version.clone())
+            .await
+            .map_err(DeployError::Store)?
+            .into_iter()
+            .filter(|p| {
+                !compiled
+                    .functions
+                    .iter()
+                    .any(|f| f.kind == "orchestrator" && f.name == p.orchestrator)
+            })
+            .collect();
         Ok(Deployed {
             app: app.to_string(),
             version: compiled.version,
             functions: compiled.functions,
             allowed_settings,
             upgrade: None,
+            pinned,
         })
     }
 
@@ -433,6 +455,31 @@ impl Host {
             self.scheduler.dispatcher.forget(&id);
         }
         Ok(moved)
+    }
+
+    /// The stored versions of `app`, newest first; `None` if there is no
+    /// such app.
+    pub async fn versions(&self, app: &str) -> Result<Option<Vec<VersionRow>>, StoreError> {
+        self.store.app_versions(app.to_string()).await
+    }
+
+    /// Removes the one version of `app` whose digest starts with `prefix`,
+    /// if no instance uses it and it is not the app's current one (see
+    /// `Apps::remove_version`); a removed version leaves this host's
+    /// memory too.
+    pub async fn remove_version(
+        &self,
+        app: &str,
+        prefix: &str,
+    ) -> Result<VersionRemoval, StoreError> {
+        let outcome = self
+            .store
+            .remove_version(app.to_string(), prefix.to_string())
+            .await?;
+        if let VersionRemoval::Removed(version) = &outcome {
+            self.catalog.forget(version);
+        }
+        Ok(outcome)
     }
 
     /// Starts an orchestration; returns once the start is committed.

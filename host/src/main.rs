@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use durango::bench::BenchArgs;
-use durango::client::{timeline, Client, ClientArgs};
+use durango::client::{pinned_lines, timeline, version_lines, Client, ClientArgs};
 use durango::fake_sms::{self, FakeSmsArgs};
 use durango::serve::{serve, ServeArgs};
 
@@ -65,6 +65,17 @@ enum Command {
     /// orchestrator now, if its history replays there.
     Upgrade {
         id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List an app's versions, one a line (digest, deployed, unfinished
+    /// instances), or remove one that no instance uses.
+    Versions {
+        app: String,
+        /// Remove this version (its digest, or a start of it of at least 4
+        /// hex digits) instead of listing.
+        #[arg(long, value_name = "VERSION")]
+        remove: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -304,8 +315,38 @@ fn run_client(command: Command) -> anyhow::Result<()> {
             upgrade,
             client,
             ..
-        } => Client::new(client)?.deploy(file, name.as_deref(), allow_settings, *upgrade)?,
+        } => {
+            let answer =
+                Client::new(client)?.deploy(file, name.as_deref(), allow_settings, *upgrade)?;
+            // On stderr: stdout stays the JSON answer, for scripts.
+            for line in pinned_lines(&answer.body) {
+                eprintln!("durango: {line}");
+            }
+            answer
+        }
         Command::Upgrade { id, client } => Client::new(client)?.upgrade(id)?,
+        Command::Versions {
+            app,
+            remove: None,
+            client,
+        } => {
+            let answer = Client::new(client)?.versions(app)?;
+            println!("{}", version_lines(&answer.body));
+            return Ok(());
+        }
+        Command::Versions {
+            app,
+            remove: Some(version),
+            client,
+        } => {
+            let answer = Client::new(client)?.remove_version(app, version)?;
+            println!(
+                "removed version {} of app {}",
+                answer.body["version"].as_str().unwrap_or(version),
+                answer.body["app"].as_str().unwrap_or(app)
+            );
+            return Ok(());
+        }
         Command::Start {
             orchestrator,
             input,

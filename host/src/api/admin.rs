@@ -1,4 +1,5 @@
-//! Admin routes: deploy a component, list the deployed apps.
+//! Admin routes: deploy a component, list the deployed apps, list an app's
+//! versions and remove one that no instance uses.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -10,6 +11,7 @@ use axum::Json;
 use super::body::bytes;
 use super::{ApiError, ApiState};
 use crate::host::{DeployError, MoveRefused, Upgrade};
+use crate::store::{format_time, VersionRemoval};
 
 const MAX_APP_NAME: usize = 64;
 
@@ -144,4 +146,110 @@ pub async fn list(State(state): State<ApiState>) -> Result<Response, ApiError> {
         })
         .collect();
     Ok(Json(body).into_response())
+}
+
+/// `GET /admin/apps/{app}/versions`: the app's stored versions, newest
+/// first.
+pub async fn versions(
+    State(state): State<ApiState>,
+    Path(app): Path<String>,
+) -> Result<Response, ApiError> {
+    validate_app_name(&app).map_err(ApiError::bad_request)?;
+    let Some(versions) = state.host.versions(&app).await? else {
+        return Err(ApiError::not_found(format!("no app named {app}")));
+    };
+    let body: Vec<serde_json::Value> = versions
+        .into_iter()
+        .map(|v| {
+            serde_json::json!({
+                "version": v.version,
+                "deployedTime": format_time(v.deployed_at),
+                "unfinished": v.unfinished,
+                "current": v.current,
+            })
+        })
+        .collect();
+    Ok(Json(body).into_response())
+}
+
+/// A version as a request names it: 4 to 64 lowercase hex digits, the
+/// start of a sha256 digest.
+fn validate_version_prefix(prefix: &str) -> Result<(), String> {
+    let ok = (4..=64).contains(&prefix.len())
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "a version is 4 to 64 lowercase hex digits (a digest or its start), not {prefix:?}"
+        ))
+    }
+}
+
+/// `DELETE /admin/apps/{app}/versions/{version}`: removes the version whose
+/// digest starts with `version`, unless it is the current one or in use.
+pub async fn remove_version(
+    State(state): State<ApiState>,
+    Path((app, prefix)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    validate_app_name(&app).map_err(ApiError::bad_request)?;
+    validate_version_prefix(&prefix).map_err(ApiError::bad_request)?;
+    match state.host.remove_version(&app, &prefix).await? {
+        VersionRemoval::Removed(version) => {
+            Ok(Json(serde_json::json!({ "app": app, "version": version })).into_response())
+        }
+        VersionRemoval::NotFound => Err(ApiError::not_found(format!(
+            "app {app} has no version starting with {prefix}"
+        ))),
+        VersionRemoval::Ambiguous(matches) => Err(ApiError::bad_request(format!(
+            "{prefix} names more than one version of app {app} ({}); give more of the digest",
+            matches.join(", ")
+        ))),
+        VersionRemoval::Current(version) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "version {version} is the current version of app {app}: deploy another one first"
+            ),
+        )),
+        VersionRemoval::InUse {
+            version,
+            unfinished,
+            failed,
+        } => {
+            let mut uses = Vec::new();
+            if unfinished > 0 {
+                uses.push(format!("{unfinished} unfinished"));
+            }
+            if failed > 0 {
+                uses.push(format!(
+                    "{failed} failed (a rewind would replay them on it)"
+                ));
+            }
+            Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "version {version} of app {app} is in use by {} instance{}, {}: they must finish, be purged or be moved to another version first",
+                    unfinished + failed,
+                    if unfinished + failed == 1 { "" } else { "s" },
+                    uses.join(" and ")
+                ),
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate_version_prefix;
+
+    #[test]
+    fn a_version_prefix_is_4_to_64_lowercase_hex_digits() {
+        assert!(validate_version_prefix("3fa2").is_ok());
+        assert!(validate_version_prefix(&"a".repeat(64)).is_ok());
+        for bad in ["", "3fa", "3FA2", "3fa2g", "../x", &"a".repeat(65)] {
+            assert!(validate_version_prefix(bad).is_err(), "{bad:?}");
+        }
+    }
 }

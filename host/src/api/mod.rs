@@ -18,7 +18,7 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 
 use crate::host::Host;
@@ -164,6 +164,11 @@ pub fn router(host: Arc<Host>, body_limit: usize) -> Router {
         .route("/apps/{app}", put(admin::deploy))
         .route("/apps/{app}/check", post(admin::check))
         .route("/instances/{id}/upgrade", post(admin::upgrade_instance))
+        .route("/apps/{app}/versions", get(admin::versions))
+        .route(
+            "/apps/{app}/versions/{version}",
+            delete(admin::remove_version),
+        )
         .layer(DefaultBodyLimit::max(DEPLOY_BODY_LIMIT));
     Router::new()
         .nest(

@@ -290,6 +290,14 @@ impl Runtime {
         Ok(())
     }
 
+    /// Drops a version from memory: its compiled component and its idle
+    /// activity guests. A guest of it still running keeps what it holds
+    /// until it ends.
+    pub fn unload(&self, version: &str) {
+        self.loaded.lock().expect("app cache").remove(version);
+        self.idle.lock().expect("idle guests").remove(version);
+    }
+
     pub fn is_loaded(&self, version: &str) -> bool {
         self.loaded.lock().expect("app cache").contains_key(version)
     }

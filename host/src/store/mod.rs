@@ -220,6 +220,28 @@ pub trait Apps: Send + Sync {
     fn app_version(&self, version: String) -> StoreFuture<Option<StoredVersion>>;
     /// Every app's current version: (name, version, functions JSON).
     fn current_apps(&self) -> StoreFuture<Vec<(String, String, String)>>;
+    /// The stored versions of `app` (those deployed under its name, and its
+    /// current one), newest first, each with its count of unfinished
+    /// instances and whether it is the app's current one; `None` if there
+    /// is no app of that name.
+    fn app_versions(&self, app: String) -> StoreFuture<Option<Vec<VersionRow>>>;
+    /// Removes the version of `app` whose digest starts with `prefix`, in
+    /// one transaction: only if exactly one of the app's versions matches,
+    /// it is no app's current version, and no instance uses it. An instance
+    /// uses its version while it is unfinished, and while it is Failed (a
+    /// rewind replays it there); Completed and Terminated ones do not. The
+    /// outcome says which case held; nothing is written unless `Removed`.
+    /// Other hosts on the database may keep the version loaded in memory
+    /// until they restart (no instance needs it any more).
+    fn remove_version(&self, app: String, prefix: String) -> StoreFuture<VersionRemoval>;
+    /// The unfinished instances on versions of `app` other than `except`,
+    /// counted by orchestrator and version (sorted by both): after a deploy
+    /// of `except`, the instances that stay on older code.
+    fn unfinished_elsewhere(
+        &self,
+        app: String,
+        except: String,
+    ) -> StoreFuture<Vec<PinnedOrchestrator>>;
     /// A stored secret (the system key, a signing secret), storing
     /// `candidate` first if there is none.
     fn meta_secret(&self, name: &'static str, candidate: String) -> StoreFuture<String>;

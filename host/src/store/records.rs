@@ -201,6 +201,48 @@ pub struct Deployment {
     pub allowed_settings: Option<Vec<String>>,
 }
 
+/// One stored version of an app, as `Apps::app_versions` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionRow {
+    /// The sha256 digest of the component bytes.
+    pub version: String,
+    /// When these bytes were first stored (ms since the epoch).
+    pub deployed_at: i64,
+    /// Instances on it that have not finished (neither Completed, Failed
+    /// nor Terminated).
+    pub unfinished: u64,
+    /// Whether it serves the app's new instances.
+    pub current: bool,
+}
+
+/// What `Apps::remove_version` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionRemoval {
+    /// The version is gone: its wasm and compiled code.
+    Removed(String),
+    /// No version of the app starts with the prefix.
+    NotFound,
+    /// More than one version of the app starts with the prefix: these.
+    Ambiguous(Vec<String>),
+    /// It is the current version of an app: new instances start on it.
+    Current(String),
+    /// Instances still use it: `unfinished` ones, and `failed` ones (a
+    /// rewind replays them on it).
+    InUse {
+        version: String,
+        unfinished: u64,
+        failed: u64,
+    },
+}
+
+/// Unfinished instances of one orchestrator on one version.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PinnedOrchestrator {
+    pub orchestrator: String,
+    pub version: String,
+    pub unfinished: u64,
+}
+
 /// A sub-orchestration to create with the episode that asked for it.
 #[derive(Debug, Clone)]
 pub struct ChildStart {

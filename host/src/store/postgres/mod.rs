@@ -24,7 +24,8 @@ use crate::store::{
     now_ms, partition_of, ActivityRow, Apps, ChildStart, ColdRound, Committed, ContinueAsNew,
     CreateOutcome, Deployment, EnqueueOutcome, EpisodeCommit, EpisodeOutcome, Episodes, Fence,
     InstanceFilter, InstanceReads, InstanceRow, Leases, MoveCommit, Notification, Outbox,
-    OutboxRow, Remote, RewindCommit, StoreError, StoreFuture, StoredVersion, WorkQueues,
+    OutboxRow, PinnedOrchestrator, Remote, RewindCommit, StoreError, StoreFuture, StoredVersion,
+    VersionRemoval, VersionRow, WorkQueues,
 };
 
 /// The instance columns, in the order `rows::instance_row` reads them.
@@ -1378,6 +1379,130 @@ impl Apps for PgStore {
                 Ok(Ok(found
                     .iter()
                     .map(|r| (r.get(0), r.get(1), r.get(2)))
+                    .collect()))
+            })
+        })
+    }
+
+    fn app_versions(&self, app: String) -> StoreFuture<Option<Vec<VersionRow>>> {
+        self.read(move |c| {
+            Box::pin(async move {
+                // Unfinished instances are found through `instances_by_status`.
+                let found = c
+                    .query(
+                        "SELECT v.version, v.deployed_at, COALESCE(u.n, 0), a.version IS NOT NULL
+                           FROM app_versions v
+                           LEFT JOIN (SELECT version, COUNT(*) AS n FROM instances
+                                       WHERE status IN ('Pending', 'Running', 'Suspended', 'ContinuedAsNew')
+                                       GROUP BY version) u ON u.version = v.version
+                           LEFT JOIN apps a ON a.name = $1 AND a.version = v.version
+                          WHERE v.app = $1 OR v.version IN (SELECT version FROM apps WHERE name = $1)
+                          ORDER BY v.deployed_at DESC, v.version",
+                        &[&app],
+                    )
+                    .await?;
+                let versions: Vec<VersionRow> = found
+                    .iter()
+                    .map(|r| VersionRow {
+                        version: r.get(0),
+                        deployed_at: r.get(1),
+                        unfinished: r.get::<_, i64>(2) as u64,
+                        current: r.get(3),
+                    })
+                    .collect();
+                // An app always lists its current version: none means no app.
+                Ok(Ok((!versions.is_empty()).then_some(versions)))
+            })
+        })
+    }
+
+    fn remove_version(&self, app: String, prefix: String) -> StoreFuture<VersionRemoval> {
+        let (app, prefix) = (Arc::new(app), Arc::new(prefix));
+        self.writers.write("", move |c| {
+            let (app, prefix) = (app.clone(), prefix.clone());
+            Box::pin(async move {
+                // The matching rows stay locked to the commit: a deploy of
+                // the same bytes (which would make the version current
+                // again) waits for it. `apps.version` references the row,
+                // so a current version could not go anyway.
+                let matches: Vec<String> = c
+                    .query(
+                        "SELECT version FROM app_versions
+                          WHERE (app = $1 OR version IN (SELECT version FROM apps WHERE name = $1))
+                            AND left(version, char_length($2::text)) = $2::text
+                          ORDER BY version
+                            FOR UPDATE",
+                        &[&*app, &*prefix],
+                    )
+                    .await?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                let version = match <[String; 1]>::try_from(matches) {
+                    Ok([version]) => version,
+                    Err(matches) if matches.is_empty() => return Ok(VersionRemoval::NotFound),
+                    Err(matches) => return Ok(VersionRemoval::Ambiguous(matches)),
+                };
+                let current: bool = c
+                    .query_one(
+                        "SELECT EXISTS (SELECT 1 FROM apps WHERE version = $1)",
+                        &[&version],
+                    )
+                    .await?
+                    .get(0);
+                if current {
+                    return Ok(VersionRemoval::Current(version));
+                }
+                let used = c
+                    .query_one(
+                        "SELECT COUNT(*) FILTER (WHERE status <> 'Failed'),
+                                COUNT(*) FILTER (WHERE status = 'Failed')
+                           FROM instances
+                          WHERE version = $1
+                            AND status IN ('Pending', 'Running', 'Suspended', 'ContinuedAsNew', 'Failed')",
+                        &[&version],
+                    )
+                    .await?;
+                let (unfinished, failed): (i64, i64) = (used.get(0), used.get(1));
+                if unfinished + failed > 0 {
+                    return Ok(VersionRemoval::InUse {
+                        version,
+                        unfinished: unfinished as u64,
+                        failed: failed as u64,
+                    });
+                }
+                c.execute("DELETE FROM app_versions WHERE version = $1", &[&version])
+                    .await?;
+                Ok(VersionRemoval::Removed(version))
+            })
+        })
+    }
+
+    fn unfinished_elsewhere(
+        &self,
+        app: String,
+        except: String,
+    ) -> StoreFuture<Vec<PinnedOrchestrator>> {
+        self.read(move |c| {
+            Box::pin(async move {
+                let found = c
+                    .query(
+                        "SELECT name, version, COUNT(*) FROM instances
+                          WHERE status IN ('Pending', 'Running', 'Suspended', 'ContinuedAsNew')
+                            AND version <> $2
+                            AND version IN (SELECT version FROM app_versions WHERE app = $1)
+                          GROUP BY name, version
+                          ORDER BY name, version",
+                        &[&app, &except],
+                    )
+                    .await?;
+                Ok(Ok(found
+                    .iter()
+                    .map(|r| PinnedOrchestrator {
+                        orchestrator: r.get(0),
+                        version: r.get(1),
+                        unfinished: r.get::<_, i64>(2) as u64,
+                    })
                     .collect()))
             })
         })
