@@ -109,3 +109,28 @@ fn a_custom_status_over_16_kb_fails_the_instance() {
     let running = host.status(&small).body;
     assert_eq!(running["customStatus"].as_str().unwrap().len(), 1000);
 }
+
+/// With no instance kept in memory, every round reads the store; it must
+/// wait for the instance's last commit, still on its way to disk when the
+/// activity that commit started reports back (else the round met a history
+/// without the step, dropped the outcome, and the chain stopped there).
+#[test]
+fn a_chain_of_activities_finishes_with_no_hot_instances() {
+    let host = Host::start(HostOptions::default().arg("--hot-instances").arg("0"));
+    let ids: Vec<String> = (0..10)
+        .flat_map(|_| {
+            [
+                host.start_orchestration("HelloFive", "null"),
+                host.start_orchestration("E1_HelloSequence", "null"),
+            ]
+        })
+        .collect();
+    for id in &ids {
+        let done = host.wait_finished(id);
+        assert_eq!(done["runtimeStatus"], "Completed", "{done}");
+        assert!(
+            matches!(done["output"].as_array(), Some(steps) if steps.len() >= 3),
+            "{done}"
+        );
+    }
+}

@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -46,10 +47,6 @@ struct Hot<G = Orchestrator> {
     /// Every inbox message has been consumed; false while some are held
     /// (suspended), so the next round reads them again.
     inbox_consumed: bool,
-    /// Resolves once the last episode, committed speculatively, is on
-    /// disk: until then the guest is ahead of the inbox, so a read of it
-    /// waits.
-    on_disk: Option<oneshot::Receiver<()>>,
 }
 
 /// What the next round of an instance has to work on.
@@ -123,6 +120,14 @@ pub struct Dispatcher {
     ready: mpsc::UnboundedSender<String>,
     queue: tokio::sync::Mutex<mpsc::UnboundedReceiver<String>>,
     hot: Option<Mutex<LruCache<String, Hot>>>,
+    /// Each instance's last episode commit still on its way to disk (with
+    /// a token telling it from a later one). Episodes commit speculatively:
+    /// the next round may start before the last commit landed, and a round
+    /// that reads the store must wait for it, or it reads the instance as
+    /// it was before (and the outcome of an activity that episode started
+    /// would meet a history without the step).
+    landing: Mutex<HashMap<String, (u64, oneshot::Receiver<()>)>>,
+    commits: AtomicU64,
 }
 
 impl Dispatcher {
@@ -133,6 +138,36 @@ impl Dispatcher {
             ready,
             queue: tokio::sync::Mutex::new(queue),
             hot: NonZeroUsize::new(hot_instances).map(|n| Mutex::new(LruCache::new(n))),
+            landing: Mutex::default(),
+            commits: AtomicU64::new(0),
+        }
+    }
+
+    /// Notes `id`'s commit in flight; answers its token.
+    fn committing(&self, id: &str, landing: oneshot::Receiver<()>) -> u64 {
+        let token = self.commits.fetch_add(1, Ordering::Relaxed);
+        self.landing
+            .lock()
+            .expect("landing table")
+            .insert(id.to_string(), (token, landing));
+        token
+    }
+
+    /// `id`'s commit `token` is on disk (or failed): unless a later one
+    /// took its place, nothing is in flight for it now.
+    fn landed(&self, id: &str, token: u64) {
+        let mut landing = self.landing.lock().expect("landing table");
+        if landing.get(id).is_some_and(|(t, _)| *t == token) {
+            landing.remove(id);
+        }
+    }
+
+    /// Waits until `id`'s last commit is on disk (an instance's commits
+    /// land in the order they were queued, so all before it are too).
+    async fn until_landed(&self, id: &str) {
+        let pending = self.landing.lock().expect("landing table").remove(id);
+        if let Some((_, landing)) = pending {
+            let _ = landing.await;
         }
     }
 
@@ -327,7 +362,7 @@ async fn drive(sched: &Arc<Scheduler>, id: String) {
 /// commit.
 async fn process(sched: &Arc<Scheduler>, id: &str, work: &Work) -> Result<(), StoreError> {
     let dispatcher = &sched.dispatcher;
-    let mut hot = dispatcher.take_hot(id);
+    let hot = dispatcher.take_hot(id);
     let in_hand = !work.unknown
         && match &hot {
             Some(hot) => hot.inbox_consumed,
@@ -340,9 +375,8 @@ async fn process(sched: &Arc<Scheduler>, id: &str, work: &Work) -> Result<(), St
     let (messages, instance, history) = match (cached, &work.created) {
         (Some(cached), _) if in_hand => (in_memory(work, read_upto), Some(cached), None),
         (Some(cached), _) => {
-            if let Some(on_disk) = hot.as_mut().and_then(|h| h.on_disk.take()) {
-                let _ = on_disk.await;
-            }
+            // The guest is ahead of the store until its last commit lands.
+            dispatcher.until_landed(id).await;
             (sched.store.inbox(id.to_string()).await?, Some(cached), None)
         }
         (None, Some(created)) if in_hand => (
@@ -351,6 +385,7 @@ async fn process(sched: &Arc<Scheduler>, id: &str, work: &Work) -> Result<(), St
             Some(Vec::new()),
         ),
         (None, _) => {
+            dispatcher.until_landed(id).await;
             let outcomes_in_hand = !work.activities.is_empty();
             let cold = sched
                 .store
@@ -377,7 +412,6 @@ async fn process(sched: &Arc<Scheduler>, id: &str, work: &Work) -> Result<(), St
             return Ok(());
         }
     };
-    let on_disk = hot.as_mut().and_then(|h| h.on_disk.take());
     let keep = |guest, history_len, instance, inbox_consumed| {
         dispatcher.keep_hot(
             id,
@@ -387,7 +421,6 @@ async fn process(sched: &Arc<Scheduler>, id: &str, work: &Work) -> Result<(), St
                 instance,
                 read_upto,
                 inbox_consumed,
-                on_disk,
             },
         )
     };
@@ -444,7 +477,6 @@ async fn process(sched: &Arc<Scheduler>, id: &str, work: &Work) -> Result<(), St
         instance,
         read_upto,
         inbox_consumed,
-        on_disk: None,
     };
     // Only an episode that creates its instance can find the id taken.
     let _ = commit_round(sched, id, guest, kept, episode).await?;
@@ -499,7 +531,6 @@ async fn commit_round(
     let history_len = then.history_len + episode.commit.events.len();
     episode.commit.fence = sched.ownership.fence(id);
     let committing = sched.store.commit_episode(episode.commit);
-    let mut on_disk = None;
     let pk = if durable.created {
         match committing.await? {
             EpisodeOutcome::Committed(committed) => {
@@ -518,10 +549,11 @@ async fn commit_round(
     } else {
         let (sched, id) = (sched.clone(), id.to_string());
         let (landed, landing) = oneshot::channel();
-        on_disk = Some(landing);
+        let token = sched.dispatcher.committing(&id, landing);
         tokio::spawn(async move {
             let outcome = committing.await;
             let _ = landed.send(());
+            sched.dispatcher.landed(&id, token);
             match outcome {
                 Ok(EpisodeOutcome::Committed(committed)) => durable.act(&sched, &id, committed),
                 Ok(EpisodeOutcome::Fenced) => {
@@ -560,7 +592,6 @@ async fn commit_round(
                 },
                 read_upto: then.read_upto,
                 inbox_consumed: then.inbox_consumed,
-                on_disk,
             },
         );
     }
@@ -638,7 +669,6 @@ async fn first_round(sched: &Arc<Scheduler>, id: &str, starting: Starting) {
             instance: row,
             read_upto: 0,
             inbox_consumed: true,
-            on_disk: None,
         };
         commit_round(sched, id, guest, then, episode).await
     };
