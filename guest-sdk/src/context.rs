@@ -60,6 +60,29 @@ impl OrchestrationContext {
         host::is_replaying()
     }
 
+    /// Whether this instance runs the code after patch `name` (Temporal's
+    /// `patched`, DBOS's `patch`): true for instances that reach this point
+    /// on code that has it, false for those whose history older code wrote
+    /// past it. The answer is recorded, so replay stays deterministic:
+    ///
+    /// ```ignore
+    /// if ctx.patched("send-email-too") {
+    ///     ctx.call_activity::<()>("SendEmail", &order).await?;
+    /// }
+    /// ```
+    ///
+    /// Once no instance older than the patch is left, the call (and the old
+    /// branch) can go: history's marker is passed over.
+    pub fn patched(&self, name: &str) -> bool {
+        host::patched(name)
+    }
+
+    /// The digest of the app version this instance started on (also after
+    /// it was moved to another version).
+    pub fn started_version(&self) -> String {
+        host::started_version()
+    }
+
     /// A new UUID that is the same on every replay.
     pub fn new_guid(&self) -> String {
         host::new_guid()

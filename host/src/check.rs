@@ -144,7 +144,7 @@ async fn check_one(
         Ok(history) => history,
         Err(error) => return verdict.diverges(format!("its history cannot be read: {error}")),
     };
-    let replay = Replay::new(&row.id, &history);
+    let replay = Replay::new(&row.id, &history).pinned_to(&row.version);
     let mut guest = match runtime.orchestrator(version, replay).await {
         Ok(guest) => guest,
         Err(fault) => return verdict.diverges(fault.0),

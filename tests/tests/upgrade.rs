@@ -381,3 +381,69 @@ fn a_deploy_with_an_unknown_upgrade_is_refused() {
         .as_str()
         .is_some_and(|e| e.contains("none or compatible")));
 }
+
+#[test]
+fn a_patched_orchestrator_takes_the_new_branch_only_where_history_lets_it() {
+    let host = Host::start(HostOptions::with_apps(&[]));
+    let (first, second, _) = park(&host);
+    let (v1, v2) = (digest(&component("v1")), digest(&component("v2")));
+    // v2 puts `StepB("two-b")` behind patch `two-b`, after the first `Go`.
+    let answer = send_component(
+        &host,
+        "PUT",
+        &format!("/admin/apps/{APP}?upgrade=compatible"),
+        &component("v2"),
+    );
+    assert_eq!(answer.status, 201, "{}", answer.text);
+    assert_eq!(
+        answer.body["upgrade"]["moved"],
+        2 * PER_WAIT,
+        "{}",
+        answer.text
+    );
+    let fresh = host.start_orchestration("Versioned", "null");
+
+    // Those at their first `Go` reach the patch on v2; those at their
+    // second went past it on v1, so replay says no and they go on as v1
+    // did; a new instance is all v2.
+    for id in first.iter().chain([&fresh]) {
+        for _ in 0..2 {
+            assert_eq!(host.raise(id, "Go", "null").status, 202);
+        }
+    }
+    for id in &second {
+        assert_eq!(host.raise(id, "Go", "null").status, 202);
+    }
+    let finished = |id: &String| {
+        let done = host.wait_finished(id);
+        assert_eq!(done["runtimeStatus"], "Completed", "{done}");
+        (done["output"].clone(), done["customStatus"].clone())
+    };
+    for id in &first {
+        assert_eq!(
+            finished(id),
+            (
+                serde_json::json!(["did one", "did two-b", "did three"]),
+                v1.clone().into()
+            ),
+            "{id}"
+        );
+    }
+    for id in &second {
+        assert_eq!(
+            finished(id),
+            (
+                serde_json::json!(["did one", "did two", "did three"]),
+                v1.clone().into()
+            ),
+            "{id}"
+        );
+    }
+    assert_eq!(
+        finished(&fresh),
+        (
+            serde_json::json!(["did one", "did two-b", "did three"]),
+            v2.into()
+        )
+    );
+}

@@ -60,7 +60,9 @@ pub fn history_events(
                     put("InstanceId", json!(instance_id));
                     "SubOrchestrationInstanceCreated"
                 }
-                Action::EventWait { .. } | Action::Setting { .. } => continue,
+                Action::EventWait { .. } | Action::Setting { .. } | Action::Patch { .. } => {
+                    continue
+                }
             },
             HistoryEvent::TaskCompleted { seq, result } => {
                 scheduled_fields(&mut put, scheduled.get(seq));

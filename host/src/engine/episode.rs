@@ -297,7 +297,7 @@ impl<'a> Builder<'a> {
                     input: input.clone(),
                     version: None,
                 }),
-                Action::EventWait { .. } | Action::Setting { .. } => {}
+                Action::EventWait { .. } | Action::Setting { .. } | Action::Patch { .. } => {}
             }
             self.push(HistoryEvent::ActionTaken {
                 seq,

@@ -62,6 +62,10 @@ pub enum Action {
         input: String,
         instance_id: String,
     },
+    /// The code reached patch `name` (see `Replay::patched`).
+    Patch {
+        name: String,
+    },
 }
 
 impl Action {
@@ -73,6 +77,7 @@ impl Action {
             Action::EventWait { name } => format!("wait for event {name}"),
             Action::Setting { name, .. } => format!("setting {name}"),
             Action::SubOrchestration { name, .. } => format!("sub-orchestration {name}"),
+            Action::Patch { name } => format!("patch {name}"),
         }
     }
 
@@ -89,6 +94,7 @@ impl Action {
                 Action::SubOrchestration { name: a, .. },
                 Action::SubOrchestration { name: b, .. },
             ) => a == b,
+            (Action::Patch { name: a }, Action::Patch { name: b }) => a == b,
             _ => false,
         }
     }

@@ -60,6 +60,10 @@ pub struct Replay {
     guids: u64,
     custom_status: Option<String>,
     divergence: Option<Divergence>,
+    /// The version this generation started on: the first move's origin,
+    /// if history has one, else the version the instance is pinned to.
+    moved_from: Option<String>,
+    started_version: String,
 }
 
 impl Replay {
@@ -67,11 +71,15 @@ impl Replay {
     pub fn new(instance_id: &str, history: &[HistoryEvent]) -> Replay {
         let mut first_seq = 0;
         let mut recorded = Vec::new();
+        let mut moved_from = None;
         for event in history {
             match event {
                 HistoryEvent::ExecutionStarted {
                     first_seq: first, ..
                 } => first_seq = *first,
+                HistoryEvent::VersionChanged { from, .. } if moved_from.is_none() => {
+                    moved_from = Some(from.clone());
+                }
                 HistoryEvent::ActionTaken { seq, action, .. } => {
                     debug_assert_eq!(
                         (*seq - first_seq) as usize,
@@ -101,6 +109,40 @@ impl Replay {
             guids: 0,
             custom_status: None,
             divergence: None,
+            started_version: moved_from.clone().unwrap_or_default(),
+            moved_from,
+        }
+    }
+
+    /// The version the instance is pinned to now (what it started on,
+    /// unless history says it moved).
+    pub fn pinned_to(mut self, version: &str) -> Replay {
+        self.started_version = self.moved_from.clone().unwrap_or(version.to_string());
+        self
+    }
+
+    pub fn started_version(&self) -> &str {
+        &self.started_version
+    }
+
+    /// Whether the code after patch `name` runs: history's marker says yes;
+    /// another step recorded here says older code went on without it (no
+    /// step is taken); beyond history, the patch is new code's and is
+    /// recorded.
+    pub fn patched(&mut self, name: &str) -> Result<bool, Nondeterminism> {
+        let here = (self.next_seq - self.first_seq) as usize;
+        match self.recorded.get(here) {
+            Some(Action::Patch { name: marked }) if marked == name => {
+                self.next_seq += 1;
+                Ok(true)
+            }
+            Some(_) => Ok(false),
+            None => {
+                self.take(Action::Patch {
+                    name: name.to_string(),
+                })?;
+                Ok(true)
+            }
         }
     }
 
@@ -203,6 +245,16 @@ impl Replay {
     /// recorded as new otherwise. Returns the step number and the step as
     /// history has it (a setting's recorded value, say).
     fn take(&mut self, action: Action) -> Result<(u32, Action), Nondeterminism> {
+        // A patch marker the code no longer asks for (the `patched` call
+        // went once no older instance needed it) is passed over.
+        while let Some(Action::Patch { .. }) =
+            self.recorded.get((self.next_seq - self.first_seq) as usize)
+        {
+            if matches!(action, Action::Patch { .. }) {
+                break;
+            }
+            self.next_seq += 1;
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
         match self.recorded.get((seq - self.first_seq) as usize) {
@@ -399,6 +451,61 @@ mod tests {
             action,
             timestamp: 0,
         }
+    }
+
+    fn patch(name: &str) -> Action {
+        Action::Patch { name: name.into() }
+    }
+
+    #[test]
+    fn a_patch_is_taken_by_new_code_and_not_by_history_older_code_wrote() {
+        // Beyond history: new code's patch, recorded as a step.
+        let mut new = Replay::new("i", &[taken(0, activity("A"))]);
+        assert_eq!(new.call_activity("A", "1", None).unwrap(), 0);
+        assert!(new.patched("p").unwrap());
+        assert_eq!(new.call_activity("B", "null", None).unwrap(), 2);
+        assert_eq!(
+            new.take_new_actions(),
+            vec![(1, patch("p")), (2, activity("B"))]
+        );
+        // History older code wrote past this point: no patch, no step.
+        let old = [taken(0, activity("A")), taken(1, activity("Old"))];
+        let mut replay = Replay::new("i", &old);
+        replay.call_activity("A", "1", None).unwrap();
+        assert!(!replay.patched("p").unwrap());
+        assert_eq!(replay.call_activity("Old", "1", None).unwrap(), 1);
+        // History with the marker: the same answer on every replay.
+        let marked = [
+            taken(0, activity("A")),
+            taken(1, patch("p")),
+            taken(2, activity("B")),
+        ];
+        let mut replay = Replay::new("i", &marked);
+        replay.call_activity("A", "1", None).unwrap();
+        assert!(replay.patched("p").unwrap());
+        assert_eq!(replay.call_activity("B", "1", None).unwrap(), 2);
+        assert!(replay.take_new_actions().is_empty());
+        // Code that dropped the `patched` call passes the marker over.
+        let mut later = Replay::new("i", &marked);
+        later.call_activity("A", "1", None).unwrap();
+        assert_eq!(later.call_activity("B", "1", None).unwrap(), 2);
+        assert_eq!(later.steps_not_taken(), 0);
+    }
+
+    #[test]
+    fn the_started_version_survives_a_move() {
+        let moved = [HistoryEvent::VersionChanged {
+            from: "v1".into(),
+            to: "v2".into(),
+        }];
+        assert_eq!(
+            Replay::new("i", &moved).pinned_to("v2").started_version(),
+            "v1"
+        );
+        assert_eq!(
+            Replay::new("i", &[]).pinned_to("v2").started_version(),
+            "v2"
+        );
     }
 
     #[test]

@@ -68,7 +68,7 @@ pub fn rewind(history: &[HistoryEvent]) -> Rewound {
             Action::SubOrchestration { instance_id, .. } => {
                 rewound.children.push((*seq, instance_id.clone()))
             }
-            Action::EventWait { .. } | Action::Setting { .. } => {}
+            Action::EventWait { .. } | Action::Setting { .. } | Action::Patch { .. } => {}
         }
     }
     rewound.history = kept;

@@ -356,6 +356,14 @@ impl orchestration::Host for GuestState {
         Ok(())
     }
 
+    fn patched(&mut self, name: String) -> wasmtime::Result<bool> {
+        Ok(self.replay()?.patched(&name)?)
+    }
+
+    fn started_version(&mut self) -> wasmtime::Result<String> {
+        Ok(self.replay()?.started_version().to_string())
+    }
+
     fn get_setting(&mut self, name: String) -> wasmtime::Result<Option<String>> {
         self.check_allowed(&name)?;
         if self.settings.is_secret(&name) {

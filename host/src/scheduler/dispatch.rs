@@ -731,7 +731,7 @@ async fn rebuild(
     if let Err(fault) = sched.catalog.ensure_loaded(&instance.version).await? {
         return Ok((None, len, Some(fault)));
     }
-    let replay = Replay::new(&instance.id, &history);
+    let replay = Replay::new(&instance.id, &history).pinned_to(&instance.version);
     let mut guest = match sched.runtime.orchestrator(&instance.version, replay).await {
         Ok(guest) => guest,
         Err(fault) => return Ok((None, len, Some(fault))),
