@@ -31,6 +31,8 @@ fn every_benchmark_scenario_runs_and_reports() {
             "61",
             "--parked",
             "50",
+            "--check-instances",
+            "30",
             "--wasm-dir",
         ])
         .arg(wasm_dir)
@@ -59,7 +61,8 @@ fn every_benchmark_scenario_runs_and_reports() {
             "interaction",
             "timers",
             "replay",
-            "parked"
+            "parked",
+            "check"
         ]
     );
     for report in &reports {

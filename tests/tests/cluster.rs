@@ -228,3 +228,43 @@ fn a_paused_host_writes_nothing_after_its_leases_ran_out() {
     }
     spread_over(&db, 2);
 }
+
+/// A component deployed through one host is served by all: the others
+/// hear of the deploy and read the apps again (no restart, no polling).
+#[test]
+fn an_app_deployed_through_one_host_is_started_through_another() {
+    let sms = FakeSms::start();
+    let db = postgres::fresh_database();
+    let hosts = cluster(&db, 2, &sms);
+    let hello = std::fs::read(durango_e2e::wasm("hello_sequence")).expect("read the component");
+    let deployed = durango_e2e::request(
+        "PUT",
+        &hosts[0].url("/admin/apps/hello_sequence"),
+        &[
+            ("x-functions-key", durango_e2e::KEY),
+            ("content-type", "application/wasm"),
+        ],
+        Some(&hello),
+    );
+    assert_eq!(deployed.status, 201, "{}", deployed.text);
+    // The other host learns of it as the deploy commits; until its catalog
+    // is read again, it says the orchestrator is unknown (400).
+    let id = wait_until(
+        "the other host to serve the new app",
+        Duration::from_secs(10),
+        || {
+            let answer = hosts[1].call("POST", "/api/orchestrators/E1_HelloSequence", Some("null"));
+            match answer.status {
+                202 => Some(answer.body["id"].as_str().expect("an id").to_string()),
+                400 => None,
+                other => panic!("starting through the other host: {other} {}", answer.text),
+            }
+        },
+    );
+    let done = hosts[1].wait_finished(&id);
+    assert_eq!(
+        done["output"],
+        json!(["Hello Tokyo!", "Hello Seattle!", "Hello London!"]),
+        "{done}"
+    );
+}

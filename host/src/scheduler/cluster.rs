@@ -1,7 +1,7 @@
 //! A host among several on one database: it renews its partition leases,
 //! picks up the work of partitions it gains, and acts on what the other
 //! hosts commit (a message for one of its instances, an instance that
-//! finished, a message consumed) as they announce it.
+//! finished, a message consumed, a deploy) as they announce it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +48,11 @@ impl Scheduler {
                 self.signals.finished_elsewhere(id);
             }
             self.signals.consumed(&change.consumed);
+            if change.apps || change.resync {
+                if let Err(error) = self.catalog.reload().await {
+                    tracing::error!(%error, "cannot read the deployed apps again");
+                }
+            }
             if change.resync {
                 self.wake_waiting().await;
             }

@@ -453,6 +453,7 @@ async fn process(sched: &Arc<Scheduler>, id: &str, work: &Work) -> Result<(), St
         (None, history) => rebuild(sched, &instance, history.unwrap_or_default()).await?,
     };
     let offered = messages.len();
+    let in_hand = outcomes.clone();
     let messages = messages
         .into_iter()
         .map(|(id, message)| (Origin::Inbox(id), message))
@@ -478,8 +479,14 @@ async fn process(sched: &Arc<Scheduler>, id: &str, work: &Work) -> Result<(), St
         read_upto,
         inbox_consumed,
     };
+    // The outcomes it took from memory, for the durable path should the
+    // commit be refused.
+    let in_hand = in_hand
+        .into_iter()
+        .filter(|(seq, _)| episode.commit.consumed_activities.contains(seq))
+        .collect();
     // Only an episode that creates its instance can find the id taken.
-    let _ = commit_round(sched, id, guest, kept, episode).await?;
+    let _ = commit_round(sched, id, guest, kept, episode, in_hand).await?;
     Ok(())
 }
 
@@ -504,6 +511,7 @@ async fn commit_round(
     guest: Option<Orchestrator>,
     then: Hot<()>,
     mut episode: episode::Episode,
+    in_hand: Vec<(u32, Message)>,
 ) -> Result<Result<(), RuntimeStatus>, StoreError> {
     let instance = &then.instance;
     let changed = episode.commit.status.filter(|s| *s != instance.status);
@@ -547,25 +555,41 @@ async fn commit_round(
             }
         }
     } else {
-        let (sched, id) = (sched.clone(), id.to_string());
+        let (sched, id, pk_then) = (sched.clone(), id.to_string(), instance.pk);
         let (landed, landing) = oneshot::channel();
         let token = sched.dispatcher.committing(&id, landing);
         tokio::spawn(async move {
             let outcome = committing.await;
             let _ = landed.send(());
             sched.dispatcher.landed(&id, token);
+            let failed = outcome.is_err();
             match outcome {
-                Ok(EpisodeOutcome::Committed(committed)) => durable.act(&sched, &id, committed),
+                Ok(EpisodeOutcome::Committed(committed)) => {
+                    return durable.act(&sched, &id, committed)
+                }
                 Ok(EpisodeOutcome::Fenced) => {
                     tracing::info!(instance = %id, "episode refused: another host holds this instance's partition now");
-                    start_over_from_store(&sched, &id, Duration::ZERO).await
                 }
-                Ok(_) => start_over_from_store(&sched, &id, Duration::ZERO).await,
+                Ok(_) => {}
                 Err(error) => {
                     tracing::error!(instance = %id, %error, "episode not committed; retrying in {FIRST_BACKOFF:?}");
-                    start_over_from_store(&sched, &id, FIRST_BACKOFF).await
                 }
             }
+            // Refused or failed: the outcomes it took from memory go the
+            // durable way, where only those of committed calls (with a
+            // row) count. One of a call the refused episode itself started
+            // has none, and is dropped.
+            if !in_hand.is_empty() {
+                if let Err(error) = sched.store.complete_activities(pk_then, in_hand).await {
+                    tracing::error!(instance = %id, %error, "cannot record activity results; they run again after restart");
+                }
+            }
+            let pause = if failed {
+                FIRST_BACKOFF
+            } else {
+                Duration::ZERO
+            };
+            start_over_from_store(&sched, &id, pause).await
         });
         instance.pk
     };
@@ -670,7 +694,7 @@ async fn first_round(sched: &Arc<Scheduler>, id: &str, starting: Starting) {
             read_upto: 0,
             inbox_consumed: true,
         };
-        commit_round(sched, id, guest, then, episode).await
+        commit_round(sched, id, guest, then, episode, Vec::new()).await
     };
     match outcome.await {
         // Its partition moved to another host meanwhile: nothing was

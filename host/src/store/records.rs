@@ -32,8 +32,8 @@ pub struct Fence {
 
 /// What other hosts on the database committed that this one may care
 /// about: instances with new messages, instances that finished, inbox
-/// messages consumed. Or, after a lost connection, that some may have
-/// been missed (`resync`).
+/// messages consumed, a deploy (`apps`). Or, after a lost connection, that
+/// some may have been missed (`resync`).
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Remote {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -44,6 +44,9 @@ pub struct Remote {
     pub consumed: Vec<i64>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub resync: bool,
+    /// The deployed apps changed: which version serves each orchestrator.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub apps: bool,
 }
 
 /// A stored time as Durable Functions writes times: `yyyy-MM-ddTHH:mm:ssZ`.

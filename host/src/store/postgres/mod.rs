@@ -149,7 +149,11 @@ fn seq(seq: u32) -> i32 {
 /// (PostgreSQL delivers a `NOTIFY` only on commit, and not at all if it
 /// rolls back).
 async fn notify(c: &Conn, host: &str, change: Remote) -> TxResult<()> {
-    if change.woken.is_empty() && change.finished.is_empty() && change.consumed.is_empty() {
+    if change.woken.is_empty()
+        && change.finished.is_empty()
+        && change.consumed.is_empty()
+        && !change.apps
+    {
         return Ok(());
     }
     let payload = leases::wire(host, change);
@@ -662,7 +666,7 @@ async fn commit_episode(c: &Conn, host: &str, commit: &EpisodeCommit) -> TxResul
             woken: committed.woken.clone(),
             finished: finished.into_iter().collect(),
             consumed: commit.consumed.clone(),
-            resync: false,
+            ..Remote::default()
         };
         notify(c, host, change).await?;
     }
@@ -764,6 +768,21 @@ async fn commit_in_steps(
     commit: &EpisodeCommit,
 ) -> TxResult<EpisodeOutcome> {
     let id = commit.instance_id.as_str();
+    // An outcome handed over from memory counts only if its call was
+    // committed (the call of a refused episode has no row).
+    if !commit.consumed_activities.is_empty() {
+        let seqs: Vec<i32> = commit.consumed_activities.iter().map(|s| seq(*s)).collect();
+        let scheduled: i64 = c
+            .query_one(
+                "SELECT count(*) FROM activities WHERE instance_pk = $1 AND seq = ANY($2)",
+                &[&pk, &seqs],
+            )
+            .await?
+            .get(0);
+        if scheduled != seqs.len() as i64 {
+            return Ok(EpisodeOutcome::OutOfStep);
+        }
+    }
     let mut committed = Committed {
         instance_pk: pk,
         woken: Vec::new(),
@@ -1306,9 +1325,9 @@ impl Outbox for PgStore {
 
 impl Apps for PgStore {
     fn deploy(&self, d: Deployment) -> StoreFuture<()> {
-        let d = Arc::new(d);
+        let (d, host) = (Arc::new(d), self.host.clone());
         self.writers.write("", move |c| {
-            let d = d.clone();
+            let (d, host) = (d.clone(), host.clone());
             Box::pin(async move {
                 let now = now_ms();
                 let allowed = d
@@ -1331,7 +1350,12 @@ impl Apps for PgStore {
                     &[&d.app, &d.version, &now],
                 )
                 .await?;
-                Ok(())
+                // The other hosts serve what is deployed from now on too.
+                let apps = Remote {
+                    apps: true,
+                    ..Remote::default()
+                };
+                notify(c, &host, apps).await
             })
         })
     }

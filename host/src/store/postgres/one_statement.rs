@@ -43,6 +43,12 @@ const COMMIT: &str = concat!(
                 OR EXISTS (SELECT 1 FROM partitions
                             WHERE id = e_partition AND owner = $14::text AND epoch = e_epoch
                               AND expires_at > clock_timestamp() FOR KEY SHARE))
+           -- An outcome handed over from memory counts only if its call was
+           -- committed (the call of a refused episode has no row).
+           AND NOT EXISTS (SELECT 1 FROM unnest($17::bigint[], $18::int[]) AS d(d_pk, d_seq)
+                            WHERE d_pk = e_pk
+                              AND NOT EXISTS (SELECT 1 FROM activities a
+                                               WHERE a.instance_pk = d_pk AND a.seq = d_seq))
         RETURNING ",
     instance_columns!(),
     ", parent_id, parent_seq, e_ends, e_position, e_events, e_notice

@@ -110,6 +110,19 @@ pub(super) fn exec<P: rusqlite::Params>(
     conn.prepare_cached(sql)?.execute(params)
 }
 
+/// Whether the activity calls `seqs` of instance `pk` are all scheduled.
+fn calls_exist(conn: &Connection, pk: i64, seqs: &[u32]) -> rusqlite::Result<bool> {
+    let mut exists = conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM activities WHERE instance_pk = ?1 AND seq = ?2)",
+    )?;
+    for seq in seqs {
+        if !exists.query_row(params![pk, seq], |r| r.get::<_, bool>(0))? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// Appends `events` as one row keyed by the position of the first: a
 /// commit writes one history row however many events its episode made.
 fn append_history(
@@ -451,6 +464,12 @@ impl Episodes for SqliteStore {
                 },
                 None => commit.instance_pk,
             };
+            // An outcome handed over from memory counts only if its call
+            // was committed: one of a call started by an episode that was
+            // then refused has no row, and neither does this episode.
+            if !calls_exist(conn, pk, &commit.consumed_activities)? {
+                return Ok(EpisodeOutcome::OutOfStep);
+            }
             // The guard first: nothing is written unless the instance is
             // still at the episode this one was built on.
             let applied = update_instance(conn, pk, &commit)?;
