@@ -268,3 +268,60 @@ fn an_app_deployed_through_one_host_is_started_through_another() {
         "{done}"
     );
 }
+
+/// Instances kept hot on the hosts that own them are moved to a new
+/// version through another host: the owners drop their copies of the old
+/// version (they are told), and each instance goes on on the new one.
+#[test]
+fn instances_moved_through_one_host_go_on_on_the_new_version_where_they_run() {
+    const INSTANCES: usize = 16;
+    let sms = FakeSms::start();
+    let db = postgres::fresh_database();
+    let hosts = cluster(&db, 2, &sms);
+    spread_over(&db, 2);
+    let component = |v: &str| {
+        std::fs::read(durango_e2e::wasm(&format!("versioned_{v}"))).expect("read the component")
+    };
+    let deploy = |host: &Host, v: &str, query: &str| {
+        let answer = durango_e2e::request(
+            "PUT",
+            &host.url(&format!("/admin/apps/versioned{query}")),
+            &[
+                ("x-functions-key", durango_e2e::KEY),
+                ("content-type", "application/wasm"),
+            ],
+            Some(&component(v)),
+        );
+        assert_eq!(answer.status, 201, "{}", answer.text);
+        answer.body
+    };
+    deploy(&hosts[0], "v1", "");
+    // Started through either host, each runs (hot) on its partition's owner.
+    let ids: Vec<String> = (0..INSTANCES)
+        .map(|n| {
+            wait_until("the new app served", Duration::from_secs(10), || {
+                let answer =
+                    hosts[n % 2].call("POST", "/api/orchestrators/Versioned", Some("null"));
+                (answer.status == 202).then(|| answer.body["id"].as_str().unwrap().to_string())
+            })
+        })
+        .collect();
+    for id in &ids {
+        hosts[0].wait_history(id, "TaskCompleted", 1);
+    }
+    let answer = deploy(&hosts[1], "v2", "?upgrade=compatible");
+    assert_eq!(answer["upgrade"]["moved"], INSTANCES, "{answer}");
+    for id in &ids {
+        for n in 0..2 {
+            assert_eq!(raise(&hosts[n], id, "Go", "null"), 202);
+        }
+    }
+    for id in &ids {
+        let done = hosts[0].wait_finished(id);
+        assert_eq!(
+            done["output"],
+            json!(["did one", "did two-b", "did three"]),
+            "{id}: {done}"
+        );
+    }
+}

@@ -1,7 +1,8 @@
 //! A host among several on one database: it renews its partition leases,
 //! picks up the work of partitions it gains, and acts on what the other
 //! hosts commit (a message for one of its instances, an instance that
-//! finished, a message consumed, a deploy) as they announce it.
+//! finished, a message consumed, a deploy, an instance moved to another
+//! version) as they announce it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +47,9 @@ impl Scheduler {
             }
             for id in &change.finished {
                 self.signals.finished_elsewhere(id);
+            }
+            for id in &change.moved {
+                self.dispatcher.forget(id);
             }
             self.signals.consumed(&change.consumed);
             if change.apps || change.resync {

@@ -32,7 +32,8 @@ pub struct Fence {
 
 /// What other hosts on the database committed that this one may care
 /// about: instances with new messages, instances that finished, inbox
-/// messages consumed, a deploy (`apps`). Or, after a lost connection, that
+/// messages consumed, a deploy (`apps`), instances moved to another
+/// version. Or, after a lost connection, that
 /// some may have been missed (`resync`).
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Remote {
@@ -47,6 +48,10 @@ pub struct Remote {
     /// The deployed apps changed: which version serves each orchestrator.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub apps: bool,
+    /// Instances moved to another version: a copy kept in memory runs the
+    /// old one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub moved: Vec<String>,
 }
 
 /// A stored time as Durable Functions writes times: `yyyy-MM-ddTHH:mm:ssZ`.

@@ -152,6 +152,7 @@ async fn notify(c: &Conn, host: &str, change: Remote) -> TxResult<()> {
     if change.woken.is_empty()
         && change.finished.is_empty()
         && change.consumed.is_empty()
+        && change.moved.is_empty()
         && !change.apps
     {
         return Ok(());
@@ -1025,9 +1026,9 @@ impl Episodes for PgStore {
     }
 
     fn move_instance(&self, moved: MoveCommit) -> StoreFuture<bool> {
-        let moved = Arc::new(moved);
+        let (moved, host) = (Arc::new(moved), self.host.clone());
         self.writers.write(&moved.id.clone(), move |c| {
-            let moved = moved.clone();
+            let (moved, host) = (moved.clone(), host.clone());
             Box::pin(async move {
                 let changed = c
                     .execute(
@@ -1051,6 +1052,12 @@ impl Episodes for PgStore {
                     to: moved.to.clone(),
                 };
                 append_history(c, moved.pk, moved.first_position, &[event]).await?;
+                // The host running it drops its copy of the old version.
+                let change = Remote {
+                    moved: vec![moved.id.clone()],
+                    ..Remote::default()
+                };
+                notify(c, &host, change).await?;
                 Ok(true)
             })
         })
