@@ -227,26 +227,35 @@ impl Host {
             .compile(wasm, None)
             .await
             .map_err(DeployError::Invalid)?;
-        let orchestrators = compiled
-            .functions
+        let verdicts = self
+            .check_against(app, &compiled.version, &compiled.functions)
+            .await
+            .map_err(DeployError::Store)?;
+        Ok(check::report(app, &compiled.version, verdicts))
+    }
+
+    /// `app`'s unfinished instances replayed on `version` (loaded, with
+    /// these `functions`).
+    async fn check_against(
+        &self,
+        app: &str,
+        version: &str,
+        functions: &[FunctionInfo],
+    ) -> Result<Vec<check::InstanceCheck>, StoreError> {
+        let orchestrators = functions
             .iter()
             .filter(|f| f.kind == "orchestrator")
             .map(|f| f.name.clone())
             .collect();
-        let instances = self
-            .store
-            .unfinished_of_app(app.to_string())
-            .await
-            .map_err(DeployError::Store)?;
-        let verdicts = check::replay_on(
+        let instances = self.store.unfinished_of_app(app.to_string()).await?;
+        Ok(check::replay_on(
             self.runtime.clone(),
             self.store.clone(),
-            compiled.version.clone(),
+            version.to_string(),
             orchestrators,
             instances,
         )
-        .await;
-        Ok(check::report(app, &compiled.version, verdicts))
+        .await)
     }
 
     /// Checks, compiles and stores a component as the current version of `app`.
@@ -332,25 +341,10 @@ impl Host {
     ) -> Result<Deployed, DeployError> {
         let mut deployed = self.deploy(app, wasm, allowed_settings).await?;
         if upgrade == Upgrade::Compatible {
-            let orchestrators = deployed
-                .functions
-                .iter()
-                .filter(|f| f.kind == "orchestrator")
-                .map(|f| f.name.clone())
-                .collect();
-            let instances = self
-                .store
-                .unfinished_of_app(app.to_string())
+            let verdicts = self
+                .check_against(app, &deployed.version, &deployed.functions)
                 .await
                 .map_err(DeployError::Store)?;
-            let verdicts = check::replay_on(
-                self.runtime.clone(),
-                self.store.clone(),
-                deployed.version.clone(),
-                orchestrators,
-                instances,
-            )
-            .await;
             let mut upgraded = Upgraded::default();
             let mut moves = Vec::new();
             for verdict in verdicts {

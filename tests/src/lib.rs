@@ -43,6 +43,17 @@ pub fn durango_bin() -> PathBuf {
         .unwrap_or_else(|| target_dir().join("debug/durango"))
 }
 
+/// `durango ARGS` as a client of `host` (its URL and the system key in the
+/// environment).
+pub fn cli(host: &Host, args: &[&str]) -> std::process::Output {
+    Command::new(durango_bin())
+        .args(args)
+        .env("DURANGO_URL", &host.base)
+        .env("DURANGO_KEY", KEY)
+        .output()
+        .expect("run durango")
+}
+
 /// A component built from `orchestrators/`, e.g. `wasm("phone_verification")`.
 pub fn wasm(name: &str) -> PathBuf {
     let dir = std::env::var_os("DURANGO_WASM_DIR")

@@ -2,21 +2,13 @@
 
 use std::process::{Command, Output};
 
-use durango_e2e::{durango_bin, wait_until, wasm, Host, HostOptions, KEY, WAIT};
+use durango_e2e::cli;
+use durango_e2e::{durango_bin, wait_until, wasm, Host, HostOptions, WAIT};
 use serde_json::Value;
-
-fn durango(host: &Host, args: &[&str]) -> Output {
-    Command::new(durango_bin())
-        .args(args)
-        .env("DURANGO_URL", &host.base)
-        .env("DURANGO_KEY", KEY)
-        .output()
-        .expect("run durango")
-}
 
 /// Starts `EchoAfterEvent` (it waits for event `Go`) through the CLI.
 fn start_echo(host: &Host, id: &str) -> Value {
-    json_of(&durango(
+    json_of(&cli(
         host,
         &["start", "EchoAfterEvent", "--input", "\"Go\"", "--id", id],
     ))
@@ -25,7 +17,7 @@ fn start_echo(host: &Host, id: &str) -> Value {
 /// Polls `durango status` until the instance reaches `status`.
 fn wait_for_status(host: &Host, id: &str, status: &str) -> Value {
     wait_until(&format!("{id} to be {status}"), WAIT, || {
-        let answer = json_of(&durango(host, &["status", id]));
+        let answer = json_of(&cli(host, &["status", id]));
         (answer["runtimeStatus"] == status).then_some(answer)
     })
 }
@@ -43,7 +35,7 @@ fn json_of(output: &Output) -> Value {
 fn the_client_commands_drive_an_instance() {
     let host = Host::start(HostOptions::with_apps(&[]));
     let path = wasm("test_guests");
-    let deployed = json_of(&durango(
+    let deployed = json_of(&cli(
         &host,
         &["deploy", path.to_str().unwrap(), "--name", "guests"],
     ));
@@ -52,18 +44,16 @@ fn the_client_commands_drive_an_instance() {
     let started = start_echo(&host, "cli-1");
     assert_eq!(started["id"], "cli-1");
 
-    let listed = json_of(&durango(&host, &["list", "--status", "Running,Pending"]));
+    let listed = json_of(&cli(&host, &["list", "--status", "Running,Pending"]));
     assert_eq!(listed.as_array().unwrap().len(), 1);
 
-    assert!(
-        durango(&host, &["raise", "cli-1", "Go", "\"from the cli\""])
-            .status
-            .success()
-    );
+    assert!(cli(&host, &["raise", "cli-1", "Go", "\"from the cli\""])
+        .status
+        .success());
     let status = wait_for_status(&host, "cli-1", "Completed");
     assert_eq!(status["output"], "from the cli");
 
-    let timeline = durango(&host, &["status", "cli-1", "--history"]);
+    let timeline = cli(&host, &["status", "cli-1", "--history"]);
     let text = String::from_utf8_lossy(&timeline.stdout);
     assert!(text.contains("ExecutionStarted"), "{text}");
     assert!(text.contains("EventRaised"), "{text}");
@@ -71,21 +61,19 @@ fn the_client_commands_drive_an_instance() {
 
     // --wait answers once the instance acted on the event: its status then.
     start_echo(&host, "cli-3");
-    let acted = json_of(&durango(
+    let acted = json_of(&cli(
         &host,
         &["raise", "cli-3", "Go", "\"waited\"", "--wait", "30"],
     ));
     assert_eq!(acted["instanceId"], "cli-3", "{acted}");
-    let timeline = durango(&host, &["status", "cli-3", "--history"]);
+    let timeline = cli(&host, &["status", "cli-3", "--history"]);
     let text = String::from_utf8_lossy(&timeline.stdout);
     assert!(text.contains("EventRaised"), "consumed already: {text}");
 
     start_echo(&host, "cli-2");
-    assert!(
-        durango(&host, &["terminate", "cli-2", "--reason", "enough"])
-            .status
-            .success()
-    );
+    assert!(cli(&host, &["terminate", "cli-2", "--reason", "enough"])
+        .status
+        .success());
     let terminated = wait_for_status(&host, "cli-2", "Terminated");
     assert_eq!(terminated["output"], "enough");
 }
@@ -99,7 +87,7 @@ fn client_errors_are_one_line_and_exit_non_zero() {
         vec!["start", "Nothing", "--input", "{bad"],
         vec!["deploy", "/no/such/file.wasm"],
     ] {
-        let output = durango(&host, &args);
+        let output = cli(&host, &args);
         assert!(!output.status.success(), "{args:?} succeeded");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
@@ -120,46 +108,40 @@ fn the_client_manages_instances_through_their_life() {
     let host = Host::start(HostOptions::default());
     start_echo(&host, "life-1");
     host.wait_history("life-1", "ExecutionStarted", 1);
-    assert!(durango(&host, &["suspend", "life-1", "--reason", "hold"])
+    assert!(cli(&host, &["suspend", "life-1", "--reason", "hold"])
         .status
         .success());
     wait_for_status(&host, "life-1", "Suspended");
-    assert!(durango(&host, &["raise", "life-1", "Go", "\"later\""])
+    assert!(cli(&host, &["raise", "life-1", "Go", "\"later\""])
         .status
         .success());
-    assert!(durango(&host, &["resume", "life-1"]).status.success());
+    assert!(cli(&host, &["resume", "life-1"]).status.success());
     let done = wait_for_status(&host, "life-1", "Completed");
     assert_eq!(done["output"], "later");
 
-    let restarted = json_of(&durango(&host, &["restart", "life-1"]));
+    let restarted = json_of(&cli(&host, &["restart", "life-1"]));
     let new_id = restarted["id"].as_str().unwrap().to_string();
     assert_ne!(new_id, "life-1");
-    let listed = json_of(&durango(
-        &host,
-        &["list", "--prefix", "life-", "--top", "5"],
-    ));
+    let listed = json_of(&cli(&host, &["list", "--prefix", "life-", "--top", "5"]));
     assert_eq!(listed.as_array().unwrap().len(), 1);
 
-    let purged = json_of(&durango(&host, &["purge", "life-1"]));
+    let purged = json_of(&cli(&host, &["purge", "life-1"]));
     assert_eq!(purged["instancesDeleted"], 1);
     assert!(
-        !durango(&host, &["purge"]).status.success(),
+        !cli(&host, &["purge"]).status.success(),
         "purge needs an id or a time"
     );
-    let by_time = durango(&host, &["purge", "--created-from", "2020-01-01T00:00:00Z"]);
+    let by_time = cli(&host, &["purge", "--created-from", "2020-01-01T00:00:00Z"]);
     assert!(
         !by_time.status.success(),
         "nothing finished is left to purge"
     );
     assert!(String::from_utf8_lossy(&by_time.stderr).contains("404"));
 
-    let failed = json_of(&durango(
-        &host,
-        &["start", "NeedsSetting", "--id", "life-2"],
-    ));
+    let failed = json_of(&cli(&host, &["start", "NeedsSetting", "--id", "life-2"]));
     assert_eq!(failed["id"], "life-2");
     host.wait_finished("life-2");
-    let rewound = durango(&host, &["rewind", "life-2"]);
+    let rewound = cli(&host, &["rewind", "life-2"]);
     assert!(
         rewound.status.success(),
         "{}",

@@ -6,9 +6,7 @@
 //! every point a v1 instance can wait at; v3 drops an activity that
 //! instances past their first `Go` already ran.
 
-use std::process::{Command, Output};
-
-use durango_e2e::{durango_bin, request, wasm, Host, HostOptions, KEY};
+use durango_e2e::{cli, request, wasm, Host, HostOptions, KEY};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -58,15 +56,6 @@ fn check(host: &Host, version: &str) -> Value {
     );
     assert_eq!(answer.status, 200, "{}", answer.text);
     answer.body
-}
-
-fn durango(host: &Host, args: &[&str]) -> Output {
-    Command::new(durango_bin())
-        .args(args)
-        .env("DURANGO_URL", &host.base)
-        .env("DURANGO_KEY", KEY)
-        .output()
-        .expect("run durango")
 }
 
 /// v1 deployed; `PER_WAIT` instances waiting at the first `Go` (history:
@@ -158,7 +147,7 @@ fn the_check_tells_which_instances_a_new_version_could_take_and_writes_nothing()
 
     // The same through the CLI: a line per instance, then the counts.
     let v3 = wasm("versioned_v3");
-    let output = durango(
+    let output = cli(
         &host,
         &[
             "deploy",
@@ -264,7 +253,7 @@ fn compatible_instances_move_and_each_finishes_on_its_version_across_a_restart()
     // v3 with --upgrade compatible: those at their first `Go` move, those
     // past `Step("two")` stay on v1.
     let file = wasm("versioned_v3");
-    let output = durango(
+    let output = cli(
         &host,
         &[
             "deploy",
@@ -329,14 +318,14 @@ fn one_instance_moves_when_it_replays_and_is_refused_when_it_diverges() {
     // v3 serves new starts; nobody moves by itself.
     deploy(&host, "v3");
 
-    let output = durango(&host, &["upgrade", &first[0]]);
+    let output = cli(&host, &["upgrade", &first[0]]);
     assert!(output.status.success(), "{output:?}");
     let moved: Value = serde_json::from_slice(&output.stdout).expect("the answer");
     assert_eq!(moved["from"], digest(&component("v1")));
     assert_eq!(moved["to"], digest(&component("v3")));
     assert_eq!(events_of(&host, &first[0], "VersionChanged").len(), 1);
 
-    let output = durango(&host, &["upgrade", &second[0]]);
+    let output = cli(&host, &["upgrade", &second[0]]);
     assert!(!output.status.success(), "{output:?}");
     let said = String::from_utf8_lossy(&output.stderr);
     assert_eq!(said.trim().lines().count(), 1, "{said}");

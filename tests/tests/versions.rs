@@ -5,22 +5,14 @@
 
 use std::process::{Command, Output};
 
-use durango_e2e::{durango_bin, postgres, request, wait_until, wasm, Backend, Host, HostOptions};
+use durango_e2e::cli;
+use durango_e2e::{postgres, request, wait_until, wasm, Backend, Host, HostOptions};
 use durango_e2e::{KEY, WAIT};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 /// The app `--deploy test_guests.wasm` makes (the file stem).
 const APP: &str = "test_guests";
-
-fn durango(host: &Host, args: &[&str]) -> Output {
-    Command::new(durango_bin())
-        .args(args)
-        .env("DURANGO_URL", &host.base)
-        .env("DURANGO_KEY", KEY)
-        .output()
-        .expect("run durango")
-}
 
 fn stdout(output: &Output) -> String {
     assert!(
@@ -232,7 +224,7 @@ fn a_version_is_listed_and_removed_only_once_no_instance_uses_it() {
     }
 
     // The CLI: one version a line.
-    let text = stdout(&durango(&host, &["versions", APP]));
+    let text = stdout(&cli(&host, &["versions", APP]));
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "{text}");
     let fields: Vec<&str> = lines[0].split("  ").collect();
@@ -256,7 +248,7 @@ fn a_version_is_listed_and_removed_only_once_no_instance_uses_it() {
     assert!(error.contains("1 unfinished"), "{error}");
     assert!(error.contains("1 failed"), "{error}");
     assert!(error.contains("must finish, be purged"), "{error}");
-    let said = refusal(&durango(&host, &["versions", APP, "--remove", &v1[..12]]));
+    let said = refusal(&cli(&host, &["versions", APP, "--remove", &v1[..12]]));
     assert!(said.contains("409") && said.contains("in use"), "{said}");
     assert_eq!(stored_rows(&host, &v1), 1);
 
@@ -277,7 +269,7 @@ fn a_version_is_listed_and_removed_only_once_no_instance_uses_it() {
     assert_eq!(purged.status, 200, "{}", purged.text);
 
     // Now nothing uses v1: it goes, wasm and compiled code.
-    let removed = stdout(&durango(&host, &["versions", APP, "--remove", &v1[..12]]));
+    let removed = stdout(&cli(&host, &["versions", APP, "--remove", &v1[..12]]));
     assert_eq!(removed.trim(), format!("removed version {v1} of app {APP}"));
     let listed = versions(&host, APP);
     assert_eq!(listed.len(), 1, "{listed:?}");
@@ -295,7 +287,7 @@ fn a_version_is_listed_and_removed_only_once_no_instance_uses_it() {
     let refused = remove(&host, APP, &v2);
     assert_eq!(refused.status, 409, "{}", refused.text);
     assert!(refused.text.contains("current version"), "{}", refused.text);
-    let said = refusal(&durango(&host, &["versions", APP, "--remove", &v2]));
+    let said = refusal(&cli(&host, &["versions", APP, "--remove", &v2]));
     assert!(said.contains("current version"), "{said}");
 
     // v2's instances run on.
@@ -342,7 +334,7 @@ fn bad_version_requests_are_refused_with_the_reason() {
     assert_eq!(answer.status, 400, "{}", answer.text);
     let error = answer.body["error"].as_str().unwrap();
     assert!(error.contains(&va) && error.contains(&vb), "{error}");
-    let said = refusal(&durango(&host, &["versions", APP, "--remove", &va[..4]]));
+    let said = refusal(&cli(&host, &["versions", APP, "--remove", &va[..4]]));
     assert!(said.contains("more than one version"), "{said}");
 
     // Malformed: 400.
@@ -370,12 +362,12 @@ fn bad_version_requests_are_refused_with_the_reason() {
     let answer = remove(&host, APP, &unused);
     assert_eq!(answer.status, 404, "{}", answer.text);
     assert!(answer.body["error"].is_string(), "{}", answer.text);
-    refusal(&durango(&host, &["versions", APP, "--remove", &unused]));
+    refusal(&cli(&host, &["versions", APP, "--remove", &unused]));
     assert_eq!(remove(&host, "no_such_app", &va).status, 404);
     let answer = host.call("GET", "/admin/apps/no_such_app/versions", None);
     assert_eq!(answer.status, 404, "{}", answer.text);
     assert!(answer.body["error"].is_string(), "{}", answer.text);
-    refusal(&durango(&host, &["versions", "no_such_app"]));
+    refusal(&cli(&host, &["versions", "no_such_app"]));
 
     // The key is required.
     let keyless = request(
@@ -431,7 +423,7 @@ fn a_deploy_that_drops_an_orchestrator_in_use_keeps_its_instances_on_their_versi
 
     // The app becomes the hello sequence: no EchoAfterEvent any more.
     let hello = wasm("hello_sequence");
-    let output = durango(&host, &["deploy", hello.to_str().unwrap(), "--name", APP]);
+    let output = cli(&host, &["deploy", hello.to_str().unwrap(), "--name", APP]);
     let deployed: Value = serde_json::from_str(&stdout(&output)).expect("JSON on stdout");
     assert_eq!(
         deployed["pinned"],

@@ -67,20 +67,31 @@ pub async fn deploy(
     uri: Uri,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    validate_app_name(&app).map_err(ApiError::bad_request)?;
+    let wasm = component(&app, body)?;
+    let upgrade = upgrade(&uri)?;
+    let deployed = state
+        .host
+        .deploy_and_upgrade(&app, &wasm, allowed_settings(&uri), upgrade)
+        .await?;
+    Ok((StatusCode::CREATED, Json(deployed)).into_response())
+}
+
+/// The component a deploy or a check sends for `app`.
+fn component(app: &str, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    validate_app_name(app).map_err(ApiError::bad_request)?;
     let wasm = bytes(body)?;
     if wasm.is_empty() {
         return Err(ApiError::bad_request("the body must be a .wasm component"));
     }
-    let upgrade = upgrade(&uri)?;
-    match state
-        .host
-        .deploy_and_upgrade(&app, &wasm, allowed_settings(&uri), upgrade)
-        .await
-    {
-        Ok(deployed) => Ok((StatusCode::CREATED, Json(deployed)).into_response()),
-        Err(DeployError::Invalid(reason)) => Err(ApiError::bad_request(reason)),
-        Err(DeployError::Store(error)) => Err(error.into()),
+    Ok(wasm)
+}
+
+impl From<DeployError> for ApiError {
+    fn from(error: DeployError) -> ApiError {
+        match error {
+            DeployError::Invalid(reason) => ApiError::bad_request(reason),
+            DeployError::Store(error) => error.into(),
+        }
     }
 }
 
@@ -90,16 +101,9 @@ pub async fn check(
     Path(app): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    validate_app_name(&app).map_err(ApiError::bad_request)?;
-    let wasm = bytes(body)?;
-    if wasm.is_empty() {
-        return Err(ApiError::bad_request("the body must be a .wasm component"));
-    }
-    match state.host.check_deploy(&app, &wasm).await {
-        Ok(report) => Ok(Json(report).into_response()),
-        Err(DeployError::Invalid(reason)) => Err(ApiError::bad_request(reason)),
-        Err(DeployError::Store(error)) => Err(error.into()),
-    }
+    let wasm = component(&app, body)?;
+    let report = state.host.check_deploy(&app, &wasm).await?;
+    Ok(Json(report).into_response())
 }
 
 /// `POST /admin/instances/{id}/upgrade`: the instance moves to the version
