@@ -177,6 +177,12 @@ async fn check_one(
     }
 }
 
+/// Where an instance diverges, in words: `at step N: history has …, the
+/// new code asked for …`.
+pub fn divergence_words(step: u64, history: &str, code: &str) -> String {
+    format!("at step {step}: history has {history}, the new code asked for {code}")
+}
+
 /// The report for `app`'s instances checked against `version`.
 pub fn report(app: &str, version: &str, instances: Vec<InstanceCheck>) -> CheckReport {
     let compatible = instances.iter().filter(|c| c.compatible).count();

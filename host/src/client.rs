@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use crate::check::divergence_words;
 use crate::host::Upgrade;
 
 use anyhow::{anyhow, bail, Context};
@@ -373,6 +374,35 @@ fn component(file: &Path, name: Option<&str>) -> anyhow::Result<(String, Vec<u8>
             .to_string(),
     };
     Ok((app, wasm))
+}
+
+/// A deploy check as lines: each instance's verdict, then the counts.
+pub fn check_lines(report: &Value) -> String {
+    let text = |v: &Value, key: &str| v[key].as_str().unwrap_or_default().to_string();
+    let mut lines = String::new();
+    for instance in report["instances"].as_array().into_iter().flatten() {
+        let verdict = if instance["compatible"].as_bool() == Some(true) {
+            "compatible".to_string()
+        } else if let Some(step) = instance["step"].as_u64() {
+            let words = divergence_words(step, &text(instance, "history"), &text(instance, "code"));
+            format!("diverges {words}")
+        } else {
+            format!("diverges: {}", text(instance, "reason"))
+        };
+        lines += &format!(
+            "{}  {}  {verdict}\n",
+            text(instance, "instanceId"),
+            text(instance, "name")
+        );
+    }
+    lines += &format!(
+        "{} unfinished: {} compatible, {} diverging with version {}\n",
+        report["unfinished"],
+        report["compatible"],
+        report["diverging"],
+        text(report, "version")
+    );
+    lines
 }
 
 /// The versions answer, one version a line:

@@ -409,9 +409,9 @@ impl Host {
             (true, Some(replayed)) => replayed,
             _ => {
                 let why = match (verdict.step, verdict.history, verdict.code) {
-                    (Some(step), Some(history), Some(code)) => format!(
-                        "at step {step}: history has {history}, the new code asked for {code}"
-                    ),
+                    (Some(step), Some(history), Some(code)) => {
+                        check::divergence_words(step.into(), &history, &code)
+                    }
                     _ => verdict.reason.unwrap_or_default(),
                 };
                 return Ok(Err(MoveRefused::Diverges(why)));

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use durango::bench::BenchArgs;
-use durango::client::{pinned_lines, timeline, version_lines, Client, ClientArgs};
+use durango::client::{check_lines, pinned_lines, timeline, version_lines, Client, ClientArgs};
 use durango::fake_sms::{self, FakeSmsArgs};
 use durango::serve::{serve, ServeArgs};
 
@@ -247,38 +247,6 @@ fn behind_the_writer() {
     unsafe {
         libc::setpriority(libc::PRIO_PROCESS, 0, WORKER_NICENESS);
     }
-}
-
-/// A deploy check as lines: each instance's verdict, then the counts.
-fn check_lines(report: &serde_json::Value) -> String {
-    let text = |v: &serde_json::Value, key: &str| v[key].as_str().unwrap_or_default().to_string();
-    let mut lines = String::new();
-    for instance in report["instances"].as_array().into_iter().flatten() {
-        let verdict = if instance["compatible"].as_bool() == Some(true) {
-            "compatible".to_string()
-        } else if let Some(step) = instance["step"].as_u64() {
-            format!(
-                "diverges at step {step}: history has {}, the new code asked for {}",
-                text(instance, "history"),
-                text(instance, "code")
-            )
-        } else {
-            format!("diverges: {}", text(instance, "reason"))
-        };
-        lines += &format!(
-            "{}  {}  {verdict}\n",
-            text(instance, "instanceId"),
-            text(instance, "name")
-        );
-    }
-    lines += &format!(
-        "{} unfinished: {} compatible, {} diverging with version {}\n",
-        report["unfinished"],
-        report["compatible"],
-        report["diverging"],
-        text(report, "version")
-    );
-    lines
 }
 
 async fn print_inbox(id: String, db: String) -> anyhow::Result<()> {

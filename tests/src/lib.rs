@@ -635,16 +635,55 @@ impl Host {
             .unwrap_or_default()
     }
 
+    /// The events of `kind` in the instance's history, in order.
+    pub fn history_events(&self, id: &str, kind: &str) -> Vec<Value> {
+        events_of_kind(&self.status_with_history(id).body, kind)
+    }
+
     /// Waits until the instance's history holds `count` events of `kind`.
     pub fn wait_history(&self, id: &str, kind: &str, count: usize) -> Value {
         wait_until(&format!("{count} {kind} events in {id}"), WAIT, || {
             let answer = self.status_with_history(id);
-            let seen = answer.body["historyEvents"].as_array().map_or(0, |events| {
-                events.iter().filter(|e| e["EventType"] == kind).count()
-            });
+            let seen = events_of_kind(&answer.body, kind).len();
             (seen >= count).then_some(answer.body)
         })
     }
+
+    /// Sends a component (`application/wasm`) with the system key, as a
+    /// deploy or a check does.
+    pub fn send_component(&self, method: &str, path: &str, wasm: &[u8]) -> Answer {
+        request(
+            method,
+            &self.url(path),
+            &[
+                ("x-functions-key", KEY),
+                ("content-type", "application/wasm"),
+            ],
+            Some(wasm),
+        )
+    }
+}
+
+fn events_of_kind(status: &Value, kind: &str) -> Vec<Value> {
+    status["historyEvents"]
+        .as_array()
+        .map(|events| {
+            events
+                .iter()
+                .filter(|e| e["EventType"] == kind)
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A component's version: the sha256 of its bytes, in hex.
+pub fn digest(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 impl Drop for Host {

@@ -157,22 +157,22 @@ fn echo_flows(host: &Host, prefix: &str, count: usize) -> Vec<String> {
         .collect()
 }
 
-fn events_of(host: &Host, id: &str, kind: &str) -> usize {
-    host.status_with_history(id).body["historyEvents"]
-        .as_array()
-        .map_or(0, |events| {
-            events.iter().filter(|e| e["EventType"] == kind).count()
-        })
-}
-
 fn assert_echoed_once(host: &Host, id: &str, reply: &str) {
     let done: Value = host.wait_finished(id);
     assert_eq!(done["runtimeStatus"], "Completed", "{id}: {done}");
     assert_eq!(done["output"], json!(reply), "{id}");
-    assert_eq!(events_of(host, id, "EventRaised"), 1, "{id}: one event");
-    assert_eq!(events_of(host, id, "TaskCompleted"), 1, "{id}: one echo");
     assert_eq!(
-        events_of(host, id, "ExecutionCompleted"),
+        host.history_events(id, "EventRaised").len(),
+        1,
+        "{id}: one event"
+    );
+    assert_eq!(
+        host.history_events(id, "TaskCompleted").len(),
+        1,
+        "{id}: one echo"
+    );
+    assert_eq!(
+        host.history_events(id, "ExecutionCompleted").len(),
         1,
         "{id}: one end"
     );
@@ -237,15 +237,7 @@ fn an_app_deployed_through_one_host_is_started_through_another() {
     let db = postgres::fresh_database();
     let hosts = cluster(&db, 2, &sms);
     let hello = std::fs::read(durango_e2e::wasm("hello_sequence")).expect("read the component");
-    let deployed = durango_e2e::request(
-        "PUT",
-        &hosts[0].url("/admin/apps/hello_sequence"),
-        &[
-            ("x-functions-key", durango_e2e::KEY),
-            ("content-type", "application/wasm"),
-        ],
-        Some(&hello),
-    );
+    let deployed = hosts[0].send_component("PUT", "/admin/apps/hello_sequence", &hello);
     assert_eq!(deployed.status, 201, "{}", deployed.text);
     // The other host learns of it as the deploy commits; until its catalog
     // is read again, it says the orchestrator is unknown (400).
@@ -283,14 +275,10 @@ fn instances_moved_through_one_host_go_on_on_the_new_version_where_they_run() {
         std::fs::read(durango_e2e::wasm(&format!("versioned_{v}"))).expect("read the component")
     };
     let deploy = |host: &Host, v: &str, query: &str| {
-        let answer = durango_e2e::request(
+        let answer = host.send_component(
             "PUT",
-            &host.url(&format!("/admin/apps/versioned{query}")),
-            &[
-                ("x-functions-key", durango_e2e::KEY),
-                ("content-type", "application/wasm"),
-            ],
-            Some(&component(v)),
+            &format!("/admin/apps/versioned{query}"),
+            &component(v),
         );
         assert_eq!(answer.status, 201, "{}", answer.text);
         answer.body

@@ -6,9 +6,8 @@
 //! every point a v1 instance can wait at; v3 drops an activity that
 //! instances past their first `Go` already ran.
 
-use durango_e2e::{cli, request, wasm, Host, HostOptions, KEY};
+use durango_e2e::{cli, digest, wasm, Host, HostOptions};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 const APP: &str = "versioned";
 /// Instances parked at each of v1's two waits.
@@ -18,38 +17,13 @@ fn component(version: &str) -> Vec<u8> {
     std::fs::read(wasm(&format!("versioned_{version}"))).expect("read the component")
 }
 
-fn digest(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn send_component(host: &Host, method: &str, path: &str, bytes: &[u8]) -> durango_e2e::Answer {
-    request(
-        method,
-        &host.url(path),
-        &[
-            ("x-functions-key", KEY),
-            ("content-type", "application/wasm"),
-        ],
-        Some(bytes),
-    )
-}
-
 fn deploy(host: &Host, version: &str) {
-    let answer = send_component(
-        host,
-        "PUT",
-        &format!("/admin/apps/{APP}"),
-        &component(version),
-    );
+    let answer = host.send_component("PUT", &format!("/admin/apps/{APP}"), &component(version));
     assert_eq!(answer.status, 201, "{}", answer.text);
 }
 
 fn check(host: &Host, version: &str) -> Value {
-    let answer = send_component(
-        host,
+    let answer = host.send_component(
         "POST",
         &format!("/admin/apps/{APP}/check"),
         &component(version),
@@ -212,36 +186,18 @@ fn the_check_tells_which_instances_a_new_version_could_take_and_writes_nothing()
 fn a_check_of_bytes_that_are_no_component_is_refused() {
     let host = Host::start(HostOptions::with_apps(&[]));
     let path = format!("/admin/apps/{APP}/check");
-    let answer = send_component(&host, "POST", &path, b"not wasm");
+    let answer = host.send_component("POST", &path, b"not wasm");
     assert_eq!(answer.status, 400, "{}", answer.text);
     assert!(answer.body["error"]
         .as_str()
         .is_some_and(|e| e.contains("not a valid WebAssembly component")));
-    let answer = send_component(&host, "POST", &path, b"");
+    let answer = host.send_component("POST", &path, b"");
     assert_eq!(answer.status, 400, "{}", answer.text);
-    let answer = send_component(
-        &host,
-        "POST",
-        "/admin/apps/no%20spaces/check",
-        &component("v1"),
-    );
+    let answer = host.send_component("POST", "/admin/apps/no%20spaces/check", &component("v1"));
     assert_eq!(answer.status, 400, "{}", answer.text);
     // An app with no instances: nothing to replay.
     let report = check(&host, "v1");
     assert_eq!(report["unfinished"], 0, "{report}");
-}
-
-fn events_of(host: &Host, id: &str, kind: &str) -> Vec<Value> {
-    host.status_with_history(id).body["historyEvents"]
-        .as_array()
-        .map(|events| {
-            events
-                .iter()
-                .filter(|e| e["EventType"] == kind)
-                .cloned()
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[test]
@@ -273,7 +229,7 @@ fn compatible_instances_move_and_each_finishes_on_its_version_across_a_restart()
         "{answer}"
     );
     for id in &first {
-        let moves = events_of(&host, id, "VersionChanged");
+        let moves = host.history_events(id, "VersionChanged");
         assert_eq!(moves.len(), 1, "{id}: {moves:?}");
         assert_eq!(
             (&moves[0]["From"], &moves[0]["To"]),
@@ -281,7 +237,7 @@ fn compatible_instances_move_and_each_finishes_on_its_version_across_a_restart()
         );
     }
     for id in second.iter().chain([&finished]) {
-        assert!(events_of(&host, id, "VersionChanged").is_empty());
+        assert!(host.history_events(id, "VersionChanged").is_empty());
     }
 
     host.restart();
@@ -323,7 +279,7 @@ fn one_instance_moves_when_it_replays_and_is_refused_when_it_diverges() {
     let moved: Value = serde_json::from_slice(&output.stdout).expect("the answer");
     assert_eq!(moved["from"], digest(&component("v1")));
     assert_eq!(moved["to"], digest(&component("v3")));
-    assert_eq!(events_of(&host, &first[0], "VersionChanged").len(), 1);
+    assert_eq!(host.history_events(&first[0], "VersionChanged").len(), 1);
 
     let output = cli(&host, &["upgrade", &second[0]]);
     assert!(!output.status.success(), "{output:?}");
@@ -333,7 +289,7 @@ fn one_instance_moves_when_it_replays_and_is_refused_when_it_diverges() {
         said.contains("diverges on the current version at step 2: history has activity Step, the new code asked for wait for event Go"),
         "{said}"
     );
-    assert!(events_of(&host, &second[0], "VersionChanged").is_empty());
+    assert!(host.history_events(&second[0], "VersionChanged").is_empty());
 
     let path = |id: &str| format!("/admin/instances/{id}/upgrade");
     assert_eq!(host.call("POST", &path(&finished), None).status, 409);
@@ -359,8 +315,7 @@ fn one_instance_moves_when_it_replays_and_is_refused_when_it_diverges() {
 #[test]
 fn a_deploy_with_an_unknown_upgrade_is_refused() {
     let host = Host::start(HostOptions::with_apps(&[]));
-    let answer = send_component(
-        &host,
+    let answer = host.send_component(
         "PUT",
         &format!("/admin/apps/{APP}?upgrade=everything"),
         &component("v1"),
@@ -377,8 +332,7 @@ fn a_patched_orchestrator_takes_the_new_branch_only_where_history_lets_it() {
     let (first, second, _) = park(&host);
     let (v1, v2) = (digest(&component("v1")), digest(&component("v2")));
     // v2 puts `StepB("two-b")` behind patch `two-b`, after the first `Go`.
-    let answer = send_component(
-        &host,
+    let answer = host.send_component(
         "PUT",
         &format!("/admin/apps/{APP}?upgrade=compatible"),
         &component("v2"),

@@ -5,11 +5,9 @@
 
 use std::process::{Command, Output};
 
-use durango_e2e::cli;
-use durango_e2e::{postgres, request, wait_until, wasm, Backend, Host, HostOptions};
-use durango_e2e::{KEY, WAIT};
+use durango_e2e::WAIT;
+use durango_e2e::{cli, digest, postgres, request, wait_until, wasm, Backend, Host, HostOptions};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 /// The app `--deploy test_guests.wasm` makes (the file stem).
 const APP: &str = "test_guests";
@@ -62,20 +60,8 @@ fn custom_section(payload: &[u8]) -> Vec<u8> {
     section
 }
 
-fn digest(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 fn deploy(host: &Host, app: &str, wasm: &[u8]) -> Value {
-    let answer = request(
-        "PUT",
-        &host.url(&format!("/admin/apps/{app}")),
-        &[("x-functions-key", KEY)],
-        Some(wasm),
-    );
+    let answer = host.send_component("PUT", &format!("/admin/apps/{app}"), wasm);
     assert_eq!(answer.status, 201, "{}", answer.text);
     answer.body
 }

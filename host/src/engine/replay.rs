@@ -60,10 +60,10 @@ pub struct Replay {
     guids: u64,
     custom_status: Option<String>,
     divergence: Option<Divergence>,
-    /// The version this generation started on: the first move's origin,
-    /// if history has one, else the version the instance is pinned to.
+    /// Where the first move recorded in history came from, if any.
     moved_from: Option<String>,
-    started_version: String,
+    /// The version the instance is pinned to now.
+    pinned: String,
 }
 
 impl Replay {
@@ -109,20 +109,22 @@ impl Replay {
             guids: 0,
             custom_status: None,
             divergence: None,
-            started_version: moved_from.clone().unwrap_or_default(),
             moved_from,
+            pinned: String::new(),
         }
     }
 
     /// The version the instance is pinned to now (what it started on,
     /// unless history says it moved).
     pub fn pinned_to(mut self, version: &str) -> Replay {
-        self.started_version = self.moved_from.clone().unwrap_or(version.to_string());
+        self.pinned = version.to_string();
         self
     }
 
+    /// The version this generation started on: the first move's origin,
+    /// if history has one, else the version it is pinned to.
     pub fn started_version(&self) -> &str {
-        &self.started_version
+        self.moved_from.as_deref().unwrap_or(&self.pinned)
     }
 
     /// Whether the code after patch `name` runs: history's marker says yes;
@@ -490,6 +492,16 @@ mod tests {
         later.call_activity("A", "1", None).unwrap();
         assert_eq!(later.call_activity("B", "1", None).unwrap(), 2);
         assert_eq!(later.steps_not_taken(), 0);
+    }
+
+    #[test]
+    fn steps_history_holds_that_the_code_did_not_take_are_counted() {
+        let history = [taken(0, activity("A")), taken(1, activity("B"))];
+        let mut r = Replay::new("i", &history);
+        r.call_activity("A", "null", None).unwrap();
+        assert_eq!(r.steps_not_taken(), 1);
+        r.call_activity("B", "null", None).unwrap();
+        assert_eq!(r.steps_not_taken(), 0);
     }
 
     #[test]
