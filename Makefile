@@ -11,11 +11,11 @@ DEMO_DB     ?= durango.db
 DEMO_SMS    ?= 127.0.0.1:7072
 # The end-to-end suites run a second time with each host on a database of
 # its own on a throwaway PostgreSQL server (tests/src/postgres.rs).
-PG_SUITES   := phone_verification durability management approval notifications bad_input api patterns upgrade versions
+PG_SUITES   := phone_verification durability management approval notifications bad_input api patterns upgrade versions dashboard
 
 export CARGO_TARGET_DIR := $(TARGET_DIR)
 
-.PHONY: all setup guests build demo test lint fmt clean
+.PHONY: all setup test-tools guests build demo test lint fmt clean
 
 all: build
 
@@ -47,7 +47,21 @@ demo: build
 	fi; \
 	DURANGO_SECRET_SETTINGS=TwilioAuthToken $(DURANGO) serve --db $(DEMO_DB) $(addprefix --deploy ,$(SAMPLES))
 
-test: build
+# What the tests drive besides the host: PostgreSQL's server binaries (the
+# suites start throwaway servers of their own) and headless Chromium with
+# its WebDriver (the dashboard's test). Debian's packages, when missing.
+test-tools:
+	@missing=""; \
+	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || [ -x "$$(pg_config --bindir 2>/dev/null)/postgres" ] || missing="$$missing postgresql"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends $$missing; \
+	fi
+
+test: build test-tools
 	DURANGO_BIN=$(DURANGO) DURANGO_WASM_DIR=$(WASM_DIR) $(CARGO) test --workspace $(addprefix --exclude ,$(GUESTS))
 	DURANGO_TEST_DB=postgres DURANGO_BIN=$(DURANGO) DURANGO_WASM_DIR=$(WASM_DIR) $(CARGO) test -p durango-e2e $(addprefix --test ,$(PG_SUITES))
 

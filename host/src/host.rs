@@ -581,6 +581,7 @@ impl Host {
     pub async fn purge(&self, id: &str) -> Result<bool, StoreError> {
         let purged = self.store.purge_instance(id.to_string()).await?;
         self.scheduler.dispatcher.forget(id);
+        self.signals.changed(id, None);
         Ok(purged)
     }
 
@@ -722,6 +723,7 @@ impl Host {
                 None => Message::TaskFailed {
                     seq,
                     error: format!("sub-orchestration {child} no longer exists"),
+                    attempts: 0,
                 },
             };
             self.send(parent, answer)

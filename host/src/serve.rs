@@ -183,11 +183,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(_) => println!("system key: taken from DURANGO_KEY"),
         None => println!("system key: {}", host.key),
     }
+    let signals = host.signals.clone();
     let main = api::listen::serve(
         listener,
         api::router(host, args.max_body),
         connections,
-        ctrl_c(),
+        async move {
+            ctrl_c().await;
+            // Live pages' streams end, so the listener can finish.
+            signals.stop();
+        },
     );
     let rpc = async {
         if let Some(rpc) = rpc {

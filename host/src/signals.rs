@@ -1,11 +1,14 @@
 //! What committed changes tell the callers waiting on them: an instance's
 //! status changed (a broadcast for listeners such as the benchmark), an
+//! instance changed at all (a broadcast for pages that show it), an
 //! instance finished (its waiters, with its row when the commit returned
 //! it), an inbox message was consumed (its waiters). The scheduler signals
 //! after its commits; the host's operations wait. With several hosts on
 //! one database, changes committed elsewhere arrive here too.
 
-use tokio::sync::broadcast;
+use std::sync::Arc;
+
+use tokio::sync::{broadcast, watch};
 
 use crate::engine::history::RuntimeStatus;
 use crate::store::InstanceRow;
@@ -18,11 +21,23 @@ pub struct Lifecycle {
     pub status: RuntimeStatus,
 }
 
+/// An instance's stored state changed: a commit of its, or its purge.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub instance_id: Arc<str>,
+    /// Its new status, if the change set one.
+    pub status: Option<RuntimeStatus>,
+}
+
 /// How many status changes a slow listener may fall behind by.
 const LIFECYCLE_BACKLOG: usize = 4096;
 
 pub struct Signals {
     lifecycle: broadcast::Sender<Lifecycle>,
+    changes: broadcast::Sender<Change>,
+    /// Set when the host stops: streams that would never end on their own
+    /// (a page's live updates) end then.
+    stopping: watch::Sender<bool>,
     /// Callers waiting for an instance to finish (with its row when the
     /// commit that ended it returned it).
     finished: Waiters<String, Option<InstanceRow>>,
@@ -35,6 +50,8 @@ impl Default for Signals {
     fn default() -> Self {
         Signals {
             lifecycle: broadcast::channel(LIFECYCLE_BACKLOG).0,
+            changes: broadcast::channel(LIFECYCLE_BACKLOG).0,
+            stopping: watch::channel(false).0,
             finished: Waiters::default(),
             consumed: Waiters::default(),
         }
@@ -57,6 +74,35 @@ impl Signals {
             instance_id: instance_id.to_string(),
             status,
         });
+    }
+
+    /// Every change to any instance, as it is committed.
+    pub fn watch_changes(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+
+    /// An instance's stored state changed. Costs an allocation only while
+    /// someone watches.
+    pub fn changed(&self, instance_id: &str, status: Option<RuntimeStatus>) {
+        if self.changes.receiver_count() > 0 {
+            let _ = self.changes.send(Change {
+                instance_id: instance_id.into(),
+                status,
+            });
+        }
+    }
+
+    /// The host is stopping.
+    pub fn stop(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Resolves once the host is stopping.
+    pub fn stopping(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut stopping = self.stopping.subscribe();
+        async move {
+            let _ = stopping.wait_for(|stopping| *stopping).await;
+        }
     }
 
     /// An instance finished on another host: its waiters read it again.

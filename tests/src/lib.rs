@@ -176,9 +176,11 @@ impl Answer {
     }
 }
 
+/// Answers come back as the host gave them: errors and redirects included.
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
+        .max_redirects(0)
         .timeout_global(Some(Duration::from_secs(60)))
         .build()
         .new_agent()

@@ -1,11 +1,13 @@
 //! Who may call: the system key (`?code=KEY` or header `x-functions-key`),
-//! or a link's token (`?token=`, see `crate::links`) on the two routes a
-//! link may use: its instance's status, and raising the events it names.
+//! a link's token (`?token=`, see `crate::links`) on the two routes a
+//! link may use (its instance's status, and raising the events it names),
+//! or the dashboard's session cookie, which its login form sets.
 
 use axum::extract::{Request, State};
-use axum::http::{Method, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use hmac::{Hmac, Mac};
 use percent_encoding::percent_decode_str;
 
 use super::{ApiError, ApiState, PREFIX};
@@ -35,6 +37,46 @@ impl Link {
     pub fn execution(link: Option<&Link>) -> Option<i64> {
         link.and_then(|l| l.0.execution)
     }
+}
+
+/// The dashboard's session cookie. It holds a digest of the system key,
+/// never the key: a page that leaks it leaks a session that ends when the
+/// key changes. HttpOnly, so the page's scripts cannot read it;
+/// SameSite=Strict, so no other site's page makes the browser send it.
+pub const SESSION_COOKIE: &str = "durango_session";
+
+/// The header the dashboard's scripts put on every request that changes
+/// something. A request made with the cookie alone (a form another site
+/// posts) lacks it, and another site's script cannot add it without the
+/// host's consent, which it never gives (no CORS).
+pub const DASHBOARD_HEADER: &str = "x-durango-dashboard";
+
+/// A request that came with the dashboard's session: the URLs handed out
+/// to it leave the key out, for the page's scripts have no use for it.
+#[derive(Debug, Clone, Copy)]
+pub struct Session;
+
+/// The session cookie's value for `key`.
+pub fn session_token(key: &str) -> String {
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).expect("HMAC takes any key");
+    mac.update(b"durango dashboard session v1");
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Whether the request carries a valid dashboard session.
+pub fn has_session(headers: &HeaderMap, key: &str) -> bool {
+    let expected = session_token(key);
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .any(|(name, value)| name == SESSION_COOKIE && same(value.as_bytes(), expected.as_bytes()))
 }
 
 /// What a link may be used for at this method and path: the instance, and
@@ -135,6 +177,18 @@ pub async fn require_key(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let presented = header.or_else(|| query_value(&request, "code"));
+    if presented.is_none() && has_session(request.headers(), &state.key) {
+        let changes = !matches!(*request.method(), Method::GET | Method::HEAD);
+        if changes && !request.headers().contains_key(DASHBOARD_HEADER) {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "a change made with the dashboard's session must come from the dashboard",
+            )
+            .into_response();
+        }
+        request.extensions_mut().insert(Session);
+        return next.run(request).await;
+    }
     match presented {
         Some(key) if same(key.as_bytes(), state.key.as_bytes()) => next.run(request).await,
         Some(_) => ApiError::new(StatusCode::UNAUTHORIZED, "the key is not valid").into_response(),
@@ -148,7 +202,7 @@ pub async fn require_key(
 
 /// Compares in time that depends only on the lengths, not on where the
 /// bytes differ.
-fn same(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -64,14 +64,14 @@ pub fn history_events(
                     continue
                 }
             },
-            HistoryEvent::TaskCompleted { seq, result } => {
+            HistoryEvent::TaskCompleted { seq, result, .. } => {
                 scheduled_fields(&mut put, scheduled.get(seq));
                 if show_output {
                     put("Result", parsed(result));
                 }
                 "TaskCompleted"
             }
-            HistoryEvent::TaskFailed { seq, error } => {
+            HistoryEvent::TaskFailed { seq, error, .. } => {
                 scheduled_fields(&mut put, scheduled.get(seq));
                 put("Reason", json!(error));
                 "TaskFailed"

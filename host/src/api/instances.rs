@@ -11,11 +11,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::time::Duration;
 
-use super::auth::Link;
+use super::auth::{Link, Session};
 use super::body::json_text;
 use super::history::history_events;
 use super::urls::{origin, CheckStatus};
-use super::{ApiError, ApiState};
+use super::{ApiError, ApiState, Links};
 use crate::engine::history::{Message, RuntimeStatus};
 use crate::host::{RewindError, StartError};
 use crate::store::{format_time, EnqueueOutcome, InstanceFilter, InstanceRow};
@@ -55,28 +55,33 @@ fn parse_wait(timeout: Option<&str>) -> Result<Option<Duration>, ApiError> {
 
 pub async fn start(
     State(state): State<ApiState>,
+    session: Option<Extension<Session>>,
     Path(name): Path<String>,
     Query(query): Query<StartQuery>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let input = json_text(&headers, body, "the orchestration input")?;
-    start_instance(&state, &name, None, input, &query, &headers).await
+    let links = state.links.for_session(session.is_some());
+    start_instance(&state, &links, &name, None, input, &query, &headers).await
 }
 
 pub async fn start_with_id(
     State(state): State<ApiState>,
+    session: Option<Extension<Session>>,
     Path((name, id)): Path<(String, String)>,
     Query(query): Query<StartQuery>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let input = json_text(&headers, body, "the orchestration input")?;
-    start_instance(&state, &name, Some(id), input, &query, &headers).await
+    let links = state.links.for_session(session.is_some());
+    start_instance(&state, &links, &name, Some(id), input, &query, &headers).await
 }
 
 async fn start_instance(
     state: &ApiState,
+    links: &Links,
     name: &str,
     id: Option<String>,
     input: String,
@@ -110,16 +115,16 @@ async fn start_instance(
             return Ok(finished_response(&row));
         }
     }
-    check_status_response(state, &id, headers)
+    check_status_response(links, &id, headers)
 }
 
 /// 202 with `Location`, `Retry-After` and the management URLs.
 fn check_status_response(
-    state: &ApiState,
+    links: &Links,
     id: &str,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let payload = CheckStatus::new(&origin(headers), &state.links, id);
+    let payload = CheckStatus::new(&origin(headers), links, id);
     let location = HeaderValue::from_str(&payload.status_query_get_uri)
         .map_err(|_| ApiError::bad_request("the Host header cannot form a URL"))?;
     Ok((
@@ -305,6 +310,9 @@ pub struct ListQuery {
     created_time_from: Option<String>,
     created_time_to: Option<String>,
     instance_id_prefix: Option<String>,
+    /// The orchestrator's name (not a Durable Functions filter; the
+    /// dashboard's).
+    name: Option<String>,
     top: Option<String>,
     show_input: Option<String>,
 }
@@ -330,6 +338,7 @@ pub async fn list(
         filter.created_to = Some(parse_time(to, "createdTimeTo")?);
     }
     filter.id_prefix = query.instance_id_prefix.clone().filter(|p| !p.is_empty());
+    filter.name = query.name.clone().filter(|n| !n.is_empty());
     if let Some(top) = &query.top {
         let top: usize = top
             .trim()
@@ -481,6 +490,7 @@ pub struct RestartQuery {
 /// new id unless `restartWithNewInstanceId=false`.
 pub async fn restart(
     State(state): State<ApiState>,
+    session: Option<Extension<Session>>,
     Path(id): Path<String>,
     Query(query): Query<RestartQuery>,
     headers: HeaderMap,
@@ -494,6 +504,7 @@ pub async fn restart(
     };
     start_instance(
         &state,
+        &state.links.for_session(session.is_some()),
         &row.name,
         Some(target),
         row.input,

@@ -5,6 +5,7 @@
 mod admin;
 mod auth;
 mod body;
+mod dashboard;
 mod gate;
 mod history;
 mod instances;
@@ -20,6 +21,7 @@ use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
+use tokio::sync::Semaphore;
 
 use crate::host::Host;
 use crate::store::StoreError;
@@ -35,7 +37,12 @@ pub struct ApiState {
     pub key: Arc<str>,
     /// How handed-out URLs look on this listener.
     pub links: Links,
+    /// Dashboard pages following live changes: each holds a stream open.
+    pub live_pages: Arc<Semaphore>,
 }
+
+/// Dashboard pages that may follow live changes at once.
+const LIVE_PAGES: usize = 64;
 
 /// The shape of the management URLs a listener hands out.
 #[derive(Clone)]
@@ -43,6 +50,17 @@ pub struct Links {
     pub prefix: &'static str,
     /// Appended as `code=KEY`; none on the RPC listener.
     pub key: Option<Arc<str>>,
+}
+
+impl Links {
+    /// The URLs for a request with the dashboard's session leave the key
+    /// out: the page's scripts never see it.
+    pub fn for_session(&self, session: bool) -> Links {
+        Links {
+            prefix: self.prefix,
+            key: self.key.clone().filter(|_| !session),
+        }
+    }
 }
 
 /// An error answer: a status and `{"error": "..."}`.
@@ -155,6 +173,7 @@ pub fn router(host: Arc<Host>, body_limit: usize) -> Router {
             key: Some(host.key.clone().into()),
         },
         host,
+        live_pages: Arc::new(Semaphore::new(LIVE_PAGES)),
     };
     let starter = Router::new()
         .route("/orchestrators/{name}", post(instances::start))
@@ -170,21 +189,23 @@ pub fn router(host: Arc<Host>, body_limit: usize) -> Router {
             delete(admin::remove_version),
         )
         .layer(DefaultBodyLimit::max(DEPLOY_BODY_LIMIT));
-    Router::new()
+    let keyed = Router::new()
         .nest(
             PREFIX,
             management().layer(DefaultBodyLimit::max(body_limit)),
         )
         .nest("/api", starter.layer(DefaultBodyLimit::max(body_limit)))
         .nest("/admin", admin)
+        .nest("/dashboard/api", dashboard::data())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,
         ))
-        .layer(axum::middleware::from_fn(json_errors))
-        .with_state(state)
+        .layer(axum::middleware::from_fn(json_errors));
+    // The dashboard's page and login hold no data and answer in HTML.
+    dashboard::pages().merge(keyed).with_state(state)
 }
 
 /// The RPC listener: the management routes under `/durabletask/`, without a
@@ -197,6 +218,7 @@ pub fn rpc_router(host: Arc<Host>, body_limit: usize) -> Router {
             key: None,
         },
         host,
+        live_pages: Arc::new(Semaphore::new(LIVE_PAGES)),
     };
     Router::new()
         .nest(

@@ -36,6 +36,10 @@ impl RetryPolicy {
     }
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 /// One step of an orchestration, in the order the orchestrator took it.
 /// Replay checks each step the code takes against the recorded one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -142,10 +146,15 @@ pub enum HistoryEvent {
     TaskCompleted {
         seq: u32,
         result: String,
+        /// See `Message::TaskCompleted`.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        attempts: u32,
     },
     TaskFailed {
         seq: u32,
         error: String,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        attempts: u32,
     },
     TimerFired {
         seq: u32,
@@ -201,10 +210,17 @@ pub enum Message {
     TaskCompleted {
         seq: u32,
         result: String,
+        /// The attempts an activity took (retries are not otherwise
+        /// recorded); 0 for a sub-orchestration, and in histories written
+        /// before attempts were kept.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        attempts: u32,
     },
     TaskFailed {
         seq: u32,
         error: String,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        attempts: u32,
     },
     TimerFired {
         seq: u32,
@@ -268,14 +284,17 @@ impl Message {
             RuntimeStatus::Completed => Message::TaskCompleted {
                 seq,
                 result: output.to_string(),
+                attempts: 0,
             },
             RuntimeStatus::Terminated => Message::TaskFailed {
                 seq,
                 error: format!("sub-orchestration {id} was terminated: {}", reason()),
+                attempts: 0,
             },
             _ => Message::TaskFailed {
                 seq,
                 error: format!("sub-orchestration {id} failed: {}", reason()),
+                attempts: 0,
             },
         }
     }
@@ -298,8 +317,24 @@ impl Message {
                 input,
                 first_seq,
             },
-            Message::TaskCompleted { seq, result } => HistoryEvent::TaskCompleted { seq, result },
-            Message::TaskFailed { seq, error } => HistoryEvent::TaskFailed { seq, error },
+            Message::TaskCompleted {
+                seq,
+                result,
+                attempts,
+            } => HistoryEvent::TaskCompleted {
+                seq,
+                result,
+                attempts,
+            },
+            Message::TaskFailed {
+                seq,
+                error,
+                attempts,
+            } => HistoryEvent::TaskFailed {
+                seq,
+                error,
+                attempts,
+            },
             Message::TimerFired { seq } => HistoryEvent::TimerFired { seq },
             Message::EventRaised {
                 name,

@@ -5,3 +5,4 @@ pub mod episode;
 pub mod history;
 pub mod replay;
 pub mod rewind;
+pub mod timeline;

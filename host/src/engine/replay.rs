@@ -169,8 +169,10 @@ impl Replay {
     pub fn reveal(&mut self, event: &HistoryEvent) {
         match event {
             HistoryEvent::OrchestratorStarted { timestamp } => self.now = *timestamp,
-            HistoryEvent::TaskCompleted { seq, result } => self.complete(*seq, Ok(result.clone())),
-            HistoryEvent::TaskFailed { seq, error } => self.complete(*seq, Err(error.clone())),
+            HistoryEvent::TaskCompleted { seq, result, .. } => {
+                self.complete(*seq, Ok(result.clone()))
+            }
+            HistoryEvent::TaskFailed { seq, error, .. } => self.complete(*seq, Err(error.clone())),
             HistoryEvent::TimerFired { seq } => self.complete(*seq, Ok("null".into())),
             HistoryEvent::EventRaised {
                 name,
@@ -724,10 +726,12 @@ mod tests {
         r.reveal(&HistoryEvent::TaskCompleted {
             seq: t,
             result: "1".into(),
+            attempts: 1,
         });
         r.reveal(&HistoryEvent::TaskCompleted {
             seq: t,
             result: "2".into(),
+            attempts: 1,
         });
         assert_eq!(r.task_result(t), Some(Ok("1".into())));
     }

@@ -109,6 +109,7 @@ mod tests {
             HistoryEvent::TaskCompleted {
                 seq: 0,
                 result: "1".into(),
+                attempts: 1,
             },
             taken(1, activity("Bad")),
             taken(2, activity("StillOut")),
@@ -119,10 +120,12 @@ mod tests {
             HistoryEvent::TaskFailed {
                 seq: 1,
                 error: "boom".into(),
+                attempts: 3,
             },
             HistoryEvent::TaskFailed {
                 seq: 5,
                 error: "child failed".into(),
+                attempts: 0,
             },
             HistoryEvent::ExecutionFailed {
                 error: "boom".into(),

@@ -95,6 +95,7 @@ async fn run_attempt(sched: &Arc<Scheduler>, activity: ActivityRow) {
         Ok(result) => Message::TaskCompleted {
             seq,
             result: sched.settings.redact(&result),
+            attempts: attempt,
         },
         Err(error) if attempt < activity.retry.max_attempts => {
             let run_at = now_ms() + activity.retry.delay_before(attempt + 1) as i64;
@@ -120,6 +121,7 @@ async fn run_attempt(sched: &Arc<Scheduler>, activity: ActivityRow) {
         Err(error) => Message::TaskFailed {
             seq,
             error: sched.settings.redact(&error),
+            attempts: attempt,
         },
     };
     // An instance another host runs now gets the outcome through the inbox.

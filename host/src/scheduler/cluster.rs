@@ -48,6 +48,10 @@ impl Scheduler {
             for id in &change.finished {
                 self.signals.finished_elsewhere(id);
             }
+            // Pages showing these instances read them again.
+            for id in change.woken.iter().chain(&change.finished) {
+                self.signals.changed(id, None);
+            }
             for id in &change.moved {
                 self.dispatcher.forget(id);
             }

@@ -645,6 +645,7 @@ impl Durable {
                 .signals
                 .announce(id, status, committed.finished.as_deref());
         }
+        sched.signals.changed(id, self.changed);
         if self.notify {
             sched.notifier.wake();
         }

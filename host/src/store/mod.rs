@@ -108,6 +108,9 @@ pub trait InstanceReads: Send + Sync {
     fn list_instances(&self, filter: InstanceFilter) -> StoreFuture<Vec<InstanceRow>>;
     /// How many instances have `status`.
     fn count_instances(&self, status: RuntimeStatus) -> StoreFuture<usize>;
+    /// The instance's activity calls still owed and timers still set (a
+    /// cancelled timer's row is gone).
+    fn pending_work(&self, pk: i64) -> StoreFuture<PendingWork>;
     /// The unfinished instances (neither completed, failed nor terminated)
     /// pinned to any version of `app`, oldest first.
     fn unfinished_of_app(&self, app: String) -> StoreFuture<Vec<InstanceRow>>;

@@ -120,12 +120,23 @@ pub struct StoredVersion {
 #[derive(Debug, Clone, Default)]
 pub struct InstanceFilter {
     pub statuses: Vec<RuntimeStatus>,
+    /// The orchestrator's name, exactly.
+    pub name: Option<String>,
     pub created_from: Option<i64>,
     pub created_to: Option<i64>,
     pub id_prefix: Option<String>,
     /// Continue after this (created_at, id).
     pub after: Option<(i64, String)>,
     pub limit: usize,
+}
+
+/// An instance's activity calls still owed and timers still set.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PendingWork {
+    /// (step, attempts already made, when the next attempt may run).
+    pub activities: Vec<(u32, u32, i64)>,
+    /// (step, due).
+    pub timers: Vec<(u32, i64)>,
 }
 
 /// A notification waiting for delivery.

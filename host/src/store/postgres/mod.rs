@@ -24,8 +24,8 @@ use crate::store::{
     now_ms, partition_of, ActivityRow, Apps, ChildStart, ColdRound, Committed, ContinueAsNew,
     CreateOutcome, Deployment, EnqueueOutcome, EpisodeCommit, EpisodeOutcome, Episodes, Fence,
     InstanceFilter, InstanceReads, InstanceRow, Leases, MoveCommit, Notification, Outbox,
-    OutboxRow, PinnedOrchestrator, Remote, RewindCommit, StoreError, StoreFuture, StoredVersion,
-    VersionRemoval, VersionRow, WorkQueues,
+    OutboxRow, PendingWork, PinnedOrchestrator, Remote, RewindCommit, StoreError, StoreFuture,
+    StoredVersion, VersionRemoval, VersionRow, WorkQueues,
 };
 
 /// The instance columns, in the order `rows::instance_row` reads them.
@@ -242,6 +242,7 @@ impl InstanceReads for PgStore {
                         AND ($3::bigint IS NULL OR created_at <= $3)
                         AND ($4::text IS NULL OR starts_with(id, $4))
                         AND (created_at > $5 OR (created_at = $5 AND id COLLATE \"C\" > $6))
+                        AND ($8::text IS NULL OR name = $8)
                       ORDER BY created_at, id COLLATE \"C\"
                       LIMIT $7"
                 );
@@ -256,6 +257,7 @@ impl InstanceReads for PgStore {
                             &after_time,
                             &after_id,
                             &(filter.limit as i64),
+                            &filter.name,
                         ],
                     )
                     .await?;
@@ -274,6 +276,33 @@ impl InstanceReads for PgStore {
                     )
                     .await?;
                 Ok(Ok(row.get::<_, i64>(0) as usize))
+            })
+        })
+    }
+
+    fn pending_work(&self, pk: i64) -> StoreFuture<PendingWork> {
+        self.read(move |c| {
+            Box::pin(async move {
+                let activities = c
+                    .query(
+                        "SELECT seq, attempt, run_at FROM activities WHERE instance_pk = $1 ORDER BY seq",
+                        &[&pk],
+                    )
+                    .await?;
+                let timers = c
+                    .query(
+                        "SELECT seq, fire_at FROM timers WHERE instance_pk = $1 ORDER BY seq",
+                        &[&pk],
+                    )
+                    .await?;
+                let step = |r: &tokio_postgres::Row| r.get::<_, i32>(0) as u32;
+                Ok(Ok(PendingWork {
+                    activities: activities
+                        .iter()
+                        .map(|r| (step(r), r.get::<_, i32>(1) as u32, r.get(2)))
+                        .collect(),
+                    timers: timers.iter().map(|r| (step(r), r.get(1))).collect(),
+                }))
             })
         })
     }
@@ -493,6 +522,7 @@ async fn start_child(
     let failed = Message::TaskFailed {
         seq: child.parent_seq,
         error: refusal,
+        attempts: 0,
     };
     insert_message(c, parent_pk, &failed).await?;
     Ok(parent.to_string())

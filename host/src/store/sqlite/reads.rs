@@ -5,7 +5,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use super::SqliteStore;
 use crate::engine::history::{HistoryEvent, Message, RetryPolicy, RuntimeStatus};
 use crate::store::{
-    ActivityRow, InstanceFilter, InstanceReads, InstanceRow, StoreError, StoreFuture,
+    ActivityRow, InstanceFilter, InstanceReads, InstanceRow, PendingWork, StoreError, StoreFuture,
 };
 
 pub(super) const INSTANCE_COLUMNS: &str = "id, name, version, status, input, output, \
@@ -137,6 +137,7 @@ impl InstanceReads for SqliteStore {
                     AND (?3 IS NULL OR created_at <= ?3)
                     AND (?4 IS NULL OR substr(id, 1, length(?4)) = ?4)
                     AND (created_at > ?5 OR (created_at = ?5 AND id > ?6))
+                    AND (?8 IS NULL OR name = ?8)
                   ORDER BY created_at, id
                   LIMIT ?7"
             );
@@ -149,7 +150,8 @@ impl InstanceReads for SqliteStore {
                     filter.id_prefix,
                     after_time,
                     after_id,
-                    filter.limit as i64
+                    filter.limit as i64,
+                    filter.name
                 ],
                 instance_row,
             )?;
@@ -179,6 +181,24 @@ impl InstanceReads for SqliteStore {
                 |r| r.get(0),
             )?;
             Ok(n as usize)
+        })
+    }
+
+    fn pending_work(&self, pk: i64) -> StoreFuture<PendingWork> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, attempt, run_at FROM activities WHERE instance_pk = ?1 ORDER BY seq",
+            )?;
+            let activities = stmt
+                .query_map([pk], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, fire_at FROM timers WHERE instance_pk = ?1 ORDER BY seq",
+            )?;
+            let timers = stmt
+                .query_map([pk], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(PendingWork { activities, timers })
         })
     }
 }

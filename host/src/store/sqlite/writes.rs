@@ -341,6 +341,7 @@ fn start_child(
             &Message::TaskFailed {
                 seq: child.parent_seq,
                 error,
+                attempts: 0,
             },
         )?;
         Ok(parent.to_string())
