@@ -57,6 +57,7 @@ impl Browser {
             .await
             .expect("a Chromium session");
         let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
+        let _ = std::fs::remove_dir_all(&shots);
         std::fs::create_dir_all(&shots).expect("the screenshot folder");
         Browser {
             driver,
@@ -213,6 +214,13 @@ fn an_operator_finds_a_waiting_verification_answers_it_and_terminates_another() 
         b.find("#instances-table tr[data-id='verify-alice']").await;
         b.wait_text("#count-Running b", "two running", |t| t == "2")
             .await;
+        // Each waiting instance says, in the list, what it waits for.
+        b.wait_text(
+            "#instances-table tr[data-id='verify-bob'] td.waits",
+            "what bob waits for",
+            |t| t.contains("event SmsChallengeResponse") && t.contains("timer due"),
+        )
+        .await;
         b.wait_text("#live", "the live stream", |t| t.contains("live"))
             .await;
         let cookies = b.client.get_all_cookies().await.unwrap();
@@ -336,6 +344,31 @@ fn an_operator_finds_a_waiting_verification_answers_it_and_terminates_another() 
         })
         .await;
         b.screenshot("6-apps").await;
+
+        // Deploy by upload (the file input takes the component's path): a
+        // refusal is shown with its reason; the app is named after the file.
+        let hello = durango_e2e::wasm("hello_sequence").display().to_string();
+        b.type_into("#deploy-name", "uploaded_hello").await;
+        b.type_into("#deploy-file", &hello).await;
+        b.click_and_confirm("form.card button[type=submit]").await;
+        b.wait_text("#toast", "the refusal", |t| {
+            t.contains("E1_HelloSequence is already deployed by app hello_sequence")
+        })
+        .await;
+        b.client
+            .goto(&host.url("/dashboard#/instances"))
+            .await
+            .unwrap();
+        b.client.goto(&host.url("/dashboard#/apps")).await.unwrap();
+        let approval = durango_e2e::wasm("approval").display().to_string();
+        b.type_into("#deploy-file", &approval).await;
+        b.click_and_confirm("form.card button[type=submit]").await;
+        b.wait_text("[data-app='approval']", "the uploaded app", |t| {
+            t.contains("orchestrator") && t.contains("current")
+        })
+        .await;
+        let versions = host.call("GET", "/admin/apps/approval/versions", None);
+        assert_eq!(versions.status, 200, "{}", versions.text);
 
         // Signing out leaves nothing to see.
         b.client.goto(&host.url("/dashboard")).await.unwrap();

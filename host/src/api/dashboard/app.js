@@ -187,7 +187,7 @@ function listView(params) {
     counts,
     form,
     el("table", { id: "instances-table" },
-      el("thead", {}, el("tr", {}, ["Instance", "Orchestrator", "Status", "Created", "Updated", "Custom status"].map((h) => el("th", {}, h)))),
+      el("thead", {}, el("tr", {}, ["Instance", "Orchestrator", "Status", "Waiting for", "Created", "Updated", "Custom status"].map((h) => el("th", {}, h)))),
       table),
     pager);
 
@@ -219,14 +219,18 @@ function listView(params) {
     const { body, headers: answer } = await api(`${PREFIX}/instances?${query}`, { headers });
     pages[page + 1] = answer.get("x-ms-continuation-token");
     shown = new Set(body.map((i) => i.instanceId));
+    const unfinished = body.filter((i) => !["Completed", "Failed", "Terminated"].includes(i.runtimeStatus));
+    const ids = new URLSearchParams(unfinished.map((i) => ["id", i.instanceId]));
+    const waits = unfinished.length ? (await api(`/dashboard/api/waiting?${ids}`)).body : {};
     table.replaceChildren(...body.map((i) => el("tr", { "data-id": i.instanceId },
       el("td", { class: "mono" }, el("a", { href: `#/instances/${encodeURIComponent(i.instanceId)}` }, i.instanceId)),
       el("td", {}, i.name),
       el("td", {}, statusBadge(i.runtimeStatus)),
+      el("td", { class: "waits" }, (waits[i.instanceId] || []).map(waitWords).reduce((acc, w) => acc.concat(acc.length ? [el("br"), w] : [w]), [])),
       el("td", {}, i.createdTime),
       el("td", {}, i.lastUpdatedTime),
       el("td", { class: "mono" }, i.customStatus === null || i.customStatus === undefined ? "" : JSON.stringify(i.customStatus)))));
-    if (!body.length) table.append(el("tr", {}, el("td", { colspan: 6, class: "muted" }, "No instances match.")));
+    if (!body.length) table.append(el("tr", {}, el("td", { colspan: 7, class: "muted" }, "No instances match.")));
     pager.replaceChildren(
       el("button", { disabled: page === 0, onclick: () => { page -= 1; loadPage(); } }, "‹ Previous"),
       el("span", { class: "muted" }, `page ${page + 1}`),
@@ -243,6 +247,29 @@ function listView(params) {
     // change the page.
     onChange: (change) => { if (change.status || shown.has(change.id)) later(); },
   };
+}
+
+// ---- what an instance waits for ------------------------------------------
+
+// One open step in words: what, and since when.
+function waitWords(w) {
+  let what;
+  switch (w.step) {
+    case "event": what = [el("span", { class: "what" }, `event ${w.name}`)]; break;
+    case "timer": what = [el("span", { class: "what" }, "timer"), " due ", ago(w.fireAt), ` (${time(w.fireAt)})`]; break;
+    case "activity": {
+      what = [el("span", { class: "what" }, `activity ${w.name}`)];
+      if (w.attemptsMade) what.push(` — attempt ${w.attemptsMade + 1}`, w.nextAttemptAt > Date.now() ? [", retry ", ago(w.nextAttemptAt)] : " running");
+      else what.push(" — running");
+      break;
+    }
+    case "subOrchestration": what = [el("span", { class: "what" }, `sub-orchestration ${w.name} `),
+      el("a", { href: `#/instances/${encodeURIComponent(w.instanceId)}` }, w.instanceId)]; break;
+    case "resume": what = [el("span", { class: "what" }, "resume"), " (suspended)"]; break;
+    case "start": what = [el("span", { class: "what" }, "its first episode")]; break;
+    default: what = [w.step];
+  }
+  return el("span", {}, ...what, el("span", { class: "muted" }, " — since ", ago(w.since)));
 }
 
 // ---- one instance --------------------------------------------------------
@@ -310,25 +337,7 @@ function instanceView(id) {
 
   function waitingCard(data) {
     const terminal = ["Completed", "Failed", "Terminated"].includes(data.status);
-    const items = data.waiting.map((w) => {
-      let what;
-      switch (w.step) {
-        case "event": what = [el("span", { class: "what" }, `event ${w.name}`)]; break;
-        case "timer": what = [el("span", { class: "what" }, "timer"), " due ", ago(w.fireAt), ` (${time(w.fireAt)})`]; break;
-        case "activity": {
-          what = [el("span", { class: "what" }, `activity ${w.name}`)];
-          if (w.attemptsMade) what.push(` — attempt ${w.attemptsMade + 1}`, w.nextAttemptAt > Date.now() ? [", retry ", ago(w.nextAttemptAt)] : " running");
-          else what.push(" — running");
-          break;
-        }
-        case "subOrchestration": what = [el("span", { class: "what" }, `sub-orchestration ${w.name} `),
-          el("a", { href: `#/instances/${encodeURIComponent(w.instanceId)}` }, w.instanceId)]; break;
-        case "resume": what = [el("span", { class: "what" }, "resume"), " (suspended)"]; break;
-        case "start": what = [el("span", { class: "what" }, "its first episode")]; break;
-        default: what = [w.step];
-      }
-      return el("li", { "data-step": w.step, "data-name": w.name }, ...what, el("span", { class: "muted" }, " — since ", ago(w.since)));
-    });
+    const items = data.waiting.map((w) => el("li", { "data-step": w.step, "data-name": w.name }, waitWords(w)));
     return el("div", { class: "card" },
       el("h2", {}, "Waiting for"),
       items.length ? el("ul", { class: "waiting", id: "waiting" }, items)

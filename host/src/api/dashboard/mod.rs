@@ -22,7 +22,7 @@ use super::auth::{has_session, same, session_token, SESSION_COOKIE};
 use super::{ApiError, ApiState};
 use crate::engine::history::RuntimeStatus;
 use crate::engine::timeline::Timeline;
-use crate::store::now_ms;
+use crate::store::{now_ms, InstanceRow};
 
 const PAGE: &str = include_str!("page.html");
 const LOGIN: &str = include_str!("login.html");
@@ -51,6 +51,7 @@ pub fn data() -> Router<ApiState> {
     Router::new()
         .route("/summary", get(summary))
         .route("/instances/{id}", get(instance))
+        .route("/waiting", get(waiting_of_many))
         .route("/events", get(events))
 }
 
@@ -190,17 +191,15 @@ fn parsed(text: Option<&str>) -> Value {
     })
 }
 
-/// One instance: its row, its history as a timeline, and what it waits for
-/// now, with each activity's attempts.
-async fn instance(
-    State(state): State<ApiState>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+/// What an unfinished instance waits for now, with each open activity's
+/// attempts; its timeline with cancelled timers marked. A finished
+/// instance waits for nothing.
+async fn waiting_for(
+    state: &ApiState,
+    row: &InstanceRow,
+) -> Result<(Timeline, Vec<Value>), ApiError> {
     let store = &state.host.store;
-    let Some(row) = store.instance(id.clone()).await? else {
-        return Err(ApiError::not_found(format!("no instance {id}")));
-    };
-    let history = store.history(id).await?;
+    let history = store.history(row.id.clone()).await?;
     let mut timeline = Timeline::of(&history);
     let mut waiting = Vec::new();
     match row.status {
@@ -226,6 +225,19 @@ async fn instance(
             }
         }
     }
+    Ok((timeline, waiting))
+}
+
+/// One instance: its row, its history as a timeline, and what it waits for
+/// now.
+async fn instance(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let Some(row) = state.host.store.instance(id.clone()).await? else {
+        return Err(ApiError::not_found(format!("no instance {id}")));
+    };
+    let (timeline, waiting) = waiting_for(&state, &row).await?;
     Ok(Json(json!({
         "id": row.id,
         "name": row.name,
@@ -241,6 +253,33 @@ async fn instance(
         "waiting": waiting,
         "now": now_ms(),
     })))
+}
+
+/// A page of the list asks at most this many at once.
+const WAITING_BATCH: usize = 100;
+
+/// What each of the instances `?id=A&id=B…` waits for (the list's column);
+/// an id with no instance is left out.
+async fn waiting_of_many(
+    State(state): State<ApiState>,
+    uri: axum::http::Uri,
+) -> Result<Json<Value>, ApiError> {
+    let ids: Vec<String> = form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .filter(|(k, _)| k == "id")
+        .map(|(_, v)| v.into_owned())
+        .collect();
+    if ids.len() > WAITING_BATCH {
+        return Err(ApiError::bad_request(format!(
+            "ask for at most {WAITING_BATCH} instances at once"
+        )));
+    }
+    let mut answer = serde_json::Map::new();
+    for id in ids {
+        if let Some(row) = state.host.store.instance(id.clone()).await? {
+            answer.insert(id, json!(waiting_for(&state, &row).await?.1));
+        }
+    }
+    Ok(Json(Value::Object(answer)))
 }
 
 /// Live updates for the page: an event per committed change of any
