@@ -219,6 +219,28 @@ fn list_filters_and_pages() {
     assert_eq!(running.status, 200);
     assert_eq!(running.body.as_array().unwrap().len(), 4);
 
+    let mut seen = every_page(&host, "instanceIdPrefix=page-&top=2");
+    seen.sort();
+    assert_eq!(seen, ids);
+
+    // The dashboard's list: newest first, one orchestrator's.
+    host.start_orchestration("E1_HelloSequence", "");
+    let mut newest_first = ids.clone();
+    newest_first.reverse();
+    assert_eq!(
+        every_page(&host, "name=EchoAfterEvent&newestFirst=true&top=2"),
+        newest_first
+    );
+    assert_eq!(every_page(&host, "name=E1_HelloSequence").len(), 1);
+    assert_eq!(
+        every_page(&host, "name=NoSuchOrchestrator"),
+        Vec::<String>::new()
+    );
+}
+
+/// The ids of every page of the list with `query`, following the
+/// continuation tokens.
+fn every_page(host: &Host, query: &str) -> Vec<String> {
     let mut seen = Vec::new();
     let mut token: Option<String> = None;
     loop {
@@ -228,11 +250,11 @@ fn list_filters_and_pages() {
         }
         let page = request(
             "GET",
-            &host.url(&format!("{PREFIX}/instances?instanceIdPrefix=page-&top=2")),
+            &host.url(&format!("{PREFIX}/instances?{query}")),
             &headers,
             None,
         );
-        assert_eq!(page.status, 200);
+        assert_eq!(page.status, 200, "{}", page.text);
         seen.extend(
             page.body
                 .as_array()
@@ -242,11 +264,9 @@ fn list_filters_and_pages() {
         );
         match page.header("x-ms-continuation-token") {
             Some(next) => token = Some(next.to_string()),
-            None => break,
+            None => return seen,
         }
     }
-    seen.sort();
-    assert_eq!(seen, ids);
 }
 
 #[test]

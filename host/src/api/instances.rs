@@ -313,6 +313,9 @@ pub struct ListQuery {
     /// The orchestrator's name (not a Durable Functions filter; the
     /// dashboard's).
     name: Option<String>,
+    /// Newest first (the dashboard's order; Durable Functions lists oldest
+    /// first).
+    newest_first: Option<String>,
     top: Option<String>,
     show_input: Option<String>,
 }
@@ -339,6 +342,7 @@ pub async fn list(
     }
     filter.id_prefix = query.instance_id_prefix.clone().filter(|p| !p.is_empty());
     filter.name = query.name.clone().filter(|n| !n.is_empty());
+    filter.newest_first = flag(&query.newest_first, false);
     if let Some(top) = &query.top {
         let top: usize = top
             .trim()

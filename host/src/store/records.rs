@@ -127,7 +127,21 @@ pub struct InstanceFilter {
     pub id_prefix: Option<String>,
     /// Continue after this (created_at, id).
     pub after: Option<(i64, String)>,
+    /// Newest first (the dashboard's order) instead of oldest first.
+    pub newest_first: bool,
     pub limit: usize,
+}
+
+impl InstanceFilter {
+    /// Where a page starts when no continuation says: before every row in
+    /// the list's order.
+    pub fn resume_after(&self) -> (i64, String) {
+        self.after.clone().unwrap_or(if self.newest_first {
+            (i64::MAX, String::new())
+        } else {
+            (i64::MIN, String::new())
+        })
+    }
 }
 
 /// An instance's activity calls still owed and timers still set.

@@ -209,7 +209,7 @@ function listView(params) {
   }
 
   async function loadPage() {
-    const query = new URLSearchParams({ top: PAGE_SIZE, showInput: "false" });
+    const query = new URLSearchParams({ top: PAGE_SIZE, showInput: "false", newestFirst: "true" });
     if (filters.status) query.set("runtimeStatus", filters.status);
     if (filters.name) query.set("name", filters.name);
     if (filters.prefix) query.set("instanceIdPrefix", filters.prefix);

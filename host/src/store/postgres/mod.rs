@@ -231,21 +231,29 @@ impl InstanceReads for PgStore {
         self.read(move |c| {
             Box::pin(async move {
                 let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
-                let (after_time, after_id) =
-                    filter.after.clone().unwrap_or((i64::MIN, String::new()));
-                let sql = concat!(
-                    "SELECT ",
-                    instance_columns!(),
-                    " FROM instances
-                      WHERE (cardinality($1::text[]) = 0 OR status = ANY($1))
-                        AND ($2::bigint IS NULL OR created_at >= $2)
-                        AND ($3::bigint IS NULL OR created_at <= $3)
-                        AND ($4::text IS NULL OR starts_with(id, $4))
-                        AND (created_at > $5 OR (created_at = $5 AND id COLLATE \"C\" > $6))
-                        AND ($8::text IS NULL OR name = $8)
-                      ORDER BY created_at, id COLLATE \"C\"
-                      LIMIT $7"
-                );
+                let (after_time, after_id) = filter.resume_after();
+                // Two fixed statements: the list's order is not the caller's text.
+                macro_rules! listed {
+                    ($cmp:literal, $dir:literal) => {
+                        concat!(
+                            "SELECT ",
+                            instance_columns!(),
+                            " FROM instances
+                              WHERE (cardinality($1::text[]) = 0 OR status = ANY($1))
+                                AND ($2::bigint IS NULL OR created_at >= $2)
+                                AND ($3::bigint IS NULL OR created_at <= $3)
+                                AND ($4::text IS NULL OR starts_with(id, $4))
+                                AND (created_at ", $cmp, " $5 OR (created_at = $5 AND id COLLATE \"C\" ", $cmp, " $6))
+                                AND ($8::text IS NULL OR name = $8)
+                              ORDER BY created_at ", $dir, ", id COLLATE \"C\" ", $dir, "
+                              LIMIT $7"
+                        )
+                    };
+                }
+                let sql = match filter.newest_first {
+                    true => listed!("<", "DESC"),
+                    false => listed!(">", "ASC"),
+                };
                 let found = c
                     .query(
                         sql,

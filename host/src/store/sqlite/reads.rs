@@ -129,16 +129,21 @@ impl InstanceReads for SqliteStore {
         self.read(move |conn| {
             let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
             let statuses = serde_json::to_string(&statuses).expect("strings serialize");
-            let (after_time, after_id) = filter.after.clone().unwrap_or((i64::MIN, String::new()));
+            let (after_time, after_id) = filter.resume_after();
+            // Fixed words: the list's order is not the caller's text.
+            let (cmp, dir) = match filter.newest_first {
+                true => ("<", "DESC"),
+                false => (">", "ASC"),
+            };
             let sql = format!(
                 "SELECT {INSTANCE_COLUMNS} FROM instances
                   WHERE (?1 = '[]' OR status IN (SELECT value FROM json_each(?1)))
                     AND (?2 IS NULL OR created_at >= ?2)
                     AND (?3 IS NULL OR created_at <= ?3)
                     AND (?4 IS NULL OR substr(id, 1, length(?4)) = ?4)
-                    AND (created_at > ?5 OR (created_at = ?5 AND id > ?6))
+                    AND (created_at {cmp} ?5 OR (created_at = ?5 AND id {cmp} ?6))
                     AND (?8 IS NULL OR name = ?8)
-                  ORDER BY created_at, id
+                  ORDER BY created_at {dir}, id {dir}
                   LIMIT ?7"
             );
             let mut stmt = conn.prepare_cached(&sql)?;
