@@ -291,6 +291,27 @@ mod tests {
     }
 
     #[test]
+    fn the_session_cookie_is_found_among_others_and_must_match_the_key() {
+        let mut headers = HeaderMap::new();
+        let token = session_token("k");
+        assert!(!token.contains('k'), "a digest, not the key");
+        headers.append(
+            axum::http::header::COOKIE,
+            format!("theme=dark; {SESSION_COOKIE}={token}")
+                .parse()
+                .unwrap(),
+        );
+        assert!(has_session(&headers, "k"));
+        assert!(!has_session(&headers, "another key"));
+        let mut forged = HeaderMap::new();
+        forged.append(
+            axum::http::header::COOKIE,
+            format!("x{SESSION_COOKIE}={token}").parse().unwrap(),
+        );
+        assert!(!has_session(&forged, "k"), "only the cookie of that name");
+    }
+
+    #[test]
     fn same_compares_whole_keys() {
         assert!(same(b"abc", b"abc"));
         assert!(!same(b"abc", b"abd"));
