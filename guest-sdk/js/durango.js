@@ -1,0 +1,405 @@
+// Durango's JavaScript SDK: the Durable Functions JavaScript programming
+// model (v4: `df.app.orchestration`, `df.app.activity`, generator
+// orchestrators yielding tasks) on the host's WIT world
+// `durango:orchestration/function-app`. An app's entry module registers its
+// functions and re-exports what the component exports:
+//
+//   import * as df from "./durango.js";
+//   df.app.orchestration("Hello", function* (context) { ... });
+//   df.app.activity("SayHello", { handler: (name) => `Hello ${name}!` });
+//   export { app, orchestrator, activity } from "./durango.js";
+//
+// Built with componentize-js against `wit/`; the host runs it exactly as a
+// Rust component: every host call below is the same deterministic call.
+
+import * as host from "durango:orchestration/orchestration@0.1.0";
+import * as settings from "durango:orchestration/settings@0.1.0";
+import * as links from "durango:orchestration/links@0.1.0";
+
+const orchestrators = new Map();
+const activities = new Map();
+
+// ---- tasks ------------------------------------------------------------------
+
+/** A unit of durable work the orchestrator yields and the host completes. */
+export class Task {
+  constructor(id) {
+    this.id = id;
+  }
+
+  /** The host's outcome: undefined while open, else `{tag: "ok"|"err", val}`. */
+  outcome() {
+    return host.taskResult(this.id);
+  }
+
+  get isCompleted() {
+    return this.outcome() !== undefined;
+  }
+
+  get isFaulted() {
+    return this.outcome()?.tag === "err";
+  }
+
+  /** The completed task's value (JSON-decoded), as Durable Functions gives it. */
+  get result() {
+    const outcome = this.outcome();
+    return outcome?.tag === "ok" ? JSON.parse(outcome.val) : undefined;
+  }
+
+  /** What yielding this task gives back: pending, a value, or an error. */
+  settle() {
+    const outcome = this.outcome();
+    if (outcome === undefined) return PENDING;
+    if (outcome.tag === "ok") return { value: JSON.parse(outcome.val) };
+    return { error: new Error(outcome.val) };
+  }
+
+  atomicIds() {
+    return [this.id];
+  }
+}
+
+/** A durable timer; `cancel()` drops it when the orchestration moves on. */
+export class TimerTask extends Task {
+  get isCancelled() {
+    return this.cancelled === true;
+  }
+
+  cancel() {
+    if (!this.isCompleted) {
+      host.cancelTimer(this.id);
+      this.cancelled = true;
+    }
+  }
+}
+
+/** An external event wait; `sender` says who raised it (verified by the host). */
+export class EventTask extends Task {
+  get sender() {
+    const sender = host.taskSender(this.id);
+    if (sender === undefined) return undefined;
+    return sender.tag === "holder" ? { holder: sender.val } : { kind: sender.tag };
+  }
+}
+
+const PENDING = Object.freeze({ pending: true });
+
+/** The first of several tasks to complete (`Task.any`): yields that task. */
+class WhenAny {
+  constructor(tasks) {
+    this.tasks = onlyAtomic(tasks, "Task.any");
+  }
+
+  settle() {
+    const index = host.whenAny(Uint32Array.from(this.tasks.map((t) => t.id)));
+    return index === undefined ? PENDING : { value: this.tasks[index] };
+  }
+}
+
+/** All of several tasks (`Task.all`): yields their values in order, or the
+ * first failure as soon as one fails. */
+class WhenAll {
+  constructor(tasks) {
+    this.tasks = onlyAtomic(tasks, "Task.all");
+  }
+
+  settle() {
+    const settled = this.tasks.map((t) => t.settle());
+    const failed = settled.find((s) => s.error);
+    if (failed) return failed;
+    if (settled.some((s) => s.pending)) return PENDING;
+    return { value: settled.map((s) => s.value) };
+  }
+}
+
+function onlyAtomic(tasks, what) {
+  const list = Array.from(tasks);
+  for (const task of list) {
+    if (!(task instanceof Task)) {
+      throw new TypeError(`${what} takes tasks made by context.df (activities, timers, events, sub-orchestrations)`);
+    }
+  }
+  return list;
+}
+
+/** `context.df.Task`, as in Durable Functions. */
+export const TaskSet = Object.freeze({
+  any: (tasks) => new WhenAny(tasks),
+  all: (tasks) => new WhenAll(tasks),
+});
+
+// ---- retries ----------------------------------------------------------------
+
+/** How the host retries a failing activity, as `df.RetryOptions`. */
+export class RetryOptions {
+  constructor(firstRetryIntervalInMilliseconds, maxNumberOfAttempts) {
+    this.firstRetryIntervalInMilliseconds = firstRetryIntervalInMilliseconds;
+    this.maxNumberOfAttempts = maxNumberOfAttempts;
+    this.backoffCoefficient = 1;
+    this.maxRetryIntervalInMilliseconds = 0;
+    this.retryTimeoutInMilliseconds = 0;
+  }
+
+  toPolicy() {
+    return {
+      maxAttempts: this.maxNumberOfAttempts,
+      firstRetryIntervalMs: BigInt(Math.max(0, Math.round(this.firstRetryIntervalInMilliseconds))),
+      backoffCoefficient: this.backoffCoefficient,
+      maxRetryIntervalMs: BigInt(Math.max(0, Math.round(this.maxRetryIntervalInMilliseconds))),
+      attemptTimeoutMs: BigInt(Math.max(0, Math.round(this.retryTimeoutInMilliseconds))),
+    };
+  }
+}
+
+// ---- the orchestration context ---------------------------------------------
+
+function json(value) {
+  return JSON.stringify(value === undefined ? null : value);
+}
+
+class DurableOrchestrationContext {
+  constructor(input) {
+    this.input = input;
+    this.Task = TaskSet;
+    this.continuedWith = undefined;
+  }
+
+  get instanceId() {
+    return host.instanceId();
+  }
+
+  get isReplaying() {
+    return host.isReplaying();
+  }
+
+  /** The orchestration's clock: when the current episode started. */
+  get currentUtcDateTime() {
+    return new Date(Number(host.currentTime()));
+  }
+
+  getInput() {
+    return this.input;
+  }
+
+  newGuid() {
+    return host.newGuid();
+  }
+
+  callActivity(name, input) {
+    return new Task(host.callActivity(name, json(input), undefined));
+  }
+
+  callActivityWithRetry(name, retryOptions, input) {
+    return new Task(host.callActivity(name, json(input), retryOptions.toPolicy()));
+  }
+
+  callSubOrchestrator(name, input, instanceId) {
+    return new Task(host.callSubOrchestrator(name, json(input), instanceId ?? undefined));
+  }
+
+  callSubOrchestratorWithRetry(name, _retryOptions, input, instanceId) {
+    // Sub-orchestrations are not retried by the host; run it once.
+    return this.callSubOrchestrator(name, input, instanceId);
+  }
+
+  /** A durable timer firing at `fireAt` (a Date, or milliseconds since the epoch). */
+  createTimer(fireAt) {
+    const at = fireAt instanceof Date ? fireAt.getTime() : Number(fireAt);
+    if (!Number.isFinite(at)) throw new TypeError("createTimer takes a Date or milliseconds since the epoch");
+    return new TimerTask(host.createTimer(BigInt(Math.max(0, Math.round(at)))));
+  }
+
+  waitForExternalEvent(name) {
+    return new EventTask(host.waitForEvent(name));
+  }
+
+  setCustomStatus(status) {
+    host.setCustomStatus(status === undefined || status === null ? undefined : JSON.stringify(status));
+  }
+
+  /** Start over with `input` once the orchestrator returns (an eternal orchestration's next round). */
+  continueAsNew(input) {
+    this.continuedWith = json(input);
+  }
+
+  /** A non-secret app setting, recorded in history on first read. */
+  getSetting(name) {
+    return host.getSetting(name);
+  }
+
+  /** Whether this instance runs the code after patch `name` (see the README). */
+  patched(name) {
+    return host.patched(name);
+  }
+
+  get startedVersion() {
+    return host.startedVersion();
+  }
+}
+
+/** A log written once, not again on replay (`context.log`, `context.warn`, …). */
+function orchestrationLogger() {
+  const at = (level) => (...parts) => host.log(level, parts.map(String).join(" "));
+  const log = at("info");
+  return Object.assign(log, { trace: at("trace"), debug: at("debug"), info: log, warn: at("warn"), error: at("error") });
+}
+
+// ---- running an orchestration ------------------------------------------------
+
+// The running orchestration: the guest keeps it between the host's calls.
+let running = null;
+
+function errorWords(error) {
+  if (error instanceof Error) return error.message || String(error);
+  return typeof error === "string" ? error : json(error);
+}
+
+/** Runs the generator until it waits for an open task or finishes. */
+function drive(state, sent) {
+  let next = sent;
+  for (;;) {
+    let step;
+    try {
+      step = next.error ? state.generator.throw(next.error) : state.generator.next(next.value);
+    } catch (error) {
+      running = null;
+      return { tag: "failed", val: errorWords(error) };
+    }
+    if (step.done) {
+      running = null;
+      const continued = state.context.continuedWith;
+      return continued === undefined
+        ? { tag: "completed", val: json(step.value) }
+        : { tag: "continued-as-new", val: continued };
+    }
+    const task = step.value;
+    if (!task || typeof task.settle !== "function") {
+      next = { error: new TypeError("an orchestrator yields tasks made by context.df (callActivity, createTimer, waitForExternalEvent, Task.any, Task.all)") };
+      continue;
+    }
+    const settled = task.settle();
+    if (settled.pending) {
+      state.waitingOn = task;
+      return { tag: "pending" };
+    }
+    next = settled;
+  }
+}
+
+function isGenerator(value) {
+  return value && typeof value.next === "function" && typeof value.throw === "function";
+}
+
+// ---- the component's exports -------------------------------------------------
+
+/** The function table (the WIT export `app`) and the registration of
+ * functions (Durable Functions' `df.app`). */
+export const app = {
+  functions() {
+    return [
+      ...[...orchestrators.keys()].map((name) => ({ name, kind: "orchestrator" })),
+      ...[...activities.keys()].map((name) => ({ name, kind: "activity" })),
+    ];
+  },
+
+  /** Registers a generator function as orchestrator `name`. */
+  orchestration(name, handler) {
+    if (typeof handler !== "function") throw new TypeError(`orchestration ${name} needs a generator function`);
+    orchestrators.set(name, handler);
+  },
+
+  /** Registers activity `name`: a function, or `{ handler }` as in Durable Functions v4. */
+  activity(name, options) {
+    const handler = typeof options === "function" ? options : options?.handler;
+    if (typeof handler !== "function") throw new TypeError(`activity ${name} needs a handler function`);
+    activities.set(name, handler);
+  },
+};
+
+/** The WIT export `orchestrator`. */
+export const orchestrator = {
+  start(name, input) {
+    const handler = orchestrators.get(name);
+    if (!handler) return { tag: "failed", val: `no orchestrator named ${name} in this app` };
+    let parsed;
+    try {
+      parsed = JSON.parse(input);
+    } catch {
+      return { tag: "failed", val: "the orchestration input is not JSON" };
+    }
+    const context = { df: new DurableOrchestrationContext(parsed), log: orchestrationLogger() };
+    let produced;
+    try {
+      produced = handler(context, parsed);
+    } catch (error) {
+      return { tag: "failed", val: errorWords(error) };
+    }
+    if (!isGenerator(produced)) {
+      // A plain function: its return value is the output.
+      const continued = context.df.continuedWith;
+      return continued === undefined
+        ? { tag: "completed", val: json(produced) }
+        : { tag: "continued-as-new", val: continued };
+    }
+    running = { generator: produced, context: context.df, waitingOn: null };
+    return drive(running, { value: undefined });
+  },
+
+  resume() {
+    if (!running) return { tag: "failed", val: "no orchestration is running in this instance" };
+    const settled = running.waitingOn.settle();
+    return settled.pending ? { tag: "pending" } : drive(running, settled);
+  },
+};
+
+/** What an activity knows about its call, and the app's settings. */
+class ActivityContext {
+  constructor(context) {
+    this.instanceId = context.instanceId;
+    this.idempotencyKey = context.idempotencyKey;
+    this.attempt = context.attempt;
+    this.sendEventUrl = context.sendEventUrl;
+    this.statusUrl = context.statusUrl;
+  }
+
+  /** An app setting (secrets included); undefined when unset. */
+  setting(name) {
+    return settings.get(name);
+  }
+
+  /** An app setting that must be set. */
+  requiredSetting(name) {
+    const value = settings.get(name);
+    if (value === undefined) throw new Error(`the setting ${name} is not set`);
+    return value;
+  }
+
+  /** A URL `holder` can POST `event`'s data to (expires at `expiresAt`, a Date, if given). */
+  eventLink(event, holder, expiresAt) {
+    return links.eventLink(event, holder, expiresAt ? BigInt(expiresAt.getTime()) : undefined);
+  }
+
+  statusLink(holder, expiresAt) {
+    return links.statusLink(holder, expiresAt ? BigInt(expiresAt.getTime()) : undefined);
+  }
+}
+
+/** The WIT export `activity`: runs one call to completion (async handlers
+ * included: the runtime runs the event loop until the promise settles). */
+export const activity = {
+  async run(name, input, context) {
+    const handler = activities.get(name);
+    if (!handler) throw `no activity named ${name} in this app`;
+    let parsed;
+    try {
+      parsed = JSON.parse(input);
+    } catch {
+      throw "the activity input is not JSON";
+    }
+    try {
+      return json(await handler(parsed, new ActivityContext(context)));
+    } catch (error) {
+      throw errorWords(error);
+    }
+  },
+};
