@@ -6,7 +6,12 @@ TARGET_DIR  ?= $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),$(CURDIR)/target)
 WASM_DIR    := $(TARGET_DIR)/wasm32-wasip2/guest
 DURANGO     := $(TARGET_DIR)/debug/durango
 GUESTS      := phone-verification hello-sequence approval monitor test-guests versioned
-SAMPLES     := $(WASM_DIR)/phone_verification.wasm $(WASM_DIR)/hello_sequence.wasm $(WASM_DIR)/approval.wasm $(WASM_DIR)/monitor.wasm
+# JavaScript function apps: the samples, built with the toolchain that
+# guest-sdk/js/package.json pins (installed under the target folder).
+JS_APPS     := hello_sequence_js phone_verification_js
+JS_WASM     := $(JS_APPS:%=$(WASM_DIR)/%.wasm)
+JS_TOOLS    := $(TARGET_DIR)/js-toolchain
+SAMPLES     := $(WASM_DIR)/phone_verification.wasm $(WASM_DIR)/hello_sequence.wasm $(WASM_DIR)/approval.wasm $(WASM_DIR)/monitor.wasm $(JS_WASM)
 DEMO_DB     ?= durango.db
 DEMO_SMS    ?= 127.0.0.1:7072
 # The end-to-end suites run a second time with each host on a database of
@@ -15,7 +20,7 @@ PG_SUITES   := phone_verification durability management approval notifications b
 
 export CARGO_TARGET_DIR := $(TARGET_DIR)
 
-.PHONY: all setup test-tools guests build demo test lint fmt clean
+.PHONY: all setup test-tools guests js-guests build demo test lint fmt clean
 
 all: build
 
@@ -23,7 +28,7 @@ all: build
 setup:
 	@rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 
-guests: setup
+guests: setup js-guests
 	$(CARGO) build --profile guest --target wasm32-wasip2 $(addprefix -p ,$(GUESTS))
 	@# The versions of the app the upgrade tests move instances between.
 	cp $(WASM_DIR)/versioned.wasm $(WASM_DIR)/versioned_v1.wasm
@@ -31,6 +36,26 @@ guests: setup
 	cp $(WASM_DIR)/versioned.wasm $(WASM_DIR)/versioned_v2.wasm
 	$(CARGO) build --profile guest --target wasm32-wasip2 -p versioned --features v3
 	cp $(WASM_DIR)/versioned.wasm $(WASM_DIR)/versioned_v3.wasm
+
+# npm ci again only when the pinned toolchain changes.
+$(JS_TOOLS)/.installed: guest-sdk/js/package.json guest-sdk/js/package-lock.json
+	@command -v npm >/dev/null || { echo "the JavaScript samples need Node.js and npm (Debian: apt-get install nodejs npm)"; exit 1; }
+	mkdir -p $(JS_TOOLS)
+	cp guest-sdk/js/package.json guest-sdk/js/package-lock.json $(JS_TOOLS)/
+	cd $(JS_TOOLS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+.SECONDEXPANSION:
+# A JavaScript app: its modules bundled into one (esbuild), then made a
+# component of the function-app world (componentize-js).
+$(WASM_DIR)/%_js.wasm: $(JS_TOOLS)/.installed guest-sdk/js/durango.js wit/durango.wit $$(wildcard orchestrators/$$(subst _,-,$$*)-js/*.js)
+	mkdir -p $(WASM_DIR)
+	$(JS_TOOLS)/node_modules/.bin/esbuild orchestrators/$(subst _,-,$*)-js/index.js --bundle --format=esm \
+	  --external:'durango:*' --log-level=warning --outfile=$(WASM_DIR)/$*_js.bundle.js
+	node $(JS_TOOLS)/node_modules/.bin/componentize-js --wit wit --world-name function-app \
+	  -o $@ $(WASM_DIR)/$*_js.bundle.js
+
+js-guests: $(JS_WASM)
 
 build: guests
 	$(CARGO) build -p durango
