@@ -108,6 +108,10 @@ pub trait InstanceReads: Send + Sync {
     fn list_instances(&self, filter: InstanceFilter) -> StoreFuture<Vec<InstanceRow>>;
     /// How many instances have `status`.
     fn count_instances(&self, status: RuntimeStatus) -> StoreFuture<usize>;
+    /// How many instances there are of each status: every status of
+    /// `RuntimeStatus::ALL`, in that order, zero included. One pass over
+    /// the status index (no table rows read).
+    fn count_by_status(&self) -> StoreFuture<Vec<(RuntimeStatus, u64)>>;
     /// The unfinished instances (neither completed, failed nor terminated)
     /// pinned to any version of `app`, oldest first.
     fn unfinished_of_app(&self, app: String) -> StoreFuture<Vec<InstanceRow>>;
@@ -259,6 +263,23 @@ pub trait Leases: Send + Sync {
     fn lease_round(&self, lease_ms: i64) -> StoreFuture<Option<HashMap<i32, i64>>>;
     /// What other hosts commit from now on, as it is committed.
     fn remote_changes(&self) -> StoreFuture<Option<mpsc::UnboundedReceiver<Remote>>>;
+}
+
+/// Folds a backend's `(status, count)` rows into one count per status of
+/// `RuntimeStatus::ALL`, in that order. A status the host cannot read
+/// counts as Failed, as reading the instance row itself answers.
+pub(crate) fn tally_statuses(
+    rows: impl IntoIterator<Item = (String, i64)>,
+) -> Vec<(RuntimeStatus, u64)> {
+    let mut counts: Vec<(RuntimeStatus, u64)> =
+        RuntimeStatus::ALL.iter().map(|s| (*s, 0)).collect();
+    for (status, n) in rows {
+        let status = RuntimeStatus::parse(&status).unwrap_or(RuntimeStatus::Failed);
+        if let Some(slot) = counts.iter_mut().find(|(s, _)| *s == status) {
+            slot.1 += n.max(0) as u64;
+        }
+    }
+    counts
 }
 
 /// A whole backend.

@@ -278,6 +278,23 @@ impl InstanceReads for PgStore {
         })
     }
 
+    fn count_by_status(&self) -> StoreFuture<Vec<(RuntimeStatus, u64)>> {
+        self.read(move |c| {
+            Box::pin(async move {
+                let rows = c
+                    .query(
+                        "SELECT status, COUNT(*) FROM instances GROUP BY status",
+                        &[],
+                    )
+                    .await?;
+                let rows = rows
+                    .iter()
+                    .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)));
+                Ok(Ok(crate::store::tally_statuses(rows)))
+            })
+        })
+    }
+
     fn unfinished_of_app(&self, app: String) -> StoreFuture<Vec<InstanceRow>> {
         self.read(move |c| {
             Box::pin(async move {
