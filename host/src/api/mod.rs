@@ -9,8 +9,10 @@ mod gate;
 mod history;
 mod instances;
 pub mod listen;
+mod metrics;
 mod urls;
 
+pub use metrics::metrics_router;
 pub use urls::encode;
 
 use std::sync::Arc;
@@ -170,6 +172,7 @@ pub fn router(host: Arc<Host>, body_limit: usize) -> Router {
             delete(admin::remove_version),
         )
         .layer(DefaultBodyLimit::max(DEPLOY_BODY_LIMIT));
+    let recorded = state.host.metrics.clone();
     Router::new()
         .nest(
             PREFIX,
@@ -177,11 +180,16 @@ pub fn router(host: Arc<Host>, body_limit: usize) -> Router {
         )
         .nest("/api", starter.layer(DefaultBodyLimit::max(body_limit)))
         .nest("/admin", admin)
+        .route("/metrics", get(metrics::metrics))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            recorded,
+            metrics::record,
         ))
         .layer(axum::middleware::from_fn(json_errors))
         .with_state(state)
@@ -198,6 +206,7 @@ pub fn rpc_router(host: Arc<Host>, body_limit: usize) -> Router {
         },
         host,
     };
+    let recorded = state.host.metrics.clone();
     Router::new()
         .nest(
             RPC_PREFIX,
@@ -205,6 +214,10 @@ pub fn rpc_router(host: Arc<Host>, body_limit: usize) -> Router {
         )
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            recorded,
+            metrics::record,
+        ))
         .layer(axum::middleware::from_fn(json_errors))
         .with_state(state)
 }

@@ -40,6 +40,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::engine::history::{HistoryEvent, Message, RuntimeStatus};
+use crate::metrics::StoreMetrics;
 pub use records::*;
 
 /// What every store method returns: a future that owns its inputs.
@@ -290,12 +291,22 @@ impl<T: InstanceReads + Episodes + WorkQueues + Outbox + Apps + Leases> Store fo
 /// Opens the store `db` names: a `postgres://` or `postgresql://` URL, or
 /// the path of a SQLite file.
 pub async fn open(db: &str, durability: Durability) -> Result<Arc<dyn Store>, StoreError> {
+    open_observed(db, durability, StoreMetrics::unregistered()).await
+}
+
+/// `open`, with the writers' group commits recorded on `metrics`.
+pub async fn open_observed(
+    db: &str,
+    durability: Durability,
+    metrics: StoreMetrics,
+) -> Result<Arc<dyn Store>, StoreError> {
     if is_postgres(db) {
-        return Ok(Arc::new(postgres::PgStore::open(db).await?));
+        return Ok(Arc::new(postgres::PgStore::open(db, metrics).await?));
     }
     Ok(Arc::new(sqlite::SqliteStore::open(
         std::path::Path::new(db),
         durability,
+        metrics,
     )?))
 }
 

@@ -20,6 +20,7 @@ use conn::{Conn, Readers};
 use writer::{TxFuture, TxResult, Writers};
 
 use crate::engine::history::{HistoryEvent, Message, RuntimeStatus};
+use crate::metrics::StoreMetrics;
 use crate::store::{
     now_ms, partition_of, ActivityRow, Apps, ChildStart, ColdRound, Committed, ContinueAsNew,
     CreateOutcome, Deployment, EnqueueOutcome, EpisodeCommit, EpisodeOutcome, Episodes, Fence,
@@ -105,7 +106,7 @@ pub struct PgStore {
 
 impl PgStore {
     /// Connects to the database `url` names and brings its schema up to date.
-    pub async fn open(url: &str) -> Result<PgStore, StoreError> {
+    pub async fn open(url: &str, metrics: StoreMetrics) -> Result<PgStore, StoreError> {
         let config: Config = url
             .parse()
             .map_err(|e| StoreError::Unavailable(format!("not a PostgreSQL URL: {e}")))?;
@@ -114,7 +115,7 @@ impl PgStore {
         let host: [u8; 8] = rand::random();
         let io = Arc::new(io::IoThread::start()?);
         Ok(PgStore {
-            writers: Arc::new(Writers::start(config.clone(), WRITERS, &io).await?),
+            writers: Arc::new(Writers::start(config.clone(), WRITERS, &io, metrics).await?),
             readers: Arc::new(Readers::new(config.clone(), READERS, io.clone())),
             io,
             config,

@@ -11,11 +11,13 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use super::StoreError;
+use crate::metrics::StoreMetrics;
 
 /// Most transactions folded into one commit.
 const MAX_BATCH: usize = 512;
@@ -83,7 +85,11 @@ pub(crate) struct Writer {
 impl Writer {
     /// Starts the writer on `conn` and the checkpointer on `checkpoints`
     /// (a second connection to the same file).
-    pub(crate) fn start(conn: Connection, checkpoints: Connection) -> rusqlite::Result<Writer> {
+    pub(crate) fn start(
+        conn: Connection,
+        checkpoints: Connection,
+        metrics: StoreMetrics,
+    ) -> rusqlite::Result<Writer> {
         conn.execute_batch("PRAGMA wal_autocheckpoint=0")?;
         let (jobs, queue) = mpsc::channel::<Box<dyn Job>>();
         let (due, checkpoint_due) = mpsc::sync_channel::<()>(1);
@@ -91,7 +97,7 @@ impl Writer {
         let frames = wal_frames.clone();
         thread::Builder::new()
             .name("durango-writer".into())
-            .spawn(move || run(conn, queue, due, &frames))
+            .spawn(move || run(conn, queue, due, &frames, &metrics))
             .expect("spawn the SQLite writer thread");
         thread::Builder::new()
             .name("durango-checkpoint".into())
@@ -128,6 +134,7 @@ fn run(
     queue: mpsc::Receiver<Box<dyn Job>>,
     checkpoint: mpsc::SyncSender<()>,
     wal_frames: &AtomicU32,
+    metrics: &StoreMetrics,
 ) {
     let mut commits = 0u32;
     while let Ok(first) = queue.recv() {
@@ -138,9 +145,11 @@ fn run(
                 Err(_) => break,
             }
         }
+        let began = Instant::now();
         let committed = commit(&conn, &mut batch);
         match &committed {
-            Ok(()) => {
+            Ok(sync) => {
+                metrics.group_commit(batch.len(), began.elapsed(), *sync);
                 commits += 1;
                 if commits.is_multiple_of(COMMITS_PER_CHECKPOINT) {
                     // Full means one is already due: nothing to add.
@@ -155,14 +164,16 @@ fn run(
             }
             Err(error) => tracing::error!(%error, "group commit failed"),
         }
+        let committed = committed.map(drop);
         for job in batch {
             job.finish(committed.clone());
         }
     }
 }
 
-/// Runs the batch in one transaction and commits it.
-fn commit(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
+/// Runs the batch in one transaction and commits it; answers how long the
+/// COMMIT took (writing and syncing the WAL).
+fn commit(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<Duration, StoreError> {
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let mut all_ok = true;
     for job in batch.iter_mut() {
@@ -181,10 +192,12 @@ fn commit(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<(), StoreErro
             in_savepoint(conn, job.as_mut())?;
         }
     }
+    let syncing = Instant::now();
     conn.execute_batch("COMMIT").map_err(|e| {
         let _ = conn.execute_batch("ROLLBACK");
         StoreError::from(e)
-    })
+    })?;
+    Ok(syncing.elapsed())
 }
 
 /// Copies committed WAL frames into the database whenever the writer says

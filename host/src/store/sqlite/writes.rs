@@ -676,7 +676,12 @@ mod tests {
     async fn store_with_an_instance(name: &str) -> (SqliteStore, InstanceRow, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("durango-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let store = SqliteStore::open(&dir.join("t.db"), Durability::Normal).unwrap();
+        let store = SqliteStore::open(
+            &dir.join("t.db"),
+            Durability::Normal,
+            crate::metrics::StoreMetrics::unregistered(),
+        )
+        .unwrap();
         let pending = InstanceRow::pending("i".into(), "O".into(), "v".into(), "7".into(), None);
         let CreateOutcome::Created(row, _) = store.create_instance(pending, vec![]).await.unwrap()
         else {
