@@ -87,6 +87,15 @@ pub enum TrapKind {
 }
 
 impl TrapKind {
+    const ALL: [TrapKind; 6] = [
+        TrapKind::Epoch,
+        TrapKind::OutOfFuel,
+        TrapKind::Memory,
+        TrapKind::StackOverflow,
+        TrapKind::Unreachable,
+        TrapKind::Other,
+    ];
+
     fn as_str(self) -> &'static str {
         match self {
             TrapKind::Epoch => "epoch",
@@ -286,7 +295,7 @@ impl Metrics {
         );
         r.register(
             "inbox_events",
-            "External events raised through this host since it started and not yet consumed by an episode",
+            "External events raised through this host since it started that no committed episode has taken in yet (e.g. held while their instance is suspended)",
             m.inbox_depth.clone(),
         );
         r.register(
@@ -331,6 +340,15 @@ impl Metrics {
             Unit::Seconds,
             m.http_seconds.clone(),
         );
+        // The bounded label sets start at 0, so rates see their first event.
+        for kind in TrapKind::ALL {
+            let _ = metrics.traps.get_or_create(&TrapLabel {
+                kind: kind.as_str(),
+            });
+        }
+        for role in ["orchestrator", "activity"] {
+            let _ = metrics.instantiations.get_or_create(&RoleLabel { role });
+        }
         Metrics {
             registry,
             ..metrics
@@ -364,12 +382,14 @@ impl Metrics {
         self.activity_seconds
             .get_or_create(&label)
             .observe(took.as_secs_f64());
-        if failed {
-            self.activity_failures.get_or_create(&label).inc();
-        }
-        if retried {
-            self.activity_retries.get_or_create(&label).inc();
-        }
+        // Made (at 0) with the function's first call, so that a failure
+        // ratio has both sides from the start.
+        self.activity_failures
+            .get_or_create(&label)
+            .inc_by(u64::from(failed));
+        self.activity_retries
+            .get_or_create(&label)
+            .inc_by(u64::from(retried));
     }
 
     fn function_label(&self, function: &str) -> FunctionLabel {
