@@ -112,6 +112,7 @@ impl TrapKind {
 #[derive(Clone)]
 pub struct StoreMetrics {
     transactions: Histogram,
+    episodes: Histogram,
     commit: Histogram,
     sync: Histogram,
 }
@@ -122,15 +123,24 @@ impl StoreMetrics {
     pub fn unregistered() -> StoreMetrics {
         StoreMetrics {
             transactions: Histogram::new(batch_buckets()),
+            episodes: Histogram::new(batch_buckets()),
             commit: Histogram::new(latency_buckets()),
             sync: Histogram::new(latency_buckets()),
         }
     }
 
-    /// A group commit of `transactions` logical transactions took `total`
-    /// (from BEGIN to the end of COMMIT), of which `sync` in the COMMIT.
-    pub fn group_commit(&self, transactions: usize, total: Duration, sync: Duration) {
+    /// A group commit of `transactions` logical transactions, `episodes`
+    /// of them episode commits, took `total` (from BEGIN to the end of
+    /// COMMIT), of which `sync` in the COMMIT.
+    pub fn group_commit(
+        &self,
+        transactions: usize,
+        episodes: usize,
+        total: Duration,
+        sync: Duration,
+    ) {
         self.transactions.observe(transactions as f64);
+        self.episodes.observe(episodes as f64);
         self.commit.observe(total.as_secs_f64());
         self.sync.observe(sync.as_secs_f64());
     }
@@ -177,9 +187,10 @@ fn latency_buckets() -> impl Iterator<Item = f64> {
     exponential_buckets(0.0001, 2.0, 19)
 }
 
-/// Transactions per group commit: 1 to 512, doubling (the writers' most).
+/// Transactions (or episodes) per group commit: 0, then 1 to 512,
+/// doubling (the writers' most).
 fn batch_buckets() -> impl Iterator<Item = f64> {
-    exponential_buckets(1.0, 2.0, 10)
+    std::iter::once(0.0).chain(exponential_buckets(1.0, 2.0, 10))
 }
 
 /// Timer lateness, from 1 ms to ~65 s, doubling.
@@ -243,6 +254,11 @@ impl Metrics {
             "store_group_commit_transactions",
             "Logical transactions (episode commits, enqueued messages, fired timers, ...) per database commit",
             m.store.transactions.clone(),
+        );
+        r.register(
+            "store_group_commit_episodes",
+            "Episode commits per database commit",
+            m.store.episodes.clone(),
         );
         r.register_with_unit(
             "store_group_commit_duration",

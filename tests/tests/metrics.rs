@@ -318,6 +318,7 @@ fn metrics_count_what_ran_by_function_and_route_and_name_no_instance() {
         "durango_episodes_total",
         "durango_episode_duration_seconds",
         "durango_store_group_commit_transactions",
+        "durango_store_group_commit_episodes",
         "durango_store_group_commit_duration_seconds",
         "durango_store_group_commit_sync_duration_seconds",
         "durango_activity_calls_total",
@@ -375,6 +376,12 @@ fn metrics_count_what_ran_by_function_and_route_and_name_no_instance() {
         commits
     );
     assert!(m.value("durango_store_group_commit_transactions_sum", &[]) >= commits);
+    // Every episode that wrote anything was committed in some group commit.
+    let episodes_committed = m.value("durango_store_group_commit_episodes_sum", &[]);
+    assert!(
+        episodes_committed >= (HELLOS * 4) as f64 && episodes_committed <= episodes,
+        "episodes committed {episodes_committed} of {episodes} run"
+    );
     assert!(
         m.sum(
             "durango_guest_instantiation_duration_seconds_count",

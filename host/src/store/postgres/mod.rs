@@ -1019,7 +1019,7 @@ impl Episodes for PgStore {
             });
         }
         let (commit, host) = (Arc::new(commit), self.host.clone());
-        self.writers.write(&key, move |c| {
+        self.writers.write_episode(&key, move |c| {
             let (commit, host) = (commit.clone(), host.clone());
             Box::pin(async move { commit_episode(c, &host, &commit).await })
         })

@@ -45,10 +45,13 @@ trait Job: Send {
     fn run<'a>(&'a mut self, conn: &'a Conn) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
     /// Tells the caller once the commit's fate is known.
     fn finish(self: Box<Self>, committed: Result<(), StoreError>);
+    /// Whether it is an episode's commit (for the metrics).
+    fn is_episode(&self) -> bool;
 }
 
 struct Transaction<R, F> {
     work: F,
+    episode: bool,
     outcome: Option<TxResult<R>>,
     reply: oneshot::Sender<Result<R, StoreError>>,
 }
@@ -74,6 +77,10 @@ where
             (Ok(()), None) => Err(StoreError::Stopped),
         };
         let _ = self.reply.send(result);
+    }
+
+    fn is_episode(&self) -> bool {
+        self.episode
     }
 }
 
@@ -134,9 +141,27 @@ impl<M: Mergeable> Writers<M> {
         R: Send + 'static,
         F: for<'c> Fn(&'c Conn) -> TxFuture<'c, R> + Send + 'static,
     {
+        self.write_as(key, false, work)
+    }
+
+    /// `write`, for an episode's commit.
+    pub(super) fn write_episode<R, F>(&self, key: &str, work: F) -> StoreFuture<R>
+    where
+        R: Send + 'static,
+        F: for<'c> Fn(&'c Conn) -> TxFuture<'c, R> + Send + 'static,
+    {
+        self.write_as(key, true, work)
+    }
+
+    fn write_as<R, F>(&self, key: &str, episode: bool, work: F) -> StoreFuture<R>
+    where
+        R: Send + 'static,
+        F: for<'c> Fn(&'c Conn) -> TxFuture<'c, R> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
         let job = Box::new(Transaction {
             work,
+            episode,
             outcome: None,
             reply,
         });
@@ -202,7 +227,15 @@ async fn run<M: Mergeable>(
             committed = commit(&conn, &mut batch).await;
         }
         if let Ok(sync) = &committed {
-            metrics.group_commit(batch.len(), began.elapsed(), *sync);
+            // Mergeable work is the common episode (`one_statement`).
+            let episodes = batch
+                .iter()
+                .filter(|queued| match &queued.work {
+                    Work::Steps(job) => job.is_episode(),
+                    Work::Merged(_) => true,
+                })
+                .count();
+            metrics.group_commit(batch.len(), episodes, began.elapsed(), *sync);
         }
         let committed = committed.map(drop).map_err(pg_error);
         if let Err(error) = &committed {

@@ -128,7 +128,16 @@ impl SqliteStore {
         R: Send + 'static,
         F: Fn(&Connection) -> rusqlite::Result<R> + Send + 'static,
     {
-        Box::pin(self.writer.write(work))
+        Box::pin(self.writer.write(false, work))
+    }
+
+    /// `write`, for an episode's commit.
+    fn write_episode<R, F>(&self, work: F) -> StoreFuture<R>
+    where
+        R: Send + 'static,
+        F: Fn(&Connection) -> rusqlite::Result<R> + Send + 'static,
+    {
+        Box::pin(self.writer.write(true, work))
     }
 }
 

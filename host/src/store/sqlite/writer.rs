@@ -47,10 +47,13 @@ trait Job: Send {
     fn run(&mut self, conn: &Connection) -> bool;
     /// Tells the caller once the commit's fate is known.
     fn finish(self: Box<Self>, committed: Result<(), StoreError>);
+    /// Whether it is an episode's commit (for the metrics).
+    fn is_episode(&self) -> bool;
 }
 
 struct Transaction<R, F> {
     work: F,
+    episode: bool,
     outcome: Option<rusqlite::Result<R>>,
     reply: oneshot::Sender<Result<R, StoreError>>,
 }
@@ -74,6 +77,10 @@ where
             (Ok(()), None) => Err(StoreError::Stopped),
         };
         let _ = self.reply.send(result);
+    }
+
+    fn is_episode(&self) -> bool {
+        self.episode
     }
 }
 
@@ -106,11 +113,15 @@ impl Writer {
         Ok(Writer { jobs })
     }
 
-    /// Queues `work` for the next group commit at once (transactions
+    /// Queues `work` (an episode's commit, or not) for the next group commit at once (transactions
     /// commit in the order they were queued); the future resolves once it
     /// is on disk. `work` may run more than once (after a rollback caused
     /// by another transaction), so it must only touch the database.
-    pub(crate) fn write<R, F>(&self, work: F) -> impl Future<Output = Result<R, StoreError>>
+    pub(crate) fn write<R, F>(
+        &self,
+        episode: bool,
+        work: F,
+    ) -> impl Future<Output = Result<R, StoreError>>
     where
         R: Send + 'static,
         F: Fn(&Connection) -> rusqlite::Result<R> + Send + 'static,
@@ -118,6 +129,7 @@ impl Writer {
         let (reply, answer) = oneshot::channel();
         let job = Box::new(Transaction {
             work,
+            episode,
             outcome: None,
             reply,
         });
@@ -149,7 +161,8 @@ fn run(
         let committed = commit(&conn, &mut batch);
         match &committed {
             Ok(sync) => {
-                metrics.group_commit(batch.len(), began.elapsed(), *sync);
+                let episodes = batch.iter().filter(|job| job.is_episode()).count();
+                metrics.group_commit(batch.len(), episodes, began.elapsed(), *sync);
                 commits += 1;
                 if commits.is_multiple_of(COMMITS_PER_CHECKPOINT) {
                     // Full means one is already due: nothing to add.
