@@ -571,6 +571,10 @@ impl Host {
             .await?;
         if let EnqueueOutcome::Queued(inbox_id) = outcome {
             if matches!(message, Message::EventRaised { .. }) {
+                // Counted before the hand-over, which is what runs the
+                // episode that takes it in. (A round reading the inbox for
+                // other work could take it in first only by committing in
+                // between: then the count keeps it, and says one too many.)
                 self.signals.event_queued(id, inbox_id);
             }
             self.scheduler.dispatcher.hand_over(id, inbox_id, message);
