@@ -486,3 +486,53 @@ fn the_parser_in_this_suite_refuses_what_prometheus_would() {
         assert!(caught.is_err(), "accepted {bad:?}");
     }
 }
+
+#[test]
+fn traps_are_counted_by_kind_and_activity_retries_by_function() {
+    // A step limit the spin reaches in two seconds, and the overflow long
+    // before (it takes microseconds) however slow the machine is.
+    let host = Host::start(
+        HostOptions::default()
+            .arg("--orchestrator-step-ms")
+            .arg("2000"),
+    );
+    let failed = |orchestrator: &str, input: &str| {
+        let id = host.start_orchestration(orchestrator, input);
+        let status = host.wait_finished(&id);
+        assert_eq!(
+            status["runtimeStatus"], "Failed",
+            "{orchestrator}: {status}"
+        );
+        id
+    };
+    let mut ids = vec![
+        failed("Panics", "\"on purpose\""),
+        failed("Overflows", "100000000"),
+        failed("Spins", "null"),
+    ];
+    // Fails twice, succeeds on the third attempt.
+    let retried = host.start_orchestration("Retries", "3");
+    assert_eq!(host.wait_finished(&retried)["runtimeStatus"], "Completed");
+    ids.push(retried);
+
+    let m = scrape(&host);
+    let traps = |kind: &str| m.value("durango_guest_traps_total", &[("kind", kind)]);
+    assert_eq!(traps("unreachable"), 1.0, "the panic");
+    assert_eq!(traps("stack_overflow"), 1.0);
+    assert_eq!(traps("epoch"), 1.0, "the spin stopped at its time limit");
+    assert_eq!(traps("memory") + traps("out_of_fuel") + traps("other"), 0.0);
+    let of = |name: &str| m.value(name, &[("function", "FailsTwice")]);
+    assert_eq!(of("durango_activity_calls_total"), 3.0);
+    assert_eq!(of("durango_activity_failures_total"), 2.0);
+    assert_eq!(of("durango_activity_retries_total"), 2.0);
+    assert_eq!(m.value("durango_instances", &[("status", "Failed")]), 3.0);
+    for sample in &m.samples {
+        for value in sample.labels.values() {
+            assert!(
+                !ids.iter().any(|id| value.contains(id.as_str())),
+                "{}: {value}",
+                sample.name
+            );
+        }
+    }
+}
