@@ -13,6 +13,7 @@ use crate::check::{self, CheckReport, Replayed};
 use crate::engine::history::{Message, RuntimeStatus};
 use crate::engine::rewind;
 use crate::links::LinkSigner;
+use crate::metrics::{Metrics, Snapshot};
 use crate::notify::{Change, Notifier};
 use crate::runtime::{FunctionInfo, GuestLimits, RandomKey, Runtime};
 use crate::scheduler::dispatch::{start_in_two_commits, Starting, CONCURRENT_EPISODES};
@@ -58,6 +59,8 @@ pub struct Host {
     pub catalog: Arc<Catalog>,
     pub signals: Arc<Signals>,
     pub(crate) scheduler: Arc<Scheduler>,
+    /// What `/metrics` shows.
+    pub metrics: Arc<Metrics>,
 }
 
 fn random_secret() -> String {
@@ -151,7 +154,10 @@ impl Host {
     /// Opens the store, loads the deployed apps, starts the schedulers and
     /// picks up the work that was under way when the host last stopped.
     pub async fn start(config: HostConfig) -> anyhow::Result<Arc<Host>> {
-        let store = crate::store::open(&config.db, config.durability).await?;
+        let metrics = Arc::new(Metrics::new());
+        let store =
+            crate::store::open_observed(&config.db, config.durability, metrics.store.clone())
+                .await?;
         let key = match config.key {
             Some(key) => key,
             None => store.meta_secret("system_key", random_secret()).await?,
@@ -182,6 +188,7 @@ impl Host {
             config.limits,
             config.hot_instances + CONCURRENT_EPISODES,
             config.activity_workers.max(1),
+            metrics.clone(),
         )?);
         let catalog = Arc::new(Catalog::new(store.clone(), runtime.clone()));
         catalog.reload().await?;
@@ -198,6 +205,7 @@ impl Host {
             activity_workers: config.activity_workers,
             timer_horizon: config.timer_horizon,
             lease: config.lease,
+            metrics: metrics.clone(),
         })
         .await?;
         let host = Arc::new(Host {
@@ -209,8 +217,22 @@ impl Host {
             catalog,
             signals,
             scheduler,
+            metrics,
         });
         Ok(host)
+    }
+
+    /// The metrics in the Prometheus text format, with what only the store
+    /// and the scheduler know read now.
+    pub async fn metrics_text(&self) -> Result<String, StoreError> {
+        let instances = self.store.count_by_status().await?;
+        let snapshot = Snapshot {
+            instances,
+            timers_pending: self.scheduler.timers.pending(),
+            hot_cache_size: self.scheduler.dispatcher.hot_cache_size(),
+            inbox_depth: self.signals.events_pending(),
+        };
+        Ok(self.metrics.encode(&snapshot))
     }
 
     /// Has the instance read its inbox and act on what is there.
@@ -548,6 +570,13 @@ impl Host {
             .enqueue(id.to_string(), execution, message.clone())
             .await?;
         if let EnqueueOutcome::Queued(inbox_id) = outcome {
+            if matches!(message, Message::EventRaised { .. }) {
+                // Counted before the hand-over, which is what runs the
+                // episode that takes it in. (A round reading the inbox for
+                // other work could take it in first only by committing in
+                // between: then the count keeps it, and says one too many.)
+                self.signals.event_queued(id, inbox_id);
+            }
             self.scheduler.dispatcher.hand_over(id, inbox_id, message);
         }
         Ok(outcome)
@@ -580,6 +609,7 @@ impl Host {
     /// Deletes an instance's state and history.
     pub async fn purge(&self, id: &str) -> Result<bool, StoreError> {
         let purged = self.store.purge_instance(id.to_string()).await?;
+        self.signals.purged(id);
         self.scheduler.dispatcher.forget(id);
         self.signals.changed(id, None);
         Ok(purged)

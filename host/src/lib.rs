@@ -3,7 +3,8 @@
 //! `host` wires the parts together: `store` (SQLite, one writer with group
 //! commit), `engine` (history, replay, episodes), `runtime` (wasmtime and the
 //! deterministic sandbox), `scheduler` (dispatch, timers, activity workers),
-//! `links` (signed links for people) and `api` (the HTTP routes). `client` is the CLI's side of the API.
+//! `links` (signed links for people), `metrics` (what Prometheus scrapes) and
+//! `api` (the HTTP routes). `client` is the CLI's side of the API.
 
 pub mod api;
 pub mod bench;
@@ -14,6 +15,7 @@ pub mod engine;
 pub mod fake_sms;
 pub mod host;
 pub mod links;
+pub mod metrics;
 pub mod notify;
 pub mod paths;
 pub mod runtime;

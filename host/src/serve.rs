@@ -88,6 +88,11 @@ pub struct ServeArgs {
     /// (the clients' `rpcBaseUrl`, e.g. 127.0.0.1:17071); loopback only.
     #[arg(long, env = "DURANGO_RPC_LISTEN")]
     pub rpc_listen: Option<SocketAddr>,
+    /// Also serve Prometheus metrics at /metrics on this address, without a
+    /// key (for a private scrape network; /metrics on the main listener
+    /// needs the key).
+    #[arg(long, env = "DURANGO_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Linear memory one guest instance may use, in MiB.
     #[arg(long, env = "DURANGO_GUEST_MEMORY_MB", default_value_t = 256)]
     pub guest_memory_mb: usize,
@@ -177,6 +182,24 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let metrics = match args.metrics_listen {
+        Some(at) => {
+            let metrics_listener = tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("cannot listen on {at}"))?;
+            println!(
+                "metrics listening on http://{}/metrics",
+                metrics_listener.local_addr()?
+            );
+            Some(api::listen::serve(
+                metrics_listener,
+                api::metrics_router(host.clone()),
+                connections.clone(),
+                ctrl_c(),
+            ))
+        }
+        None => None,
+    };
     // Printed last: scripts wait for this line before they talk to us.
     println!("listening on http://{address}");
     match key_from_env {
@@ -199,7 +222,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             rpc.await;
         }
     };
-    tokio::join!(main, rpc);
+    let metrics = async {
+        if let Some(metrics) = metrics {
+            metrics.await;
+        }
+    };
+    tokio::join!(main, rpc, metrics);
     Ok(())
 }
 

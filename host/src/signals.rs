@@ -6,7 +6,9 @@
 //! after its commits; the host's operations wait. With several hosts on
 //! one database, changes committed elsewhere arrive here too.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{broadcast, watch};
 
@@ -44,6 +46,11 @@ pub struct Signals {
     /// Callers waiting for an inbox message to be consumed by a committed
     /// episode (or dropped because its instance finished).
     consumed: Waiters<i64, ()>,
+    /// External events raised through this host and not yet consumed:
+    /// inbox id → instance id (the inbox depth the metrics show).
+    events: Mutex<HashMap<i64, String>>,
+    /// `events`' size, read without the lock.
+    events_pending: AtomicUsize,
 }
 
 impl Default for Signals {
@@ -54,6 +61,8 @@ impl Default for Signals {
             stopping: watch::channel(false).0,
             finished: Waiters::default(),
             consumed: Waiters::default(),
+            events: Mutex::default(),
+            events_pending: AtomicUsize::new(0),
         }
     }
 }
@@ -115,6 +124,36 @@ impl Signals {
         for inbox_id in inbox_ids {
             self.consumed.wake(inbox_id, ());
         }
+        if self.events_pending.load(Ordering::Relaxed) > 0 && !inbox_ids.is_empty() {
+            let mut events = self.events.lock().expect("pending events");
+            for inbox_id in inbox_ids {
+                events.remove(inbox_id);
+            }
+            self.events_pending.store(events.len(), Ordering::Relaxed);
+        }
+    }
+
+    /// An external event for `instance_id` went into its inbox as
+    /// `inbox_id`.
+    pub fn event_queued(&self, instance_id: &str, inbox_id: i64) {
+        let mut events = self.events.lock().expect("pending events");
+        events.insert(inbox_id, instance_id.to_string());
+        self.events_pending.store(events.len(), Ordering::Relaxed);
+    }
+
+    /// An instance and its inbox were purged.
+    pub fn purged(&self, instance_id: &str) {
+        if self.events_pending.load(Ordering::Relaxed) > 0 {
+            let mut events = self.events.lock().expect("pending events");
+            events.retain(|_, id| id != instance_id);
+            self.events_pending.store(events.len(), Ordering::Relaxed);
+        }
+    }
+
+    /// External events raised through this host since it started that no
+    /// committed change has consumed (or dropped) yet.
+    pub fn events_pending(&self) -> usize {
+        self.events_pending.load(Ordering::Relaxed)
     }
 
     /// Starts waiting for the instance to finish (register, then look).

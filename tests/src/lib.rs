@@ -360,6 +360,9 @@ pub struct Host {
     pub base: String,
     /// The keyless RPC base URL (`.../durabletask/`), with `--rpc-listen`.
     pub rpc_base: Option<String>,
+    /// The keyless metrics URL (`http://ADDR/metrics`), with
+    /// `--metrics-listen`.
+    pub metrics_url: Option<String>,
     pub dir: tempfile::TempDir,
     options: HostOptions,
 }
@@ -389,6 +392,7 @@ impl Host {
             db,
             base: String::new(),
             rpc_base: None,
+            metrics_url: None,
             dir,
             options,
         };
@@ -482,6 +486,10 @@ impl Host {
         self.rpc_base = before
             .iter()
             .find_map(|line| line.strip_prefix("rpc listening on "))
+            .map(|url| url.trim().to_string());
+        self.metrics_url = before
+            .iter()
+            .find_map(|line| line.strip_prefix("metrics listening on "))
             .map(|url| url.trim().to_string());
     }
 

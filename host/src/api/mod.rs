@@ -10,8 +10,10 @@ mod gate;
 mod history;
 mod instances;
 pub mod listen;
+mod metrics;
 mod urls;
 
+pub use metrics::metrics_router;
 pub use urls::encode;
 
 use std::sync::Arc;
@@ -189,6 +191,7 @@ pub fn router(host: Arc<Host>, body_limit: usize) -> Router {
             delete(admin::remove_version),
         )
         .layer(DefaultBodyLimit::max(DEPLOY_BODY_LIMIT));
+    let recorded = state.host.metrics.clone();
     let keyed = Router::new()
         .nest(
             PREFIX,
@@ -197,6 +200,7 @@ pub fn router(host: Arc<Host>, body_limit: usize) -> Router {
         .nest("/api", starter.layer(DefaultBodyLimit::max(body_limit)))
         .nest("/admin", admin)
         .nest("/dashboard/api", dashboard::data())
+        .route("/metrics", get(metrics::metrics))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -205,7 +209,13 @@ pub fn router(host: Arc<Host>, body_limit: usize) -> Router {
         ))
         .layer(axum::middleware::from_fn(json_errors));
     // The dashboard's page and login hold no data and answer in HTML.
-    dashboard::pages().merge(keyed).with_state(state)
+    dashboard::pages()
+        .merge(keyed)
+        .layer(axum::middleware::from_fn_with_state(
+            recorded,
+            metrics::record,
+        ))
+        .with_state(state)
 }
 
 /// The RPC listener: the management routes under `/durabletask/`, without a
@@ -220,6 +230,7 @@ pub fn rpc_router(host: Arc<Host>, body_limit: usize) -> Router {
         host,
         live_pages: Arc::new(Semaphore::new(LIVE_PAGES)),
     };
+    let recorded = state.host.metrics.clone();
     Router::new()
         .nest(
             RPC_PREFIX,
@@ -227,6 +238,10 @@ pub fn rpc_router(host: Arc<Host>, body_limit: usize) -> Router {
         )
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            recorded,
+            metrics::record,
+        ))
         .layer(axum::middleware::from_fn(json_errors))
         .with_state(state)
 }

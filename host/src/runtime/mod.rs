@@ -8,7 +8,7 @@ mod sandbox;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -26,6 +26,7 @@ pub use sandbox::RandomKey;
 
 use crate::engine::replay::{Nondeterminism, Replay};
 use crate::links::LinkSigner;
+use crate::metrics::{self, Metrics, TrapKind};
 use crate::settings::Settings;
 
 /// How often the epoch ticks; guest time limits are counted in ticks.
@@ -121,6 +122,7 @@ pub struct Runtime {
     random_key: RandomKey,
     /// Signs the links activities hand to people.
     links: Arc<LinkSigner>,
+    metrics: Arc<Metrics>,
 }
 
 impl Runtime {
@@ -137,6 +139,7 @@ impl Runtime {
         limits: GuestLimits,
         orchestrators: usize,
         activity_workers: usize,
+        metrics: Arc<Metrics>,
     ) -> anyhow::Result<Runtime> {
         let guests = orchestrators + 2 * activity_workers + 1;
         let instances = u32::try_from(guests)
@@ -191,6 +194,7 @@ impl Runtime {
             limits,
             random_key,
             links,
+            metrics,
         })
     }
 
@@ -248,7 +252,7 @@ impl Runtime {
             .map_err(|e| {
                 format!(
                     "the component's function list failed: {}",
-                    fault(&store, &e)
+                    fault(&store, &e, &self.metrics)
                 )
             })?;
         Ok(functions
@@ -318,7 +322,12 @@ impl Runtime {
             .acquire_owned()
             .await
             .map_err(|_| GuestFault("the runtime is shutting down".into()))?;
+        let began = Instant::now();
         let output = MemoryOutputPipe::new(OUTPUT_CAPACITY);
+        let metric_role = match &role {
+            Role::Orchestrator { .. } => metrics::Role::Orchestrator,
+            Role::Activity(_) => metrics::Role::Activity,
+        };
         let wasi = match &role {
             Role::Orchestrator { replay, clock } => {
                 sandbox::orchestrator_wasi(replay.instance_id(), clock, &output)
@@ -345,7 +354,12 @@ impl Runtime {
             .pre
             .instantiate_async(&mut store)
             .await
-            .map_err(|e| GuestFault(format!("instantiation failed: {}", fault(&store, &e))))?;
+            .map_err(|e| {
+                let why = fault(&store, &e, &self.metrics);
+                GuestFault(format!("instantiation failed: {why}"))
+            })?;
+        self.metrics
+            .guest_instantiated(metric_role, began.elapsed());
         Ok(Guest {
             store,
             app,
@@ -375,6 +389,7 @@ impl Runtime {
         Ok(Orchestrator {
             guest,
             step_ticks: ticks(self.limits.orchestrator_step),
+            metrics: self.metrics.clone(),
         })
     }
 
@@ -415,7 +430,7 @@ impl Runtime {
                     outcome
                 }
                 // A trap leaves the guest unusable: it is dropped.
-                Err(e) => Err(fault(&guest.store, &e)),
+                Err(e) => Err(fault(&guest.store, &e, &self.metrics)),
             }
         };
         match tokio::time::timeout(limit, run).await {
@@ -473,6 +488,7 @@ struct Guest {
 pub struct Orchestrator {
     guest: Guest,
     step_ticks: u64,
+    metrics: Arc<Metrics>,
 }
 
 impl Orchestrator {
@@ -500,21 +516,23 @@ impl Orchestrator {
     pub async fn start(&mut self, name: &str, input: &str) -> Result<PollResult, GuestFault> {
         self.arm();
         let Guest { store, app, .. } = &mut self.guest;
+        let metrics = &self.metrics;
         let result = app
             .durango_orchestration_orchestrator()
             .call_start(&mut *store, name, input)
             .await;
-        result.map_err(|e| GuestFault(fault(store, &e)))
+        result.map_err(|e| GuestFault(fault(store, &e, metrics)))
     }
 
     pub async fn resume(&mut self) -> Result<PollResult, GuestFault> {
         self.arm();
         let Guest { store, app, .. } = &mut self.guest;
+        let metrics = &self.metrics;
         let result = app
             .durango_orchestration_orchestrator()
             .call_resume(&mut *store)
             .await;
-        result.map_err(|e| GuestFault(fault(store, &e)))
+        result.map_err(|e| GuestFault(fault(store, &e, metrics)))
     }
 }
 
@@ -530,8 +548,28 @@ fn root_cause(error: &wasmtime::Error) -> String {
     error.root_cause().to_string()
 }
 
-/// Explains why a guest call failed, in words for the instance's status.
-fn fault(store: &wasmtime::Store<GuestState>, error: &wasmtime::Error) -> String {
+/// Which kind of trap `trap` is, for the metrics.
+fn trap_kind(trap: &Trap) -> TrapKind {
+    match trap {
+        Trap::Interrupt => TrapKind::Epoch,
+        Trap::OutOfFuel => TrapKind::OutOfFuel,
+        Trap::MemoryOutOfBounds | Trap::HeapMisaligned | Trap::TableOutOfBounds => TrapKind::Memory,
+        Trap::StackOverflow => TrapKind::StackOverflow,
+        Trap::UnreachableCodeReached => TrapKind::Unreachable,
+        _ => TrapKind::Other,
+    }
+}
+
+/// Explains why a guest call failed, in words for the instance's status
+/// (and counts it on `metrics` when it was a trap).
+fn fault(
+    store: &wasmtime::Store<GuestState>,
+    error: &wasmtime::Error,
+    metrics: &Metrics,
+) -> String {
+    if let Some(trap) = error.downcast_ref::<Trap>() {
+        metrics.guest_trapped(trap_kind(trap));
+    }
     let state = store.data();
     if let Some(nondeterminism) = error.downcast_ref::<Nondeterminism>() {
         return nondeterminism.to_string();

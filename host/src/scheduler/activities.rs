@@ -4,7 +4,7 @@
 //! restart, and a consumed result is never run again.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
@@ -61,6 +61,7 @@ async fn run_attempt(sched: &Arc<Scheduler>, activity: ActivityRow) {
     };
     let limit = (activity.retry.attempt_timeout_ms > 0)
         .then(|| Duration::from_millis(activity.retry.attempt_timeout_ms));
+    let began = Instant::now();
     let outcome = if activity.name == durable_http::BUILTIN_HTTP {
         durable_http::call(
             &activity.input,
@@ -91,13 +92,17 @@ async fn run_attempt(sched: &Arc<Scheduler>, activity: ActivityRow) {
         }
     };
     let (id, seq) = (activity.instance_id.clone(), activity.seq);
+    let retried = outcome.is_err() && attempt < activity.retry.max_attempts;
+    sched
+        .metrics
+        .activity_attempt(&activity.name, began.elapsed(), outcome.is_err(), retried);
     let message = match outcome {
         Ok(result) => Message::TaskCompleted {
             seq,
             result: sched.settings.redact(&result),
             attempts: attempt,
         },
-        Err(error) if attempt < activity.retry.max_attempts => {
+        Err(error) if retried => {
             let run_at = now_ms() + activity.retry.delay_before(attempt + 1) as i64;
             tracing::warn!(instance = %id, activity = %activity.name, attempt, %error, "activity failed; will retry");
             match sched

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lru::LruCache;
 use tokio::sync::{mpsc, oneshot};
@@ -29,6 +29,7 @@ use super::Scheduler;
 use crate::engine::episode::{self, Origin};
 use crate::engine::history::{HistoryEvent, Message, RuntimeStatus};
 use crate::engine::replay::Replay;
+use crate::metrics::Metrics;
 use crate::notify::Change;
 use crate::runtime::{GuestFault, Orchestrator};
 use crate::store::{
@@ -128,10 +129,11 @@ pub struct Dispatcher {
     /// would meet a history without the step).
     landing: Mutex<HashMap<String, (u64, oneshot::Receiver<()>)>>,
     commits: AtomicU64,
+    metrics: Arc<Metrics>,
 }
 
 impl Dispatcher {
-    pub fn new(hot_instances: usize) -> Dispatcher {
+    pub fn new(hot_instances: usize, metrics: Arc<Metrics>) -> Dispatcher {
         let (ready, queue) = mpsc::unbounded_channel();
         Dispatcher {
             active: Mutex::new(HashMap::new()),
@@ -140,6 +142,7 @@ impl Dispatcher {
             hot: NonZeroUsize::new(hot_instances).map(|n| Mutex::new(LruCache::new(n))),
             landing: Mutex::default(),
             commits: AtomicU64::new(0),
+            metrics,
         }
     }
 
@@ -305,8 +308,19 @@ impl Dispatcher {
 
     fn keep_hot(&self, id: &str, hot: Hot) {
         if let Some(cache) = &self.hot {
-            cache.lock().expect("hot cache").put(id.to_string(), hot);
+            let pushed_out = cache.lock().expect("hot cache").push(id.to_string(), hot);
+            // Dropped outside the lock: a guest's store takes a while to go.
+            if pushed_out.is_some_and(|(other, _)| other != id) {
+                self.metrics.hot_cache_eviction();
+            }
         }
+    }
+
+    /// Instances in the hot cache now.
+    pub fn hot_cache_size(&self) -> usize {
+        self.hot
+            .as_ref()
+            .map_or(0, |cache| cache.lock().expect("hot cache").len())
     }
 }
 
@@ -361,8 +375,12 @@ async fn drive(sched: &Arc<Scheduler>, id: String) {
 /// One round: this round's messages through the instance's guest, then one
 /// commit.
 async fn process(sched: &Arc<Scheduler>, id: &str, work: &Work) -> Result<(), StoreError> {
+    let began = Instant::now();
     let dispatcher = &sched.dispatcher;
     let hot = dispatcher.take_hot(id);
+    if work.created.is_none() {
+        sched.metrics.hot_cache_lookup(hot.is_some());
+    }
     let in_hand = !work.unknown
         && match &hot {
             Some(hot) => hot.inbox_consumed,
@@ -464,6 +482,7 @@ async fn process(sched: &Arc<Scheduler>, id: &str, work: &Work) -> Result<(), St
         )
         .collect();
     let episode = episode::run(guest.as_mut(), &instance, history_len, messages, fault).await;
+    sched.metrics.episode(began.elapsed());
     let inbox_consumed =
         episode.commit.consumed.len() == offered && episode.commit.held_activities.is_empty();
     if episode.is_idle() {
@@ -682,10 +701,12 @@ async fn first_round(sched: &Arc<Scheduler>, id: &str, starting: Starting) {
         reply,
     };
     let outcome = async {
+        let began = Instant::now();
         let (mut guest, _, fault) = rebuild(sched, &row, Vec::new()).await?;
         let start = Message::start(row.input.clone());
         let messages = vec![(Origin::Created, start)];
         let mut episode = episode::run(guest.as_mut(), &row, 0, messages, fault).await;
+        sched.metrics.episode(began.elapsed());
         episode.commit.creates = Some(row.clone());
         episode.commit.notifications.splice(0..0, notifications);
         let then = Hot {

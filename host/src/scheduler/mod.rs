@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use crate::catalog::Catalog;
 use crate::links::LinkSigner;
+use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::runtime::Runtime;
 use crate::settings::Settings;
@@ -41,6 +42,7 @@ pub struct Scheduler {
     pub activities: ActivityPool,
     /// The instances this host runs.
     pub ownership: Ownership,
+    pub metrics: Arc<Metrics>,
 }
 
 /// What the scheduler is built from.
@@ -60,6 +62,7 @@ pub struct Parts {
     /// How long a partition lease lasts when hosts share the database (a
     /// dead host's instances move on after about this long).
     pub lease: Duration,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Scheduler {
@@ -83,10 +86,11 @@ impl Scheduler {
             notifier: parts.notifier,
             settings: parts.settings,
             links: parts.links,
-            dispatcher: Dispatcher::new(parts.hot_instances),
+            dispatcher: Dispatcher::new(parts.hot_instances, parts.metrics.clone()),
             timers,
             activities: ActivityPool::new(parts.activity_workers),
             ownership,
+            metrics: parts.metrics,
         });
         Dispatcher::start(&scheduler);
         if let Some(changes) = remote {

@@ -9,7 +9,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,11 +33,14 @@ pub struct TimerQueue {
     /// Timers due at or before this are in the heap (or on their way);
     /// later ones are loaded from the table when it moves on.
     horizon: Arc<AtomicI64>,
+    /// Timers in the heap, as the task last saw it.
+    pending: Arc<AtomicUsize>,
 }
 
 pub struct TimerTask {
     rx: mpsc::UnboundedReceiver<Due>,
     horizon: Arc<AtomicI64>,
+    pending: Arc<AtomicUsize>,
     /// How far ahead the heap holds timers; it moves on when half is used.
     ahead_ms: i64,
 }
@@ -46,14 +49,17 @@ pub fn timer_queue(horizon: Duration) -> (TimerQueue, TimerTask) {
     let (tx, rx) = mpsc::unbounded_channel();
     let ahead_ms = (horizon.as_millis() as i64).max(2);
     let horizon = Arc::new(AtomicI64::new(now_ms() + ahead_ms));
+    let pending = Arc::new(AtomicUsize::new(0));
     (
         TimerQueue {
             tx,
             horizon: horizon.clone(),
+            pending: pending.clone(),
         },
         TimerTask {
             rx,
             horizon,
+            pending,
             ahead_ms,
         },
     )
@@ -78,12 +84,19 @@ impl TimerQueue {
     pub fn horizon(&self) -> i64 {
         self.horizon.load(Ordering::SeqCst)
     }
+
+    /// Timers held in memory to fire (those due within the horizon; a
+    /// cancelled one stays until its time comes).
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
 }
 
 impl TimerTask {
     pub async fn run(mut self, sched: Arc<Scheduler>) {
         let mut heap: BinaryHeap<Reverse<Due>> = BinaryHeap::new();
         loop {
+            self.pending.store(heap.len(), Ordering::Relaxed);
             let horizon = self.horizon.load(Ordering::SeqCst);
             let move_at = horizon - self.ahead_ms / 2;
             let wake_at = heap
@@ -132,11 +145,15 @@ async fn fire(sched: Arc<Scheduler>, due: Due) {
         .fire_timer(due.instance_id.clone(), due.seq)
         .await
     {
-        Ok(Some(inbox_id)) => sched.dispatcher.hand_over(
-            &due.instance_id,
-            inbox_id,
-            Message::TimerFired { seq: due.seq },
-        ),
+        Ok(Some(inbox_id)) => {
+            let late = now_ms().saturating_sub(due.fire_at).max(0) as u64;
+            sched.metrics.timer_fired(Duration::from_millis(late));
+            sched.dispatcher.hand_over(
+                &due.instance_id,
+                inbox_id,
+                Message::TimerFired { seq: due.seq },
+            )
+        }
         Ok(None) => {} // cancelled, or its instance finished
         Err(error) => {
             tracing::error!(instance = %due.instance_id, %error, "a timer could not fire; retrying in 1s");

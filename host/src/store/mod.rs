@@ -40,6 +40,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::engine::history::{HistoryEvent, Message, RuntimeStatus};
+use crate::metrics::StoreMetrics;
 pub use records::*;
 
 /// What every store method returns: a future that owns its inputs.
@@ -111,6 +112,10 @@ pub trait InstanceReads: Send + Sync {
     /// The instance's activity calls still owed and timers still set (a
     /// cancelled timer's row is gone).
     fn pending_work(&self, pk: i64) -> StoreFuture<PendingWork>;
+    /// How many instances there are of each status: every status of
+    /// `RuntimeStatus::ALL`, in that order, zero included. One pass over
+    /// the status index (no table rows read).
+    fn count_by_status(&self) -> StoreFuture<Vec<(RuntimeStatus, u64)>>;
     /// The unfinished instances (neither completed, failed nor terminated)
     /// pinned to any version of `app`, oldest first.
     fn unfinished_of_app(&self, app: String) -> StoreFuture<Vec<InstanceRow>>;
@@ -264,6 +269,23 @@ pub trait Leases: Send + Sync {
     fn remote_changes(&self) -> StoreFuture<Option<mpsc::UnboundedReceiver<Remote>>>;
 }
 
+/// Folds a backend's `(status, count)` rows into one count per status of
+/// `RuntimeStatus::ALL`, in that order. A status the host cannot read
+/// counts as Failed, as reading the instance row itself answers.
+pub(crate) fn tally_statuses(
+    rows: impl IntoIterator<Item = (String, i64)>,
+) -> Vec<(RuntimeStatus, u64)> {
+    let mut counts: Vec<(RuntimeStatus, u64)> =
+        RuntimeStatus::ALL.iter().map(|s| (*s, 0)).collect();
+    for (status, n) in rows {
+        let status = RuntimeStatus::parse(&status).unwrap_or(RuntimeStatus::Failed);
+        if let Some(slot) = counts.iter_mut().find(|(s, _)| *s == status) {
+            slot.1 += n.max(0) as u64;
+        }
+    }
+    counts
+}
+
 /// A whole backend.
 pub trait Store: InstanceReads + Episodes + WorkQueues + Outbox + Apps + Leases {}
 
@@ -272,12 +294,22 @@ impl<T: InstanceReads + Episodes + WorkQueues + Outbox + Apps + Leases> Store fo
 /// Opens the store `db` names: a `postgres://` or `postgresql://` URL, or
 /// the path of a SQLite file.
 pub async fn open(db: &str, durability: Durability) -> Result<Arc<dyn Store>, StoreError> {
+    open_observed(db, durability, StoreMetrics::unregistered()).await
+}
+
+/// `open`, with the writers' group commits recorded on `metrics`.
+pub async fn open_observed(
+    db: &str,
+    durability: Durability,
+    metrics: StoreMetrics,
+) -> Result<Arc<dyn Store>, StoreError> {
     if is_postgres(db) {
-        return Ok(Arc::new(postgres::PgStore::open(db).await?));
+        return Ok(Arc::new(postgres::PgStore::open(db, metrics).await?));
     }
     Ok(Arc::new(sqlite::SqliteStore::open(
         std::path::Path::new(db),
         durability,
+        metrics,
     )?))
 }
 

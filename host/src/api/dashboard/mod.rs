@@ -167,14 +167,12 @@ fn forwarded_https(headers: &HeaderMap) -> bool {
 
 /// How many instances have each status, and the orchestrators deployed.
 async fn summary(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
-    let store = &state.host.store;
-    let counted = futures_util::future::try_join_all(
-        RuntimeStatus::ALL.map(|status| store.count_instances(status)),
-    )
-    .await?;
-    let counts: serde_json::Map<String, Value> = RuntimeStatus::ALL
-        .iter()
-        .zip(counted)
+    let counts: serde_json::Map<String, Value> = state
+        .host
+        .store
+        .count_by_status()
+        .await?
+        .into_iter()
         .map(|(status, n)| (status.as_str().to_string(), json!(n)))
         .collect();
     Ok(Json(json!({

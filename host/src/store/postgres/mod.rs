@@ -20,6 +20,7 @@ use conn::{Conn, Readers};
 use writer::{TxFuture, TxResult, Writers};
 
 use crate::engine::history::{HistoryEvent, Message, RuntimeStatus};
+use crate::metrics::StoreMetrics;
 use crate::store::{
     now_ms, partition_of, ActivityRow, Apps, ChildStart, ColdRound, Committed, ContinueAsNew,
     CreateOutcome, Deployment, EnqueueOutcome, EpisodeCommit, EpisodeOutcome, Episodes, Fence,
@@ -105,7 +106,7 @@ pub struct PgStore {
 
 impl PgStore {
     /// Connects to the database `url` names and brings its schema up to date.
-    pub async fn open(url: &str) -> Result<PgStore, StoreError> {
+    pub async fn open(url: &str, metrics: StoreMetrics) -> Result<PgStore, StoreError> {
         let config: Config = url
             .parse()
             .map_err(|e| StoreError::Unavailable(format!("not a PostgreSQL URL: {e}")))?;
@@ -114,7 +115,7 @@ impl PgStore {
         let host: [u8; 8] = rand::random();
         let io = Arc::new(io::IoThread::start()?);
         Ok(PgStore {
-            writers: Arc::new(Writers::start(config.clone(), WRITERS, &io).await?),
+            writers: Arc::new(Writers::start(config.clone(), WRITERS, &io, metrics).await?),
             readers: Arc::new(Readers::new(config.clone(), READERS, io.clone())),
             io,
             config,
@@ -311,6 +312,23 @@ impl InstanceReads for PgStore {
                         .collect(),
                     timers: timers.iter().map(|r| (step(r), r.get(1))).collect(),
                 }))
+            })
+        })
+    }
+
+    fn count_by_status(&self) -> StoreFuture<Vec<(RuntimeStatus, u64)>> {
+        self.read(move |c| {
+            Box::pin(async move {
+                let rows = c
+                    .query(
+                        "SELECT status, COUNT(*) FROM instances GROUP BY status",
+                        &[],
+                    )
+                    .await?;
+                let rows = rows
+                    .iter()
+                    .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)));
+                Ok(Ok(crate::store::tally_statuses(rows)))
             })
         })
     }
@@ -1039,7 +1057,7 @@ impl Episodes for PgStore {
             });
         }
         let (commit, host) = (Arc::new(commit), self.host.clone());
-        self.writers.write(&key, move |c| {
+        self.writers.write_episode(&key, move |c| {
             let (commit, host) = (commit.clone(), host.clone());
             Box::pin(async move { commit_episode(c, &host, &commit).await })
         })

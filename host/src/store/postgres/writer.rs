@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::pin::Pin;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Config;
@@ -29,6 +29,7 @@ use tokio_postgres::Config;
 use super::conn::Conn;
 use super::io::IoThread;
 use super::pg_error;
+use crate::metrics::StoreMetrics;
 use crate::store::{StoreError, StoreFuture};
 
 /// Most transactions folded into one commit.
@@ -44,10 +45,13 @@ trait Job: Send {
     fn run<'a>(&'a mut self, conn: &'a Conn) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
     /// Tells the caller once the commit's fate is known.
     fn finish(self: Box<Self>, committed: Result<(), StoreError>);
+    /// Whether it is an episode's commit (for the metrics).
+    fn is_episode(&self) -> bool;
 }
 
 struct Transaction<R, F> {
     work: F,
+    episode: bool,
     outcome: Option<TxResult<R>>,
     reply: oneshot::Sender<Result<R, StoreError>>,
 }
@@ -73,6 +77,10 @@ where
             (Ok(()), None) => Err(StoreError::Stopped),
         };
         let _ = self.reply.send(result);
+    }
+
+    fn is_episode(&self) -> bool {
+        self.episode
     }
 }
 
@@ -111,13 +119,14 @@ impl<M: Mergeable> Writers<M> {
         config: Config,
         count: usize,
         io: &IoThread,
+        metrics: StoreMetrics,
     ) -> Result<Writers<M>, StoreError> {
         let mut shards = Vec::new();
         for n in 0..count {
             let connecting = config.clone();
             let conn = io.run(async move { connect(&connecting).await }).await?;
             let (jobs, queue) = mpsc::unbounded_channel();
-            io.spawn(run(conn, config.clone(), queue, n));
+            io.spawn(run(conn, config.clone(), queue, n, metrics.clone()));
             shards.push(jobs);
         }
         Ok(Writers { shards })
@@ -132,9 +141,27 @@ impl<M: Mergeable> Writers<M> {
         R: Send + 'static,
         F: for<'c> Fn(&'c Conn) -> TxFuture<'c, R> + Send + 'static,
     {
+        self.write_as(key, false, work)
+    }
+
+    /// `write`, for an episode's commit.
+    pub(super) fn write_episode<R, F>(&self, key: &str, work: F) -> StoreFuture<R>
+    where
+        R: Send + 'static,
+        F: for<'c> Fn(&'c Conn) -> TxFuture<'c, R> + Send + 'static,
+    {
+        self.write_as(key, true, work)
+    }
+
+    fn write_as<R, F>(&self, key: &str, episode: bool, work: F) -> StoreFuture<R>
+    where
+        R: Send + 'static,
+        F: for<'c> Fn(&'c Conn) -> TxFuture<'c, R> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
         let job = Box::new(Transaction {
             work,
+            episode,
             outcome: None,
             reply,
         });
@@ -182,6 +209,7 @@ async fn run<M: Mergeable>(
     config: Config,
     mut queue: mpsc::UnboundedReceiver<Queued<M>>,
     n: usize,
+    metrics: StoreMetrics,
 ) {
     while let Some(first) = queue.recv().await {
         let mut batch = vec![first];
@@ -191,13 +219,25 @@ async fn run<M: Mergeable>(
                 Err(_) => break,
             }
         }
+        let began = Instant::now();
         let mut committed = commit(&conn, &mut batch).await;
         if committed.as_ref().is_err_and(is_transient) {
             // Chosen as a deadlock's victim, or a serialization failure:
             // the batch as a whole may simply run again.
             committed = commit(&conn, &mut batch).await;
         }
-        let committed = committed.map_err(pg_error);
+        if let Ok(sync) = &committed {
+            // Mergeable work is the common episode (`one_statement`).
+            let episodes = batch
+                .iter()
+                .filter(|queued| match &queued.work {
+                    Work::Steps(job) => job.is_episode(),
+                    Work::Merged(_) => true,
+                })
+                .count();
+            metrics.group_commit(batch.len(), episodes, began.elapsed(), *sync);
+        }
+        let committed = committed.map(drop).map_err(pg_error);
         if let Err(error) = &committed {
             tracing::error!(writer = n, %error, "group commit failed");
         }
@@ -226,11 +266,12 @@ fn is_transient(error: &tokio_postgres::Error) -> bool {
     })
 }
 
-/// Runs the batch in one transaction and commits it.
+/// Runs the batch in one transaction and commits it; answers how long the
+/// COMMIT took (its round trip: the server's WAL flush).
 async fn commit<M: Mergeable>(
     conn: &Conn,
     batch: &mut [Queued<M>],
-) -> Result<(), tokio_postgres::Error> {
+) -> Result<Duration, tokio_postgres::Error> {
     // BEGIN goes out with the first wave, not a round trip ahead of it: it
     // fails only with the connection, and then so does everything after it.
     let (begun, all_ok) =
@@ -253,11 +294,12 @@ async fn commit<M: Mergeable>(
             conn.batch("RELEASE SAVEPOINT job").await?;
         }
     }
+    let syncing = Instant::now();
     if let Err(error) = conn.batch("COMMIT").await {
         let _ = conn.batch("ROLLBACK").await;
         return Err(error);
     }
-    Ok(())
+    Ok(syncing.elapsed())
 }
 
 /// Runs the batch in waves: wave n holds the n-th work of each key. A

@@ -18,6 +18,7 @@ use tokio::sync::oneshot;
 use writer::Writer;
 
 use super::{Durability, StoreError, StoreFuture};
+use crate::metrics::StoreMetrics;
 
 impl From<rusqlite::Error> for StoreError {
     fn from(error: rusqlite::Error) -> Self {
@@ -51,7 +52,11 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database, applies the schema and starts
     /// the writer.
-    pub fn open(path: &Path, durability: Durability) -> Result<SqliteStore, StoreError> {
+    pub fn open(
+        path: &Path,
+        durability: Durability,
+        metrics: StoreMetrics,
+    ) -> Result<SqliteStore, StoreError> {
         let conn = Connection::open(path)?;
         // SQLite quietly opens a file it cannot write read-only; say so now
         // rather than fail every write later.
@@ -95,7 +100,7 @@ impl SqliteStore {
         let checkpoints = Connection::open(path)?;
         checkpoints.busy_timeout(std::time::Duration::from_secs(5))?;
         Ok(SqliteStore {
-            writer: Writer::start(conn, checkpoints)?,
+            writer: Writer::start(conn, checkpoints, metrics)?,
             reads,
         })
     }
@@ -123,7 +128,16 @@ impl SqliteStore {
         R: Send + 'static,
         F: Fn(&Connection) -> rusqlite::Result<R> + Send + 'static,
     {
-        Box::pin(self.writer.write(work))
+        Box::pin(self.writer.write(false, work))
+    }
+
+    /// `write`, for an episode's commit.
+    fn write_episode<R, F>(&self, work: F) -> StoreFuture<R>
+    where
+        R: Send + 'static,
+        F: Fn(&Connection) -> rusqlite::Result<R> + Send + 'static,
+    {
+        Box::pin(self.writer.write(true, work))
     }
 }
 

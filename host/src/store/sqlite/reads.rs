@@ -206,6 +206,17 @@ impl InstanceReads for SqliteStore {
             Ok(PendingWork { activities, timers })
         })
     }
+
+    fn count_by_status(&self) -> StoreFuture<Vec<(RuntimeStatus, u64)>> {
+        self.read(|conn| {
+            // A covering scan of `instances_by_status`.
+            let mut stmt =
+                conn.prepare_cached("SELECT status, COUNT(*) FROM instances GROUP BY status")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            let rows = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(crate::store::tally_statuses(rows))
+        })
+    }
 }
 
 #[cfg(test)]

@@ -11,11 +11,13 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use super::StoreError;
+use crate::metrics::StoreMetrics;
 
 /// Most transactions folded into one commit.
 const MAX_BATCH: usize = 512;
@@ -45,10 +47,13 @@ trait Job: Send {
     fn run(&mut self, conn: &Connection) -> bool;
     /// Tells the caller once the commit's fate is known.
     fn finish(self: Box<Self>, committed: Result<(), StoreError>);
+    /// Whether it is an episode's commit (for the metrics).
+    fn is_episode(&self) -> bool;
 }
 
 struct Transaction<R, F> {
     work: F,
+    episode: bool,
     outcome: Option<rusqlite::Result<R>>,
     reply: oneshot::Sender<Result<R, StoreError>>,
 }
@@ -73,6 +78,10 @@ where
         };
         let _ = self.reply.send(result);
     }
+
+    fn is_episode(&self) -> bool {
+        self.episode
+    }
 }
 
 #[derive(Clone)]
@@ -83,7 +92,11 @@ pub(crate) struct Writer {
 impl Writer {
     /// Starts the writer on `conn` and the checkpointer on `checkpoints`
     /// (a second connection to the same file).
-    pub(crate) fn start(conn: Connection, checkpoints: Connection) -> rusqlite::Result<Writer> {
+    pub(crate) fn start(
+        conn: Connection,
+        checkpoints: Connection,
+        metrics: StoreMetrics,
+    ) -> rusqlite::Result<Writer> {
         conn.execute_batch("PRAGMA wal_autocheckpoint=0")?;
         let (jobs, queue) = mpsc::channel::<Box<dyn Job>>();
         let (due, checkpoint_due) = mpsc::sync_channel::<()>(1);
@@ -91,7 +104,7 @@ impl Writer {
         let frames = wal_frames.clone();
         thread::Builder::new()
             .name("durango-writer".into())
-            .spawn(move || run(conn, queue, due, &frames))
+            .spawn(move || run(conn, queue, due, &frames, &metrics))
             .expect("spawn the SQLite writer thread");
         thread::Builder::new()
             .name("durango-checkpoint".into())
@@ -100,11 +113,15 @@ impl Writer {
         Ok(Writer { jobs })
     }
 
-    /// Queues `work` for the next group commit at once (transactions
+    /// Queues `work` (an episode's commit, or not) for the next group commit at once (transactions
     /// commit in the order they were queued); the future resolves once it
     /// is on disk. `work` may run more than once (after a rollback caused
     /// by another transaction), so it must only touch the database.
-    pub(crate) fn write<R, F>(&self, work: F) -> impl Future<Output = Result<R, StoreError>>
+    pub(crate) fn write<R, F>(
+        &self,
+        episode: bool,
+        work: F,
+    ) -> impl Future<Output = Result<R, StoreError>>
     where
         R: Send + 'static,
         F: Fn(&Connection) -> rusqlite::Result<R> + Send + 'static,
@@ -112,6 +129,7 @@ impl Writer {
         let (reply, answer) = oneshot::channel();
         let job = Box::new(Transaction {
             work,
+            episode,
             outcome: None,
             reply,
         });
@@ -128,6 +146,7 @@ fn run(
     queue: mpsc::Receiver<Box<dyn Job>>,
     checkpoint: mpsc::SyncSender<()>,
     wal_frames: &AtomicU32,
+    metrics: &StoreMetrics,
 ) {
     let mut commits = 0u32;
     while let Ok(first) = queue.recv() {
@@ -138,9 +157,12 @@ fn run(
                 Err(_) => break,
             }
         }
+        let began = Instant::now();
         let committed = commit(&conn, &mut batch);
         match &committed {
-            Ok(()) => {
+            Ok(sync) => {
+                let episodes = batch.iter().filter(|job| job.is_episode()).count();
+                metrics.group_commit(batch.len(), episodes, began.elapsed(), *sync);
                 commits += 1;
                 if commits.is_multiple_of(COMMITS_PER_CHECKPOINT) {
                     // Full means one is already due: nothing to add.
@@ -155,14 +177,16 @@ fn run(
             }
             Err(error) => tracing::error!(%error, "group commit failed"),
         }
+        let committed = committed.map(drop);
         for job in batch {
             job.finish(committed.clone());
         }
     }
 }
 
-/// Runs the batch in one transaction and commits it.
-fn commit(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
+/// Runs the batch in one transaction and commits it; answers how long the
+/// COMMIT took (writing and syncing the WAL).
+fn commit(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<Duration, StoreError> {
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let mut all_ok = true;
     for job in batch.iter_mut() {
@@ -181,10 +205,12 @@ fn commit(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<(), StoreErro
             in_savepoint(conn, job.as_mut())?;
         }
     }
+    let syncing = Instant::now();
     conn.execute_batch("COMMIT").map_err(|e| {
         let _ = conn.execute_batch("ROLLBACK");
         StoreError::from(e)
-    })
+    })?;
+    Ok(syncing.elapsed())
 }
 
 /// Copies committed WAL frames into the database whenever the writer says

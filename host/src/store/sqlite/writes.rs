@@ -456,7 +456,7 @@ impl Episodes for SqliteStore {
     }
 
     fn commit_episode(&self, commit: EpisodeCommit) -> StoreFuture<EpisodeOutcome> {
-        self.write(move |conn| {
+        self.write_episode(move |conn| {
             let id = commit.instance_id.as_str();
             let pk = match &commit.creates {
                 Some(row) => match insert_instance(conn, NewInstance::started(row))? {
@@ -677,7 +677,12 @@ mod tests {
     async fn store_with_an_instance(name: &str) -> (SqliteStore, InstanceRow, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("durango-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let store = SqliteStore::open(&dir.join("t.db"), Durability::Normal).unwrap();
+        let store = SqliteStore::open(
+            &dir.join("t.db"),
+            Durability::Normal,
+            crate::metrics::StoreMetrics::unregistered(),
+        )
+        .unwrap();
         let pending = InstanceRow::pending("i".into(), "O".into(), "v".into(), "7".into(), None);
         let CreateOutcome::Created(row, _) = store.create_instance(pending, vec![]).await.unwrap()
         else {
