@@ -271,6 +271,7 @@ impl Bench {
             notify_urls: Vec::new(),
             notify_secret: Some("bench".into()),
             public_url: "http://127.0.0.1".into(),
+            compile_cache: None,
         })
         .await
     }

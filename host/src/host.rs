@@ -46,6 +46,8 @@ pub struct HostConfig {
     pub notify_secret: Option<String>,
     /// Base of the links handed out to people (no trailing slash).
     pub public_url: String,
+    /// Where compiled components are kept by digest (`--compile-cache`).
+    pub compile_cache: Option<std::path::PathBuf>,
 }
 
 pub struct Host {
@@ -181,15 +183,18 @@ impl Host {
         settings.hide(&link_secret);
         let settings = Arc::new(settings);
         let links = Arc::new(LinkSigner::new(&link_secret, &config.public_url));
-        let runtime = Arc::new(Runtime::new(
-            settings.clone(),
-            RandomKey::new(&random_secret),
-            links.clone(),
-            config.limits,
-            config.hot_instances + CONCURRENT_EPISODES,
-            config.activity_workers.max(1),
-            metrics.clone(),
-        )?);
+        let runtime = Arc::new(
+            Runtime::new(
+                settings.clone(),
+                RandomKey::new(&random_secret),
+                links.clone(),
+                config.limits,
+                config.hot_instances + CONCURRENT_EPISODES,
+                config.activity_workers.max(1),
+                metrics.clone(),
+            )?
+            .with_compile_cache(config.compile_cache),
+        );
         let catalog = Arc::new(Catalog::new(store.clone(), runtime.clone()));
         catalog.reload().await?;
         let signals = Arc::new(Signals::default());

@@ -96,6 +96,12 @@ pub struct ServeArgs {
     /// Linear memory one guest instance may use, in MiB.
     #[arg(long, env = "DURANGO_GUEST_MEMORY_MB", default_value_t = 256)]
     pub guest_memory_mb: usize,
+    /// Keep compiled components in this folder too, by digest: deploying a
+    /// component compiled before skips compiling it (a JavaScript app's
+    /// interpreter takes tens of seconds). Only hosts may write to it: what
+    /// is in it runs as machine code.
+    #[arg(long, env = "DURANGO_COMPILE_CACHE", value_name = "DIR")]
+    pub compile_cache: Option<PathBuf>,
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -129,6 +135,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .ok()
             .filter(|s| !s.is_empty()),
         public_url: public_url.trim_end_matches('/').to_string(),
+        compile_cache: args.compile_cache,
     };
     let connections = api::listen::Connections::new(
         max_connections(args.max_connections),

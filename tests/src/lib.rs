@@ -470,6 +470,12 @@ impl Host {
             .arg("--listen")
             .arg("127.0.0.1:0")
             .env("DURANGO_KEY", KEY)
+            // Each suite's many hosts compile each component once (a
+            // JavaScript app's interpreter takes tens of seconds).
+            .env(
+                "DURANGO_COMPILE_CACHE",
+                target_dir().join("tmp/compile-cache"),
+            )
             .env("RUST_LOG", "info")
             .env_remove("DURANGO_DB")
             .env_remove("DURANGO_LISTEN");
@@ -804,6 +810,52 @@ impl Drop for Webhook {
     fn drop(&mut self) {
         self.server.unblock();
     }
+}
+
+/// The phone-verification sample in one language: its app and its
+/// orchestrator's name. Scenarios take one and run against each
+/// (`in_every_language!`).
+#[derive(Clone, Copy, Debug)]
+pub struct PhoneSample {
+    pub app: &'static str,
+    pub orchestrator: &'static str,
+}
+
+pub const RUST_PHONE: PhoneSample = PhoneSample {
+    app: "phone_verification",
+    orchestrator: "E4_SmsPhoneVerification",
+};
+
+pub const JS_PHONE: PhoneSample = PhoneSample {
+    app: "phone_verification_js",
+    orchestrator: "E4_SmsPhoneVerificationJs",
+};
+
+impl PhoneSample {
+    /// A host serving this sample, its SMS going to `sms`.
+    pub fn options(&self, sms: &FakeSms) -> HostOptions {
+        HostOptions::with_apps(&[self.app]).twilio(sms)
+    }
+
+    /// Starts a verification of `phone` with a window of `timeout_seconds`.
+    pub fn start(&self, host: &Host, phone: &str, timeout_seconds: u64) -> String {
+        let input = serde_json::json!({ "phoneNumber": phone, "timeoutSeconds": timeout_seconds });
+        host.start_orchestration(self.orchestrator, &input.to_string())
+    }
+}
+
+/// A test per scenario and language, `rust::SCENARIO` and `js::SCENARIO`:
+/// each scenario is a function of the `PhoneSample` it runs against.
+#[macro_export]
+macro_rules! in_every_language {
+    ($($scenario:ident),* $(,)?) => {
+        mod rust {
+            $( #[test] fn $scenario() { super::$scenario($crate::RUST_PHONE) } )*
+        }
+        mod js {
+            $( #[test] fn $scenario() { super::$scenario($crate::JS_PHONE) } )*
+        }
+    };
 }
 
 /// `durango fake-sms`: a Twilio stand-in on loopback.

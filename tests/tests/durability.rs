@@ -3,15 +3,20 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use durango_e2e::{wait_until, FakeSms, Host, HostOptions, WAIT};
+use durango_e2e::{in_every_language, wait_until, FakeSms, Host, HostOptions, PhoneSample, WAIT};
 use serde_json::{json, Value};
 
-#[test]
-fn a_verification_survives_kill_9_while_waiting() {
+in_every_language!(
+    a_verification_survives_kill_9_while_waiting,
+    after_a_kill_inside_the_sms_send_the_code_the_person_got_still_works,
+    an_acknowledged_event_survives_kill_9_before_it_is_handled,
+    hot_path_and_cold_replay_give_the_same_result,
+);
+
+fn a_verification_survives_kill_9_while_waiting(sample: PhoneSample) {
     let sms = FakeSms::start();
-    let mut host = Host::start(HostOptions::default().twilio(&sms));
-    let input = json!({"phoneNumber": "+14255550201", "timeoutSeconds": 300}).to_string();
-    let id = host.start_orchestration("E4_SmsPhoneVerification", &input);
+    let mut host = Host::start(sample.options(&sms));
+    let id = sample.start(&host, "+14255550201", 300);
     let code = sms.code_sent_to("+14255550201");
     host.wait_history(&id, "TaskCompleted", 1);
 
@@ -29,17 +34,15 @@ fn a_verification_survives_kill_9_while_waiting() {
     assert_eq!(sms.messages().len(), 1, "the SMS activity ran exactly once");
 }
 
-#[test]
-fn after_a_kill_inside_the_sms_send_the_code_the_person_got_still_works() {
+fn after_a_kill_inside_the_sms_send_the_code_the_person_got_still_works(sample: PhoneSample) {
     // Twilio takes the message, then the host dies before it hears back:
     // the activity runs again after the restart. It must draw the same
     // code and send it under the same idempotency token, so the provider
     // sends nothing new and the one code the person holds is the right one.
     let sms = FakeSms::answering_after(Duration::from_secs(30));
-    let mut host = Host::start(HostOptions::default().twilio(&sms));
+    let mut host = Host::start(sample.options(&sms));
     let phone = "+14255550206";
-    let input = json!({"phoneNumber": phone, "timeoutSeconds": 300}).to_string();
-    let id = host.start_orchestration("E4_SmsPhoneVerification", &input);
+    let id = sample.start(&host, phone, 300);
     let code = sms.code_sent_to(phone);
     host.restart(); // kill -9 while the provider has not answered yet
     wait_until("the re-run to repeat the send", WAIT, || {
@@ -52,12 +55,10 @@ fn after_a_kill_inside_the_sms_send_the_code_the_person_got_still_works() {
     assert_eq!(sent.len(), 1, "one SMS delivered: {sent:?}");
 }
 
-#[test]
-fn an_acknowledged_event_survives_kill_9_before_it_is_handled() {
+fn an_acknowledged_event_survives_kill_9_before_it_is_handled(sample: PhoneSample) {
     let sms = FakeSms::start();
-    let mut host = Host::start(HostOptions::default().twilio(&sms));
-    let input = json!({"phoneNumber": "+14255550202", "timeoutSeconds": 300}).to_string();
-    let id = host.start_orchestration("E4_SmsPhoneVerification", &input);
+    let mut host = Host::start(sample.options(&sms));
+    let id = sample.start(&host, "+14255550202", 300);
     // The person answers as soon as the SMS arrives, maybe before the flow
     // committed its SMS step: a crash in between re-runs the send with the
     // same code.
@@ -115,9 +116,13 @@ fn timers_beyond_the_in_memory_horizon_fire_also_across_a_restart() {
 }
 
 /// Runs wrong-then-right answers and returns (output, history event types).
-fn wrong_then_right(host: &Host, sms: &FakeSms, phone: &str) -> (Value, Vec<String>) {
-    let input = json!({"phoneNumber": phone, "timeoutSeconds": 300}).to_string();
-    let id = host.start_orchestration("E4_SmsPhoneVerification", &input);
+fn wrong_then_right(
+    sample: PhoneSample,
+    host: &Host,
+    sms: &FakeSms,
+    phone: &str,
+) -> (Value, Vec<String>) {
+    let id = sample.start(host, phone, 300);
     let code = sms.code_sent_to(phone);
     // Answer once the flow waits, so both runs see the same order.
     host.wait_history(&id, "TimerCreated", 1);
@@ -133,18 +138,12 @@ fn wrong_then_right(host: &Host, sms: &FakeSms, phone: &str) -> (Value, Vec<Stri
     (status["output"].clone(), kinds)
 }
 
-#[test]
-fn hot_path_and_cold_replay_give_the_same_result() {
+fn hot_path_and_cold_replay_give_the_same_result(sample: PhoneSample) {
     let sms = FakeSms::start();
-    let hot = Host::start(HostOptions::default().twilio(&sms));
-    let cold = Host::start(
-        HostOptions::default()
-            .twilio(&sms)
-            .arg("--hot-instances")
-            .arg("0"),
-    );
-    let hot_run = wrong_then_right(&hot, &sms, "+14255550204");
-    let cold_run = wrong_then_right(&cold, &sms, "+14255550205");
+    let hot = Host::start(sample.options(&sms));
+    let cold = Host::start(sample.options(&sms).arg("--hot-instances").arg("0"));
+    let hot_run = wrong_then_right(sample, &hot, &sms, "+14255550204");
+    let cold_run = wrong_then_right(sample, &cold, &sms, "+14255550205");
     assert_eq!(hot_run.0, json!(true));
     assert_eq!(hot_run, cold_run);
 }

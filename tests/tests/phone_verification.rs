@@ -1,5 +1,7 @@
 //! The Durable Functions phone-verification sample, end to end: the real
 //! host, a real SQLite file, the real component, SMS through a fake Twilio.
+//! Each scenario runs against the sample in every language it is written
+//! in: the same test code, one test per language.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -7,21 +9,30 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use durango_e2e::{
-    request, wait_until, Answer, FakeSms, Host, HostOptions, TWILIO_FROM, TWILIO_SID, TWILIO_TOKEN,
-    WAIT,
+    in_every_language, request, wait_until, Answer, FakeSms, Host, HostOptions, PhoneSample,
+    TWILIO_FROM, TWILIO_SID, TWILIO_TOKEN, WAIT,
 };
 use serde_json::{json, Value};
 
-fn start(host: &Host, phone: &str, timeout_seconds: u64) -> String {
-    let input = json!({ "phoneNumber": phone, "timeoutSeconds": timeout_seconds });
-    host.start_orchestration("E4_SmsPhoneVerification", &input.to_string())
-}
+in_every_language!(
+    the_right_code_verifies_the_phone,
+    the_code_may_be_sent_as_a_string_and_the_input_as_a_plain_number,
+    four_wrong_codes_fail_the_verification,
+    wrong_codes_then_the_right_one_verifies,
+    no_answer_before_the_timer_fails_the_verification,
+    the_timeout_defaults_to_the_setting,
+    event_names_match_case_sensitively,
+    terminate_stops_a_waiting_verification,
+    the_secret_token_never_shows,
+    an_answer_raised_with_a_timeout_gets_its_outcome_in_the_same_request,
+    a_raise_whose_wait_runs_out_answers_202_and_the_event_is_still_handled,
+    an_instance_started_again_under_its_id_sends_under_a_new_idempotency_token,
+);
 
-#[test]
-fn the_right_code_verifies_the_phone() {
+fn the_right_code_verifies_the_phone(sample: PhoneSample) {
     let sms = FakeSms::start();
-    let host = Host::start(HostOptions::default().twilio(&sms));
-    let id = start(&host, "+14255550101", 300);
+    let host = Host::start(sample.options(&sms));
+    let id = sample.start(&host, "+14255550101", 300);
 
     let code = sms.code_sent_to("+14255550101");
     let message = &sms.messages()[0];
@@ -44,14 +55,13 @@ fn the_right_code_verifies_the_phone() {
     assert_eq!(status["runtimeStatus"], "Completed");
     assert_eq!(status["output"], json!(true));
     assert_eq!(status["input"]["phoneNumber"], "+14255550101");
-    assert_eq!(status["name"], "E4_SmsPhoneVerification");
+    assert_eq!(status["name"], sample.orchestrator);
 }
 
-#[test]
-fn the_code_may_be_sent_as_a_string_and_the_input_as_a_plain_number() {
+fn the_code_may_be_sent_as_a_string_and_the_input_as_a_plain_number(sample: PhoneSample) {
     let sms = FakeSms::start();
-    let host = Host::start(HostOptions::default().twilio(&sms));
-    let id = host.start_orchestration("E4_SmsPhoneVerification", "\"+14255550102\"");
+    let host = Host::start(sample.options(&sms));
+    let id = host.start_orchestration(sample.orchestrator, "\"+14255550102\"");
     let code = sms.code_sent_to("+14255550102");
     host.raise(&id, "SmsChallengeResponse", &format!("\"{code:04}\""));
     let status = host.wait_finished(&id);
@@ -63,11 +73,10 @@ fn wrong(code: u32, offset: u32) -> u32 {
     (code + offset) % 10_000
 }
 
-#[test]
-fn four_wrong_codes_fail_the_verification() {
+fn four_wrong_codes_fail_the_verification(sample: PhoneSample) {
     let sms = FakeSms::start();
-    let host = Host::start(HostOptions::default().twilio(&sms));
-    let id = start(&host, "+14255550103", 300);
+    let host = Host::start(sample.options(&sms));
+    let id = sample.start(&host, "+14255550103", 300);
     let code = sms.code_sent_to("+14255550103");
     for attempt in 1..=4 {
         assert_eq!(
@@ -91,11 +100,10 @@ fn four_wrong_codes_fail_the_verification() {
     );
 }
 
-#[test]
-fn wrong_codes_then_the_right_one_verifies() {
+fn wrong_codes_then_the_right_one_verifies(sample: PhoneSample) {
     let sms = FakeSms::start();
-    let host = Host::start(HostOptions::default().twilio(&sms));
-    let id = start(&host, "+14255550104", 300);
+    let host = Host::start(sample.options(&sms));
+    let id = sample.start(&host, "+14255550104", 300);
     let code = sms.code_sent_to("+14255550104");
     host.raise(&id, "SmsChallengeResponse", &wrong(code, 1).to_string());
     host.raise(&id, "SmsChallengeResponse", "\"not a number\"");
@@ -113,11 +121,10 @@ fn wrong_codes_then_the_right_one_verifies() {
     assert_eq!(raised, 4);
 }
 
-#[test]
-fn no_answer_before_the_timer_fails_the_verification() {
+fn no_answer_before_the_timer_fails_the_verification(sample: PhoneSample) {
     let sms = FakeSms::start();
-    let host = Host::start(HostOptions::default().twilio(&sms));
-    let id = start(&host, "+14255550105", 1);
+    let host = Host::start(sample.options(&sms));
+    let id = sample.start(&host, "+14255550105", 1);
     sms.code_sent_to("+14255550105");
     let status = host.wait_finished(&id);
     assert_eq!(status["runtimeStatus"], "Completed");
@@ -129,29 +136,27 @@ fn no_answer_before_the_timer_fails_the_verification() {
     );
 }
 
-#[test]
-fn the_timeout_defaults_to_the_setting() {
+fn the_timeout_defaults_to_the_setting(sample: PhoneSample) {
     let sms = FakeSms::start();
     let dir = tempfile::tempdir().unwrap();
     let settings = dir.path().join("settings.toml");
     std::fs::write(&settings, "SmsChallengeTimeoutSeconds = 1\n").unwrap();
     let host = Host::start(
-        HostOptions::default()
-            .twilio(&sms)
+        sample
+            .options(&sms)
             .arg("--settings")
             .arg(settings.to_str().unwrap()),
     );
-    let id = host.start_orchestration("E4_SmsPhoneVerification", "\"+14255550106\"");
+    let id = host.start_orchestration(sample.orchestrator, "\"+14255550106\"");
     // With the 90 s default this wait would run out; the setting makes it 1 s.
     let status = host.wait_finished(&id);
     assert_eq!(status["output"], json!(false));
 }
 
-#[test]
-fn event_names_match_case_sensitively() {
+fn event_names_match_case_sensitively(sample: PhoneSample) {
     let sms = FakeSms::start();
-    let host = Host::start(HostOptions::default().twilio(&sms));
-    let id = start(&host, "+14255550107", 300);
+    let host = Host::start(sample.options(&sms));
+    let id = sample.start(&host, "+14255550107", 300);
     let code = sms.code_sent_to("+14255550107");
     assert_eq!(
         host.raise(&id, "smschallengeresponse", &code.to_string())
@@ -182,11 +187,10 @@ fn an_answer_raised_before_the_wait_is_kept() {
     );
 }
 
-#[test]
-fn terminate_stops_a_waiting_verification() {
+fn terminate_stops_a_waiting_verification(sample: PhoneSample) {
     let sms = FakeSms::start();
-    let host = Host::start(HostOptions::default().twilio(&sms));
-    let id = start(&host, "+14255550108", 300);
+    let host = Host::start(sample.options(&sms));
+    let id = sample.start(&host, "+14255550108", 300);
     sms.code_sent_to("+14255550108");
     let answer = host.call(
         "POST",
@@ -206,11 +210,10 @@ fn terminate_stops_a_waiting_verification() {
     assert_eq!(again.status, 410);
 }
 
-#[test]
-fn the_secret_token_never_shows() {
+fn the_secret_token_never_shows(sample: PhoneSample) {
     let sms = FakeSms::start();
-    let host = Host::start(HostOptions::default().twilio(&sms));
-    let id = start(&host, "+14255550109", 300);
+    let host = Host::start(sample.options(&sms));
+    let id = sample.start(&host, "+14255550109", 300);
     let code = sms.code_sent_to("+14255550109");
     host.raise(&id, "SmsChallengeResponse", &code.to_string());
     host.wait_finished(&id);
@@ -244,11 +247,10 @@ fn answer_and_wait(host: &Host, id: &str, code: &str, seconds: u32) -> Answer {
     )
 }
 
-#[test]
-fn an_answer_raised_with_a_timeout_gets_its_outcome_in_the_same_request() {
+fn an_answer_raised_with_a_timeout_gets_its_outcome_in_the_same_request(sample: PhoneSample) {
     let sms = FakeSms::start();
-    let host = Host::start(HostOptions::default().twilio(&sms));
-    let id = start(&host, "+14255550110", 300);
+    let host = Host::start(sample.options(&sms));
+    let id = sample.start(&host, "+14255550110", 300);
     let code = sms.code_sent_to("+14255550110");
     // The answer comes once the flow waits for it: an event raised while the
     // SMS result is still on its way is only buffered by that episode, and
@@ -277,11 +279,10 @@ fn an_answer_raised_with_a_timeout_gets_its_outcome_in_the_same_request() {
     assert_eq!(bad.status, 400, "{}", bad.text);
 }
 
-#[test]
-fn a_raise_whose_wait_runs_out_answers_202_and_the_event_is_still_handled() {
+fn a_raise_whose_wait_runs_out_answers_202_and_the_event_is_still_handled(sample: PhoneSample) {
     let sms = FakeSms::start();
-    let host = Host::start(HostOptions::default().twilio(&sms));
-    let id = start(&host, "+14255550111", 300);
+    let host = Host::start(sample.options(&sms));
+    let id = sample.start(&host, "+14255550111", 300);
     let code = sms.code_sent_to("+14255550111");
     let control = |operation: &str| {
         let path = format!("/runtime/webhooks/durabletask/instances/{id}/{operation}");
@@ -353,16 +354,18 @@ fn the_twilio_stand_in_sends_once_per_idempotency_token_and_wants_content_length
     assert_eq!(sms.messages().len(), 2);
 }
 
-#[test]
-fn an_instance_started_again_under_its_id_sends_under_a_new_idempotency_token() {
+fn an_instance_started_again_under_its_id_sends_under_a_new_idempotency_token(sample: PhoneSample) {
     // A provider that deduplicates on the token would drop the second
     // challenge if the key were the same: the person would get no code.
     let sms = FakeSms::start();
-    let host = Host::start(HostOptions::default().twilio(&sms));
+    let host = Host::start(sample.options(&sms));
     let phone = "+14255550113";
     let input = json!({ "phoneNumber": phone, "timeoutSeconds": 300 }).to_string();
-    let path = "/runtime/webhooks/durabletask/orchestrators/E4_SmsPhoneVerification/again-1";
-    assert_eq!(host.call("POST", path, Some(&input)).status, 202);
+    let path = format!(
+        "/runtime/webhooks/durabletask/orchestrators/{}/again-1",
+        sample.orchestrator
+    );
+    assert_eq!(host.call("POST", &path, Some(&input)).status, 202);
     sms.wait_messages_to(phone, 1);
     host.start_again_under_its_id("again-1");
     let sent = sms.wait_messages_to(phone, 2);

@@ -7,6 +7,7 @@ mod links;
 mod sandbox;
 
 use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -116,6 +117,8 @@ pub struct Runtime {
     idle_capacity: usize,
     linker: Linker<GuestState>,
     loaded: Mutex<HashMap<String, LoadedApp>>,
+    /// A folder of compiled components by digest (see `with_compile_cache`).
+    compile_cache: Option<PathBuf>,
     settings: Arc<Settings>,
     limits: GuestLimits,
     /// Keys each activity call's randomness.
@@ -190,6 +193,7 @@ impl Runtime {
             idle_capacity: activity_workers,
             linker,
             loaded: Mutex::new(HashMap::new()),
+            compile_cache: None,
             settings,
             limits,
             random_key,
@@ -198,20 +202,59 @@ impl Runtime {
         })
     }
 
-    /// Checks that `wasm` is a Durango function app, compiles it and lists
-    /// its functions. The error says why the bytes were refused.
+    /// Keeps compiled components in `folder` too, by digest and wasmtime
+    /// build, so that deploying a component this host compiled before (to
+    /// another database: a test suite's, a new environment's) skips the
+    /// compilation. A JavaScript or Python app carries its interpreter:
+    /// tens of seconds of compiling. The folder must be one only hosts
+    /// write to: what is in it is loaded as machine code.
+    pub fn with_compile_cache(mut self, folder: Option<PathBuf>) -> Runtime {
+        self.compile_cache = folder;
+        self
+    }
+
+    /// Where the compile cache keeps `version` for this engine.
+    fn cached_path(&self, version: &str) -> Option<PathBuf> {
+        use std::hash::{Hash, Hasher};
+        let mut engine = std::collections::hash_map::DefaultHasher::new();
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut engine);
+        let folder = self.compile_cache.as_ref()?;
+        Some(folder.join(format!("{version}-{:016x}.cwasm", engine.finish())))
+    }
+
+    /// Checks that `wasm` is a Durango function app, compiles it (or takes
+    /// it from the compile cache) and lists its functions. The error says
+    /// why the bytes were refused.
     pub async fn compile(&self, wasm: &[u8], allowed: AllowedSettings) -> Result<Compiled, String> {
         let version = hex(&Sha256::digest(wasm));
-        let engine = self.engine.clone();
-        let bytes = wasm.to_vec();
-        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
-            .await
-            .map_err(|e| format!("compilation stopped: {e}"))?
-            .map_err(|e| format!("not a valid WebAssembly component: {}", root_cause(&e)))?;
+        let cached = self.cached_path(&version);
+        // SAFETY: the cache holds what `Component::serialize` wrote on a
+        // host of this build (the file name carries the engine's hash), in
+        // a folder only hosts write to.
+        let hit = cached
+            .as_ref()
+            .and_then(|path| unsafe { Component::deserialize_file(&self.engine, path) }.ok());
+        let was_cached = hit.is_some();
+        let component = match hit {
+            Some(component) => component,
+            None => {
+                let engine = self.engine.clone();
+                let bytes = wasm.to_vec();
+                tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
+                    .await
+                    .map_err(|e| format!("compilation stopped: {e}"))?
+                    .map_err(|e| format!("not a valid WebAssembly component: {}", root_cause(&e)))?
+            }
+        };
         let pre = self.prepare(&component)?;
         let compiled = component
             .serialize()
             .map_err(|e| format!("cannot serialize the compiled component: {e}"))?;
+        if let (Some(path), false) = (&cached, was_cached) {
+            keep_compiled(path, &compiled);
+        }
         let app = LoadedApp { pre, allowed };
         let functions = self.list_functions(&app).await?;
         self.loaded
@@ -590,5 +633,19 @@ fn fault(
         reason
     } else {
         format!("{reason}: {printed}")
+    }
+}
+
+/// Writes a compiled component into the compile cache: whole or not at
+/// all (written aside, then renamed), so a host reading it never sees half.
+/// A failure only costs the next deploy a compilation.
+fn keep_compiled(path: &std::path::Path, compiled: &[u8]) {
+    let aside = path.with_extension(format!("{}.part", std::process::id()));
+    let kept = std::fs::create_dir_all(path.parent().unwrap_or(path))
+        .and_then(|()| std::fs::write(&aside, compiled))
+        .and_then(|()| std::fs::rename(&aside, path));
+    if let Err(error) = kept {
+        let _ = std::fs::remove_file(&aside);
+        tracing::warn!(path = %path.display(), %error, "cannot keep a compiled component in the compile cache");
     }
 }
