@@ -8,10 +8,11 @@ DURANGO     := $(TARGET_DIR)/debug/durango
 GUESTS      := phone-verification hello-sequence approval monitor test-guests versioned
 # JavaScript function apps: the samples, built with the toolchain that
 # guest-sdk/js/package.json pins (installed under the target folder).
-JS_APPS     := hello_sequence_js phone_verification_js
+JS_APPS     := hello_sequence_js phone_verification_js test_guests_js
 JS_WASM     := $(JS_APPS:%=$(WASM_DIR)/%.wasm)
 JS_TOOLS    := $(TARGET_DIR)/js-toolchain
-SAMPLES     := $(WASM_DIR)/phone_verification.wasm $(WASM_DIR)/hello_sequence.wasm $(WASM_DIR)/approval.wasm $(WASM_DIR)/monitor.wasm $(JS_WASM)
+SAMPLES     := $(WASM_DIR)/phone_verification.wasm $(WASM_DIR)/hello_sequence.wasm $(WASM_DIR)/approval.wasm $(WASM_DIR)/monitor.wasm \
+               $(WASM_DIR)/phone_verification_js.wasm $(WASM_DIR)/hello_sequence_js.wasm
 DEMO_DB     ?= durango.db
 DEMO_SMS    ?= 127.0.0.1:7072
 # The end-to-end suites run a second time with each host on a database of

@@ -77,3 +77,20 @@ fn a_redeploy_does_not_change_running_instances() {
     host.raise(&id, "Go", "\"still the old code\"");
     assert_eq!(host.wait_finished(&id)["output"], "still the old code");
 }
+
+#[test]
+fn a_non_deterministic_javascript_orchestrator_fails_with_the_same_step_check() {
+    let host = Host::start(
+        HostOptions::with_apps(&["test_guests_js"])
+            .arg("--hot-instances")
+            .arg("0"),
+    );
+    let id = host.start_orchestration("JsNonDeterministic", "null");
+    let status = host.wait_finished(&id);
+    assert_eq!(status["runtimeStatus"], "Failed", "{status}");
+    let message = status["output"].as_str().unwrap();
+    assert!(
+        message.contains("step 0: history has activity JsEcho, code asked for timer"),
+        "{message}"
+    );
+}

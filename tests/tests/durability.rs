@@ -150,10 +150,26 @@ fn hot_path_and_cold_replay_give_the_same_result(sample: PhoneSample) {
 
 #[test]
 fn std_clock_and_randomness_replay_identically() {
+    clock_and_randomness_replay_identically("test_guests", "StdClockAndRandom");
+}
+
+#[test]
+fn javascript_clock_and_randomness_replay_identically() {
+    // Date.now(), new Date(), Math.random(), crypto.getRandomValues().
+    clock_and_randomness_replay_identically("test_guests_js", "JsClockAndRandom");
+}
+
+/// The orchestrator reads its language's own clock and randomness before
+/// and after an event, and says what it saw first in its custom status.
+fn clock_and_randomness_replay_identically(app: &'static str, orchestrator: &str) {
     // No hot instances: the episode after the event replays the first one
     // cold, and must see the clock and randomness the first run saw.
-    let host = Host::start(HostOptions::default().arg("--hot-instances").arg("0"));
-    let id = host.start_orchestration("StdClockAndRandom", "null");
+    let host = Host::start(
+        HostOptions::with_apps(&[app])
+            .arg("--hot-instances")
+            .arg("0"),
+    );
+    let id = host.start_orchestration(orchestrator, "null");
     let seen = wait_until("the first run's values", WAIT, || {
         host.status(&id).body["customStatus"]
             .as_str()

@@ -164,3 +164,39 @@ fn a_read_only_database_stops_the_start_with_a_clear_message() {
     host.raise(&id, "Go", "\"writable again\"");
     assert_eq!(host.wait_finished(&id)["output"], "writable again");
 }
+
+#[test]
+fn the_compile_cache_is_filled_on_deploy_and_a_damaged_entry_is_compiled_again() {
+    let cache = tempfile::tempdir().unwrap();
+    let with_cache = || {
+        HostOptions::with_apps(&["hello_sequence"])
+            .arg("--compile-cache")
+            .arg(cache.path().to_str().unwrap())
+    };
+    let first = Host::start(with_cache());
+    let digest = durango_e2e::digest(&std::fs::read(durango_e2e::wasm("hello_sequence")).unwrap());
+    let kept: Vec<_> = std::fs::read_dir(cache.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let name = kept[0].file_name().unwrap().to_str().unwrap().to_string();
+    assert!(
+        name.starts_with(&digest) && name.ends_with(".cwasm"),
+        "kept by digest: {name}"
+    );
+    let id = first.start_orchestration("E1_HelloSequence", "null");
+    let finished = first.wait_finished(&id);
+    drop(first);
+
+    // A damaged entry (a disk error, a half-copied folder) is not loaded:
+    // the next deploy compiles again and the app runs as before.
+    std::fs::write(&kept[0], b"not a compiled component").unwrap();
+    let second = Host::start(with_cache());
+    let id = second.start_orchestration("E1_HelloSequence", "null");
+    assert_eq!(second.wait_finished(&id)["output"], finished["output"]);
+    assert!(
+        std::fs::read(&kept[0]).unwrap().len() > 1000,
+        "the entry was written again"
+    );
+}

@@ -1,0 +1,32 @@
+// Orchestrators the end-to-end tests use to prove the JavaScript SDK keeps
+// Durango's guarantees: replay-safe clocks and randomness, and the step
+// check catching code that takes another step on replay.
+import * as df from "../../guest-sdk/js/durango.js";
+
+// Takes another first step on replay than it took the first time.
+df.app.orchestration("JsNonDeterministic", function* (context) {
+  if (context.df.isReplaying) {
+    yield context.df.createTimer(new Date(context.df.currentUtcDateTime.getTime() + 1000));
+  } else {
+    yield context.df.callActivity("JsEcho", "first");
+  }
+  return yield context.df.waitForExternalEvent("Continue");
+});
+
+// Reads JavaScript's own clock and randomness: the sandbox makes them
+// replay-safe. What it saw first is also its custom status, as seen on the
+// first run; a replay must see the same.
+df.app.orchestration("JsClockAndRandom", function* (context) {
+  const look = () => [Date.now(), new Date().toISOString(), Math.random(),
+    crypto.getRandomValues(new Uint32Array(1))[0]].join("/");
+  const seen = look();
+  if (!context.df.isReplaying) {
+    context.df.setCustomStatus(seen);
+  }
+  yield context.df.waitForExternalEvent("Continue");
+  return `${seen} ${look()}`;
+});
+
+df.app.activity("JsEcho", { handler: (input) => input });
+
+export { app, orchestrator, activity } from "../../guest-sdk/js/durango.js";
