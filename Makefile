@@ -40,7 +40,7 @@ guests: setup js-guests
 
 # npm ci again only when the pinned toolchain changes.
 $(JS_TOOLS)/.installed: guest-sdk/js/package.json guest-sdk/js/package-lock.json
-	@command -v npm >/dev/null || { echo "the JavaScript samples need Node.js and npm (Debian: apt-get install nodejs npm)"; exit 1; }
+	@missing=""; command -v npm >/dev/null || missing="nodejs npm"; $(APT_INSTALL)
 	mkdir -p $(JS_TOOLS)
 	cp guest-sdk/js/package.json guest-sdk/js/package-lock.json $(JS_TOOLS)/
 	cd $(JS_TOOLS) && npm ci --no-audit --no-fund --loglevel=error
@@ -81,7 +81,10 @@ test-tools:
 	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || [ -x "$$(pg_config --bindir 2>/dev/null)/postgres" ] || missing="$$missing postgresql"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
-	if [ -n "$$missing" ]; then \
+	$(APT_INSTALL)
+
+# Installs Debian's packages named in $$missing, if any.
+APT_INSTALL = if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends $$missing; \
