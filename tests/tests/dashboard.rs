@@ -19,6 +19,9 @@ struct Browser {
     driver: Child,
     client: Client,
     shots: PathBuf,
+    /// Chromium's profile folder: it names this browser's processes, so
+    /// they can all be stopped, whatever state the test ended in.
+    profile: tempfile::TempDir,
 }
 
 impl Browser {
@@ -41,9 +44,11 @@ impl Browser {
         };
         // Keep reading so chromedriver never blocks on a full pipe.
         std::thread::spawn(move || lines.for_each(drop));
+        let profile = tempfile::tempdir().expect("a profile folder");
         let mut options = json!({
             "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                     "--disable-gpu", "--window-size=1400,1200"],
+                     "--disable-gpu", "--window-size=1400,1200",
+                     format!("--user-data-dir={}", profile.path().display())],
         });
         if std::path::Path::new("/usr/bin/chromium").exists() {
             options["binary"] = json!("/usr/bin/chromium");
@@ -63,6 +68,7 @@ impl Browser {
             driver,
             client,
             shots,
+            profile,
         }
     }
 
@@ -163,6 +169,10 @@ impl Drop for Browser {
     fn drop(&mut self) {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
+        // Chromium outlives its driver when a test stops half way.
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-f", &self.profile.path().display().to_string()])
+            .status();
     }
 }
 
