@@ -28,32 +28,28 @@ impl Scrape {
     /// The value of the one sample named `name` whose labels include
     /// `labels`; 0 when there is none (a family with no child yet).
     fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        let found: Vec<&Sample> = self
-            .samples
-            .iter()
-            .filter(|s| s.name == name)
-            .filter(|s| {
-                labels
-                    .iter()
-                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
-            })
-            .collect();
+        let found: Vec<&Sample> = self.matching(name, labels).collect();
         assert!(found.len() <= 1, "{name} {labels:?} matches {found:?}");
         found.first().map_or(0.0, |s| s.value)
     }
 
     /// The sum over every sample named `name` whose labels include `labels`.
     fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.samples
-            .iter()
-            .filter(|s| s.name == name)
-            .filter(|s| {
-                labels
+        self.matching(name, labels).map(|s| s.value).sum()
+    }
+
+    /// The samples named `name` whose labels include `labels`.
+    fn matching<'a>(
+        &'a self,
+        name: &'a str,
+        labels: &'a [(&'a str, &'a str)],
+    ) -> impl Iterator<Item = &'a Sample> + 'a {
+        self.samples.iter().filter(move |s| {
+            s.name == name
+                && labels
                     .iter()
                     .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
-            })
-            .map(|s| s.value)
-            .sum()
+        })
     }
 }
 
