@@ -91,6 +91,10 @@ pub struct ServeArgs {
     /// Linear memory one guest instance may use, in MiB.
     #[arg(long, env = "DURANGO_GUEST_MEMORY_MB", default_value_t = 256)]
     pub guest_memory_mb: usize,
+    /// Log lines on stderr: text, or one JSON object a line (with the
+    /// instance id wherever there is one) for log shippers.
+    #[arg(long, env = "DURANGO_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: crate::trace::LogFormat,
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -256,8 +260,19 @@ fn raise_open_files_limit() -> Option<usize> {
     None
 }
 
-/// Both listeners stop taking connections on ctrl-c, and finish the ones
-/// they have.
+/// Both listeners stop taking connections on ctrl-c or SIGTERM, and finish
+/// the ones they have (then the last spans are exported).
 async fn ctrl_c() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
     let _ = tokio::signal::ctrl_c().await;
 }

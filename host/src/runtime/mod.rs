@@ -387,6 +387,7 @@ impl Runtime {
         context: ActivityContext,
         execution: i64,
         time_limit: Option<Duration>,
+        traceparent: Option<&str>,
     ) -> Result<String, String> {
         let limit = time_limit.unwrap_or(self.limits.activity_attempt);
         let loaded = self.app(version).map_err(|e| e.0)?;
@@ -402,6 +403,7 @@ impl Runtime {
                 &self.random_key,
                 (&context.instance_id, execution),
                 &context.idempotency_key,
+                traceparent,
             );
             guest.calls += 1;
             let result = guest

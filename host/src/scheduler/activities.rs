@@ -7,12 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
+use tracing::{Instrument, Span};
 
 use super::durable_http;
 use super::Scheduler;
 use crate::engine::history::Message;
 use crate::runtime::ActivityContext;
 use crate::store::{now_ms, ActivityRow};
+use crate::trace;
 
 /// Time limit of one durable HTTP attempt unless its policy says otherwise.
 const DEFAULT_HTTP_LIMIT: Duration = Duration::from_secs(60);
@@ -46,8 +48,26 @@ impl ActivityPool {
     }
 }
 
+/// One attempt, in a span of its own (a child of the episode that
+/// scheduled the call, or of its instance's start), which its outgoing
+/// HTTP requests name as their parent.
 async fn run_attempt(sched: &Arc<Scheduler>, activity: ActivityRow) {
+    let span = crate::instance_span!(
+        "activity",
+        otel.name = %format_args!("activity {}", activity.name),
+        instance_id = %activity.instance_id,
+        activity = %activity.name,
+        attempt = activity.attempt + 1,
+        app_version = %activity.version,
+    );
+    trace::set_parent(&span, activity.trace.as_deref());
+    let traced = span.clone();
+    attempt(sched, activity, &traced).instrument(span).await
+}
+
+async fn attempt(sched: &Arc<Scheduler>, activity: ActivityRow, span: &Span) {
     let attempt = activity.attempt + 1;
+    let traceparent = trace::traceparent_of(span);
     let (send_event_url, status_url) =
         sched
             .links
@@ -66,6 +86,7 @@ async fn run_attempt(sched: &Arc<Scheduler>, activity: ActivityRow) {
             &activity.input,
             &context.idempotency_key,
             limit.unwrap_or(DEFAULT_HTTP_LIMIT),
+            traceparent.as_deref(),
         )
         .await
     } else {
@@ -80,17 +101,28 @@ async fn run_attempt(sched: &Arc<Scheduler>, activity: ActivityRow) {
                         context,
                         activity.instance_pk,
                         limit,
+                        traceparent.as_deref(),
                     )
                     .await
             }
             Ok(Err(fault)) => Err(fault.0),
             Err(error) => {
-                tracing::error!(instance = %activity.instance_id, %error, "cannot load an activity's app; it will run after restart");
+                tracing::error!(instance_id = %activity.instance_id, %error, "cannot load an activity's app; it will run after restart");
                 return;
             }
         }
     };
     let (id, seq) = (activity.instance_id.clone(), activity.seq);
+    let outcome_name = match &outcome {
+        Ok(_) => "completed",
+        Err(_) if attempt < activity.retry.max_attempts => "retrying",
+        Err(_) => "failed",
+    };
+    trace::attribute(span, "outcome", outcome_name);
+    if outcome.is_err() {
+        // No description: an error's text may quote what the call got.
+        trace::failed(span);
+    }
     let message = match outcome {
         Ok(result) => Message::TaskCompleted {
             seq,
