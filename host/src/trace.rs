@@ -137,6 +137,7 @@ pub fn init(format: LogFormat) -> Telemetry {
             .with_level(false)
             .with_target(false)
             .with_context_activation(false)
+            .with_tracked_inactivity(false)
             .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
                 meta.target() == TARGET
             }))
