@@ -379,15 +379,16 @@ impl Runtime {
     }
 
     /// Runs one activity attempt to completion (or its time limit).
+    /// `(execution, traceparent)`: the instance's internal key, and the
+    /// `traceparent` its outgoing HTTP requests carry when traced.
     pub async fn run_activity(
         &self,
         version: &str,
         name: &str,
         input: &str,
         context: ActivityContext,
-        execution: i64,
+        (execution, traceparent): (i64, Option<&str>),
         time_limit: Option<Duration>,
-        traceparent: Option<&str>,
     ) -> Result<String, String> {
         let limit = time_limit.unwrap_or(self.limits.activity_attempt);
         let loaded = self.app(version).map_err(|e| e.0)?;

@@ -99,9 +99,8 @@ async fn attempt(sched: &Arc<Scheduler>, activity: ActivityRow, span: &Span) {
                         &activity.name,
                         &activity.input,
                         context,
-                        activity.instance_pk,
+                        (activity.instance_pk, traceparent.as_deref()),
                         limit,
-                        traceparent.as_deref(),
                     )
                     .await
             }
