@@ -496,7 +496,6 @@ impl Host {
             .ok_or_else(|| StartError::UnknownOrchestrator(orchestrator.to_string()))?;
         let span = crate::instance_span!(
             "start",
-            otel.name = %format_args!("start {orchestrator}"),
             instance_id = %id,
             orchestrator,
             app_version = %version,

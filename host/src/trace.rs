@@ -138,9 +138,14 @@ pub fn init(format: LogFormat) -> Telemetry {
             .with_target(false)
             .with_context_activation(false)
             .with_tracked_inactivity(false)
-            .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
-                meta.target() == TARGET
-            }))
+            // Instance spans only, and a level ceiling: `filter_fn` would
+            // leave the ceiling at TRACE, and every debug and trace call
+            // site in the process (wasmtime's `log` ones too) would be
+            // evaluated on every hit.
+            .with_filter(
+                tracing_subscriber::filter::Targets::new()
+                    .with_target(TARGET, tracing::Level::INFO),
+            )
     });
     tracing_subscriber::registry()
         .with(fmt_layer)
@@ -217,7 +222,7 @@ impl opentelemetry_http::HttpClient for UreqClient {
     ) -> Result<http::Response<opentelemetry_http::Bytes>, opentelemetry_http::HttpError> {
         stand_back();
         let (parts, body) = request.into_parts();
-        let request = http::Request::from_parts(parts, body.to_vec());
+        let request = http::Request::from_parts(parts, &body[..]);
         let mut response = self.agent.run(request)?;
         let mut answer = http::Response::builder().status(response.status());
         for (name, value) in response.headers() {
@@ -271,6 +276,26 @@ pub fn traceparent_of(span: &Span) -> Option<String> {
     let span = context.span();
     let own = span.span_context();
     own.is_valid().then(|| format_traceparent(own))
+}
+
+/// A traced span's context, to name it as a parent later.
+#[derive(Clone)]
+pub struct Parent(SpanContext);
+
+impl Parent {
+    pub fn of(span: &Span) -> Option<Parent> {
+        if span.is_none() {
+            return None;
+        }
+        let context = span.context();
+        let own = context.span().span_context().clone();
+        own.is_valid().then_some(Parent(own))
+    }
+
+    /// Its W3C `traceparent`.
+    pub fn header(&self) -> String {
+        format_traceparent(&self.0)
+    }
 }
 
 /// Makes `span` a child of the span `traceparent` names (stored with an

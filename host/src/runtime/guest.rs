@@ -117,14 +117,14 @@ impl GuestState {
         key: &RandomKey,
         (instance_id, execution): (&str, i64),
         idempotency_key: &str,
-        traceparent: Option<&str>,
+        traceparent: Option<&crate::trace::Parent>,
     ) {
         self.output_mark = self.output.contents().len();
         if let Role::Activity(call) = &mut self.role {
             call.random.begin_call(key, idempotency_key);
             call.instance = instance_id.to_string();
             call.execution = execution;
-            call.http.traceparent = traceparent.and_then(|t| http::HeaderValue::from_str(t).ok());
+            call.http.traceparent = traceparent.cloned();
         }
     }
 
@@ -215,7 +215,7 @@ impl WasiHttpView for GuestState {
 /// the instance's trace; otherwise wasi:http's own sending.
 #[derive(Default)]
 pub struct TraceHttp {
-    traceparent: Option<http::HeaderValue>,
+    traceparent: Option<crate::trace::Parent>,
 }
 
 impl WasiHttpHooks for TraceHttp {
@@ -235,10 +235,12 @@ impl WasiHttpHooks for TraceHttp {
                 )>,
             > + Send,
     > {
-        if let Some(traceparent) = &self.traceparent {
+        if let Some(parent) = &self.traceparent {
             let headers = request.headers_mut();
             if !headers.contains_key(TRACEPARENT) {
-                headers.insert(TRACEPARENT, traceparent.clone());
+                if let Ok(value) = http::HeaderValue::from_str(&parent.header()) {
+                    headers.insert(TRACEPARENT, value);
+                }
             }
         }
         wasmtime_wasi_http::default_hooks().send_request(request, options, fut)

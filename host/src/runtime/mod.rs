@@ -387,7 +387,7 @@ impl Runtime {
         name: &str,
         input: &str,
         context: ActivityContext,
-        (execution, traceparent): (i64, Option<&str>),
+        (execution, traceparent): (i64, Option<&crate::trace::Parent>),
         time_limit: Option<Duration>,
     ) -> Result<String, String> {
         let limit = time_limit.unwrap_or(self.limits.activity_attempt);

@@ -54,11 +54,9 @@ impl ActivityPool {
 async fn run_attempt(sched: &Arc<Scheduler>, activity: ActivityRow) {
     let span = crate::instance_span!(
         "activity",
-        otel.name = %format_args!("activity {}", activity.name),
         instance_id = %activity.instance_id,
         activity = %activity.name,
         attempt = activity.attempt + 1,
-        app_version = %activity.version,
     );
     trace::set_parent(&span, activity.trace.as_deref());
     let traced = span.clone();
@@ -67,7 +65,8 @@ async fn run_attempt(sched: &Arc<Scheduler>, activity: ActivityRow) {
 
 async fn attempt(sched: &Arc<Scheduler>, activity: ActivityRow, span: &Span) {
     let attempt = activity.attempt + 1;
-    let traceparent = trace::traceparent_of(span);
+    // Formatted when a request goes out, not for every attempt.
+    let parent = trace::Parent::of(span);
     let (send_event_url, status_url) =
         sched
             .links
@@ -86,7 +85,7 @@ async fn attempt(sched: &Arc<Scheduler>, activity: ActivityRow, span: &Span) {
             &activity.input,
             &context.idempotency_key,
             limit.unwrap_or(DEFAULT_HTTP_LIMIT),
-            traceparent.as_deref(),
+            parent.as_ref(),
         )
         .await
     } else {
@@ -99,7 +98,7 @@ async fn attempt(sched: &Arc<Scheduler>, activity: ActivityRow, span: &Span) {
                         &activity.name,
                         &activity.input,
                         context,
-                        (activity.instance_pk, traceparent.as_deref()),
+                        (activity.instance_pk, parent.as_ref()),
                         limit,
                     )
                     .await

@@ -785,12 +785,11 @@ async fn rebuild(
 /// The span of an episode of `instance` (none when nothing reads spans):
 /// a child of the instance's start span.
 fn episode_span(instance: &InstanceRow) -> Span {
+    // Its orchestrator and version are on the start span: every attribute
+    // here costs on every episode (BENCHMARKS.md, session 8).
     let span = crate::instance_span!(
         "episode",
-        otel.name = %format_args!("episode {}", instance.name),
         instance_id = %instance.id,
-        orchestrator = %instance.name,
-        app_version = %instance.version,
         episode = instance.episodes,
     );
     trace::set_parent(&span, instance.trace.as_deref());
@@ -825,18 +824,6 @@ fn trace_episode(span: &Span, commit: &mut EpisodeCommit) {
                 "waiting for event",
                 vec![KeyValue::new("event.name", name.clone())],
             ),
-            HistoryEvent::ActionTaken {
-                seq,
-                action: Action::Activity { name, .. },
-                ..
-            } => trace::event(
-                span,
-                "activity scheduled",
-                vec![
-                    KeyValue::new("activity", name.clone()),
-                    KeyValue::new("activity.seq", i64::from(*seq)),
-                ],
-            ),
             HistoryEvent::TimerFired { seq } => trace::event(
                 span,
                 "timer fired",
@@ -863,6 +850,9 @@ fn trace_episode(span: &Span, commit: &mut EpisodeCommit) {
     if let Some(status) = commit.status {
         trace::attribute(span, "status", status.as_str());
     }
+    if commit.activities.is_empty() && commit.children.is_empty() {
+        return;
+    }
     let parent = trace::traceparent_of(span);
     for activity in &mut commit.activities {
         activity.trace = parent.clone();
@@ -870,7 +860,6 @@ fn trace_episode(span: &Span, commit: &mut EpisodeCommit) {
     for child in &mut commit.children {
         let start = crate::instance_span!(
             "start",
-            otel.name = %format_args!("start {}", child.name),
             instance_id = %child.id,
             orchestrator = %child.name,
             app_version = child.version.as_deref().unwrap_or(""),

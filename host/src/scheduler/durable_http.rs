@@ -38,7 +38,7 @@ pub async fn call(
     input: &str,
     idempotency_key: &str,
     limit: Duration,
-    traceparent: Option<&str>,
+    parent: Option<&crate::trace::Parent>,
 ) -> Result<String, String> {
     let mut request: Request = serde_json::from_str(input)
         .map_err(|e| format!("durable HTTP request is not valid: {e}"))?;
@@ -53,7 +53,7 @@ pub async fn call(
     }
     // The attempt's span is the called service's parent, unless the
     // orchestrator named one.
-    if let Some(traceparent) = traceparent {
+    if let Some(parent) = parent {
         let traced = request
             .headers
             .iter()
@@ -61,7 +61,7 @@ pub async fn call(
         if !traced {
             request
                 .headers
-                .push(("traceparent".into(), traceparent.into()));
+                .push(("traceparent".into(), parent.header()));
         }
     }
     tokio::task::spawn_blocking(move || send(request, limit))
