@@ -448,3 +448,30 @@ fn json_log_lines_carry_the_instance_id_of_what_they_are_about() {
         assert_eq!(line["instance_id"], json!(failing), "{line}");
     }
 }
+
+#[test]
+fn the_last_spans_are_exported_when_the_host_stops() {
+    let receiver = Receiver::start();
+    let mut host = Host::start(
+        HostOptions::default()
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.base)
+            // No batch is due before the stop.
+            .env("OTEL_BSP_SCHEDULE_DELAY", "600000"),
+    );
+    let id = host.start_orchestration("E1_HelloSequence", "null");
+    assert_eq!(host.wait_finished(&id)["runtimeStatus"], "Completed");
+    assert!(
+        receiver.spans().is_empty(),
+        "a batch left before it was due"
+    );
+    let status = host.terminate();
+    assert!(status.success(), "{status}");
+    let spans: Vec<Span> = receiver
+        .spans()
+        .into_iter()
+        .filter(|s| s.attr("instance_id") == Some(id.as_str()))
+        .collect();
+    assert_eq!(named(&spans, "start").len(), 1, "{spans:#?}");
+    assert_eq!(named(&spans, "activity").len(), 3, "{spans:#?}");
+    assert!(named(&spans, "episode").len() >= 2, "{spans:#?}");
+}
