@@ -17,7 +17,7 @@ DEMO_DB     ?= durango.db
 DEMO_SMS    ?= 127.0.0.1:7072
 # The end-to-end suites run a second time with each host on a database of
 # its own on a throwaway PostgreSQL server (tests/src/postgres.rs).
-PG_SUITES   := phone_verification durability management approval notifications bad_input api patterns upgrade versions dashboard metrics
+PG_SUITES   := phone_verification durability management approval notifications bad_input api patterns upgrade versions dashboard metrics traces
 
 export CARGO_TARGET_DIR := $(TARGET_DIR)
 

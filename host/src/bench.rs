@@ -311,7 +311,7 @@ impl Bench {
                 while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
                     let id = format!("c{client}-{}", latencies.len());
                     let t0 = Instant::now();
-                    host.start_instance(&orchestrator, id.clone(), "null".into(), None)
+                    host.start_instance(&orchestrator, id.clone(), "null".into(), None, None)
                         .await
                         .map_err(|e| anyhow::anyhow!("start: {e:?}"))?;
                     let done = host.wait_finished(&id, Duration::from_secs(120)).await?;
@@ -361,7 +361,7 @@ impl Bench {
                 let (host, id, orch) = (host.clone(), id(i), orchestrator.to_string());
                 let input = input(i);
                 starts.push(tokio::spawn(async move {
-                    host.start_instance(&orch, id, input, None).await
+                    host.start_instance(&orch, id, input, None, None).await
                 }));
             }
             for start in starts {
@@ -551,7 +551,7 @@ impl Bench {
         for run in 0..5 {
             let id = format!("replay-{run}");
             let input = json!([ticks, reads]).to_string();
-            host.start_instance("Collect", id.clone(), input, None)
+            host.start_instance("Collect", id.clone(), input, None, None)
                 .await
                 .map_err(|e| anyhow::anyhow!("start: {e:?}"))?;
             let mut history_len = 0;

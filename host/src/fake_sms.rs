@@ -135,6 +135,7 @@ async fn send(
             "status": "queued",
             "auth_user": auth.map(|(user, _)| user),
             "idempotency_token": idempotency,
+            "traceparent": headers.get("traceparent").and_then(|v| v.to_str().ok()),
             "requests": 1,
             "answered": false,
         });
@@ -155,6 +156,7 @@ fn answer(message: &Value) -> Value {
     if let Some(fields) = answer.as_object_mut() {
         fields.remove("requests");
         fields.remove("answered");
+        fields.remove("traceparent");
     }
     answer
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{broadcast, oneshot};
+use tracing::Instrument;
 
 use crate::catalog::Catalog;
 use crate::check::{self, CheckReport, Replayed};
@@ -24,6 +25,7 @@ use crate::store::{
     now_ms, ActivityRow, Deployment, Durability, EnqueueOutcome, InstanceRow, MoveCommit,
     PinnedOrchestrator, RewindCommit, Store, StoreError, VersionRemoval, VersionRow,
 };
+use crate::trace;
 
 pub struct HostConfig {
     /// A SQLite file's path, or a `postgres://` URL.
@@ -504,18 +506,48 @@ impl Host {
     }
 
     /// Starts an orchestration; returns once the start is committed.
-    /// `callback_url` also gets the instance's lifecycle events.
+    /// `callback_url` also gets the instance's lifecycle events. The
+    /// instance's trace continues `traceparent` (the start request's), or
+    /// is a new one.
     pub async fn start_instance(
         self: &Arc<Self>,
         orchestrator: &str,
         id: String,
         input: String,
         callback_url: Option<String>,
+        traceparent: Option<String>,
     ) -> Result<(), StartError> {
         let version = self
             .catalog
             .version_of(orchestrator)
             .ok_or_else(|| StartError::UnknownOrchestrator(orchestrator.to_string()))?;
+        let span = crate::instance_span!(
+            "start",
+            instance_id = %id,
+            orchestrator,
+            app_version = %version,
+        );
+        trace::set_parent(&span, traceparent.as_deref());
+        let trace = trace::traceparent_of(&span);
+        self.start_row(orchestrator, id, input, callback_url, version, trace)
+            .instrument(span.clone())
+            .await
+            .inspect_err(|error| {
+                if let StartError::Conflict(_) = error {
+                    trace::attribute(&span, "outcome", "conflict");
+                }
+            })
+    }
+
+    async fn start_row(
+        self: &Arc<Self>,
+        orchestrator: &str,
+        id: String,
+        input: String,
+        callback_url: Option<String>,
+        version: String,
+        trace: Option<String>,
+    ) -> Result<(), StartError> {
         let notifications = self.scheduler.notifier.notifications(&Change {
             instance_id: &id,
             name: orchestrator,
@@ -523,13 +555,16 @@ impl Host {
             detail: None,
             callback_url: callback_url.as_deref(),
         });
-        let row = InstanceRow::pending(
-            id.clone(),
-            orchestrator.to_string(),
-            version,
-            input,
-            callback_url,
-        );
+        let row = InstanceRow {
+            trace,
+            ..InstanceRow::pending(
+                id.clone(),
+                orchestrator.to_string(),
+                version,
+                input,
+                callback_url,
+            )
+        };
         let (reply, answer) = oneshot::channel();
         let starting = Starting {
             row,
@@ -692,6 +727,7 @@ impl Host {
                 retry: retry.retry,
                 attempt: 0,
                 run_at: now_ms(),
+                trace: row.trace.clone(),
             })
             .collect();
         let rewound = self

@@ -24,4 +24,5 @@ pub mod serve;
 pub mod settings;
 pub mod signals;
 pub mod store;
+pub mod trace;
 pub mod waiters;

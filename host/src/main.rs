@@ -1,4 +1,3 @@
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -7,6 +6,7 @@ use durango::bench::BenchArgs;
 use durango::client::{check_lines, pinned_lines, timeline, version_lines, Client, ClientArgs};
 use durango::fake_sms::{self, FakeSmsArgs};
 use durango::serve::{serve, ServeArgs};
+use durango::trace::LogFormat;
 
 /// Many small, short-lived allocations on every step (messages, JSON,
 /// guest stores): glibc's malloc was ~14 % of a busy host's CPU, and
@@ -201,10 +201,10 @@ fn filters<'a>(given: &[(&'a str, Option<String>)]) -> Vec<(&'a str, String)> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => run_server(serve(args)),
-        Command::FakeSms(args) => run_server(fake_sms::run(args)),
-        Command::Bench(args) => run_server(durango::bench::run(args)),
-        Command::Inbox { id, db } => run_server(print_inbox(id, db)),
+        Command::Serve(args) => run_server(args.log_format, serve(args)),
+        Command::FakeSms(args) => run_server(LogFormat::Text, fake_sms::run(args)),
+        Command::Bench(args) => run_server(LogFormat::Text, durango::bench::run(args)),
+        Command::Inbox { id, db } => run_server(LogFormat::Text, print_inbox(id, db)),
         command => run_client(command),
     };
     match result {
@@ -216,19 +216,20 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_server(task: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+/// Runs a server's task on tokio, with its log lines in `format` and, when
+/// the environment names an OTLP endpoint, its traces exported (the last
+/// ones once the task has ended: `durango serve` ends on ctrl-c or SIGTERM).
+fn run_server(
+    format: LogFormat,
+    task: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let telemetry = durango::trace::init(format);
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     #[cfg(target_os = "linux")]
     runtime.on_thread_start(behind_the_writer);
-    runtime.enable_all().build()?.block_on(task)
+    let outcome = runtime.enable_all().build()?.block_on(task);
+    telemetry.shutdown();
+    outcome
 }
 
 /// How far tokio's threads (episodes, activities, HTTP) stand back.

@@ -102,6 +102,10 @@ pub struct ServeArgs {
     /// is in it runs as machine code.
     #[arg(long, env = "DURANGO_COMPILE_CACHE", value_name = "DIR")]
     pub compile_cache: Option<PathBuf>,
+    /// Log lines on stderr: text, or one JSON object a line (with the
+    /// instance id wherever there is one) for log shippers.
+    #[arg(long, env = "DURANGO_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: crate::trace::LogFormat,
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -184,7 +188,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 rpc_listener,
                 rpc_app,
                 connections.clone(),
-                ctrl_c(),
+                asked_to_stop(),
             ))
         }
         None => None,
@@ -202,7 +206,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 metrics_listener,
                 api::metrics_router(host.clone()),
                 connections.clone(),
-                ctrl_c(),
+                asked_to_stop(),
             ))
         }
         None => None,
@@ -219,7 +223,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         api::router(host, args.max_body),
         connections,
         async move {
-            ctrl_c().await;
+            asked_to_stop().await;
             // Live pages' streams end, so the listener can finish.
             signals.stop();
         },
@@ -296,8 +300,19 @@ fn raise_open_files_limit() -> Option<usize> {
     None
 }
 
-/// Both listeners stop taking connections on ctrl-c, and finish the ones
-/// they have.
-async fn ctrl_c() {
+/// Both listeners stop taking connections on ctrl-c or SIGTERM, and finish
+/// the ones they have (then the last spans are exported).
+async fn asked_to_stop() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
     let _ = tokio::signal::ctrl_c().await;
 }

@@ -507,6 +507,16 @@ impl Host {
         }
     }
 
+    /// `SIGTERM`, as an operator stops a host: it finishes what it is
+    /// answering and exports its last spans; waits until it has exited.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal("-TERM");
+        let mut child = self.child.take().expect("a running host");
+        wait_until("the host to exit after SIGTERM", WAIT, || {
+            child.try_wait().expect("wait for the host")
+        })
+    }
+
     /// `SIGSTOP`: the process stops where it is, as a host does in a long
     /// pause (a stalled VM, a debugger); `resume` continues it.
     pub fn pause(&self) {

@@ -19,6 +19,7 @@ use super::{ApiError, ApiState, Links};
 use crate::engine::history::{Message, RuntimeStatus};
 use crate::host::{RewindError, StartError};
 use crate::store::{format_time, EnqueueOutcome, InstanceFilter, InstanceRow};
+use crate::trace;
 
 /// Longest instance id accepted (as Durable Functions).
 const MAX_ID_LEN: usize = 100;
@@ -100,7 +101,7 @@ async fn start_instance(
     };
     state
         .host
-        .start_instance(name, id.clone(), input, callback)
+        .start_instance(name, id.clone(), input, callback, trace::incoming(headers))
         .await
         .map_err(|e| match e {
             StartError::UnknownOrchestrator(name) => ApiError::bad_request(format!(

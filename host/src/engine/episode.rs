@@ -283,6 +283,7 @@ impl<'a> Builder<'a> {
                         retry: retry.unwrap_or(crate::engine::history::RetryPolicy::ONCE),
                         attempt: 0,
                         run_at: timestamp,
+                        trace: self.instance.trace.clone(),
                     })
                 }
                 Action::Timer { fire_at } => self.commit.timers.push((seq, *fire_at)),
@@ -296,6 +297,7 @@ impl<'a> Builder<'a> {
                     name: name.clone(),
                     input: input.clone(),
                     version: None,
+                    trace: None,
                 }),
                 Action::EventWait { .. } | Action::Setting { .. } | Action::Patch { .. } => {}
             }

@@ -42,6 +42,9 @@ pub struct ActivityCall {
     pub random: ActivityRandom,
     pub instance: String,
     pub execution: i64,
+    /// The `traceparent` its outgoing HTTP requests carry (the attempt's
+    /// span), when traced.
+    pub http: TraceHttp,
 }
 
 pub struct GuestState {
@@ -114,12 +117,14 @@ impl GuestState {
         key: &RandomKey,
         (instance_id, execution): (&str, i64),
         idempotency_key: &str,
+        traceparent: Option<&crate::trace::Parent>,
     ) {
         self.output_mark = self.output.contents().len();
         if let Role::Activity(call) = &mut self.role {
             call.random.begin_call(key, idempotency_key);
             call.instance = instance_id.to_string();
             call.execution = execution;
+            call.http.traceparent = traceparent.cloned();
         }
     }
 
@@ -192,7 +197,8 @@ impl WasiView for GuestState {
 
 impl WasiHttpView for GuestState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        let hooks: &mut dyn WasiHttpHooks = match self.role {
+        let hooks: &mut dyn WasiHttpHooks = match &mut self.role {
+            Role::Activity(call) if call.http.traceparent.is_some() => &mut call.http,
             Role::Activity(_) => Default::default(),
             Role::Orchestrator { .. } => &mut self.deny_http,
         };
@@ -203,6 +209,45 @@ impl WasiHttpView for GuestState {
         }
     }
 }
+
+/// A traced activity's outgoing HTTP: each request carries the attempt's
+/// `traceparent` (unless the guest set one), so the service it calls joins
+/// the instance's trace; otherwise wasi:http's own sending.
+#[derive(Default)]
+pub struct TraceHttp {
+    traceparent: Option<crate::trace::Parent>,
+}
+
+impl WasiHttpHooks for TraceHttp {
+    fn send_request(
+        &mut self,
+        mut request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        fut: Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn std::future::Future<
+                Output = wasmtime_wasi_http::Result<(
+                    http::Response<wasmtime_wasi_http::WasiBody>,
+                    Box<
+                        dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>>
+                            + Send,
+                    >,
+                )>,
+            > + Send,
+    > {
+        if let Some(parent) = &self.traceparent {
+            let headers = request.headers_mut();
+            if !headers.contains_key(TRACEPARENT) {
+                if let Ok(value) = http::HeaderValue::from_str(&parent.header()) {
+                    headers.insert(TRACEPARENT, value);
+                }
+            }
+        }
+        wasmtime_wasi_http::default_hooks().send_request(request, options, fut)
+    }
+}
+
+const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
 
 /// Orchestrators make no network calls: that is what activities are for.
 struct DenyHttp;

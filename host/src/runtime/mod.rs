@@ -437,13 +437,15 @@ impl Runtime {
     }
 
     /// Runs one activity attempt to completion (or its time limit).
+    /// `(execution, traceparent)`: the instance's internal key, and the
+    /// `traceparent` its outgoing HTTP requests carry when traced.
     pub async fn run_activity(
         &self,
         version: &str,
         name: &str,
         input: &str,
         context: ActivityContext,
-        execution: i64,
+        (execution, traceparent): (i64, Option<&crate::trace::Parent>),
         time_limit: Option<Duration>,
     ) -> Result<String, String> {
         let limit = time_limit.unwrap_or(self.limits.activity_attempt);
@@ -460,6 +462,7 @@ impl Runtime {
                 &self.random_key,
                 (&context.instance_id, execution),
                 &context.idempotency_key,
+                traceparent,
             );
             guest.calls += 1;
             let result = guest

@@ -7,12 +7,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
+use tracing::{Instrument, Span};
 
 use super::durable_http;
 use super::Scheduler;
 use crate::engine::history::Message;
 use crate::runtime::ActivityContext;
 use crate::store::{now_ms, ActivityRow};
+use crate::trace;
 
 /// Time limit of one durable HTTP attempt unless its policy says otherwise.
 const DEFAULT_HTTP_LIMIT: Duration = Duration::from_secs(60);
@@ -46,8 +48,25 @@ impl ActivityPool {
     }
 }
 
+/// One attempt, in a span of its own (a child of the episode that
+/// scheduled the call, or of its instance's start), which its outgoing
+/// HTTP requests name as their parent.
 async fn run_attempt(sched: &Arc<Scheduler>, activity: ActivityRow) {
+    let span = crate::instance_span!(
+        "activity",
+        instance_id = %activity.instance_id,
+        activity = %activity.name,
+        attempt = activity.attempt + 1,
+    );
+    trace::set_parent(&span, activity.trace.as_deref());
+    let traced = span.clone();
+    attempt(sched, activity, &traced).instrument(span).await
+}
+
+async fn attempt(sched: &Arc<Scheduler>, activity: ActivityRow, span: &Span) {
     let attempt = activity.attempt + 1;
+    // Formatted when a request goes out, not for every attempt.
+    let parent = trace::Parent::of(span);
     let (send_event_url, status_url) =
         sched
             .links
@@ -67,6 +86,7 @@ async fn run_attempt(sched: &Arc<Scheduler>, activity: ActivityRow) {
             &activity.input,
             &context.idempotency_key,
             limit.unwrap_or(DEFAULT_HTTP_LIMIT),
+            parent.as_ref(),
         )
         .await
     } else {
@@ -79,14 +99,14 @@ async fn run_attempt(sched: &Arc<Scheduler>, activity: ActivityRow) {
                         &activity.name,
                         &activity.input,
                         context,
-                        activity.instance_pk,
+                        (activity.instance_pk, parent.as_ref()),
                         limit,
                     )
                     .await
             }
             Ok(Err(fault)) => Err(fault.0),
             Err(error) => {
-                tracing::error!(instance = %activity.instance_id, %error, "cannot load an activity's app; it will run after restart");
+                tracing::error!(instance_id = %activity.instance_id, %error, "cannot load an activity's app; it will run after restart");
                 return;
             }
         }
@@ -96,6 +116,16 @@ async fn run_attempt(sched: &Arc<Scheduler>, activity: ActivityRow) {
     sched
         .metrics
         .activity_attempt(&activity.name, began.elapsed(), outcome.is_err(), retried);
+    let outcome_name = match &outcome {
+        Ok(_) => "completed",
+        Err(_) if attempt < activity.retry.max_attempts => "retrying",
+        Err(_) => "failed",
+    };
+    trace::attribute(span, "outcome", outcome_name);
+    if outcome.is_err() {
+        // No description: an error's text may quote what the call got.
+        trace::failed(span);
+    }
     let message = match outcome {
         Ok(result) => Message::TaskCompleted {
             seq,

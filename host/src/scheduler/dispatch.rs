@@ -22,19 +22,22 @@ use std::time::{Duration, Instant};
 
 use lru::LruCache;
 use tokio::sync::{mpsc, oneshot};
+use tracing::{Instrument, Span};
 
 use super::activities;
 use super::ownership::Ownership;
 use super::Scheduler;
 use crate::engine::episode::{self, Origin};
-use crate::engine::history::{HistoryEvent, Message, RuntimeStatus};
+use crate::engine::history::{Action, HistoryEvent, Message, RuntimeStatus};
 use crate::engine::replay::Replay;
 use crate::metrics::Metrics;
 use crate::notify::Change;
 use crate::runtime::{GuestFault, Orchestrator};
 use crate::store::{
-    ActivityRow, Committed, CreateOutcome, EpisodeOutcome, InstanceRow, Notification, StoreError,
+    format_time, ActivityRow, Committed, CreateOutcome, EpisodeCommit, EpisodeOutcome, InstanceRow,
+    Notification, StoreError,
 };
+use crate::trace;
 
 /// A waiting instance kept in memory (`G`: its guest; `()` while it is
 /// being committed).
@@ -466,47 +469,54 @@ async fn process(sched: &Arc<Scheduler>, id: &str, work: &Work) -> Result<(), St
         }
         return Ok(());
     }
-    let (mut guest, history_len, fault) = match (hot, history) {
-        (Some(hot), _) => (Some(hot.guest), hot.history_len, None),
-        (None, history) => rebuild(sched, &instance, history.unwrap_or_default()).await?,
-    };
-    let offered = messages.len();
-    let in_hand = outcomes.clone();
-    let messages = messages
-        .into_iter()
-        .map(|(id, message)| (Origin::Inbox(id), message))
-        .chain(
-            outcomes
-                .into_iter()
-                .map(|(seq, outcome)| (Origin::Activity(seq), outcome)),
-        )
-        .collect();
-    let episode = episode::run(guest.as_mut(), &instance, history_len, messages, fault).await;
-    sched.metrics.episode(began.elapsed());
-    let inbox_consumed =
-        episode.commit.consumed.len() == offered && episode.commit.held_activities.is_empty();
-    if episode.is_idle() {
-        if let Some(guest) = guest {
-            keep(guest, history_len, instance, inbox_consumed);
+    let span = episode_span(&instance);
+    let traced = span.clone();
+    let keep = &keep;
+    async move {
+        let (mut guest, history_len, fault) = match (hot, history) {
+            (Some(hot), _) => (Some(hot.guest), hot.history_len, None),
+            (None, history) => rebuild(sched, &instance, history.unwrap_or_default()).await?,
+        };
+        let offered = messages.len();
+        let in_hand = outcomes.clone();
+        let messages = messages
+            .into_iter()
+            .map(|(id, message)| (Origin::Inbox(id), message))
+            .chain(
+                outcomes
+                    .into_iter()
+                    .map(|(seq, outcome)| (Origin::Activity(seq), outcome)),
+            )
+            .collect();
+        let episode = episode::run(guest.as_mut(), &instance, history_len, messages, fault).await;
+        sched.metrics.episode(began.elapsed());
+        let inbox_consumed =
+            episode.commit.consumed.len() == offered && episode.commit.held_activities.is_empty();
+        if episode.is_idle() {
+            if let Some(guest) = guest {
+                keep(guest, history_len, instance, inbox_consumed);
+            }
+            return Ok(());
         }
-        return Ok(());
+        let kept = Hot {
+            guest: (),
+            history_len,
+            instance,
+            read_upto,
+            inbox_consumed,
+        };
+        // The outcomes it took from memory, for the durable path should the
+        // commit be refused.
+        let in_hand = in_hand
+            .into_iter()
+            .filter(|(seq, _)| episode.commit.consumed_activities.contains(seq))
+            .collect();
+        // Only an episode that creates its instance can find the id taken.
+        let _ = commit_round(sched, id, guest, kept, episode, in_hand, &traced).await?;
+        Ok(())
     }
-    let kept = Hot {
-        guest: (),
-        history_len,
-        instance,
-        read_upto,
-        inbox_consumed,
-    };
-    // The outcomes it took from memory, for the durable path should the
-    // commit be refused.
-    let in_hand = in_hand
-        .into_iter()
-        .filter(|(seq, _)| episode.commit.consumed_activities.contains(seq))
-        .collect();
-    // Only an episode that creates its instance can find the id taken.
-    let _ = commit_round(sched, id, guest, kept, episode, in_hand).await?;
-    Ok(())
+    .instrument(span)
+    .await
 }
 
 /// Commits an episode and acts on it: submits its activities, keeps the
@@ -531,6 +541,7 @@ async fn commit_round(
     then: Hot<()>,
     mut episode: episode::Episode,
     in_hand: Vec<(u32, Message)>,
+    span: &Span,
 ) -> Result<Result<(), RuntimeStatus>, StoreError> {
     let instance = &then.instance;
     let changed = episode.commit.status.filter(|s| *s != instance.status);
@@ -546,6 +557,9 @@ async fn commit_round(
     }
     for child in &mut episode.commit.children {
         child.version = sched.catalog.version_of(&child.name);
+    }
+    if !span.is_none() {
+        trace_episode(span, &mut episode.commit);
     }
     let activities = episode.commit.activities.clone();
     let durable = Durable {
@@ -700,6 +714,8 @@ async fn first_round(sched: &Arc<Scheduler>, id: &str, starting: Starting) {
         notifications: notifications.clone(),
         reply,
     };
+    let span = episode_span(&row);
+    let traced = span.clone();
     let outcome = async {
         let began = Instant::now();
         let (mut guest, _, fault) = rebuild(sched, &row, Vec::new()).await?;
@@ -716,9 +732,9 @@ async fn first_round(sched: &Arc<Scheduler>, id: &str, starting: Starting) {
             read_upto: 0,
             inbox_consumed: true,
         };
-        commit_round(sched, id, guest, then, episode, Vec::new()).await
+        commit_round(sched, id, guest, then, episode, Vec::new(), &traced).await
     };
-    match outcome.await {
+    match outcome.instrument(span).await {
         // Its partition moved to another host meanwhile: nothing was
         // written, and the instance starts there.
         Err(StoreError::Fenced) => start_in_two_commits(sched, fallback).await,
@@ -785,5 +801,92 @@ async fn rebuild(
     match episode::replay_history(&mut guest, &history).await {
         Ok(()) => Ok((Some(guest), len, None)),
         Err(fault) => Ok((None, len, Some(fault))),
+    }
+}
+
+/// The span of an episode of `instance` (none when nothing reads spans):
+/// a child of the instance's start span.
+fn episode_span(instance: &InstanceRow) -> Span {
+    // Its orchestrator and version are on the start span: every attribute
+    // here costs on every episode (BENCHMARKS.md, session 8).
+    let span = crate::instance_span!(
+        "episode",
+        instance_id = %instance.id,
+        episode = instance.episodes,
+    );
+    trace::set_parent(&span, instance.trace.as_deref());
+    span
+}
+
+/// Puts what an episode did on its span: the timers it set and fired, the
+/// events it waited for and received (their names, never their data), the
+/// status it left; and makes it the parent of the activity calls and
+/// sub-orchestrations it started (each child's start span is made here).
+fn trace_episode(span: &Span, commit: &mut EpisodeCommit) {
+    use opentelemetry::KeyValue;
+    for event in &commit.events {
+        match event {
+            HistoryEvent::ActionTaken {
+                seq,
+                action: Action::Timer { fire_at },
+                ..
+            } => trace::event(
+                span,
+                "timer created",
+                vec![
+                    KeyValue::new("timer.seq", i64::from(*seq)),
+                    KeyValue::new("timer.fire_at", format_time(*fire_at)),
+                ],
+            ),
+            HistoryEvent::ActionTaken {
+                action: Action::EventWait { name },
+                ..
+            } => trace::event(
+                span,
+                "waiting for event",
+                vec![KeyValue::new("event.name", name.clone())],
+            ),
+            HistoryEvent::TimerFired { seq } => trace::event(
+                span,
+                "timer fired",
+                vec![KeyValue::new("timer.seq", i64::from(*seq))],
+            ),
+            HistoryEvent::EventRaised { name, .. } => trace::event(
+                span,
+                "event raised",
+                vec![KeyValue::new("event.name", name.clone())],
+            ),
+            _ => {}
+        }
+    }
+    if !commit.cancelled_timers.is_empty() {
+        trace::event(
+            span,
+            "timers cancelled",
+            vec![KeyValue::new(
+                "timer.count",
+                commit.cancelled_timers.len() as i64,
+            )],
+        );
+    }
+    if let Some(status) = commit.status {
+        trace::attribute(span, "status", status.as_str());
+    }
+    if commit.activities.is_empty() && commit.children.is_empty() {
+        return;
+    }
+    let parent = trace::traceparent_of(span);
+    for activity in &mut commit.activities {
+        activity.trace = parent.clone();
+    }
+    for child in &mut commit.children {
+        let start = crate::instance_span!(
+            "start",
+            instance_id = %child.id,
+            orchestrator = %child.name,
+            app_version = child.version.as_deref().unwrap_or(""),
+        );
+        trace::set_parent(&start, parent.as_deref());
+        child.trace = trace::traceparent_of(&start);
     }
 }

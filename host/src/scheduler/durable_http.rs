@@ -34,7 +34,12 @@ const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
 
 /// Makes the request; any HTTP answer is a result (the orchestrator looks at
 /// the status), a transport failure is an error (and is retried per policy).
-pub async fn call(input: &str, idempotency_key: &str, limit: Duration) -> Result<String, String> {
+pub async fn call(
+    input: &str,
+    idempotency_key: &str,
+    limit: Duration,
+    parent: Option<&crate::trace::Parent>,
+) -> Result<String, String> {
     let mut request: Request = serde_json::from_str(input)
         .map_err(|e| format!("durable HTTP request is not valid: {e}"))?;
     let keyed = request
@@ -45,6 +50,19 @@ pub async fn call(input: &str, idempotency_key: &str, limit: Duration) -> Result
         request
             .headers
             .push((IDEMPOTENCY_HEADER.into(), idempotency_key.into()));
+    }
+    // The attempt's span is the called service's parent, unless the
+    // orchestrator named one.
+    if let Some(parent) = parent {
+        let traced = request
+            .headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("traceparent"));
+        if !traced {
+            request
+                .headers
+                .push(("traceparent".into(), parent.header()));
+        }
     }
     tokio::task::spawn_blocking(move || send(request, limit))
         .await

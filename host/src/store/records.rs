@@ -80,6 +80,9 @@ pub struct InstanceRow {
     pub created_at: i64,
     pub updated_at: i64,
     pub callback_url: Option<String>,
+    /// The instance's trace: the W3C `traceparent` of its start span, the
+    /// parent of its later spans (`None` when it was started untraced).
+    pub trace: Option<String>,
 }
 
 impl InstanceRow {
@@ -105,6 +108,7 @@ impl InstanceRow {
             created_at: now,
             updated_at: now,
             callback_url,
+            trace: None,
         }
     }
 }
@@ -203,6 +207,9 @@ pub struct ActivityRow {
     /// Attempts already made.
     pub attempt: u32,
     pub run_at: i64,
+    /// The `traceparent` its attempts' spans are children of: the episode
+    /// that scheduled it, or (read back from the store) its instance's.
+    pub trace: Option<String>,
 }
 
 impl ActivityRow {
@@ -285,6 +292,9 @@ pub struct ChildStart {
     pub input: String,
     /// The app version to run; `None` if no such orchestrator is deployed.
     pub version: Option<String>,
+    /// The child's trace (see `InstanceRow::trace`): its start span, a
+    /// child of the parent's episode.
+    pub trace: Option<String>,
 }
 
 /// The orchestration starts over: a fresh history with `input`, and these

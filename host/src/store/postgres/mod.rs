@@ -33,7 +33,7 @@ use crate::store::{
 macro_rules! instance_columns {
     () => {
         "id, name, version, status, input, output, custom_status, created_at, updated_at, \
-         callback_url, pk, episodes"
+         callback_url, pk, episodes, trace_context"
     };
 }
 
@@ -494,8 +494,8 @@ async fn insert_instance(
     let inserted = c
         .query_one(
             "INSERT INTO instances (id, name, version, status, input, created_at, updated_at,
-                                    callback_url, parent_id, parent_seq, partition)
-             VALUES ($1, $2, $3, 'Pending', $4, $5, $5, $6, $7, $8, $9) RETURNING pk",
+                                    callback_url, parent_id, parent_seq, partition, trace_context)
+             VALUES ($1, $2, $3, 'Pending', $4, $5, $5, $6, $7, $8, $9, $10) RETURNING pk",
             &[
                 &row.id,
                 &row.name,
@@ -506,6 +506,7 @@ async fn insert_instance(
                 &parent.map(|(id, _)| id),
                 &parent.map(|(_, s)| seq(s)),
                 &partition_of(&row.id),
+                &row.trace,
             ],
         )
         .await?;
@@ -525,13 +526,16 @@ async fn start_child(
     let refusal = match &child.version {
         None => format!("no orchestrator named {} is deployed", child.name),
         Some(version) => {
-            let row = InstanceRow::pending(
-                child.id.clone(),
-                child.name.clone(),
-                version.clone(),
-                child.input.clone(),
-                None,
-            );
+            let row = InstanceRow {
+                trace: child.trace.clone(),
+                ..InstanceRow::pending(
+                    child.id.clone(),
+                    child.name.clone(),
+                    version.clone(),
+                    child.input.clone(),
+                    None,
+                )
+            };
             match insert_instance(c, &row, Some((parent, child.parent_seq))).await? {
                 Ok(row) => {
                     insert_message(c, row.pk, &Message::start(row.input.clone())).await?;
@@ -681,8 +685,8 @@ fn applied(found: Option<Row>, commit: &EpisodeCommit) -> Applied {
     if !commit.status.is_some_and(RuntimeStatus::is_terminal) {
         return Applied::Going;
     }
-    let parent: Option<String> = found.get(12);
-    let parent_seq: Option<i32> = found.get(13);
+    let parent: Option<String> = found.get("parent_id");
+    let parent_seq: Option<i32> = found.get("parent_seq");
     Applied::Ended {
         row: Box::new(rows::instance_row(&found)),
         parent: parent.zip(parent_seq.map(|s| s as u32)),
@@ -948,7 +952,7 @@ const ENQUEUE: &str = "
 const COLD_ROUND: &str = "
     SELECT 'i' AS kind, 0::bigint AS n, row_to_json(i)::text AS body
       FROM (SELECT id, name, version, status, input, output, custom_status, created_at,
-                   updated_at, callback_url, pk, episodes
+                   updated_at, callback_url, pk, episodes, trace_context
               FROM instances WHERE id = $1) i
     UNION ALL
     SELECT 'm', b.id, b.message FROM inbox b JOIN instances i ON i.pk = b.instance_pk
@@ -1230,7 +1234,7 @@ impl WorkQueues for PgStore {
                 let found = c
                     .query(
                         "SELECT i.id, a.seq, a.version, a.name, a.input, a.retry, a.attempt,
-                                a.run_at, a.instance_pk
+                                a.run_at, a.instance_pk, i.trace_context
                            FROM activities a JOIN instances i ON i.pk = a.instance_pk
                           WHERE $1::int[] IS NULL OR i.partition = ANY($1)",
                         &[&partitions],

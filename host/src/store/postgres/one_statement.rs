@@ -102,11 +102,13 @@ const COMMIT: &str = concat!(
 /// replaces a finished instance of the same id).
 const CREATE: &str = "
     INSERT INTO instances (id, name, version, status, input, created_at, updated_at,
-                           callback_url, partition)
-    SELECT n_id, n_name, n_version, 'Pending', n_input, n_at, n_at, n_callback, n_partition
+                           callback_url, partition, trace_context)
+    SELECT n_id, n_name, n_version, 'Pending', n_input, n_at, n_at, n_callback, n_partition,
+           n_trace
       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[],
-                  $7::int[], $8::bigint[])
-             AS n(n_id, n_name, n_version, n_input, n_at, n_callback, n_partition, n_epoch)
+                  $7::int[], $8::bigint[], $10::text[])
+             AS n(n_id, n_name, n_version, n_input, n_at, n_callback, n_partition, n_epoch,
+                  n_trace)
      WHERE n_epoch IS NULL
         OR EXISTS (SELECT 1 FROM partitions
                     WHERE id = n_partition AND owner = $9::text AND epoch = n_epoch
@@ -141,6 +143,10 @@ async fn create(c: &Conn, host: &str, firsts: &[&EpisodeCommit]) -> TxResult<Has
                     .map(|f| f.fence.map(|fence| fence.epoch))
                     .collect::<Vec<Option<i64>>>(),
                 &host,
+                &rows
+                    .iter()
+                    .map(|r| r.trace.as_deref())
+                    .collect::<Vec<Option<&str>>>(),
             ],
         )
         .await?;

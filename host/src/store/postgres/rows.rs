@@ -20,6 +20,7 @@ pub(super) fn instance_row(row: &Row) -> InstanceRow {
         callback_url: row.get(9),
         pk: row.get(10),
         episodes: row.get(11),
+        trace: row.get(12),
     }
 }
 
@@ -39,6 +40,8 @@ pub(super) fn instance_from_json(json: &str) -> Result<InstanceRow, StoreError> 
         created_at: i64,
         updated_at: i64,
         callback_url: Option<String>,
+        #[serde(default)]
+        trace_context: Option<String>,
     }
     let row: Json = decode("instance row", json)?;
     Ok(InstanceRow {
@@ -54,6 +57,7 @@ pub(super) fn instance_from_json(json: &str) -> Result<InstanceRow, StoreError> 
         created_at: row.created_at,
         updated_at: row.updated_at,
         callback_url: row.callback_url,
+        trace: row.trace_context,
     })
 }
 
@@ -64,7 +68,8 @@ pub(super) fn decode<T: serde::de::DeserializeOwned>(
     serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
-/// Columns: instance id, seq, version, name, input, retry, attempt, run_at, pk.
+/// Columns: instance id, seq, version, name, input, retry, attempt, run_at,
+/// pk, the instance's trace context.
 pub(super) fn activity_row(row: &Row) -> Result<ActivityRow, StoreError> {
     let retry: Option<String> = row.get(5);
     let seq: i32 = row.get(1);
@@ -82,6 +87,7 @@ pub(super) fn activity_row(row: &Row) -> Result<ActivityRow, StoreError> {
         attempt: attempt as u32,
         run_at: row.get(7),
         instance_pk: row.get(8),
+        trace: row.get(9),
     })
 }
 

@@ -8,7 +8,8 @@ use super::pg_error;
 use crate::store::{StoreError, PARTITIONS};
 
 /// The layout this build writes, kept in `meta` under `schema_version`.
-const VERSION: i64 = 1;
+/// Version 2 adds `instances.trace_context`.
+const VERSION: i64 = 2;
 
 /// Any number shared by every host: the lock that serializes migrations.
 const MIGRATION_LOCK: i64 = 0x6475_7261_6e67_6f00; // "durango\0"
@@ -54,8 +55,10 @@ CREATE TABLE IF NOT EXISTS instances (
     episodes      BIGINT NOT NULL DEFAULT 0,
     parent_id     TEXT,
     parent_seq    INTEGER,
-    partition     INTEGER NOT NULL         -- partition_of(id): which host runs it
+    partition     INTEGER NOT NULL,        -- partition_of(id): which host runs it
+    trace_context TEXT                     -- W3C traceparent of its start span
 );
+ALTER TABLE instances ADD COLUMN IF NOT EXISTS trace_context TEXT;
 CREATE INDEX IF NOT EXISTS instances_by_partition ON instances(partition);
 CREATE INDEX IF NOT EXISTS instances_by_created ON instances(created_at, id);
 CREATE INDEX IF NOT EXISTS instances_by_status ON instances(status);
@@ -153,6 +156,14 @@ pub(super) async fn apply(client: &mut Client) -> Result<(), StoreError> {
             return Err(StoreError::Corrupt(format!(
                 "the database has layout {version}, newer than this durango knows ({VERSION}); use a newer build"
             )))
+        }
+        Some(Ok(version)) if version < VERSION => {
+            tx.execute(
+                "UPDATE meta SET value = $1 WHERE key = 'schema_version'",
+                &[&VERSION.to_string()],
+            )
+            .await
+            .map_err(pg_error)?;
         }
         Some(Ok(_)) => {}
         Some(Err(_)) => return Err(StoreError::Corrupt("schema_version is not a number".into())),

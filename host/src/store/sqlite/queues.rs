@@ -34,7 +34,8 @@ impl WorkQueues for SqliteStore {
     fn activities(&self, _partitions: Option<Vec<i32>>) -> StoreFuture<Vec<ActivityRow>> {
         self.read(|conn| {
             let mut stmt = conn.prepare(
-                "SELECT i.id, a.seq, a.version, a.name, a.input, a.retry, a.attempt, a.run_at, a.instance_pk
+                "SELECT i.id, a.seq, a.version, a.name, a.input, a.retry, a.attempt, a.run_at, a.instance_pk,
+                        i.trace_context
                    FROM activities a JOIN instances i ON i.pk = a.instance_pk",
             )?;
             let rows = stmt.query_map([], activity_row)?;

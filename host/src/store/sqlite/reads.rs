@@ -9,7 +9,7 @@ use crate::store::{
 };
 
 pub(super) const INSTANCE_COLUMNS: &str = "id, name, version, status, input, output, \
-    custom_status, created_at, updated_at, callback_url, pk, episodes";
+    custom_status, created_at, updated_at, callback_url, pk, episodes, trace_context";
 
 pub(super) fn instance_row(row: &Row<'_>) -> rusqlite::Result<InstanceRow> {
     let status: String = row.get(3)?;
@@ -26,6 +26,7 @@ pub(super) fn instance_row(row: &Row<'_>) -> rusqlite::Result<InstanceRow> {
         callback_url: row.get(9)?,
         pk: row.get(10)?,
         episodes: row.get(11)?,
+        trace: row.get(12)?,
     })
 }
 
@@ -49,6 +50,7 @@ pub(super) fn activity_row(row: &Row<'_>) -> rusqlite::Result<(ActivityRow, Stri
             retry: RetryPolicy::ONCE,
             attempt: row.get(6)?,
             run_at: row.get(7)?,
+            trace: row.get(9)?,
         },
         retry.unwrap_or_default(),
     ))

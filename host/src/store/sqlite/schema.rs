@@ -47,7 +47,8 @@ CREATE TABLE IF NOT EXISTS instances (
     callback_url  TEXT,                    -- lifecycle webhook given at start
     episodes      INTEGER NOT NULL DEFAULT 0, -- committed so far: each commits on top of the last
     parent_id     TEXT,                    -- set for sub-orchestrations
-    parent_seq    INTEGER                  -- the parent's step that awaits it
+    parent_seq    INTEGER,                 -- the parent's step that awaits it
+    trace_context TEXT                     -- W3C traceparent of its start span
 );
 CREATE INDEX IF NOT EXISTS instances_by_created ON instances(created_at);
 CREATE INDEX IF NOT EXISTS instances_by_status ON instances(status);
@@ -107,7 +108,8 @@ CREATE INDEX IF NOT EXISTS timers_by_due ON timers(fire_at);
 /// The layout this build writes, kept in `PRAGMA user_version`. Version 2
 /// keys an instance's rows by `instances.pk`; databases from before (no
 /// version) keyed them by the instance id and are migrated on open.
-const VERSION: i64 = 2;
+/// Version 3 adds `instances.trace_context`.
+const VERSION: i64 = 3;
 
 /// Brings the database to this build's layout: creates it, or migrates one
 /// an older build wrote, in one transaction.
@@ -127,6 +129,9 @@ pub(crate) fn apply(conn: &Connection) -> Result<(), StoreError> {
         conn.execute_batch(SCHEMA)?;
         if keyed_by_id {
             conn.execute_batch(COPY_V1)?;
+        }
+        if !has_column(conn, "instances", "trace_context")? {
+            conn.execute_batch("ALTER TABLE instances ADD COLUMN trace_context TEXT")?;
         }
         conn.execute_batch(&format!("PRAGMA user_version = {VERSION}; COMMIT"))
     })();
@@ -290,6 +295,29 @@ mod tests {
         )
         .unwrap();
         assert!(conn.last_insert_rowid() > 9);
+    }
+
+    #[test]
+    fn a_version_2_database_gets_the_trace_column() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(V1).unwrap();
+        apply(&conn).unwrap();
+        // As version 2 left it: no trace_context.
+        conn.execute_batch(
+            "ALTER TABLE instances DROP COLUMN trace_context; PRAGMA user_version = 2",
+        )
+        .unwrap();
+        assert!(!has_column(&conn, "instances", "trace_context").unwrap());
+        apply(&conn).unwrap();
+        assert!(has_column(&conn, "instances", "trace_context").unwrap());
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, VERSION);
+        let kept: i64 = conn
+            .query_row("SELECT COUNT(*) FROM instances", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(kept, 2, "the rows stay");
     }
 
     #[test]

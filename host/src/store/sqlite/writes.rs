@@ -70,8 +70,8 @@ fn update_instance(
     let ended = conn
         .prepare_cached(&sql)?
         .query_row(update, |r| {
-            let parent: Option<String> = r.get(12)?;
-            let seq: Option<u32> = r.get(13)?;
+            let parent: Option<String> = r.get("parent_id")?;
+            let seq: Option<u32> = r.get("parent_seq")?;
             Ok(Applied::Ended {
                 row: Box::new(instance_row(r)?),
                 parent: parent.zip(seq),
@@ -268,18 +268,21 @@ fn insert_instance(
         }
         delete_instance_rows(conn, pk)?;
     }
-    let row = InstanceRow::pending(
-        new.id.to_string(),
-        new.name.to_string(),
-        new.version.to_string(),
-        new.input.to_string(),
-        new.callback_url.map(str::to_string),
-    );
+    let row = InstanceRow {
+        trace: new.trace.map(str::to_string),
+        ..InstanceRow::pending(
+            new.id.to_string(),
+            new.name.to_string(),
+            new.version.to_string(),
+            new.input.to_string(),
+            new.callback_url.map(str::to_string),
+        )
+    };
     exec(
         conn,
         "INSERT INTO instances (id, name, version, status, input, created_at, updated_at,
-                               callback_url, parent_id, parent_seq)
-         VALUES (?1, ?2, ?3, 'Pending', ?4, ?5, ?5, ?6, ?7, ?8)",
+                               callback_url, parent_id, parent_seq, trace_context)
+         VALUES (?1, ?2, ?3, 'Pending', ?4, ?5, ?5, ?6, ?7, ?8, ?9)",
         params![
             row.id,
             row.name,
@@ -288,7 +291,8 @@ fn insert_instance(
             row.created_at,
             row.callback_url,
             new.parent.map(|(id, _)| id),
-            new.parent.map(|(_, seq)| seq)
+            new.parent.map(|(_, seq)| seq),
+            row.trace
         ],
     )?;
     Ok(Ok(InstanceRow {
@@ -311,6 +315,8 @@ struct NewInstance<'a> {
     callback_url: Option<&'a str>,
     /// The parent's id and the step that awaits this child.
     parent: Option<(&'a str, u32)>,
+    /// See `InstanceRow::trace`.
+    trace: Option<&'a str>,
 }
 
 impl<'a> NewInstance<'a> {
@@ -323,6 +329,7 @@ impl<'a> NewInstance<'a> {
             input: &row.input,
             callback_url: row.callback_url.as_deref(),
             parent: None,
+            trace: row.trace.as_deref(),
         }
     }
 }
@@ -356,6 +363,7 @@ fn start_child(
         input: &child.input,
         callback_url: None,
         parent: Some((parent, child.parent_seq)),
+        trace: child.trace.as_deref(),
     };
     match insert_instance(conn, new)? {
         Ok(row) => {
