@@ -21,7 +21,7 @@ PG_SUITES   := phone_verification durability management approval notifications b
 
 export CARGO_TARGET_DIR := $(TARGET_DIR)
 
-.PHONY: all setup test-tools guests js-guests build demo test lint fmt clean
+.PHONY: all setup test-tools guests js-guests build demo test lint fmt clean FORCE
 
 all: build
 
@@ -38,13 +38,18 @@ guests: setup js-guests
 	$(CARGO) build --profile guest --target wasm32-wasip2 -p versioned --features v3
 	cp $(WASM_DIR)/versioned.wasm $(WASM_DIR)/versioned_v3.wasm
 
-# npm ci again only when the pinned toolchain changes.
-$(JS_TOOLS)/.installed: guest-sdk/js/package.json guest-sdk/js/package-lock.json
-	@missing=""; command -v npm >/dev/null || missing="nodejs npm"; $(APT_INSTALL)
-	mkdir -p $(JS_TOOLS)
-	cp guest-sdk/js/package.json guest-sdk/js/package-lock.json $(JS_TOOLS)/
-	cd $(JS_TOOLS) && npm ci --no-audit --no-fund --loglevel=error
-	touch $@
+# npm ci again only when the pinned toolchain changed (by content: a fresh
+# clone's files are all new); the stamp moves only then.
+$(JS_TOOLS)/.installed: FORCE
+	@if ! cmp -s guest-sdk/js/package-lock.json $(JS_TOOLS)/package-lock.json || [ ! -f $@ ]; then \
+	  missing=""; command -v npm >/dev/null || missing="nodejs npm"; $(APT_INSTALL); \
+	  mkdir -p $(JS_TOOLS) && \
+	  cp guest-sdk/js/package.json guest-sdk/js/package-lock.json $(JS_TOOLS)/ && \
+	  (cd $(JS_TOOLS) && npm ci --no-audit --no-fund --loglevel=error) && \
+	  touch $@; \
+	fi
+
+FORCE:
 
 .SECONDEXPANSION:
 # A JavaScript app: its modules bundled into one (esbuild), then made a
