@@ -25,6 +25,8 @@ use crate::store::{now_ms, Durability};
 pub enum Scenario {
     /// E1_HelloSequence (3 activities), closed loop.
     Hello,
+    /// The same on the JavaScript sample (E1_HelloSequenceJs).
+    HelloJs,
     /// A 5-activity chain, closed loop.
     Hello5,
     /// Instances parked on event + timer: some signalled one at a time
@@ -98,6 +100,9 @@ pub struct BenchArgs {
         default_value = "target/wasm32-wasip2/guest"
     )]
     pub wasm_dir: PathBuf,
+    /// Keep compiled components here (see `durango serve --compile-cache`).
+    #[arg(long, env = "DURANGO_COMPILE_CACHE", value_name = "DIR")]
+    pub compile_cache: Option<PathBuf>,
 }
 
 /// The system key of the benchmark's hosts.
@@ -134,8 +139,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let runs = async {
         for scenario in scenarios {
             let mut report = match scenario {
-                Scenario::Hello => bench.closed_loop("E1_HelloSequence", 3).await?,
-                Scenario::Hello5 => bench.closed_loop("HelloFive", 5).await?,
+                Scenario::Hello => bench.closed_loop("E1_HelloSequence", 3, None).await?,
+                Scenario::HelloJs => {
+                    let app = Some("hello_sequence_js");
+                    bench.closed_loop("E1_HelloSequenceJs", 3, app).await?
+                }
+                Scenario::Hello5 => bench.closed_loop("HelloFive", 5, None).await?,
                 Scenario::Interaction => bench.interaction().await?,
                 Scenario::Timers => bench.timers().await?,
                 Scenario::Replay => bench.replay().await?,
@@ -247,14 +256,19 @@ impl Bench {
         };
         let host = self.open(&db, hot_instances).await?;
         for app in ["hello_sequence", "test_guests"] {
-            let path = self.args.wasm_dir.join(format!("{app}.wasm"));
-            let wasm = std::fs::read(&path)
-                .with_context(|| format!("cannot read {} (run `make guests`)", path.display()))?;
-            host.deploy(app, &wasm, None)
-                .await
-                .map_err(|e| anyhow::anyhow!("deploy {app}: {e}"))?;
+            self.deploy(&host, app).await?;
         }
         Ok((host, db))
+    }
+
+    async fn deploy(&self, host: &Host, app: &str) -> anyhow::Result<()> {
+        let path = self.args.wasm_dir.join(format!("{app}.wasm"));
+        let wasm = std::fs::read(&path)
+            .with_context(|| format!("cannot read {} (run `make guests`)", path.display()))?;
+        host.deploy(app, &wasm, None)
+            .await
+            .map_err(|e| anyhow::anyhow!("deploy {app}: {e}"))?;
+        Ok(())
     }
 
     async fn open(&self, db: &str, hot_instances: usize) -> anyhow::Result<Arc<Host>> {
@@ -271,7 +285,7 @@ impl Bench {
             notify_urls: Vec::new(),
             notify_secret: Some("bench".into()),
             public_url: "http://127.0.0.1".into(),
-            compile_cache: None,
+            compile_cache: self.args.compile_cache.clone(),
         })
         .await
     }
@@ -294,12 +308,17 @@ impl Bench {
 
     /// `concurrency` clients, each starting an orchestration and waiting for
     /// it to complete, until `orchestrations` have run.
+    /// `app`, when given, is deployed too (before the clock starts).
     async fn closed_loop(
         &mut self,
         orchestrator: &str,
         activities: usize,
+        app: Option<&str>,
     ) -> anyhow::Result<serde_json::Value> {
         let (host, _) = self.host(HOT_INSTANCES).await?;
+        if let Some(app) = app {
+            self.deploy(&host, app).await?;
+        }
         let total = self.args.orchestrations;
         let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let started = Instant::now();

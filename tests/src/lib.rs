@@ -37,6 +37,12 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| workspace().join("target"))
 }
 
+/// The compile cache the suites' hosts share: each component is compiled
+/// once a run (a JavaScript app's interpreter takes tens of seconds).
+pub fn compile_cache() -> PathBuf {
+    target_dir().join("tmp/compile-cache")
+}
+
 pub fn durango_bin() -> PathBuf {
     std::env::var_os("DURANGO_BIN")
         .map(PathBuf::from)
@@ -472,10 +478,7 @@ impl Host {
             .env("DURANGO_KEY", KEY)
             // Each suite's many hosts compile each component once (a
             // JavaScript app's interpreter takes tens of seconds).
-            .env(
-                "DURANGO_COMPILE_CACHE",
-                target_dir().join("tmp/compile-cache"),
-            )
+            .env("DURANGO_COMPILE_CACHE", compile_cache())
             .env("RUST_LOG", "info")
             .env_remove("DURANGO_DB")
             .env_remove("DURANGO_LISTEN");

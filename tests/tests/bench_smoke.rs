@@ -36,6 +36,7 @@ fn every_benchmark_scenario_runs_and_reports() {
             "--wasm-dir",
         ])
         .arg(wasm_dir)
+        .env("DURANGO_COMPILE_CACHE", durango_e2e::compile_cache())
         .output()
         .expect("run durango bench");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -57,6 +58,7 @@ fn every_benchmark_scenario_runs_and_reports() {
         scenarios,
         [
             "E1_HelloSequence",
+            "E1_HelloSequenceJs",
             "HelloFive",
             "interaction",
             "timers",
@@ -78,19 +80,29 @@ fn every_benchmark_scenario_runs_and_reports() {
         stdout.starts_with("durango bench --orchestrations 20"),
         "the command comes first: {stdout}"
     );
-    assert_eq!(reports[0]["orchestrations"], 20);
-    assert!(reports[2]["p99_ms"].as_f64().is_some());
-    assert_eq!(reports[2]["samples"], 5);
-    assert_eq!(reports[2]["burst"], 15);
+    let report = |scenario: &str| {
+        reports
+            .iter()
+            .find(|r| r["scenario"] == scenario)
+            .unwrap_or_else(|| panic!("no {scenario} report"))
+    };
+    assert_eq!(report("E1_HelloSequence")["orchestrations"], 20);
+    assert_eq!(report("E1_HelloSequenceJs")["orchestrations"], 20);
+    let interaction = report("interaction");
+    assert!(interaction["p99_ms"].as_f64().is_some());
+    assert_eq!(interaction["samples"], 5);
+    assert_eq!(interaction["burst"], 15);
     // Lateness is signed: early firings are counted, not clamped away.
-    assert!(reports[3]["early"].as_u64().is_some(), "{}", reports[3]);
-    assert!(reports[3]["earliest_ms"].as_f64().is_some());
+    let timers = report("timers");
+    assert!(timers["early"].as_u64().is_some(), "{timers}");
+    assert!(timers["earliest_ms"].as_f64().is_some());
     // Exactly the history asked for, though 61 is no multiple of 3.
-    assert_eq!(reports[4]["history_events"], 61);
-    assert!(reports[5]["rss_mb"].as_f64().unwrap() > 0.0);
+    assert_eq!(report("replay")["history_events"], 61);
+    let parked = report("parked");
+    assert!(parked["rss_mb"].as_f64().unwrap() > 0.0);
     // The restart is a new process; the page cache was left alone.
-    assert!(reports[5]["restart_ready_ms"].as_f64().unwrap() > 0.0);
-    assert_eq!(reports[5]["restart_cold_cache"], false);
+    assert!(parked["restart_ready_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(parked["restart_cold_cache"], false);
 }
 
 /// Interrupted (Ctrl-C), the benchmark still removes its databases, says
