@@ -76,7 +76,7 @@ demo: build
 	  export TwilioAccountSid=ACdemo TwilioAuthToken=demo-token TwilioPhoneNumber=+15005550006 \
 	         TwilioBaseUrl=http://$(DEMO_SMS) ApprovalWebhookUrl=$${ApprovalWebhookUrl:-http://$(DEMO_SMS)/webhook}; \
 	fi; \
-	DURANGO_SECRET_SETTINGS=TwilioAuthToken $(DURANGO) serve --db $(DEMO_DB) $(addprefix --deploy ,$(SAMPLES))
+	DURANGO_SECRET_SETTINGS=TwilioAuthToken $(DURANGO) serve --db $(DEMO_DB) --compile-cache $(TARGET_DIR)/compile-cache $(addprefix --deploy ,$(SAMPLES))
 
 # What the tests drive besides the host: PostgreSQL's server binaries (the
 # suites start throwaway servers of their own) and headless Chromium with
