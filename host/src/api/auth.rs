@@ -67,9 +67,9 @@ pub fn session_token(key: &str) -> String {
         .collect()
 }
 
-/// Whether the request carries a valid dashboard session.
-pub fn has_session(headers: &HeaderMap, key: &str) -> bool {
-    let expected = session_token(key);
+/// Whether the request carries the dashboard session whose cookie value
+/// is `expected` (the listener's `session_token`, made once).
+pub fn has_session(headers: &HeaderMap, expected: &str) -> bool {
     headers
         .get_all(axum::http::header::COOKIE)
         .iter()
@@ -177,7 +177,7 @@ pub async fn require_key(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let presented = header.or_else(|| query_value(&request, "code"));
-    if presented.is_none() && has_session(request.headers(), &state.key) {
+    if presented.is_none() && has_session(request.headers(), &state.session) {
         let changes = !matches!(*request.method(), Method::GET | Method::HEAD);
         if changes && !request.headers().contains_key(DASHBOARD_HEADER) {
             return ApiError::new(
@@ -301,14 +301,17 @@ mod tests {
                 .parse()
                 .unwrap(),
         );
-        assert!(has_session(&headers, "k"));
-        assert!(!has_session(&headers, "another key"));
+        assert!(has_session(&headers, &token));
+        assert!(!has_session(&headers, &session_token("another key")));
         let mut forged = HeaderMap::new();
         forged.append(
             axum::http::header::COOKIE,
             format!("x{SESSION_COOKIE}={token}").parse().unwrap(),
         );
-        assert!(!has_session(&forged, "k"), "only the cookie of that name");
+        assert!(
+            !has_session(&forged, &token),
+            "only the cookie of that name"
+        );
     }
 
     #[test]

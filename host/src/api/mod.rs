@@ -37,6 +37,8 @@ pub struct ApiState {
     pub host: Arc<Host>,
     /// The system key the main listener requires.
     pub key: Arc<str>,
+    /// The dashboard's session cookie value for that key.
+    pub session: Arc<str>,
     /// How handed-out URLs look on this listener.
     pub links: Links,
     /// Dashboard pages following live changes: each holds a stream open.
@@ -45,6 +47,24 @@ pub struct ApiState {
 
 /// Dashboard pages that may follow live changes at once.
 const LIVE_PAGES: usize = 64;
+
+impl ApiState {
+    /// A listener's state: its URLs under `prefix`, carrying the key when
+    /// the listener requires it.
+    fn new(host: Arc<Host>, prefix: &'static str, keyed: bool) -> ApiState {
+        let key: Arc<str> = host.key.clone().into();
+        ApiState {
+            session: auth::session_token(&key).into(),
+            links: Links {
+                prefix,
+                key: keyed.then(|| key.clone()),
+            },
+            key,
+            host,
+            live_pages: Arc::new(Semaphore::new(LIVE_PAGES)),
+        }
+    }
+}
 
 /// The shape of the management URLs a listener hands out.
 #[derive(Clone)]
@@ -168,15 +188,7 @@ fn management() -> Router<ApiState> {
 /// The main listener: management routes, the HTTP starter and the admin
 /// routes, every one behind the system key.
 pub fn router(host: Arc<Host>, body_limit: usize) -> Router {
-    let state = ApiState {
-        key: host.key.clone().into(),
-        links: Links {
-            prefix: PREFIX,
-            key: Some(host.key.clone().into()),
-        },
-        host,
-        live_pages: Arc::new(Semaphore::new(LIVE_PAGES)),
-    };
+    let state = ApiState::new(host, PREFIX, true);
     let starter = Router::new()
         .route("/orchestrators/{name}", post(instances::start))
         .route("/orchestrators/{name}/{id}", post(instances::start_with_id));
@@ -221,15 +233,7 @@ pub fn router(host: Arc<Host>, body_limit: usize) -> Router {
 /// The RPC listener: the management routes under `/durabletask/`, without a
 /// key. It only ever binds loopback (see `serve`).
 pub fn rpc_router(host: Arc<Host>, body_limit: usize) -> Router {
-    let state = ApiState {
-        key: host.key.clone().into(),
-        links: Links {
-            prefix: RPC_PREFIX,
-            key: None,
-        },
-        host,
-        live_pages: Arc::new(Semaphore::new(LIVE_PAGES)),
-    };
+    let state = ApiState::new(host, RPC_PREFIX, false);
     let recorded = state.host.metrics.clone();
     Router::new()
         .nest(

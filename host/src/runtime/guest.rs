@@ -210,6 +210,19 @@ impl WasiHttpView for GuestState {
     }
 }
 
+/// What `WasiHttpHooks::send_request` is given: the request body's sending.
+type BodySent = Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>;
+
+/// What it answers: the response, and the body's sending still to finish.
+type Sending = Box<
+    dyn std::future::Future<
+            Output = wasmtime_wasi_http::Result<(
+                http::Response<wasmtime_wasi_http::WasiBody>,
+                BodySent,
+            )>,
+        > + Send,
+>;
+
 /// A traced activity's outgoing HTTP: each request carries the attempt's
 /// `traceparent` (unless the guest set one), so the service it calls joins
 /// the instance's trace; otherwise wasi:http's own sending.
@@ -223,18 +236,8 @@ impl WasiHttpHooks for TraceHttp {
         &mut self,
         mut request: http::Request<wasmtime_wasi_http::WasiBody>,
         options: Option<wasmtime_wasi_http::RequestOptions>,
-        fut: Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-    ) -> Box<
-        dyn std::future::Future<
-                Output = wasmtime_wasi_http::Result<(
-                    http::Response<wasmtime_wasi_http::WasiBody>,
-                    Box<
-                        dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>>
-                            + Send,
-                    >,
-                )>,
-            > + Send,
-    > {
+        fut: BodySent,
+    ) -> Sending {
         if let Some(parent) = &self.traceparent {
             let headers = request.headers_mut();
             if !headers.contains_key(TRACEPARENT) {
@@ -257,18 +260,8 @@ impl WasiHttpHooks for DenyHttp {
         &mut self,
         _request: http::Request<wasmtime_wasi_http::WasiBody>,
         _options: Option<wasmtime_wasi_http::RequestOptions>,
-        _fut: Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-    ) -> Box<
-        dyn std::future::Future<
-                Output = wasmtime_wasi_http::Result<(
-                    http::Response<wasmtime_wasi_http::WasiBody>,
-                    Box<
-                        dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>>
-                            + Send,
-                    >,
-                )>,
-            > + Send,
-    > {
+        _fut: BodySent,
+    ) -> Sending {
         Box::new(std::future::ready(Err(
             wasmtime_wasi_http::Error::HttpRequestDenied,
         )))

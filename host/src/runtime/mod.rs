@@ -230,28 +230,34 @@ impl Runtime {
     pub async fn compile(&self, wasm: &[u8], allowed: AllowedSettings) -> Result<Compiled, String> {
         let version = hex(&Sha256::digest(wasm));
         let cached = self.cached_path(&version);
-        // SAFETY: the cache holds what `Component::serialize` wrote on a
-        // host of this build (the file name carries the engine's hash), in
-        // a folder only hosts write to.
-        let hit = cached
-            .as_ref()
-            .and_then(|path| unsafe { Component::deserialize_file(&self.engine, path) }.ok());
+        let hit = cached.as_ref().and_then(|path| {
+            let compiled = std::fs::read(path).ok()?;
+            // SAFETY: the cache holds what `Component::serialize` wrote on
+            // a host of this build (the file name carries the engine's
+            // hash), in a folder only hosts write to.
+            let component = unsafe { Component::deserialize(&self.engine, &compiled) }.ok()?;
+            Some((component, compiled))
+        });
         let was_cached = hit.is_some();
-        let component = match hit {
-            Some(component) => component,
+        let (component, compiled) = match hit {
+            Some(hit) => hit,
             None => {
                 let engine = self.engine.clone();
                 let bytes = wasm.to_vec();
-                tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
-                    .await
-                    .map_err(|e| format!("compilation stopped: {e}"))?
-                    .map_err(|e| format!("not a valid WebAssembly component: {}", root_cause(&e)))?
+                let component =
+                    tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
+                        .await
+                        .map_err(|e| format!("compilation stopped: {e}"))?
+                        .map_err(|e| {
+                            format!("not a valid WebAssembly component: {}", root_cause(&e))
+                        })?;
+                let compiled = component
+                    .serialize()
+                    .map_err(|e| format!("cannot serialize the compiled component: {e}"))?;
+                (component, compiled)
             }
         };
         let pre = self.prepare(&component)?;
-        let compiled = component
-            .serialize()
-            .map_err(|e| format!("cannot serialize the compiled component: {e}"))?;
         if let (Some(path), false) = (&cached, was_cached) {
             keep_compiled(path, &compiled);
         }

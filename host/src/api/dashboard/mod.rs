@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::auth::{has_session, same, session_token, SESSION_COOKIE};
+use super::auth::{has_session, same, SESSION_COOKIE};
 use super::{ApiError, ApiState};
 use crate::engine::history::RuntimeStatus;
 use crate::engine::timeline::Timeline;
@@ -74,7 +74,7 @@ fn html(body: String) -> Response {
 }
 
 async fn page(State(state): State<ApiState>, headers: HeaderMap) -> Response {
-    if has_session(&headers, &state.key) {
+    if has_session(&headers, &state.session) {
         html(PAGE.to_string())
     } else {
         html(LOGIN.replace("{{error}}", ""))
@@ -117,7 +117,7 @@ async fn login(
     };
     let cookie = format!(
         "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict{secure}",
-        session_token(&state.key)
+        state.session
     );
     see_dashboard(cookie)
 }
@@ -271,13 +271,18 @@ async fn waiting_of_many(
             "ask for at most {WAITING_BATCH} instances at once"
         )));
     }
-    let mut answer = serde_json::Map::new();
-    for id in ids {
-        if let Some(row) = state.host.store.instance(id.clone()).await? {
-            answer.insert(id, json!(waiting_for(&state, &row).await?.1));
+    // The instances' reads go out together, not one after another.
+    let answers = futures_util::future::try_join_all(ids.into_iter().map(|id| {
+        let state = &state;
+        async move {
+            let Some(row) = state.host.store.instance(id.clone()).await? else {
+                return Ok::<_, ApiError>(None);
+            };
+            Ok(Some((id, json!(waiting_for(state, &row).await?.1))))
         }
-    }
-    Ok(Json(Value::Object(answer)))
+    }))
+    .await?;
+    Ok(Json(Value::Object(answers.into_iter().flatten().collect())))
 }
 
 /// Live updates for the page: an event per committed change of any
