@@ -193,7 +193,7 @@ fn an_operator_finds_a_waiting_verification_answers_it_and_terminates_another() 
     start_verification(&host, "verify-alice", "+14255550111");
     start_verification(&host, "verify-bob", "+14255550112");
     let code = sms.code_sent_to("+14255550111");
-    sms.code_sent_to("+14255550112");
+    let bobs_code = sms.code_sent_to("+14255550112");
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -334,6 +334,23 @@ fn an_operator_finds_a_waiting_verification_answers_it_and_terminates_another() 
             .unwrap();
         b.wait_text("#instance-status", "Running", |t| t == "Running")
             .await;
+        // A change made elsewhere (a wrong code through the API) shows on
+        // the open page: only the host's live events can bring it.
+        b.mark_page().await;
+        let wrong = ((bobs_code + 1) % 10_000).to_string();
+        assert_eq!(
+            host.raise("verify-bob", "SmsChallengeResponse", &wrong)
+                .status,
+            202
+        );
+        b.wait_text("#instance-custom-status", "tries left", |t| {
+            t.contains("\"triesLeft\": 3")
+        })
+        .await;
+        assert!(
+            b.still_same_page().await,
+            "the page updated without reloading"
+        );
         b.type_into("#action-reason", "wrong number").await;
         b.click_and_confirm("#terminate-button").await;
         b.wait_text("#instance-status", "Terminated", |t| t == "Terminated")
