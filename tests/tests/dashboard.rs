@@ -118,15 +118,17 @@ impl Browser {
             .await
     }
 
-    async fn retry<F, Fut>(&self, css: &str, what: &str, act: F)
+    /// Acts on the element at `css`, found again while the act fails (a
+    /// live redraw replaced it between finding and acting).
+    async fn retry<T, F, Fut>(&self, css: &str, what: &str, act: F) -> T
     where
         F: Fn(fantoccini::elements::Element) -> Fut,
-        Fut: std::future::Future<Output = Result<(), fantoccini::error::CmdError>>,
+        Fut: std::future::Future<Output = Result<T, fantoccini::error::CmdError>>,
     {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             match act(self.find(css).await).await {
-                Ok(()) => return,
+                Ok(value) => return value,
                 Err(e) if tokio::time::Instant::now() > deadline => {
                     panic!("cannot {what} {css}: {e}")
                 }
@@ -269,20 +271,20 @@ fn an_operator_finds_a_waiting_verification_answers_it_and_terminates_another() 
             })
             .await;
         assert!(waiting.contains("since"), "{waiting}");
-        let timeline = b.find("#timeline").await.text().await.unwrap();
-        assert!(timeline.contains("E4_SendSmsChallenge"), "{timeline}");
-        assert!(
-            timeline.contains("completed"),
-            "the SMS activity ended: {timeline}"
-        );
-        assert!(timeline.contains("wait SmsChallengeResponse"), "{timeline}");
-        assert!(timeline.contains("timer"), "{timeline}");
+        // Reads go through `wait_text`: a live redraw may replace any
+        // element between finding it and reading it.
+        b.wait_text("#timeline", "the SMS sent, the wait and the timer", |t| {
+            t.contains("E4_SendSmsChallenge")
+                && t.contains("completed")
+                && t.contains("wait SmsChallengeResponse")
+                && t.contains("timer")
+        })
+        .await;
         let version = b
-            .find("#instance-version")
-            .await
-            .attr("title")
-            .await
-            .unwrap();
+            .retry("#instance-version", "read", |e| async move {
+                e.attr("title").await
+            })
+            .await;
         let apps = host.call("GET", "/admin/apps", None).body;
         let pinned = apps
             .as_array()
@@ -296,15 +298,23 @@ fn an_operator_finds_a_waiting_verification_answers_it_and_terminates_another() 
             Some(pinned),
             "the pinned version is shown"
         );
-        let input = b.find("#instance-input").await.text().await.unwrap();
-        assert!(input.contains("+14255550111"), "{input}");
+        b.wait_text("#instance-input", "the input", |t| {
+            t.contains("+14255550111")
+        })
+        .await;
         b.screenshot("3-instance-waiting").await;
 
         // Raise the code from the page; it turns Completed without a reload.
         b.mark_page().await;
-        let name = b.find("#raise-name").await;
+        let name = b
+            .retry(
+                "#raise-name",
+                "read",
+                |e| async move { e.prop("value").await },
+            )
+            .await;
         assert_eq!(
-            name.prop("value").await.unwrap().as_deref(),
+            name.as_deref(),
             Some("SmsChallengeResponse"),
             "the awaited event is offered"
         );
@@ -316,8 +326,8 @@ fn an_operator_finds_a_waiting_verification_answers_it_and_terminates_another() 
             b.still_same_page().await,
             "the page updated without reloading"
         );
-        let output = b.find("#instance-output").await.text().await.unwrap();
-        assert_eq!(output.trim(), "true");
+        b.wait_text("#instance-output", "the output", |t| t.trim() == "true")
+            .await;
         b.wait_text("#waiting", "nothing awaited", |t| t.contains("completed"))
             .await;
         b.wait_text("#timeline", "the received event", |t| {
