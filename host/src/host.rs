@@ -521,20 +521,14 @@ impl Host {
             .catalog
             .version_of(orchestrator)
             .ok_or_else(|| StartError::UnknownOrchestrator(orchestrator.to_string()))?;
-        let span = crate::instance_span!(
-            "start",
-            instance_id = %id,
-            orchestrator,
-            app_version = %version,
-        );
-        trace::set_parent(&span, traceparent.as_deref());
-        let trace = trace::traceparent_of(&span);
+        let span = trace::Span::start(&id, orchestrator, &version, traceparent.as_deref());
+        let trace = span.traceparent();
         self.start_row(orchestrator, id, input, callback_url, version, trace)
-            .instrument(span.clone())
+            .instrument(span.log())
             .await
             .inspect_err(|error| {
                 if let StartError::Conflict(_) = error {
-                    trace::attribute(&span, "outcome", "conflict");
+                    span.attribute("outcome", "conflict");
                 }
             })
     }

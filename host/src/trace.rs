@@ -14,25 +14,26 @@
 //! the instance, its orchestrator, its app version, an activity and its
 //! attempt and outcome, never inputs, outputs or event data.
 //!
-//! Instance spans are made only when something reads them (the exporter,
-//! or `--log-format json`, whose lines take the instance id from them):
-//! otherwise `instance_span!` is `Span::none()` after one load of a flag.
+//! Instance spans are our own records, not `tracing` spans fed through the
+//! OpenTelemetry SDK: a record is a few fixed fields and the export thread
+//! encodes OTLP straight from it. The SDK's path cost a busy host a third
+//! of its rate (BENCHMARKS.md, session 8). With `--log-format json` an
+//! instance span is also a `tracing` span, so the lines written inside it
+//! carry its instance id. When neither reads them, a span is nothing but
+//! one load of a flag.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::{Mutex, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry::trace::{SpanContext, TraceContextExt, TracerProvider as _};
-use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracerProvider;
-use tracing::Span;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer};
+use tracing_subscriber::Layer;
 
+mod export;
 mod json;
+mod otlp;
 
 /// The target of instance spans: `RUST_LOG` directives can name it.
 pub const TARGET: &str = "durango::instance";
@@ -48,40 +49,30 @@ pub enum LogFormat {
     Json,
 }
 
-static SPANS: AtomicBool = AtomicBool::new(false);
+/// The exporter, once `init` found an endpoint.
+static EXPORTER: OnceLock<export::Exporter> = OnceLock::new();
+/// Whether instance spans are also `tracing` spans (JSON log lines).
+static LOG_SPANS: AtomicBool = AtomicBool::new(false);
 
-/// Whether instance spans are made (someone reads them).
+/// Whether traces are exported.
 #[inline]
-pub fn on() -> bool {
-    SPANS.load(Ordering::Relaxed)
-}
-
-/// An instance span (`tracing::info_span!` with target `TARGET`), or
-/// `Span::none()` when nothing reads them.
-#[macro_export]
-macro_rules! instance_span {
-    ($($fields:tt)*) => {
-        if $crate::trace::on() {
-            ::tracing::info_span!(target: "durango::instance", parent: None, $($fields)*)
-        } else {
-            ::tracing::Span::none()
-        }
-    };
+fn exporting() -> Option<&'static export::Exporter> {
+    EXPORTER.get()
 }
 
 /// What a server process installed; `shutdown` exports the spans still
-/// buffered.
+/// queued.
 pub struct Telemetry {
-    provider: Option<SdkTracerProvider>,
+    exporting: bool,
 }
 
 impl Telemetry {
-    /// Exports what is buffered and stops the exporter (waits for the
+    /// Exports what is queued and stops the exporter (waits for the
     /// export, up to its time-out).
     pub fn shutdown(self) {
-        if let Some(provider) = self.provider {
-            if let Err(error) = provider.shutdown() {
-                eprintln!("durango: exporting the last spans failed: {error}");
+        if self.exporting {
+            if let Some(exporter) = exporting() {
+                exporter.shutdown();
             }
         }
     }
@@ -92,270 +83,414 @@ const DEFAULT_FILTER: &str = "info,wasmtime=warn,cranelift=warn";
 /// Installs the process's subscriber: log lines on stderr in `format`,
 /// and the OTLP exporter when the environment names an endpoint.
 pub fn init(format: LogFormat) -> Telemetry {
-    let provider = match otlp_provider() {
-        Ok(provider) => provider,
+    let exporting = match export::Settings::from_env() {
+        Ok(Some(settings)) => export::Exporter::start(settings, &EXPORTER),
+        Ok(None) => false,
         Err(error) => {
             eprintln!("durango: traces are off: {error}");
-            None
+            false
         }
     };
-    let user_filter = EnvFilter::try_from_default_env().ok();
-    if provider.is_none() && format == LogFormat::Text {
-        // As before traces existed: nothing more than the log lines.
-        tracing_subscriber::fmt()
-            .with_env_filter(user_filter.unwrap_or_else(|| DEFAULT_FILTER.into()))
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| DEFAULT_FILTER.into());
+    match format {
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
             .with_writer(std::io::stderr)
             .with_ansi(std::io::stderr().is_terminal())
-            .init();
-        return Telemetry { provider: None };
+            .init(),
+        LogFormat::Json => {
+            LOG_SPANS.store(true, Ordering::Relaxed);
+            let lines = tracing_subscriber::fmt::layer()
+                .event_format(json::JsonLines)
+                .with_writer(std::io::stderr)
+                .with_filter(filter);
+            tracing_subscriber::registry()
+                .with(lines)
+                .with(json::InstanceIds)
+                .init();
+        }
     }
-    SPANS.store(true, Ordering::Relaxed);
-    let fmt_filter = user_filter.unwrap_or_else(|| match format {
-        // Text lines carry the instance as a field already; instance spans
-        // would only repeat it in a prefix.
-        LogFormat::Text => format!("{DEFAULT_FILTER},{TARGET}=off").into(),
-        LogFormat::Json => DEFAULT_FILTER.into(),
-    });
-    let fmt_layer = match format {
-        LogFormat::Text => tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
-            .with_ansi(std::io::stderr().is_terminal())
-            .with_filter(fmt_filter)
-            .boxed(),
-        LogFormat::Json => tracing_subscriber::fmt::layer()
-            .event_format(json::JsonLines)
-            .with_writer(std::io::stderr)
-            .with_filter(fmt_filter)
-            .boxed(),
-    };
-    let instance_ids = (format == LogFormat::Json).then_some(json::InstanceIds);
-    let otel_layer = provider.as_ref().map(|provider| {
-        tracing_opentelemetry::layer()
-            .with_tracer(provider.tracer("durango"))
-            .with_location(false)
-            .with_threads(false)
-            .with_level(false)
-            .with_target(false)
-            .with_context_activation(false)
-            .with_tracked_inactivity(false)
-            // Instance spans only, and a level ceiling: `filter_fn` would
-            // leave the ceiling at TRACE, and every debug and trace call
-            // site in the process (wasmtime's `log` ones too) would be
-            // evaluated on every hit.
-            .with_filter(
-                tracing_subscriber::filter::Targets::new()
-                    .with_target(TARGET, tracing::Level::INFO),
-            )
-    });
-    tracing_subscriber::registry()
-        .with(fmt_layer)
-        .with(instance_ids)
-        .with(otel_layer)
-        .init();
-    Telemetry { provider }
+    Telemetry { exporting }
 }
 
-/// The tracer provider, when the environment names an OTLP endpoint.
-fn otlp_provider() -> anyhow::Result<Option<SdkTracerProvider>> {
-    use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
-    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
-    if !set("OTEL_EXPORTER_OTLP_ENDPOINT") && !set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
-        return Ok(None);
-    }
-    // The specification's default is http/protobuf (the crate's, with
-    // JSON compiled in, would be JSON).
-    let protocol = [
-        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-        "OTEL_EXPORTER_OTLP_PROTOCOL",
-    ]
-    .iter()
-    .find_map(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()));
-    let protocol = match protocol.as_deref().map(str::trim) {
-        None | Some("http/protobuf") => Protocol::HttpBinary,
-        Some("http/json") => Protocol::HttpJson,
-        Some(other) => anyhow::bail!(
-            "OTLP protocol {other:?} is not supported: use http/protobuf (the default) or http/json"
-        ),
-    };
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .with_http_client(UreqClient::new())
-        .with_protocol(protocol)
-        .build()?;
-    let mut resource = opentelemetry_sdk::Resource::builder();
-    let named = set("OTEL_SERVICE_NAME")
-        || std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|a| a.contains("service.name="));
-    if !named {
-        resource = resource.with_service_name("durango");
-    }
-    // Batches leave from the SDK's own thread (OTEL_BSP_* tune them).
-    let provider = SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
-        .with_resource(resource.build())
-        .build();
-    Ok(Some(provider))
+/// A span's identity: what a `traceparent` carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Context {
+    trace_id: [u8; 16],
+    span_id: [u8; 8],
+    sampled: bool,
 }
 
-/// The exporter's HTTP client: ureq, blocking, on the batch processor's
-/// thread (which it moves behind the writer, as tokio's threads are).
+impl Context {
+    /// A W3C `traceparent` (version 00), if it is a valid one. Every span
+    /// but a new trace's root parses its parent's: the fields are read at
+    /// their fixed places.
+    fn parse(text: &str) -> Option<Context> {
+        let text = text.trim().as_bytes();
+        if text.len() != 55 || !text.starts_with(b"00-") || text[35] != b'-' || text[52] != b'-' {
+            return None;
+        }
+        let mut context = Context {
+            trace_id: [0; 16],
+            span_id: [0; 8],
+            sampled: false,
+        };
+        let mut flags = [0u8];
+        hex_into(&text[3..35], &mut context.trace_id)?;
+        hex_into(&text[36..52], &mut context.span_id)?;
+        hex_into(&text[53..], &mut flags)?;
+        context.sampled = flags[0] & 1 == 1;
+        let valid = context.trace_id != [0; 16] && context.span_id != [0; 8];
+        valid.then_some(context)
+    }
+
+    fn traceparent(&self) -> String {
+        let mut text = String::with_capacity(55);
+        text.push_str("00-");
+        hex_onto(&mut text, &self.trace_id);
+        text.push('-');
+        hex_onto(&mut text, &self.span_id);
+        text.push_str(if self.sampled { "-01" } else { "-00" });
+        text
+    }
+}
+
+/// Decodes hex digits (either case) into `out`, all of them or nothing.
+fn hex_into(digits: &[u8], out: &mut [u8]) -> Option<()> {
+    if digits.len() != out.len() * 2 {
+        return None;
+    }
+    let nibble = |digit: u8| -> Option<u8> {
+        match digit {
+            b'0'..=b'9' => Some(digit - b'0'),
+            b'a'..=b'f' => Some(digit - b'a' + 10),
+            b'A'..=b'F' => Some(digit - b'A' + 10),
+            _ => None,
+        }
+    };
+    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        *byte = nibble(pair[0])? << 4 | nibble(pair[1])?;
+    }
+    Some(())
+}
+
+/// Appends `bytes` in lower-case hex (spans make several a span: no
+/// formatting machinery).
+fn hex_onto(text: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for byte in bytes {
+        text.push(DIGITS[usize::from(byte >> 4)] as char);
+        text.push(DIGITS[usize::from(byte & 0xf)] as char);
+    }
+}
+
+/// An attribute's value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Str(String),
+    Int(i64),
+}
+
+impl From<&str> for Value {
+    fn from(value: &str) -> Value {
+        Value::Str(value.to_string())
+    }
+}
+
+impl From<String> for Value {
+    fn from(value: String) -> Value {
+        Value::Str(value)
+    }
+}
+
+impl From<i64> for Value {
+    fn from(value: i64) -> Value {
+        Value::Int(value)
+    }
+}
+
+pub type Attributes = Vec<(&'static str, Value)>;
+
+/// A recorded span, as the exporter encodes it.
 #[derive(Debug)]
-struct UreqClient {
-    agent: ureq::Agent,
+struct Record {
+    name: &'static str,
+    trace_id: [u8; 16],
+    span_id: [u8; 8],
+    /// All zeros for a trace's root.
+    parent_span_id: [u8; 8],
+    start_ns: u64,
+    end_ns: u64,
+    attributes: Attributes,
+    events: Vec<Event>,
+    failed: bool,
 }
 
-impl UreqClient {
-    fn new() -> UreqClient {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(10)))
-            .build()
-            .new_agent();
-        UreqClient { agent }
+#[derive(Debug)]
+struct Event {
+    name: &'static str,
+    time_ns: u64,
+    attributes: Attributes,
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// An instance span: its context (for its children and outgoing requests)
+/// and its record while it is sampled and exported, which ends and goes
+/// to the exporter when the span is dropped; with JSON log lines, also the
+/// `tracing` span the lines inside it are written in.
+pub struct Span {
+    context: Option<Context>,
+    record: Option<Mutex<Record>>,
+    log: tracing::Span,
+}
+
+impl Span {
+    /// The span of a start: a child of `parent` (the caller's
+    /// `traceparent`, or the starting episode's), else a new trace's root.
+    pub fn start(id: &str, orchestrator: &str, version: &str, parent: Option<&str>) -> Span {
+        Span::new(
+            "start",
+            parent,
+            |attributes| {
+                attributes.push(("instance_id", id.into()));
+                attributes.push(("orchestrator", orchestrator.into()));
+                attributes.push(("app_version", version.into()));
+            },
+            || tracing::info_span!(target: TARGET, parent: None, "start", instance_id = %id, orchestrator, app_version = %version),
+        )
     }
-}
 
-#[async_trait::async_trait]
-impl opentelemetry_http::HttpClient for UreqClient {
-    async fn send_bytes(
-        &self,
-        request: http::Request<opentelemetry_http::Bytes>,
-    ) -> Result<http::Response<opentelemetry_http::Bytes>, opentelemetry_http::HttpError> {
-        stand_back();
-        let (parts, body) = request.into_parts();
-        let request = http::Request::from_parts(parts, &body[..]);
-        let mut response = self.agent.run(request)?;
-        let mut answer = http::Response::builder().status(response.status());
-        for (name, value) in response.headers() {
-            answer = answer.header(name, value);
+    /// The span of an episode: a child of the instance's start span.
+    // Its orchestrator and version are on the start span: every attribute
+    // here costs on every episode.
+    pub fn episode(id: &str, episode: i64, parent: Option<&str>) -> Span {
+        Span::new(
+            "episode",
+            parent,
+            |attributes| {
+                attributes.push(("instance_id", id.into()));
+                attributes.push(("episode", episode.into()));
+            },
+            || tracing::info_span!(target: TARGET, parent: None, "episode", instance_id = %id, episode),
+        )
+    }
+
+    /// The span of an activity attempt: a child of the episode that
+    /// scheduled it (or of the start span).
+    pub fn activity(id: &str, activity: &str, attempt: u32, parent: Option<&str>) -> Span {
+        Span::new(
+            "activity",
+            parent,
+            |attributes| {
+                attributes.push(("instance_id", id.into()));
+                attributes.push(("activity", activity.into()));
+                attributes.push(("attempt", i64::from(attempt).into()));
+            },
+            || tracing::info_span!(target: TARGET, parent: None, "activity", instance_id = %id, activity, attempt),
+        )
+    }
+
+    fn new(
+        name: &'static str,
+        parent: Option<&str>,
+        attributes: impl FnOnce(&mut Attributes),
+        log: impl FnOnce() -> tracing::Span,
+    ) -> Span {
+        let log = if LOG_SPANS.load(Ordering::Relaxed) {
+            log()
+        } else {
+            tracing::Span::none()
+        };
+        let Some(exporter) = exporting() else {
+            return Span {
+                context: None,
+                record: None,
+                log,
+            };
+        };
+        let parent = parent.and_then(Context::parse);
+        let (trace_id, parent_span_id) = match parent {
+            Some(parent) => (parent.trace_id, parent.span_id),
+            None => (new_id(), [0; 8]),
+        };
+        let context = Context {
+            trace_id,
+            span_id: new_id(),
+            sampled: exporter.sampler.samples(parent, &trace_id),
+        };
+        let record = context.sampled.then(|| {
+            // Room for the attribute set once the outcome is known.
+            let mut initial = Attributes::with_capacity(4);
+            attributes(&mut initial);
+            Mutex::new(Record {
+                name,
+                trace_id,
+                span_id: context.span_id,
+                parent_span_id,
+                start_ns: now_ns(),
+                end_ns: 0,
+                attributes: initial,
+                events: Vec::new(),
+                failed: false,
+            })
+        });
+        Span {
+            context: Some(context),
+            record,
+            log,
         }
-        let body = response
-            .body_mut()
-            .with_config()
-            .limit(4 << 20)
-            .read_to_vec()?;
-        Ok(answer.body(opentelemetry_http::Bytes::from(body))?)
     }
-}
 
-/// Lowers the calling thread's priority once, as tokio's threads are (see
-/// main.rs): exporting must not keep the SQLite writer from a core.
-fn stand_back() {
-    #[cfg(target_os = "linux")]
-    {
-        thread_local!(static LOWERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
-        LOWERED.with(|lowered| {
-            if !lowered.replace(true) {
-                // SAFETY: setpriority only reads its arguments; who = 0 is
-                // the calling thread.
-                unsafe {
-                    libc::setpriority(libc::PRIO_PROCESS, 0, 5);
-                }
-            }
+    /// The `tracing` span to run its work in (lines written there name
+    /// the instance); `Span::none()` unless log lines are JSON.
+    pub fn log(&self) -> tracing::Span {
+        self.log.clone()
+    }
+
+    /// Whether it is recorded (events and attributes are kept).
+    pub fn recording(&self) -> bool {
+        self.record.is_some()
+    }
+
+    /// The `traceparent` naming it as the parent, when traces are on.
+    pub fn traceparent(&self) -> Option<String> {
+        self.context.map(|c| c.traceparent())
+    }
+
+    /// Its context, to name it as a parent later.
+    pub fn parent(&self) -> Option<Parent> {
+        self.context.map(Parent)
+    }
+
+    /// An event (a timer set or fired, an event received); `attributes`
+    /// are made only when the span is recorded.
+    pub fn event(&self, name: &'static str, attributes: impl FnOnce() -> Attributes) {
+        self.with_record(|record| {
+            record.events.push(Event {
+                name,
+                time_ns: now_ns(),
+                attributes: attributes(),
+            })
         });
     }
+
+    /// Sets an attribute once its value is known.
+    pub fn attribute(&self, key: &'static str, value: impl Into<Value>) {
+        self.with_record(|record| record.attributes.push((key, value.into())));
+    }
+
+    /// Marks it failed (no description: errors may quote data).
+    pub fn failed(&self) {
+        self.with_record(|record| record.failed = true);
+    }
+
+    fn with_record(&self, change: impl FnOnce(&mut Record)) {
+        if let Some(record) = &self.record {
+            change(&mut record.lock().unwrap_or_else(|e| e.into_inner()));
+        }
+    }
 }
 
-/// The W3C `traceparent` a request carried, if it is a valid one.
-pub fn incoming(headers: &http::HeaderMap) -> Option<String> {
-    if !on() {
-        return None;
+impl Drop for Span {
+    fn drop(&mut self) {
+        let (Some(record), Some(exporter)) = (self.record.take(), exporting()) else {
+            return;
+        };
+        let mut record = record.into_inner().unwrap_or_else(|e| e.into_inner());
+        record.end_ns = now_ns();
+        exporter.push(&record);
     }
-    let context =
-        TraceContextPropagator::new().extract(&opentelemetry_http::HeaderExtractor(headers));
-    let span = context.span();
-    let remote = span.span_context();
-    remote.is_valid().then(|| format_traceparent(remote))
 }
 
-/// The `traceparent` naming `span` as the parent, if it is traced.
-pub fn traceparent_of(span: &Span) -> Option<String> {
-    if span.is_none() {
-        return None;
+/// A fresh random id (never all zeros, which means "none").
+fn new_id<const N: usize>() -> [u8; N] {
+    loop {
+        let id: [u8; N] = rand::random();
+        if id != [0; N] {
+            return id;
+        }
     }
-    let context = span.context();
-    let span = context.span();
-    let own = span.span_context();
-    own.is_valid().then(|| format_traceparent(own))
 }
 
 /// A traced span's context, to name it as a parent later.
-#[derive(Clone)]
-pub struct Parent(SpanContext);
+#[derive(Clone, Debug)]
+pub struct Parent(Context);
 
 impl Parent {
-    pub fn of(span: &Span) -> Option<Parent> {
-        if span.is_none() {
-            return None;
-        }
-        let context = span.context();
-        let own = context.span().span_context().clone();
-        own.is_valid().then_some(Parent(own))
-    }
-
     /// Its W3C `traceparent`.
     pub fn header(&self) -> String {
-        format_traceparent(&self.0)
+        self.0.traceparent()
     }
 }
 
-/// Makes `span` a child of the span `traceparent` names (stored with an
-/// instance or an activity call). Call before the span is entered.
-pub fn set_parent(span: &Span, traceparent: Option<&str>) {
-    let Some(parent) = traceparent.and_then(parse_traceparent) else {
-        return;
-    };
-    let context = opentelemetry::Context::new().with_remote_span_context(parent);
-    let _ = span.set_parent(context);
+/// The W3C `traceparent` a request carried, if traces are on and it is a
+/// valid one.
+pub fn incoming(headers: &http::HeaderMap) -> Option<String> {
+    exporting()?;
+    let value = headers.get("traceparent")?.to_str().ok()?;
+    Context::parse(value).map(|c| c.traceparent())
 }
 
-/// An event (a timer set or fired, an event received) on `span`.
-pub fn event(span: &Span, name: &'static str, attributes: Vec<opentelemetry::KeyValue>) {
-    if !span.is_none() {
-        span.add_event(name, attributes);
+/// Which new traces are recorded (`OTEL_TRACES_SAMPLER`, with
+/// `OTEL_TRACES_SAMPLER_ARG` for the ratio ones), as the specification
+/// names them. The default, `parentbased_always_on`, records every trace
+/// whose caller did not say otherwise.
+#[derive(Clone, Debug, PartialEq)]
+enum Sampler {
+    AlwaysOn,
+    AlwaysOff,
+    /// Traces whose id falls below the ratio, decided from the id alone,
+    /// so every span of an instance gets the same answer.
+    Ratio(f64),
+    /// The parent's decision where there is a parent, else the root's.
+    ParentBased(Box<Sampler>),
+}
+
+impl Sampler {
+    fn samples(&self, parent: Option<Context>, trace_id: &[u8; 16]) -> bool {
+        match self {
+            Sampler::AlwaysOn => true,
+            Sampler::AlwaysOff => false,
+            Sampler::Ratio(ratio) => {
+                // The specification's test: the id's low 8 bytes against
+                // the ratio's share of the 63-bit range.
+                let low = u64::from_be_bytes(trace_id[8..].try_into().expect("8 bytes")) >> 1;
+                (low as f64) < ratio * (1u64 << 63) as f64
+            }
+            Sampler::ParentBased(root) => match parent {
+                Some(parent) => parent.sampled,
+                None => root.samples(None, trace_id),
+            },
+        }
     }
-}
 
-/// Sets an attribute on `span` (once its value is known).
-pub fn attribute(span: &Span, key: &'static str, value: impl Into<opentelemetry::Value>) {
-    if !span.is_none() {
-        span.set_attribute(key, value);
+    fn parse(name: &str, arg: Option<&str>) -> anyhow::Result<Sampler> {
+        let ratio = || -> anyhow::Result<f64> {
+            let Some(arg) = arg else { return Ok(1.0) };
+            match arg.trim().parse::<f64>() {
+                Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+                _ => anyhow::bail!("OTEL_TRACES_SAMPLER_ARG {arg:?} is not a ratio from 0 to 1"),
+            }
+        };
+        Ok(match name.trim() {
+            "always_on" => Sampler::AlwaysOn,
+            "always_off" => Sampler::AlwaysOff,
+            "traceidratio" => Sampler::Ratio(ratio()?),
+            "parentbased_always_on" => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+            "parentbased_always_off" => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
+            "parentbased_traceidratio" => Sampler::ParentBased(Box::new(Sampler::Ratio(ratio()?))),
+            other => anyhow::bail!(
+                "OTEL_TRACES_SAMPLER {other:?} is not one of always_on, always_off, traceidratio, \
+                 parentbased_always_on, parentbased_always_off, parentbased_traceidratio"
+            ),
+        })
     }
-}
-
-/// Marks `span` as failed (no description: errors may quote data).
-pub fn failed(span: &Span) {
-    if !span.is_none() {
-        span.set_status(opentelemetry::trace::Status::error(""));
-    }
-}
-
-fn format_traceparent(context: &SpanContext) -> String {
-    format!(
-        "00-{}-{}-{:02x}",
-        context.trace_id(),
-        context.span_id(),
-        context.trace_flags().to_u8()
-    )
-}
-
-fn parse_traceparent(text: &str) -> Option<SpanContext> {
-    let mut parts = text.split('-');
-    let (version, trace, span, flags) =
-        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    if version != "00" || parts.next().is_some() || trace.len() != 32 || span.len() != 16 {
-        return None;
-    }
-    let trace = opentelemetry::trace::TraceId::from_hex(trace).ok()?;
-    let span = opentelemetry::trace::SpanId::from_hex(span).ok()?;
-    let flags = u8::from_str_radix(flags, 16).ok()?;
-    let context = SpanContext::new(
-        trace,
-        span,
-        opentelemetry::trace::TraceFlags::new(flags),
-        true,
-        Default::default(),
-    );
-    context.is_valid().then_some(context)
 }
 
 #[cfg(test)]
@@ -365,15 +500,60 @@ mod tests {
     #[test]
     fn traceparents_round_trip() {
         let text = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        let parsed = parse_traceparent(text).unwrap();
-        assert_eq!(format_traceparent(&parsed), text);
+        let parsed = Context::parse(text).unwrap();
+        assert!(parsed.sampled);
+        assert_eq!(parsed.traceparent(), text);
+        let unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        assert!(!Context::parse(unsampled).unwrap().sampled);
         assert!(
-            parse_traceparent("00-00000000000000000000000000000000-00f067aa0ba902b7-01").is_none()
+            Context::parse("00-00000000000000000000000000000000-00f067aa0ba902b7-01").is_none()
         );
         assert!(
-            parse_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x")
-                .is_none()
+            Context::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01").is_none()
         );
-        assert!(parse_traceparent("garbage").is_none());
+        assert!(
+            Context::parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x").is_none()
+        );
+        assert!(
+            Context::parse("00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01").is_none()
+        );
+        assert!(
+            Context::parse("00-4bf92f3577b34da6a3ce929d0e0e4736+00f067aa0ba902b7-01").is_none()
+        );
+        assert!(
+            Context::parse(" 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01 ").is_some()
+        );
+        assert!(Context::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1").is_none());
+        assert!(Context::parse("garbage").is_none());
+    }
+
+    #[test]
+    fn samplers_follow_the_specification() {
+        let parent = |sampled| {
+            Some(Context {
+                trace_id: [1; 16],
+                span_id: [2; 8],
+                sampled,
+            })
+        };
+        let default = Sampler::parse("parentbased_always_on", None).unwrap();
+        assert!(default.samples(None, &[7; 16]));
+        assert!(!default.samples(parent(false), &[7; 16]));
+        assert!(default.samples(parent(true), &[7; 16]));
+        assert!(!Sampler::parse("always_off", None)
+            .unwrap()
+            .samples(parent(true), &[7; 16]));
+        let half = Sampler::parse("traceidratio", Some("0.5")).unwrap();
+        let mut low = [0u8; 16];
+        low[8] = 0x3f;
+        let mut high = [0u8; 16];
+        high[8] = 0xc0;
+        assert!(half.samples(None, &low));
+        assert!(!half.samples(None, &high));
+        let ratio = Sampler::parse("parentbased_traceidratio", Some("0")).unwrap();
+        assert!(!ratio.samples(None, &low));
+        assert!(ratio.samples(parent(true), &low));
+        assert!(Sampler::parse("traceidratio", Some("2")).is_err());
+        assert!(Sampler::parse("jaeger_remote", None).is_err());
     }
 }

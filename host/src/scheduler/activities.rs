@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
-use tracing::{Instrument, Span};
+use tracing::Instrument;
 
 use super::durable_http;
 use super::Scheduler;
@@ -52,21 +52,20 @@ impl ActivityPool {
 /// scheduled the call, or of its instance's start), which its outgoing
 /// HTTP requests name as their parent.
 async fn run_attempt(sched: &Arc<Scheduler>, activity: ActivityRow) {
-    let span = crate::instance_span!(
-        "activity",
-        instance_id = %activity.instance_id,
-        activity = %activity.name,
-        attempt = activity.attempt + 1,
+    let span = trace::Span::activity(
+        &activity.instance_id,
+        &activity.name,
+        activity.attempt + 1,
+        activity.trace.as_deref(),
     );
-    trace::set_parent(&span, activity.trace.as_deref());
-    let traced = span.clone();
-    attempt(sched, activity, &traced).instrument(span).await
+    let log = span.log();
+    attempt(sched, activity, &span).instrument(log).await
 }
 
-async fn attempt(sched: &Arc<Scheduler>, activity: ActivityRow, span: &Span) {
+async fn attempt(sched: &Arc<Scheduler>, activity: ActivityRow, span: &trace::Span) {
     let attempt = activity.attempt + 1;
     // Formatted when a request goes out, not for every attempt.
-    let parent = trace::Parent::of(span);
+    let parent = span.parent();
     let (send_event_url, status_url) =
         sched
             .links
@@ -121,10 +120,9 @@ async fn attempt(sched: &Arc<Scheduler>, activity: ActivityRow, span: &Span) {
         Err(_) if attempt < activity.retry.max_attempts => "retrying",
         Err(_) => "failed",
     };
-    trace::attribute(span, "outcome", outcome_name);
+    span.attribute("outcome", outcome_name);
     if outcome.is_err() {
-        // No description: an error's text may quote what the call got.
-        trace::failed(span);
+        span.failed();
     }
     let message = match outcome {
         Ok(result) => Message::TaskCompleted {

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use lru::LruCache;
 use tokio::sync::{mpsc, oneshot};
-use tracing::{Instrument, Span};
+use tracing::Instrument;
 
 use super::activities;
 use super::ownership::Ownership;
@@ -470,7 +470,8 @@ async fn process(sched: &Arc<Scheduler>, id: &str, work: &Work) -> Result<(), St
         return Ok(());
     }
     let span = episode_span(&instance);
-    let traced = span.clone();
+    let log = span.log();
+    let traced = &span;
     let keep = &keep;
     async move {
         let (mut guest, history_len, fault) = match (hot, history) {
@@ -512,10 +513,10 @@ async fn process(sched: &Arc<Scheduler>, id: &str, work: &Work) -> Result<(), St
             .filter(|(seq, _)| episode.commit.consumed_activities.contains(seq))
             .collect();
         // Only an episode that creates its instance can find the id taken.
-        let _ = commit_round(sched, id, guest, kept, episode, in_hand, &traced).await?;
+        let _ = commit_round(sched, id, guest, kept, episode, in_hand, traced).await?;
         Ok(())
     }
-    .instrument(span)
+    .instrument(log)
     .await
 }
 
@@ -541,7 +542,7 @@ async fn commit_round(
     then: Hot<()>,
     mut episode: episode::Episode,
     in_hand: Vec<(u32, Message)>,
-    span: &Span,
+    span: &trace::Span,
 ) -> Result<Result<(), RuntimeStatus>, StoreError> {
     let instance = &then.instance;
     let changed = episode.commit.status.filter(|s| *s != instance.status);
@@ -558,9 +559,7 @@ async fn commit_round(
     for child in &mut episode.commit.children {
         child.version = sched.catalog.version_of(&child.name);
     }
-    if !span.is_none() {
-        trace_episode(span, &mut episode.commit);
-    }
+    trace_episode(span, &mut episode.commit);
     let activities = episode.commit.activities.clone();
     let durable = Durable {
         consumed: episode.commit.consumed.clone(),
@@ -715,7 +714,7 @@ async fn first_round(sched: &Arc<Scheduler>, id: &str, starting: Starting) {
         reply,
     };
     let span = episode_span(&row);
-    let traced = span.clone();
+    let log = span.log();
     let outcome = async {
         let began = Instant::now();
         let (mut guest, _, fault) = rebuild(sched, &row, Vec::new()).await?;
@@ -732,9 +731,9 @@ async fn first_round(sched: &Arc<Scheduler>, id: &str, starting: Starting) {
             read_upto: 0,
             inbox_consumed: true,
         };
-        commit_round(sched, id, guest, then, episode, Vec::new(), &traced).await
+        commit_round(sched, id, guest, then, episode, Vec::new(), &span).await
     };
-    match outcome.instrument(span).await {
+    match outcome.instrument(log).await {
         // Its partition moved to another host meanwhile: nothing was
         // written, and the instance starts there.
         Err(StoreError::Fenced) => start_in_two_commits(sched, fallback).await,
@@ -804,89 +803,67 @@ async fn rebuild(
     }
 }
 
-/// The span of an episode of `instance` (none when nothing reads spans):
-/// a child of the instance's start span.
-fn episode_span(instance: &InstanceRow) -> Span {
-    // Its orchestrator and version are on the start span: every attribute
-    // here costs on every episode (BENCHMARKS.md, session 8).
-    let span = crate::instance_span!(
-        "episode",
-        instance_id = %instance.id,
-        episode = instance.episodes,
-    );
-    trace::set_parent(&span, instance.trace.as_deref());
-    span
+/// The span of an episode of `instance`: a child of its start span.
+fn episode_span(instance: &InstanceRow) -> trace::Span {
+    trace::Span::episode(&instance.id, instance.episodes, instance.trace.as_deref())
 }
 
 /// Puts what an episode did on its span: the timers it set and fired, the
 /// events it waited for and received (their names, never their data), the
 /// status it left; and makes it the parent of the activity calls and
 /// sub-orchestrations it started (each child's start span is made here).
-fn trace_episode(span: &Span, commit: &mut EpisodeCommit) {
-    use opentelemetry::KeyValue;
-    for event in &commit.events {
-        match event {
-            HistoryEvent::ActionTaken {
-                seq,
-                action: Action::Timer { fire_at },
-                ..
-            } => trace::event(
-                span,
-                "timer created",
-                vec![
-                    KeyValue::new("timer.seq", i64::from(*seq)),
-                    KeyValue::new("timer.fire_at", format_time(*fire_at)),
-                ],
-            ),
-            HistoryEvent::ActionTaken {
-                action: Action::EventWait { name },
-                ..
-            } => trace::event(
-                span,
-                "waiting for event",
-                vec![KeyValue::new("event.name", name.clone())],
-            ),
-            HistoryEvent::TimerFired { seq } => trace::event(
-                span,
-                "timer fired",
-                vec![KeyValue::new("timer.seq", i64::from(*seq))],
-            ),
-            HistoryEvent::EventRaised { name, .. } => trace::event(
-                span,
-                "event raised",
-                vec![KeyValue::new("event.name", name.clone())],
-            ),
-            _ => {}
+fn trace_episode(span: &trace::Span, commit: &mut EpisodeCommit) {
+    if span.recording() {
+        for event in &commit.events {
+            match event {
+                HistoryEvent::ActionTaken {
+                    seq,
+                    action: Action::Timer { fire_at },
+                    ..
+                } => span.event("timer created", || {
+                    vec![
+                        ("timer.seq", i64::from(*seq).into()),
+                        ("timer.fire_at", format_time(*fire_at).into()),
+                    ]
+                }),
+                HistoryEvent::ActionTaken {
+                    action: Action::EventWait { name },
+                    ..
+                } => span.event("waiting for event", || {
+                    vec![("event.name", name.as_str().into())]
+                }),
+                HistoryEvent::TimerFired { seq } => span.event("timer fired", || {
+                    vec![("timer.seq", i64::from(*seq).into())]
+                }),
+                HistoryEvent::EventRaised { name, .. } => span.event("event raised", || {
+                    vec![("event.name", name.as_str().into())]
+                }),
+                _ => {}
+            }
         }
-    }
-    if !commit.cancelled_timers.is_empty() {
-        trace::event(
-            span,
-            "timers cancelled",
-            vec![KeyValue::new(
-                "timer.count",
-                commit.cancelled_timers.len() as i64,
-            )],
-        );
-    }
-    if let Some(status) = commit.status {
-        trace::attribute(span, "status", status.as_str());
+        if !commit.cancelled_timers.is_empty() {
+            span.event("timers cancelled", || {
+                vec![("timer.count", (commit.cancelled_timers.len() as i64).into())]
+            });
+        }
+        if let Some(status) = commit.status {
+            span.attribute("status", status.as_str());
+        }
     }
     if commit.activities.is_empty() && commit.children.is_empty() {
         return;
     }
-    let parent = trace::traceparent_of(span);
+    let parent = span.traceparent();
     for activity in &mut commit.activities {
         activity.trace = parent.clone();
     }
     for child in &mut commit.children {
-        let start = crate::instance_span!(
-            "start",
-            instance_id = %child.id,
-            orchestrator = %child.name,
-            app_version = child.version.as_deref().unwrap_or(""),
+        let start = trace::Span::start(
+            &child.id,
+            &child.name,
+            child.version.as_deref().unwrap_or(""),
+            parent.as_deref(),
         );
-        trace::set_parent(&start, parent.as_deref());
-        child.trace = trace::traceparent_of(&start);
+        child.trace = start.traceparent();
     }
 }

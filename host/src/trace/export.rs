@@ -1,0 +1,521 @@
+//! The span exporter: a span is encoded where it ends (otlp.rs) and its
+//! bytes go onto a bounded queue of batches; a thread of its own takes the
+//! batches off and posts them to the collector over OTLP/HTTP. Only bytes
+//! cross threads, in buffers that are reused: a span's own allocations are
+//! freed on the thread that made them (freeing them on the export thread
+//! cost the allocator more than the spans themselves). Its settings are
+//! the OpenTelemetry specification's environment variables, read once at
+//! start.
+
+use std::collections::VecDeque;
+use std::sync::{Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::otlp::{Encoder, Format};
+use super::{Record, Sampler};
+
+/// What the environment says about exporting.
+#[derive(Debug)]
+pub struct Settings {
+    url: String,
+    format: Format,
+    headers: Vec<(String, String)>,
+    timeout: Duration,
+    resource: Vec<(String, String)>,
+    schedule_delay: Duration,
+    max_queue: usize,
+    max_batch: usize,
+    sampler: Sampler,
+}
+
+impl Settings {
+    /// `None` when no endpoint is set (or `OTEL_SDK_DISABLED=true`).
+    pub fn from_env() -> anyhow::Result<Option<Settings>> {
+        Settings::from(|name| {
+            std::env::var(name)
+                .ok()
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        })
+    }
+
+    fn from(var: impl Fn(&str) -> Option<String>) -> anyhow::Result<Option<Settings>> {
+        // The trace-specific variable wins over the general one.
+        let either = |specific: &str, general: &str| var(specific).or_else(|| var(general));
+        if var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+            return Ok(None);
+        }
+        let url = match (
+            var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+            var("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        ) {
+            (Some(url), _) => url,
+            (None, Some(base)) => format!("{}/v1/traces", base.trim_end_matches('/')),
+            (None, None) => return Ok(None),
+        };
+        if !url.starts_with("http://") {
+            anyhow::bail!(
+                "the OTLP endpoint {url:?} must be http:// (a collector on the host or beside it)"
+            );
+        }
+        let format = match either(
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+        )
+        .as_deref()
+        {
+            None | Some("http/protobuf") => Format::Protobuf,
+            Some("http/json") => Format::Json,
+            Some(other) => anyhow::bail!(
+                "OTLP protocol {other:?} is not supported: use http/protobuf (the default) or http/json"
+            ),
+        };
+        let headers = either(
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+            "OTEL_EXPORTER_OTLP_HEADERS",
+        )
+        .map(|list| pairs(&list, "OTEL_EXPORTER_OTLP_HEADERS"))
+        .transpose()?
+        .unwrap_or_default();
+        let millis = |name: &str, value: Option<String>, default: u64| match value {
+            None => Duration::from_millis(default),
+            Some(text) => {
+                match text.parse::<u64>() {
+                    Ok(ms) => Duration::from_millis(ms),
+                    Err(_) => {
+                        eprintln!("durango: {name} {text:?} is not a number of milliseconds; using {default}");
+                        Duration::from_millis(default)
+                    }
+                }
+            }
+        };
+        let count = |name: &str, default: usize| match var(name) {
+            None => default,
+            Some(text) => match text.parse::<usize>() {
+                Ok(n) if n > 0 => n,
+                _ => {
+                    eprintln!("durango: {name} {text:?} is not a positive number; using {default}");
+                    default
+                }
+            },
+        };
+        let timeout = millis(
+            "OTEL_EXPORTER_OTLP_TIMEOUT",
+            either(
+                "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+                "OTEL_EXPORTER_OTLP_TIMEOUT",
+            ),
+            10_000,
+        );
+        let mut resource = var("OTEL_RESOURCE_ATTRIBUTES")
+            .map(|list| pairs(&list, "OTEL_RESOURCE_ATTRIBUTES"))
+            .transpose()?
+            .unwrap_or_default();
+        let service = var("OTEL_SERVICE_NAME").or_else(|| {
+            resource
+                .iter()
+                .find(|(key, _)| key == "service.name")
+                .map(|(_, name)| name.clone())
+        });
+        resource.retain(|(key, _)| key != "service.name");
+        resource.insert(
+            0,
+            (
+                "service.name".into(),
+                service.unwrap_or_else(|| "durango".into()),
+            ),
+        );
+        let max_queue = count("OTEL_BSP_MAX_QUEUE_SIZE", 2048);
+        let max_batch = count("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512).min(max_queue);
+        let sampler = Sampler::parse(
+            var("OTEL_TRACES_SAMPLER")
+                .as_deref()
+                .unwrap_or("parentbased_always_on"),
+            var("OTEL_TRACES_SAMPLER_ARG").as_deref(),
+        )?;
+        Ok(Some(Settings {
+            url,
+            format,
+            headers,
+            timeout,
+            resource,
+            schedule_delay: millis(
+                "OTEL_BSP_SCHEDULE_DELAY",
+                var("OTEL_BSP_SCHEDULE_DELAY"),
+                5000,
+            ),
+            max_queue,
+            max_batch,
+            sampler,
+        }))
+    }
+}
+
+/// `key=value,key=value` with percent-encoded values (the W3C baggage
+/// form the specification uses for headers and resource attributes).
+fn pairs(list: &str, name: &str) -> anyhow::Result<Vec<(String, String)>> {
+    list.split(',')
+        .filter(|item| !item.trim().is_empty())
+        .map(|item| {
+            let (key, value) = item
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("{name}: {:?} is not key=value", item.trim()))?;
+            let value = percent_encoding::percent_decode_str(value.trim()).decode_utf8_lossy();
+            Ok((key.trim().to_string(), value.into_owned()))
+        })
+        .collect()
+}
+
+/// The queue between the spans' threads and the export thread.
+pub struct Exporter {
+    pub(super) sampler: Sampler,
+    encoder: Encoder,
+    queue: Mutex<Queue>,
+    /// Told when a batch is full or the process stops.
+    ready: Condvar,
+    max_queue: usize,
+    max_batch: usize,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Encoded spans, `max_batch` at most.
+#[derive(Default)]
+struct Batch {
+    bytes: Vec<u8>,
+    spans: usize,
+}
+
+#[derive(Default)]
+struct Queue {
+    /// Full batches, oldest first.
+    full: VecDeque<Batch>,
+    filling: Batch,
+    /// Spans in `full` and `filling`.
+    queued: usize,
+    /// Buffers the export thread is done with, for the next batches.
+    spare: Vec<Vec<u8>>,
+    /// Spans refused since the last report: the queue was full.
+    dropped: u64,
+    stopping: bool,
+}
+
+/// Buffers kept for reuse: enough for the batches in flight.
+const SPARE_BUFFERS: usize = 4;
+
+thread_local! {
+    /// Where a span is encoded before it is queued, outside the lock.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Exporter {
+    /// Makes the exporter `place` holds and starts its thread; false if
+    /// there already was one.
+    pub fn start(settings: Settings, place: &'static std::sync::OnceLock<Exporter>) -> bool {
+        let exporter = Exporter {
+            sampler: settings.sampler.clone(),
+            encoder: Encoder::new(settings.format, &settings.resource),
+            queue: Mutex::new(Queue::default()),
+            ready: Condvar::new(),
+            max_queue: settings.max_queue,
+            max_batch: settings.max_batch,
+            thread: Mutex::new(None),
+        };
+        if place.set(exporter).is_err() {
+            return false;
+        }
+        let exporter = place.get().expect("just set");
+        let poster = Poster::new(settings, exporter.encoder.content_type());
+        let thread = std::thread::Builder::new()
+            .name("otlp-export".into())
+            .spawn(move || exporter.run(poster))
+            .expect("the export thread starts");
+        *exporter.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
+        true
+    }
+
+    /// Encodes an ended span and queues it; refused (and counted) when the
+    /// queue is full, so a slow collector never holds up an instance or
+    /// grows memory.
+    pub fn push(&self, record: &Record) {
+        SCRATCH.with_borrow_mut(|scratch| {
+            scratch.clear();
+            self.encoder.append_span(scratch, record);
+            let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            if queue.queued >= self.max_queue {
+                queue.dropped += 1;
+                return;
+            }
+            queue.filling.bytes.extend_from_slice(scratch);
+            queue.filling.spans += 1;
+            queue.queued += 1;
+            if queue.filling.spans == self.max_batch {
+                let full = queue.take_filling();
+                queue.full.push_back(full);
+                self.ready.notify_one();
+            }
+        });
+    }
+
+    /// Exports what is queued, then stops the thread.
+    pub fn shutdown(&self) {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stopping = true;
+        self.ready.notify_one();
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+    }
+
+    fn run(&self, mut poster: Poster) {
+        stand_back();
+        loop {
+            let (batch, dropped, stopping) = {
+                let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                let due = Instant::now() + poster.schedule_delay;
+                while queue.full.is_empty() && !queue.stopping {
+                    let now = Instant::now();
+                    if now >= due {
+                        break;
+                    }
+                    queue = self
+                        .ready
+                        .wait_timeout(queue, due - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+                // A full batch, else (the delay is up, or stopping) what
+                // there is.
+                let batch = match queue.full.pop_front() {
+                    Some(batch) => batch,
+                    None => queue.take_filling(),
+                };
+                queue.queued -= batch.spans;
+                let stopping = queue.stopping;
+                (batch, std::mem::take(&mut queue.dropped), stopping)
+            };
+            if dropped > 0 {
+                tracing::warn!(
+                    dropped,
+                    "spans dropped: the export queue was full (OTEL_BSP_MAX_QUEUE_SIZE)"
+                );
+            }
+            let sent = batch.spans == 0 || poster.post(&self.encoder, &batch);
+            let left = {
+                let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                if queue.spare.len() < SPARE_BUFFERS {
+                    let mut bytes = batch.bytes;
+                    bytes.clear();
+                    queue.spare.push(bytes);
+                }
+                queue.queued
+            };
+            // Stopping: the rest goes out unless the collector failed us
+            // (a stop must not wait a time-out per batch).
+            if stopping && (left == 0 || !sent) {
+                if left > 0 {
+                    eprintln!("durango: {left} spans not exported: the collector failed");
+                }
+                return;
+            }
+        }
+    }
+}
+
+impl Queue {
+    /// The batch being filled, replaced by an empty one.
+    fn take_filling(&mut self) -> Batch {
+        let bytes = self.spare.pop().unwrap_or_default();
+        std::mem::replace(&mut self.filling, Batch { bytes, spans: 0 })
+    }
+}
+
+/// The HTTP side: ureq, blocking, on the export thread.
+struct Poster {
+    agent: ureq::Agent,
+    url: String,
+    content_type: &'static str,
+    headers: Vec<(String, String)>,
+    schedule_delay: Duration,
+    /// The request body, kept from one batch to the next.
+    body: Vec<u8>,
+    /// Whether the last post failed: failures are reported once a run.
+    failing: bool,
+}
+
+impl Poster {
+    fn new(settings: Settings, content_type: &'static str) -> Poster {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(settings.timeout))
+            .build()
+            .new_agent();
+        Poster {
+            agent,
+            url: settings.url,
+            content_type,
+            headers: settings.headers,
+            schedule_delay: settings.schedule_delay,
+            body: Vec::new(),
+            failing: false,
+        }
+    }
+
+    /// Posts a batch; whether the collector took it. A failed batch is
+    /// dropped (it would only grow behind a collector that is down).
+    fn post(&mut self, encoder: &Encoder, batch: &Batch) -> bool {
+        encoder.request(&batch.bytes, &mut self.body);
+        let mut request = self
+            .agent
+            .post(&self.url)
+            .header("content-type", self.content_type);
+        for (name, value) in &self.headers {
+            request = request.header(name, value);
+        }
+        let outcome = match request.send(&self.body[..]) {
+            Ok(mut response) => {
+                // Read to the end, so the connection is reused.
+                let _ = response
+                    .body_mut()
+                    .with_config()
+                    .limit(1 << 20)
+                    .read_to_vec();
+                let status = response.status();
+                if status.is_success() {
+                    Ok(())
+                } else {
+                    Err(format!("the collector answered {status}"))
+                }
+            }
+            Err(error) => Err(error.to_string()),
+        };
+        match outcome {
+            Ok(()) => {
+                if std::mem::take(&mut self.failing) {
+                    tracing::info!(url = %self.url, "exporting spans again");
+                }
+                true
+            }
+            Err(error) => {
+                if !std::mem::replace(&mut self.failing, true) {
+                    tracing::warn!(url = %self.url, %error, spans = batch.spans, "cannot export spans; dropping them until the collector answers");
+                }
+                false
+            }
+        }
+    }
+}
+
+/// Lowers the export thread's priority as tokio's threads are (see
+/// main.rs): exporting must not keep the SQLite writer from a core.
+fn stand_back() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority only reads its arguments; who = 0 is the calling
+    // thread.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 5);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(vars: &[(&str, &str)]) -> anyhow::Result<Option<Settings>> {
+        Settings::from(|name| {
+            vars.iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    #[test]
+    fn the_environment_names_the_endpoint_and_its_settings() {
+        assert!(settings(&[]).unwrap().is_none());
+        let base = settings(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/")])
+            .unwrap()
+            .unwrap();
+        assert_eq!(base.url, "http://collector:4318/v1/traces");
+        assert_eq!(base.format, Format::Protobuf);
+        assert_eq!(
+            base.resource,
+            vec![("service.name".into(), "durango".into())]
+        );
+        assert_eq!((base.max_queue, base.max_batch), (2048, 512));
+        assert_eq!(base.schedule_delay, Duration::from_secs(5));
+        let full = settings(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://other:4318/traces",
+            ),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=a%20b, tenant=7"),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "service.name=verifier,deployment.environment=prod",
+            ),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "100"),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "512"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "not a number"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(full.url, "http://other:4318/traces");
+        assert_eq!(full.format, Format::Json);
+        assert_eq!(
+            full.headers,
+            vec![
+                ("x-api-key".into(), "a b".into()),
+                ("tenant".into(), "7".into())
+            ]
+        );
+        assert_eq!(
+            full.resource,
+            vec![
+                ("service.name".into(), "verifier".into()),
+                ("deployment.environment".into(), "prod".into())
+            ]
+        );
+        assert_eq!((full.max_queue, full.max_batch), (100, 100));
+        assert_eq!(full.schedule_delay, Duration::from_secs(5));
+        let named = settings(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+            ("OTEL_SERVICE_NAME", "sms"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "service.name=verifier"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(named.resource, vec![("service.name".into(), "sms".into())]);
+        assert!(settings(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+            ("OTEL_SDK_DISABLED", "true")
+        ])
+        .unwrap()
+        .is_none());
+    }
+
+    #[test]
+    fn what_cannot_work_is_refused_at_start() {
+        for vars in [
+            &[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4318")][..],
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ],
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+                ("OTEL_EXPORTER_OTLP_HEADERS", "no-equals-sign"),
+            ],
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+                ("OTEL_TRACES_SAMPLER", "sometimes"),
+            ],
+        ] {
+            assert!(settings(vars).is_err(), "{vars:?}");
+        }
+    }
+}

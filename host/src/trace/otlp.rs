@@ -1,0 +1,361 @@
+//! OTLP's trace export request, encoded straight from our span records:
+//! protobuf (`http/protobuf`, the default) with prost's field encoders,
+//! nothing allocated per span; or OTLP/JSON (`http/json`). A span is
+//! encoded where it ends, onto its batch's bytes; a batch's request wraps
+//! those bytes in the resource and scope. Field numbers are those of
+//! `opentelemetry/proto/trace/v1/trace.proto`.
+
+use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
+use serde_json::{json, Value as Json};
+
+use super::{Attributes, Record, Value};
+
+/// What the exporter names itself as (the instrumentation scope).
+const SCOPE: &str = "durango";
+/// `Span.SpanKind.SPAN_KIND_INTERNAL`: work inside the host.
+const KIND_INTERNAL: u64 = 1;
+/// `Status.StatusCode.STATUS_CODE_ERROR`.
+const STATUS_ERROR: u64 = 2;
+/// The W3C sampled flag: every exported span was sampled.
+const FLAG_SAMPLED: u32 = 1;
+
+/// The wire format (`OTEL_EXPORTER_OTLP_PROTOCOL`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Protobuf,
+    Json,
+}
+
+/// Encodes spans and wraps batches of them in requests, in one format for
+/// one resource.
+#[derive(Debug)]
+pub struct Encoder {
+    format: Format,
+    /// What goes before the spans: in protobuf the resource (field 1 of
+    /// `ResourceSpans`) and the scope (field 1 of `ScopeSpans`), whose
+    /// parents' lengths depend on the spans; in JSON the text up to the
+    /// spans' array.
+    head: Vec<u8>,
+    scope: Vec<u8>,
+}
+
+impl Encoder {
+    pub fn new(format: Format, resource: &[(String, String)]) -> Encoder {
+        match format {
+            Format::Protobuf => {
+                let mut head = Vec::new();
+                message(&mut head, 1, |buf| {
+                    for (key, value) in resource {
+                        key_value(buf, 1, key, &Value::Str(value.clone()));
+                    }
+                });
+                let mut scope = Vec::new();
+                message(&mut scope, 1, |buf| bytes(buf, 1, SCOPE.as_bytes()));
+                Encoder {
+                    format,
+                    head,
+                    scope,
+                }
+            }
+            Format::Json => {
+                let attributes: Vec<Json> = resource
+                    .iter()
+                    .map(|(key, value)| json!({ "key": key, "value": { "stringValue": value } }))
+                    .collect();
+                let head = format!(
+                    r#"{{"resourceSpans":[{{"resource":{{"attributes":{}}},"scopeSpans":[{{"scope":{{"name":"{SCOPE}"}},"spans":["#,
+                    Json::from(attributes)
+                );
+                Encoder {
+                    format,
+                    head: head.into_bytes(),
+                    scope: Vec::new(),
+                }
+            }
+        }
+    }
+
+    pub fn content_type(&self) -> &'static str {
+        match self.format {
+            Format::Protobuf => "application/x-protobuf",
+            Format::Json => "application/json",
+        }
+    }
+
+    /// Appends `span` to a batch's bytes.
+    pub fn append_span(&self, out: &mut Vec<u8>, span: &Record) {
+        match self.format {
+            Format::Protobuf => message(out, 2, |buf| encode_span(buf, span)),
+            Format::Json => {
+                serde_json::to_writer(&mut *out, &json_span(span)).expect("JSON values serialize");
+                // Every span ends with a comma; the request drops the last.
+                out.push(b',');
+            }
+        }
+    }
+
+    /// The request carrying a batch (what `append_span` wrote), into
+    /// `body`.
+    pub fn request(&self, spans: &[u8], body: &mut Vec<u8>) {
+        body.clear();
+        match self.format {
+            Format::Protobuf => {
+                // The nesting's lengths are known now: the heads go in
+                // front without moving the spans again.
+                let scope_spans = (self.scope.len() + spans.len()) as u64;
+                let resource_spans = self.head.len() as u64
+                    + key_len(2)
+                    + encoded_len_varint(scope_spans) as u64
+                    + scope_spans;
+                encode_key(1, WireType::LengthDelimited, body);
+                encode_varint(resource_spans, body);
+                body.extend_from_slice(&self.head);
+                encode_key(2, WireType::LengthDelimited, body);
+                encode_varint(scope_spans, body);
+                body.extend_from_slice(&self.scope);
+                body.extend_from_slice(spans);
+            }
+            Format::Json => {
+                body.extend_from_slice(&self.head);
+                body.extend_from_slice(spans.strip_suffix(b",").unwrap_or(spans));
+                body.extend_from_slice(b"]}]}]}");
+            }
+        }
+    }
+}
+
+fn key_len(tag: u32) -> u64 {
+    prost::encoding::key_len(tag) as u64
+}
+
+fn encode_span(buf: &mut Vec<u8>, span: &Record) {
+    bytes(buf, 1, &span.trace_id);
+    bytes(buf, 2, &span.span_id);
+    if span.parent_span_id != [0; 8] {
+        bytes(buf, 4, &span.parent_span_id);
+    }
+    bytes(buf, 5, span.name.as_bytes());
+    varint(buf, 6, KIND_INTERNAL);
+    fixed64(buf, 7, span.start_ns);
+    fixed64(buf, 8, span.end_ns);
+    attributes(buf, 9, &span.attributes);
+    for event in &span.events {
+        message(buf, 11, |buf| {
+            fixed64(buf, 1, event.time_ns);
+            bytes(buf, 2, event.name.as_bytes());
+            attributes(buf, 3, &event.attributes);
+        });
+    }
+    if span.failed {
+        message(buf, 15, |buf| varint(buf, 3, STATUS_ERROR));
+    }
+    encode_key(16, WireType::ThirtyTwoBit, buf);
+    buf.extend_from_slice(&FLAG_SAMPLED.to_le_bytes());
+}
+
+fn attributes(buf: &mut Vec<u8>, tag: u32, attributes: &Attributes) {
+    for (key, value) in attributes {
+        key_value(buf, tag, key, value);
+    }
+}
+
+fn key_value(buf: &mut Vec<u8>, tag: u32, key: &str, value: &Value) {
+    // Small and many: their lengths are worked out rather than found by
+    // writing and moving.
+    let any = match value {
+        Value::Str(text) => 1 + encoded_len_varint(text.len() as u64) + text.len(),
+        Value::Int(number) => 1 + encoded_len_varint(*number as u64),
+    };
+    let pair = 1
+        + encoded_len_varint(key.len() as u64)
+        + key.len()
+        + 1
+        + encoded_len_varint(any as u64)
+        + any;
+    encode_key(tag, WireType::LengthDelimited, buf);
+    encode_varint(pair as u64, buf);
+    bytes(buf, 1, key.as_bytes());
+    // AnyValue { string_value = 1 | int_value = 3 }
+    encode_key(2, WireType::LengthDelimited, buf);
+    encode_varint(any as u64, buf);
+    match value {
+        Value::Str(text) => bytes(buf, 1, text.as_bytes()),
+        Value::Int(number) => varint(buf, 3, *number as u64),
+    }
+}
+
+/// A length-delimited field whose body `write` appends: the length is
+/// known once written, and goes in front of it.
+fn message(buf: &mut Vec<u8>, tag: u32, write: impl FnOnce(&mut Vec<u8>)) {
+    encode_key(tag, WireType::LengthDelimited, buf);
+    let start = buf.len();
+    write(buf);
+    let mut prefix = [0u8; 10];
+    let mut rest = &mut prefix[..];
+    encode_varint((buf.len() - start) as u64, &mut rest);
+    let used = 10 - rest.len();
+    buf.splice(start..start, prefix[..used].iter().copied());
+}
+
+fn bytes(buf: &mut Vec<u8>, tag: u32, value: &[u8]) {
+    encode_key(tag, WireType::LengthDelimited, buf);
+    encode_varint(value.len() as u64, buf);
+    buf.extend_from_slice(value);
+}
+
+fn varint(buf: &mut Vec<u8>, tag: u32, value: u64) {
+    encode_key(tag, WireType::Varint, buf);
+    encode_varint(value, buf);
+}
+
+fn fixed64(buf: &mut Vec<u8>, tag: u32, value: u64) {
+    encode_key(tag, WireType::SixtyFourBit, buf);
+    buf.extend_from_slice(&value.to_le_bytes());
+}
+
+/// A span in OTLP/JSON: ids in hex, 64-bit numbers as strings, enums as
+/// numbers, as the specification's JSON mapping says.
+fn json_span(span: &Record) -> Json {
+    let kv = |attributes: &Attributes| -> Vec<Json> {
+        attributes
+            .iter()
+            .map(|(key, value)| {
+                let value = match value {
+                    Value::Str(text) => json!({ "stringValue": text }),
+                    Value::Int(number) => json!({ "intValue": number.to_string() }),
+                };
+                json!({ "key": key, "value": value })
+            })
+            .collect()
+    };
+    let mut out = json!({
+        "traceId": hex(&span.trace_id),
+        "spanId": hex(&span.span_id),
+        "name": span.name,
+        "kind": KIND_INTERNAL,
+        "startTimeUnixNano": span.start_ns.to_string(),
+        "endTimeUnixNano": span.end_ns.to_string(),
+        "attributes": kv(&span.attributes),
+        "events": span.events.iter().map(|event| json!({
+            "timeUnixNano": event.time_ns.to_string(),
+            "name": event.name,
+            "attributes": kv(&event.attributes),
+        })).collect::<Vec<_>>(),
+        "flags": FLAG_SAMPLED,
+    });
+    if span.parent_span_id != [0; 8] {
+        out["parentSpanId"] = hex(&span.parent_span_id).into();
+    }
+    if span.failed {
+        out["status"] = json!({ "code": STATUS_ERROR });
+    }
+    out
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut text = String::with_capacity(bytes.len() * 2);
+    super::hex_onto(&mut text, bytes);
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Event;
+    use super::*;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value;
+    use prost::Message as _;
+
+    fn record(failed: bool, parent: [u8; 8]) -> Record {
+        Record {
+            name: "episode",
+            trace_id: [0xab; 16],
+            span_id: [0xcd; 8],
+            parent_span_id: parent,
+            start_ns: 1_700_000_000_000_000_000,
+            end_ns: 1_700_000_000_000_500_000,
+            attributes: vec![
+                ("instance_id", Value::Str("x".repeat(200))),
+                ("episode", Value::Int(-3)),
+            ],
+            events: vec![Event {
+                name: "event raised",
+                time_ns: 1_700_000_000_000_100_000,
+                attributes: vec![("event.name", Value::Str("Approval".into()))],
+            }],
+            failed,
+        }
+    }
+
+    #[test]
+    fn the_official_types_read_what_we_encode() {
+        let resource = vec![("service.name".to_string(), "durango".to_string())];
+        let records = [record(false, [0x11; 8]), record(true, [0; 8])];
+        let encoder = Encoder::new(Format::Protobuf, &resource);
+        // Two requests from one encoder: the second carries only its own.
+        let mut spans = Vec::new();
+        encoder.append_span(&mut spans, &records[0]);
+        let mut body = Vec::new();
+        encoder.request(&spans, &mut body);
+        encoder.append_span(&mut spans, &records[1]);
+        encoder.request(&spans, &mut body);
+        let request = ExportTraceServiceRequest::decode(&body[..]).expect("valid protobuf");
+        let resource_spans = &request.resource_spans[0];
+        let attribute = &resource_spans.resource.as_ref().unwrap().attributes[0];
+        assert_eq!(attribute.key, "service.name");
+        let scope = &resource_spans.scope_spans[0];
+        assert_eq!(scope.scope.as_ref().unwrap().name, "durango");
+        assert_eq!(scope.spans.len(), 2);
+        let span = &scope.spans[0];
+        assert_eq!(span.trace_id, vec![0xab; 16]);
+        assert_eq!(span.span_id, vec![0xcd; 8]);
+        assert_eq!(span.parent_span_id, vec![0x11; 8]);
+        assert_eq!(span.name, "episode");
+        assert_eq!(span.kind, 1);
+        assert_eq!(span.start_time_unix_nano, 1_700_000_000_000_000_000);
+        assert_eq!(span.end_time_unix_nano, 1_700_000_000_000_500_000);
+        assert_eq!(span.flags, 1);
+        assert_eq!(span.attributes[0].key, "instance_id");
+        assert_eq!(
+            span.attributes[0].value.as_ref().unwrap().value,
+            Some(any_value::Value::StringValue("x".repeat(200)))
+        );
+        assert_eq!(
+            span.attributes[1].value.as_ref().unwrap().value,
+            Some(any_value::Value::IntValue(-3))
+        );
+        assert_eq!(span.events[0].name, "event raised");
+        assert_eq!(span.events[0].time_unix_nano, 1_700_000_000_000_100_000);
+        assert_eq!(span.events[0].attributes[0].key, "event.name");
+        assert!(span.status.is_none());
+        let root = &scope.spans[1];
+        assert!(root.parent_span_id.is_empty());
+        assert_eq!(root.status.as_ref().unwrap().code, 2);
+    }
+
+    #[test]
+    fn json_follows_the_otlp_mapping() {
+        let resource = vec![("service.name".to_string(), "durango".to_string())];
+        let encoder = Encoder::new(Format::Json, &resource);
+        let mut spans = Vec::new();
+        encoder.append_span(&mut spans, &record(true, [0x11; 8]));
+        encoder.append_span(&mut spans, &record(false, [0; 8]));
+        let mut body = Vec::new();
+        encoder.request(&spans, &mut body);
+        let request: Json = serde_json::from_slice(&body).unwrap();
+        let resource = &request["resourceSpans"][0]["resource"]["attributes"][0];
+        assert_eq!(resource["value"]["stringValue"], "durango");
+        assert_eq!(
+            request["resourceSpans"][0]["scopeSpans"][0]["spans"]
+                .as_array()
+                .map(Vec::len),
+            Some(2)
+        );
+        let span = &request["resourceSpans"][0]["scopeSpans"][0]["spans"][0];
+        assert_eq!(span["traceId"], "ab".repeat(16));
+        assert_eq!(span["parentSpanId"], "11".repeat(8));
+        assert_eq!(span["startTimeUnixNano"], "1700000000000000000");
+        assert_eq!(span["attributes"][1]["value"]["intValue"], "-3");
+        assert_eq!(span["status"]["code"], 2);
+    }
+}
