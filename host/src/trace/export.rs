@@ -348,9 +348,19 @@ struct Poster {
 
 impl Poster {
     fn new(settings: Settings, content_type: &'static str) -> Poster {
+        // The time-out bounds each phase but the name's lookup: with a
+        // bound on the lookup ureq resolves on a new thread, and a thread
+        // a batch cost the host more CPU than the spans themselves (thread
+        // set-up and a fresh allocator heap every time). The export thread
+        // is the only one a slow lookup could hold up.
+        let limit = Some(settings.timeout);
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(settings.timeout))
+            .timeout_connect(limit)
+            .timeout_send_request(limit)
+            .timeout_send_body(limit)
+            .timeout_recv_response(limit)
+            .timeout_recv_body(limit)
             .build()
             .new_agent();
         Poster {
