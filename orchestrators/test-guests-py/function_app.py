@@ -36,6 +36,58 @@ def PyClockAndRandom(context: df.DurableOrchestrationContext):
     return f"{seen} {look()}"
 
 
+@app.orchestration_trigger(context_name="context")
+def PyRetries(context: df.DurableOrchestrationContext):
+    """Calls an activity that fails twice, with `max_attempts` attempts."""
+    max_attempts = context.get_input()
+    return (yield context.call_activity_with_retry("PyFailsTwice", df.RetryOptions(50, max_attempts)))
+
+
+@app.activity_trigger(input_name="ignored")
+def PyFailsTwice(ignored, context: df.ActivityContext):
+    if context.attempt < 3:
+        raise RuntimeError(f"attempt {context.attempt} failed on purpose")
+    return context.attempt
+
+
+@app.orchestration_trigger(context_name="context")
+def PyCounter(context: df.DurableOrchestrationContext):
+    """An eternal orchestration: adds each Add event, a round each, until 10."""
+    total = context.get_input()
+    context.set_custom_status(total)
+    if total >= 10:
+        return total
+    add = yield context.wait_for_external_event("Add")
+    context.continue_as_new(total + add)
+
+
+@app.orchestration_trigger(context_name="context")
+def PyFanOut(context: df.DurableOrchestrationContext):
+    """Activities in parallel, a sub-orchestration, and a failed one caught."""
+    echoes = yield context.task_all([context.call_activity("PyShout", name) for name in context.get_input()])
+    child = yield context.call_sub_orchestrator("PyRetries", 3)
+    try:
+        yield context.call_sub_orchestrator("PyRetries", 2, f"{context.instance_id}-failing")
+        caught = None
+    except df.TaskFailedError as failure:
+        caught = str(failure)
+    return {"echoes": echoes, "child": child, "caught": caught}
+
+
+@app.function_name(name="PyShout")
+@app.activity_trigger(input_name="name")
+def shout(name: str) -> str:
+    return name.upper()
+
+
+@app.orchestration_trigger(context_name="context")
+def PyWhoSent(context: df.DurableOrchestrationContext):
+    """Says who raised its event, as the host verified it."""
+    reply = context.wait_for_external_event("Reply")
+    data = yield reply
+    return {"data": data, "sender": reply.sender}
+
+
 @app.activity_trigger(input_name="value")
 def PyEcho(value):
     return value

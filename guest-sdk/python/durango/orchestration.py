@@ -111,6 +111,9 @@ class _WhenAny:
 
     def __init__(self, tasks):
         self.tasks = _only_tasks(tasks, "task_any")
+        if not self.tasks:
+            # None can complete first: the orchestration would wait for ever.
+            raise ValueError("task_any needs at least one task")
 
     def _settle(self):
         index = host.when_any([task.id for task in self.tasks])
