@@ -82,10 +82,31 @@ def shout(name: str) -> str:
 
 @app.orchestration_trigger(context_name="context")
 def PyWhoSent(context: df.DurableOrchestrationContext):
-    """Says who raised its event, as the host verified it."""
-    reply = context.wait_for_external_event("Reply")
-    data = yield reply
-    return {"data": data, "sender": reply.sender}
+    """Hands out links, then says who raised each of `count` events, as the
+    host verified it (WhoSent in Rust)."""
+    links = yield context.call_activity("PyHandOutLinks")
+    context.set_custom_status(links)
+    senders = []
+    for _ in range(context.get_input()):
+        reply = context.wait_for_external_event("Reply")
+        yield reply
+        sender = reply.sender
+        if "holder" in sender:
+            senders.append(f"holder:{sender['holder']}")
+        else:
+            senders.append({"system-key": "systemKey", "unnamed-link": "unnamedLink"}[sender["kind"]])
+    return senders
+
+
+@app.activity_trigger(input_name="ignored")
+def PyHandOutLinks(ignored, context: df.ActivityContext):
+    """The instance's general links, and links for the recipient `pat`."""
+    return {
+        "general": context.send_event_url.replace("{eventName}", "Reply"),
+        "generalStatus": context.status_url,
+        "named": context.event_link("Reply", "pat"),
+        "namedStatus": context.status_link("pat"),
+    }
 
 
 @app.activity_trigger(input_name="value")

@@ -1,6 +1,7 @@
 //! The Python SDK's model beyond the sample, on `test_guests_py`: retries,
 //! continue-as-new, fan-out with `task_all`, sub-orchestrations, a failed
-//! task caught as `TaskFailedError`, `function_name`, an event's sender.
+//! task caught as `TaskFailedError`, `function_name` (an event's sender:
+//! links.rs).
 
 use durango_e2e::{Host, HostOptions};
 use serde_json::json;
@@ -54,18 +55,4 @@ fn task_all_sub_orchestrations_and_a_caught_failure() {
     assert!(caught.contains("attempt 2 failed on purpose"), "{caught}");
     let failing = host.status(&format!("{id}-failing")).body;
     assert_eq!(failing["runtimeStatus"], "Failed", "{failing}");
-}
-
-#[test]
-fn an_event_task_says_who_raised_it() {
-    let host = host();
-    let id = host.start_orchestration("PyWhoSent", "null");
-    host.wait_history(&id, "ExecutionStarted", 1);
-    host.raise(&id, "Reply", "\"hi\"");
-    let status = host.wait_finished(&id);
-    assert_eq!(
-        status["output"],
-        json!({"data": "hi", "sender": {"kind": "system-key"}}),
-        "{status}"
-    );
 }
