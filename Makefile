@@ -11,8 +11,14 @@ GUESTS      := phone-verification hello-sequence approval monitor test-guests ve
 JS_APPS     := hello_sequence_js phone_verification_js test_guests_js
 JS_WASM     := $(JS_APPS:%=$(WASM_DIR)/%.wasm)
 JS_TOOLS    := $(TARGET_DIR)/js-toolchain
+# Python function apps, built with the componentize-py that
+# guest-sdk/python/requirements.txt pins (a venv under the target folder).
+PY_APPS     := hello_sequence_py phone_verification_py test_guests_py
+PY_WASM     := $(PY_APPS:%=$(WASM_DIR)/%.wasm)
+PY_TOOLS    := $(TARGET_DIR)/py-toolchain
 SAMPLES     := $(WASM_DIR)/phone_verification.wasm $(WASM_DIR)/hello_sequence.wasm $(WASM_DIR)/approval.wasm $(WASM_DIR)/monitor.wasm \
-               $(WASM_DIR)/phone_verification_js.wasm $(WASM_DIR)/hello_sequence_js.wasm
+               $(WASM_DIR)/phone_verification_js.wasm $(WASM_DIR)/hello_sequence_js.wasm \
+               $(WASM_DIR)/phone_verification_py.wasm $(WASM_DIR)/hello_sequence_py.wasm
 DEMO_DB     ?= durango.db
 DEMO_SMS    ?= 127.0.0.1:7072
 # The end-to-end suites run a second time with each host on a database of
@@ -21,7 +27,7 @@ PG_SUITES   := phone_verification durability management approval notifications b
 
 export CARGO_TARGET_DIR := $(TARGET_DIR)
 
-.PHONY: all setup test-tools guests js-guests build demo test lint fmt clean FORCE
+.PHONY: all setup test-tools guests js-guests py-guests build demo test lint fmt clean FORCE
 
 all: build
 
@@ -29,7 +35,7 @@ all: build
 setup:
 	@rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 
-guests: setup js-guests
+guests: setup js-guests py-guests
 	$(CARGO) build --profile guest --target wasm32-wasip2 $(addprefix -p ,$(GUESTS))
 	@# The versions of the app the upgrade tests move instances between.
 	cp $(WASM_DIR)/versioned.wasm $(WASM_DIR)/versioned_v1.wasm
@@ -62,6 +68,26 @@ $(WASM_DIR)/%_js.wasm: $(JS_TOOLS)/.installed guest-sdk/js/durango.js wit/durang
 	  -o $@ $(WASM_DIR)/$*_js.bundle.js
 
 js-guests: $(JS_WASM)
+
+# The venv made again only when the pin changed (by content, as above).
+$(PY_TOOLS)/.installed: FORCE
+	@if ! cmp -s guest-sdk/python/requirements.txt $(PY_TOOLS)/requirements.txt || [ ! -f $@ ]; then \
+	  missing=""; python3 -c 'import venv, ensurepip' 2>/dev/null || missing="python3 python3-venv"; $(APT_INSTALL); \
+	  rm -rf $(PY_TOOLS) && python3 -m venv $(PY_TOOLS) && \
+	  $(PY_TOOLS)/bin/pip install --quiet --disable-pip-version-check -r guest-sdk/python/requirements.txt && \
+	  cp guest-sdk/python/requirements.txt $(PY_TOOLS)/ && \
+	  touch $@; \
+	fi
+
+# A Python app: its folder's function_app module and the SDK made a
+# component (componentize-py). The world is function-app with wasi:http
+# named, so that the SDK gets bindings for its activities' HTTP.
+$(WASM_DIR)/%_py.wasm: $(PY_TOOLS)/.installed $(wildcard guest-sdk/python/durango/*.py) wit/durango.wit $$(wildcard orchestrators/$$(subst _,-,$$*)-py/*.py)
+	mkdir -p $(WASM_DIR)
+	$(PY_TOOLS)/bin/componentize-py -d wit -w function-app-http componentize function_app \
+	  -p orchestrators/$(subst _,-,$*)-py -p guest-sdk/python -o $@
+
+py-guests: $(PY_WASM)
 
 build: guests
 	$(CARGO) build -p durango

@@ -27,6 +27,8 @@ pub enum Scenario {
     Hello,
     /// The same on the JavaScript sample (E1_HelloSequenceJs).
     HelloJs,
+    /// The same on the Python sample (E1_HelloSequencePy).
+    HelloPy,
     /// A 5-activity chain, closed loop.
     Hello5,
     /// Instances parked on event + timer: some signalled one at a time
@@ -143,6 +145,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 Scenario::HelloJs => {
                     let app = Some("hello_sequence_js");
                     bench.closed_loop("E1_HelloSequenceJs", 3, app).await?
+                }
+                Scenario::HelloPy => {
+                    let app = Some("hello_sequence_py");
+                    bench.closed_loop("E1_HelloSequencePy", 3, app).await?
                 }
                 Scenario::Hello5 => bench.closed_loop("HelloFive", 5, None).await?,
                 Scenario::Interaction => bench.interaction().await?,

@@ -844,6 +844,11 @@ pub const JS_PHONE: PhoneSample = PhoneSample {
     orchestrator: "E4_SmsPhoneVerificationJs",
 };
 
+pub const PY_PHONE: PhoneSample = PhoneSample {
+    app: "phone_verification_py",
+    orchestrator: "E4_SmsPhoneVerificationPy",
+};
+
 impl PhoneSample {
     /// A host serving this sample, its SMS going to `sms`.
     pub fn options(&self, sms: &FakeSms) -> HostOptions {
@@ -857,17 +862,21 @@ impl PhoneSample {
     }
 }
 
-/// A test per scenario and language, `rust::SCENARIO` and `js::SCENARIO`:
-/// each scenario is a function of the `PhoneSample` it runs against.
+/// A test per scenario and language, `rust::SCENARIO`, `js::SCENARIO` and
+/// `py::SCENARIO`: each scenario is a function of the `PhoneSample` it runs
+/// against.
 #[macro_export]
 macro_rules! in_every_language {
+    // One module of tests per language, then the rest of the languages.
+    (@each [$language:ident $sample:ident $(, $languages:ident $samples:ident)*] $($scenario:ident),*) => {
+        mod $language {
+            $( #[test] fn $scenario() { super::$scenario($crate::$sample) } )*
+        }
+        $crate::in_every_language!(@each [$($languages $samples),*] $($scenario),*);
+    };
+    (@each [] $($scenario:ident),*) => {};
     ($($scenario:ident),* $(,)?) => {
-        mod rust {
-            $( #[test] fn $scenario() { super::$scenario($crate::RUST_PHONE) } )*
-        }
-        mod js {
-            $( #[test] fn $scenario() { super::$scenario($crate::JS_PHONE) } )*
-        }
+        $crate::in_every_language!(@each [rust RUST_PHONE, js JS_PHONE, py PY_PHONE] $($scenario),*);
     };
 }
 

@@ -59,6 +59,7 @@ fn every_benchmark_scenario_runs_and_reports() {
         [
             "E1_HelloSequence",
             "E1_HelloSequenceJs",
+            "E1_HelloSequencePy",
             "HelloFive",
             "interaction",
             "timers",
@@ -88,6 +89,7 @@ fn every_benchmark_scenario_runs_and_reports() {
     };
     assert_eq!(report("E1_HelloSequence")["orchestrations"], 20);
     assert_eq!(report("E1_HelloSequenceJs")["orchestrations"], 20);
+    assert_eq!(report("E1_HelloSequencePy")["orchestrations"], 20);
     let interaction = report("interaction");
     assert!(interaction["p99_ms"].as_f64().is_some());
     assert_eq!(interaction["samples"], 5);

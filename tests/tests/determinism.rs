@@ -80,17 +80,42 @@ fn a_redeploy_does_not_change_running_instances() {
 
 #[test]
 fn a_non_deterministic_javascript_orchestrator_fails_with_the_same_step_check() {
+    non_deterministic_guest_fails_with_the_step_check(
+        "test_guests_js",
+        "JsNonDeterministic",
+        "JsEcho",
+    );
+}
+
+#[test]
+fn a_non_deterministic_python_orchestrator_fails_with_the_same_step_check() {
+    non_deterministic_guest_fails_with_the_step_check(
+        "test_guests_py",
+        "PyNonDeterministic",
+        "PyEcho",
+    );
+}
+
+/// `orchestrator` calls `activity` first, and asks for a timer instead
+/// when it replays.
+fn non_deterministic_guest_fails_with_the_step_check(
+    app: &'static str,
+    orchestrator: &str,
+    activity: &str,
+) {
     let host = Host::start(
-        HostOptions::with_apps(&["test_guests_js"])
+        HostOptions::with_apps(&[app])
             .arg("--hot-instances")
             .arg("0"),
     );
-    let id = host.start_orchestration("JsNonDeterministic", "null");
+    let id = host.start_orchestration(orchestrator, "null");
     let status = host.wait_finished(&id);
     assert_eq!(status["runtimeStatus"], "Failed", "{status}");
     let message = status["output"].as_str().unwrap();
     assert!(
-        message.contains("step 0: history has activity JsEcho, code asked for timer"),
+        message.contains(&format!(
+            "step 0: history has activity {activity}, code asked for timer"
+        )),
         "{message}"
     );
 }

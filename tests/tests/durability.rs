@@ -159,6 +159,12 @@ fn javascript_clock_and_randomness_replay_identically() {
     clock_and_randomness_replay_identically("test_guests_js", "JsClockAndRandom");
 }
 
+#[test]
+fn python_clock_and_randomness_replay_identically() {
+    // time.time(), datetime.now(), random.random().
+    clock_and_randomness_replay_identically("test_guests_py", "PyClockAndRandom");
+}
+
 /// The orchestrator reads its language's own clock and randomness before
 /// and after an event, and says what it saw first in its custom status.
 fn clock_and_randomness_replay_identically(app: &'static str, orchestrator: &str) {

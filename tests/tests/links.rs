@@ -22,8 +22,19 @@ fn raise_through(link: &Value, data: &str) -> u16 {
 
 #[test]
 fn the_orchestrator_learns_who_sent_each_event_also_after_replay() {
-    let host = Host::start(HostOptions::with_apps(&["test_guests"]).arg("--hot-instances=0"));
-    let id = host.start_orchestration("WhoSent", "3");
+    learns_who_sent_each_event("test_guests", "WhoSent");
+}
+
+#[test]
+fn a_python_orchestrator_learns_who_sent_each_event_also_after_replay() {
+    learns_who_sent_each_event("test_guests_py", "PyWhoSent");
+}
+
+/// `orchestrator` hands out the instance's links and links for `pat`,
+/// then returns who sent each of three events.
+fn learns_who_sent_each_event(app: &'static str, orchestrator: &str) {
+    let host = Host::start(HostOptions::with_apps(&[app]).arg("--hot-instances=0"));
+    let id = host.start_orchestration(orchestrator, "3");
     let links = wait_until("the links", Duration::from_secs(30), || {
         let status = host.status(&id).body;
         (!status["customStatus"].is_null()).then(|| status["customStatus"].clone())
