@@ -4,9 +4,11 @@
 //! commit), `engine` (history, replay, episodes), `runtime` (wasmtime and the
 //! deterministic sandbox), `scheduler` (dispatch, timers, activity workers),
 //! `links` (signed links for people), `metrics` (what Prometheus scrapes) and
-//! `api` (the HTTP routes). `client` is the CLI's side of the API.
+//! `api` (the HTTP routes). `client` is the CLI's side of the API;
+//! `authoring` is `durango new` and `durango build`.
 
 pub mod api;
+pub mod authoring;
 pub mod bench;
 pub mod catalog;
 pub mod check;

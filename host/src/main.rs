@@ -1,4 +1,4 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -39,6 +39,17 @@ enum Command {
         #[arg(long, env = "DURANGO_DB", default_value = "durango.db")]
         db: String,
     },
+    /// Create a function app in a new folder NAME: a hello-sequence
+    /// orchestrator and activity, with the SDK and WIT files it builds with.
+    New {
+        /// rust, js or python.
+        #[arg(long)]
+        lang: String,
+        name: String,
+    },
+    /// Compile the function app in the current folder to NAME.wasm (NAME:
+    /// the folder's), installing its toolchain on first use.
+    Build,
     /// Deploy a component (app name = file stem unless --name).
     Deploy {
         file: PathBuf,
@@ -205,6 +216,8 @@ fn main() -> ExitCode {
         Command::FakeSms(args) => run_server(LogFormat::Text, fake_sms::run(args)),
         Command::Bench(args) => run_server(LogFormat::Text, durango::bench::run(args)),
         Command::Inbox { id, db } => run_server(LogFormat::Text, print_inbox(id, db)),
+        Command::New { lang, name } => durango::authoring::new(Path::new(""), &lang, &name),
+        Command::Build => durango::authoring::build(Path::new(".")),
         command => run_client(command),
     };
     match result {
@@ -263,8 +276,13 @@ async fn print_inbox(id: String, db: String) -> anyhow::Result<()> {
 
 fn run_client(command: Command) -> anyhow::Result<()> {
     let answer = match &command {
-        Command::Serve(_) | Command::FakeSms(_) | Command::Bench(_) | Command::Inbox { .. } => {
-            unreachable!("servers run in run_server")
+        Command::Serve(_)
+        | Command::FakeSms(_)
+        | Command::Bench(_)
+        | Command::Inbox { .. }
+        | Command::New { .. }
+        | Command::Build => {
+            unreachable!("servers and authoring run on their own")
         }
         Command::Deploy {
             file,
