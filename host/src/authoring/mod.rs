@@ -307,10 +307,12 @@ fn require(program: &str, install: &str) -> anyhow::Result<()> {
     }
 }
 
-/// Runs a step of a build with its output on ours (the user reads the
-/// toolchain's errors there); fails with a one-line reason.
+/// Runs a step of a build with its output on our stderr (the user reads
+/// the toolchain's errors there; stdout is the component's path alone, for
+/// scripts); fails with a one-line reason.
 fn run(what: &str, command: &mut Command) -> anyhow::Result<()> {
     let status = command
+        .stdout(std::io::stderr())
         .status()
         .with_context(|| format!("{what}: could not run {:?}", command.get_program()))?;
     if !status.success() {
