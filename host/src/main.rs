@@ -45,10 +45,13 @@ enum Command {
         /// rust, js or python.
         #[arg(long)]
         lang: String,
+        /// The app's folder and name: a lower-case letter, then lower-case
+        /// letters, digits, '-' or '_'.
         name: String,
     },
     /// Compile the function app in the current folder to NAME.wasm (NAME:
-    /// the folder's), installing its toolchain on first use.
+    /// the folder's), installing its toolchain on first use: in the app's
+    /// folder, or under DURANGO_TOOLCHAIN_DIR when set (shared by apps).
     Build,
     /// Deploy a component (app name = file stem unless --name).
     Deploy {
