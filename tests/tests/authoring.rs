@@ -8,6 +8,7 @@
 //! and Rust apps build in one target folder of their own, so that the SDK's
 //! dependencies compile once.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -116,4 +117,52 @@ fn refusals_are_one_line_and_non_zero() {
     let reason = refused(&durango(dir, &["build"]));
     assert!(reason.contains("not a function app"), "{reason}");
     assert!(!dir.join("app").exists() && !dir.join("App").exists());
+}
+
+/// A missing toolchain is named with what to install, before anything runs.
+#[test]
+fn missing_tools_are_named() {
+    let folder = tempfile::tempdir().unwrap();
+    let dir = folder.path();
+    for (lang, name) in [("rust", "tools-rs"), ("js", "tools-js")] {
+        succeeded(&durango(dir, &["new", "--lang", lang, name]), "new");
+    }
+
+    // A rustc whose sysroot has no wasm32-wasip2 standard library, ahead of
+    // the real cargo on PATH.
+    let bin = dir.join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let rustc = bin.join("rustc");
+    std::fs::write(&rustc, "#!/bin/sh\necho /nonexistent-sysroot\n").unwrap();
+    std::fs::set_permissions(&rustc, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let output = Command::new(durango_bin())
+        .arg("build")
+        .current_dir(dir.join("tools-rs"))
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    let reason = refused(&output);
+    assert!(
+        reason.contains("rustup target add wasm32-wasip2"),
+        "{reason}"
+    );
+
+    // No node on PATH at all.
+    let output = Command::new(durango_bin())
+        .arg("build")
+        .current_dir(dir.join("tools-js"))
+        .env("PATH", &bin)
+        .env("DURANGO_TOOLCHAIN_DIR", target_dir())
+        .output()
+        .unwrap();
+    let reason = refused(&output);
+    assert!(
+        reason.contains("node was not found: install Node.js"),
+        "{reason}"
+    );
 }
