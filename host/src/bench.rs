@@ -34,6 +34,10 @@ pub enum Scenario {
     /// Instances parked on event + timer: some signalled one at a time
     /// (latency), then the rest all at once (burst).
     Interaction,
+    /// The same on a JavaScript orchestrator (JsWaitOrTimeout).
+    InteractionJs,
+    /// The same on a Python orchestrator (PyWaitOrTimeout).
+    InteractionPy,
     /// Many timers due within a window.
     Timers,
     /// Cold replay of a long history.
@@ -45,6 +49,31 @@ pub enum Scenario {
     /// new version of it.
     Check,
 }
+
+/// What `interaction` parks: an orchestrator that waits for the event
+/// `Answer` against an hour's timer, in each language.
+struct Waiter {
+    scenario: &'static str,
+    orchestrator: &'static str,
+    /// Its app, when not deployed with every run.
+    app: Option<&'static str>,
+}
+
+const RUST_WAIT: Waiter = Waiter {
+    scenario: "interaction",
+    orchestrator: "WaitOrTimeout",
+    app: None,
+};
+const JS_WAIT: Waiter = Waiter {
+    scenario: "interaction-js",
+    orchestrator: "JsWaitOrTimeout",
+    app: Some("test_guests_js"),
+};
+const PY_WAIT: Waiter = Waiter {
+    scenario: "interaction-py",
+    orchestrator: "PyWaitOrTimeout",
+    app: Some("test_guests_py"),
+};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -151,7 +180,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     bench.closed_loop("E1_HelloSequencePy", 3, app).await?
                 }
                 Scenario::Hello5 => bench.closed_loop("HelloFive", 5, None).await?,
-                Scenario::Interaction => bench.interaction().await?,
+                Scenario::Interaction => bench.interaction(&RUST_WAIT).await?,
+                Scenario::InteractionJs => bench.interaction(&JS_WAIT).await?,
+                Scenario::InteractionPy => bench.interaction(&PY_WAIT).await?,
                 Scenario::Timers => bench.timers().await?,
                 Scenario::Replay => bench.replay().await?,
                 Scenario::Parked if bench.args.db.is_some() => {
@@ -434,9 +465,12 @@ impl Bench {
         })
     }
 
-    async fn interaction(&mut self) -> anyhow::Result<serde_json::Value> {
+    async fn interaction(&mut self, waiter: &Waiter) -> anyhow::Result<serde_json::Value> {
         let n = self.args.interaction;
         let (host, db) = self.host(HOT_INSTANCES).await?;
+        if let Some(app) = waiter.app {
+            self.deploy(&host, app).await?;
+        }
         // With a second host, each event goes through the host that does
         // not run its instance: commit there, NOTIFY, the owner wakes.
         let other = match self.args.hosts {
@@ -453,7 +487,7 @@ impl Bench {
         let ids: Vec<String> = (0..n).map(|i| format!("wait-{i}")).collect();
         let start_rate = Self::start_many(
             &host,
-            "WaitOrTimeout",
+            waiter.orchestrator,
             n,
             |i| ids[i].clone(),
             |_| "null".into(),
@@ -509,12 +543,13 @@ impl Bench {
         let rate = done.len() as f64 / elapsed;
         let hosts = self.args.hosts;
         println!(
-            "interaction      {n} parked on {hosts} host(s): one signal at a time ({} samples): raise-to-Completed p50 {p50:.2} ms  p99 {p99:.2} ms  max {max:.1} ms; burst of {}: {rate:>7.0} completions/s, p50 {burst_p50:.0} ms  p99 {burst_p99:.0} ms  (started {start_rate:.0}/s)",
+            "{:<16} {n} parked on {hosts} host(s): one signal at a time ({} samples): raise-to-Completed p50 {p50:.2} ms  p99 {p99:.2} ms  max {max:.1} ms; burst of {}: {rate:>7.0} completions/s, p50 {burst_p50:.0} ms  p99 {burst_p99:.0} ms  (started {start_rate:.0}/s)",
+            waiter.scenario,
             latencies.len(),
             done.len()
         );
         Ok(
-            json!({"scenario": "interaction", "hosts": hosts, "parked": n, "samples": latencies.len(), "p50_ms": p50,
+            json!({"scenario": waiter.scenario, "hosts": hosts, "parked": n, "samples": latencies.len(), "p50_ms": p50,
                   "p99_ms": p99, "max_ms": max, "burst": done.len(), "burst_completions_per_second": rate,
                   "burst_p50_ms": burst_p50, "burst_p99_ms": burst_p99, "start_per_second": start_rate}),
         )

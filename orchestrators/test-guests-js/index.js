@@ -27,6 +27,20 @@ df.app.orchestration("JsClockAndRandom", function* (context) {
   return `${seen} ${look()}`;
 });
 
+// Waits for "Answer" against an hour's timer (the benchmark's interaction
+// scenario parks instances on it, as on the Rust WaitOrTimeout).
+df.app.orchestration("JsWaitOrTimeout", function* (context) {
+  const hour = new Date(context.df.currentUtcDateTime.getTime() + 3600 * 1000);
+  const timer = context.df.createTimer(hour);
+  const answer = context.df.waitForExternalEvent("Answer");
+  const winner = yield context.df.Task.any([answer, timer]);
+  if (winner === answer) {
+    timer.cancel();
+    return true;
+  }
+  return false;
+});
+
 df.app.activity("JsEcho", { handler: (input) => input });
 
 export { app, orchestrator, activity } from "../../guest-sdk/js/durango.js";

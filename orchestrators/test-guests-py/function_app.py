@@ -81,6 +81,20 @@ def shout(name: str) -> str:
 
 
 @app.orchestration_trigger(context_name="context")
+def PyWaitOrTimeout(context: df.DurableOrchestrationContext):
+    """Waits for "Answer" against an hour's timer (the benchmark's
+    interaction scenario parks instances on it, as on the Rust
+    WaitOrTimeout)."""
+    timer = context.create_timer(context.current_utc_datetime + timedelta(hours=1))
+    answer = context.wait_for_external_event("Answer")
+    winner = yield context.task_any([answer, timer])
+    if winner == answer:
+        timer.cancel()
+        return True
+    return False
+
+
+@app.orchestration_trigger(context_name="context")
 def PyWhoSent(context: df.DurableOrchestrationContext):
     """Hands out links, then says who raised each of `count` events, as the
     host verified it (WhoSent in Rust)."""

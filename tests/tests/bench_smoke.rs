@@ -62,6 +62,8 @@ fn every_benchmark_scenario_runs_and_reports() {
             "E1_HelloSequencePy",
             "HelloFive",
             "interaction",
+            "interaction-js",
+            "interaction-py",
             "timers",
             "replay",
             "parked",
@@ -90,10 +92,12 @@ fn every_benchmark_scenario_runs_and_reports() {
     assert_eq!(report("E1_HelloSequence")["orchestrations"], 20);
     assert_eq!(report("E1_HelloSequenceJs")["orchestrations"], 20);
     assert_eq!(report("E1_HelloSequencePy")["orchestrations"], 20);
-    let interaction = report("interaction");
-    assert!(interaction["p99_ms"].as_f64().is_some());
-    assert_eq!(interaction["samples"], 5);
-    assert_eq!(interaction["burst"], 15);
+    for scenario in ["interaction", "interaction-js", "interaction-py"] {
+        let interaction = report(scenario);
+        assert!(interaction["p99_ms"].as_f64().is_some(), "{interaction}");
+        assert_eq!(interaction["samples"], 5, "{interaction}");
+        assert_eq!(interaction["burst"], 15, "{interaction}");
+    }
     // Lateness is signed: early firings are counted, not clamped away.
     let timers = report("timers");
     assert!(timers["early"].as_u64().is_some(), "{timers}");
