@@ -42,6 +42,10 @@ pub enum Scenario {
     Timers,
     /// Cold replay of a long history.
     Replay,
+    /// The same on a JavaScript orchestrator (JsCollect).
+    ReplayJs,
+    /// The same on a Python orchestrator (PyCollect).
+    ReplayPy,
     /// Many waiting instances: memory, database size, restart (a new
     /// process).
     Parked,
@@ -50,30 +54,48 @@ pub enum Scenario {
     Check,
 }
 
-/// What `interaction` parks: an orchestrator that waits for the event
-/// `Answer` against an hour's timer, in each language.
-struct Waiter {
+/// A scenario's orchestrator in one language: `interaction` parks an
+/// orchestrator that waits for the event `Answer` against an hour's timer,
+/// `replay` one that collects `Tick`s.
+struct Variant {
     scenario: &'static str,
     orchestrator: &'static str,
     /// Its app, when not deployed with every run.
     app: Option<&'static str>,
 }
 
-const RUST_WAIT: Waiter = Waiter {
+impl Variant {
+    const fn js(scenario: &'static str, orchestrator: &'static str) -> Variant {
+        Variant {
+            scenario,
+            orchestrator,
+            app: Some("test_guests_js"),
+        }
+    }
+
+    const fn py(scenario: &'static str, orchestrator: &'static str) -> Variant {
+        Variant {
+            scenario,
+            orchestrator,
+            app: Some("test_guests_py"),
+        }
+    }
+}
+
+const RUST_WAIT: Variant = Variant {
     scenario: "interaction",
     orchestrator: "WaitOrTimeout",
     app: None,
 };
-const JS_WAIT: Waiter = Waiter {
-    scenario: "interaction-js",
-    orchestrator: "JsWaitOrTimeout",
-    app: Some("test_guests_js"),
+const JS_WAIT: Variant = Variant::js("interaction-js", "JsWaitOrTimeout");
+const PY_WAIT: Variant = Variant::py("interaction-py", "PyWaitOrTimeout");
+const RUST_COLLECT: Variant = Variant {
+    scenario: "replay",
+    orchestrator: "Collect",
+    app: None,
 };
-const PY_WAIT: Waiter = Waiter {
-    scenario: "interaction-py",
-    orchestrator: "PyWaitOrTimeout",
-    app: Some("test_guests_py"),
-};
+const JS_COLLECT: Variant = Variant::js("replay-js", "JsCollect");
+const PY_COLLECT: Variant = Variant::py("replay-py", "PyCollect");
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -184,7 +206,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 Scenario::InteractionJs => bench.interaction(&JS_WAIT).await?,
                 Scenario::InteractionPy => bench.interaction(&PY_WAIT).await?,
                 Scenario::Timers => bench.timers().await?,
-                Scenario::Replay => bench.replay().await?,
+                Scenario::Replay => bench.replay(&RUST_COLLECT).await?,
+                Scenario::ReplayJs => bench.replay(&JS_COLLECT).await?,
+                Scenario::ReplayPy => bench.replay(&PY_COLLECT).await?,
                 Scenario::Parked if bench.args.db.is_some() => {
                     println!("parked           runs on SQLite only: skipped");
                     continue;
@@ -465,7 +489,7 @@ impl Bench {
         })
     }
 
-    async fn interaction(&mut self, waiter: &Waiter) -> anyhow::Result<serde_json::Value> {
+    async fn interaction(&mut self, waiter: &Variant) -> anyhow::Result<serde_json::Value> {
         let n = self.args.interaction;
         let (host, db) = self.host(HOT_INSTANCES).await?;
         if let Some(app) = waiter.app {
@@ -597,9 +621,12 @@ impl Bench {
         )
     }
 
-    async fn replay(&mut self) -> anyhow::Result<serde_json::Value> {
+    async fn replay(&mut self, collector: &Variant) -> anyhow::Result<serde_json::Value> {
         // No hot instances: every episode rebuilds the guest from history.
         let (host, _) = self.host(0).await?;
+        if let Some(app) = collector.app {
+            self.deploy(&host, app).await?;
+        }
         // The first episode records the start, the episode, each setting
         // read and the first wait; a tick consumed in an episode of its own
         // adds three (the episode, the event, the next wait). So, sent one
@@ -611,7 +638,7 @@ impl Bench {
         for run in 0..5 {
             let id = format!("replay-{run}");
             let input = json!([ticks, reads]).to_string();
-            host.start_instance("Collect", id.clone(), input, None, None)
+            host.start_instance(collector.orchestrator, id.clone(), input, None, None)
                 .await
                 .map_err(|e| anyhow::anyhow!("start: {e:?}"))?;
             let mut history_len = 0;
@@ -631,8 +658,13 @@ impl Bench {
             samples.push(t0.elapsed().as_secs_f64() * 1000.0);
         }
         let (p50, _, max) = percentiles(&mut samples);
-        println!("replay           {events}-event history: cold resume to Completed p50 {p50:.1} ms  max {max:.1} ms (5 runs)");
-        Ok(json!({"scenario": "replay", "history_events": events, "p50_ms": p50, "max_ms": max}))
+        println!(
+            "{:<16} {events}-event history: cold resume to Completed p50 {p50:.1} ms  max {max:.1} ms (5 runs)",
+            collector.scenario
+        );
+        Ok(
+            json!({"scenario": collector.scenario, "history_events": events, "p50_ms": p50, "max_ms": max}),
+        )
     }
 
     /// Waits until `id`'s history holds `count` raised events and the wait

@@ -41,6 +41,19 @@ df.app.orchestration("JsWaitOrTimeout", function* (context) {
   return false;
 });
 
+// Reads a setting `reads` times, then takes `count` Tick events (the
+// benchmark's replay scenario, as on the Rust Collect).
+df.app.orchestration("JsCollect", function* (context) {
+  const [count, reads] = context.df.getInput();
+  for (let i = 0; i < reads; i++) {
+    context.df.getSetting("BenchPadding");
+  }
+  for (let i = 0; i < count; i++) {
+    yield context.df.waitForExternalEvent("Tick");
+  }
+  return count;
+});
+
 df.app.activity("JsEcho", { handler: (input) => input });
 
 export { app, orchestrator, activity } from "../../guest-sdk/js/durango.js";

@@ -95,6 +95,18 @@ def PyWaitOrTimeout(context: df.DurableOrchestrationContext):
 
 
 @app.orchestration_trigger(context_name="context")
+def PyCollect(context: df.DurableOrchestrationContext):
+    """Reads a setting `reads` times, then takes `count` Tick events (the
+    benchmark's replay scenario, as on the Rust Collect)."""
+    count, reads = context.get_input()
+    for _ in range(reads):
+        context.get_setting("BenchPadding")
+    for _ in range(count):
+        yield context.wait_for_external_event("Tick")
+    return count
+
+
+@app.orchestration_trigger(context_name="context")
 def PyWhoSent(context: df.DurableOrchestrationContext):
     """Hands out links, then says who raised each of `count` events, as the
     host verified it (WhoSent in Rust)."""

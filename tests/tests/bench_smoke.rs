@@ -66,6 +66,8 @@ fn every_benchmark_scenario_runs_and_reports() {
             "interaction-py",
             "timers",
             "replay",
+            "replay-js",
+            "replay-py",
             "parked",
             "check"
         ]
@@ -103,7 +105,9 @@ fn every_benchmark_scenario_runs_and_reports() {
     assert!(timers["early"].as_u64().is_some(), "{timers}");
     assert!(timers["earliest_ms"].as_f64().is_some());
     // Exactly the history asked for, though 61 is no multiple of 3.
-    assert_eq!(report("replay")["history_events"], 61);
+    for scenario in ["replay", "replay-js", "replay-py"] {
+        assert_eq!(report(scenario)["history_events"], 61, "{scenario}");
+    }
     let parked = report("parked");
     assert!(parked["rss_mb"].as_f64().unwrap() > 0.0);
     // The restart is a new process; the page cache was left alone.
