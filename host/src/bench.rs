@@ -65,19 +65,16 @@ struct Variant {
 }
 
 impl Variant {
-    const fn js(scenario: &'static str, orchestrator: &'static str) -> Variant {
+    /// A variant on an orchestrator of the test guests in another language.
+    const fn in_app(
+        app: &'static str,
+        scenario: &'static str,
+        orchestrator: &'static str,
+    ) -> Variant {
         Variant {
             scenario,
             orchestrator,
-            app: Some("test_guests_js"),
-        }
-    }
-
-    const fn py(scenario: &'static str, orchestrator: &'static str) -> Variant {
-        Variant {
-            scenario,
-            orchestrator,
-            app: Some("test_guests_py"),
+            app: Some(app),
         }
     }
 }
@@ -87,15 +84,15 @@ const RUST_WAIT: Variant = Variant {
     orchestrator: "WaitOrTimeout",
     app: None,
 };
-const JS_WAIT: Variant = Variant::js("interaction-js", "JsWaitOrTimeout");
-const PY_WAIT: Variant = Variant::py("interaction-py", "PyWaitOrTimeout");
+const JS_WAIT: Variant = Variant::in_app("test_guests_js", "interaction-js", "JsWaitOrTimeout");
+const PY_WAIT: Variant = Variant::in_app("test_guests_py", "interaction-py", "PyWaitOrTimeout");
 const RUST_COLLECT: Variant = Variant {
     scenario: "replay",
     orchestrator: "Collect",
     app: None,
 };
-const JS_COLLECT: Variant = Variant::js("replay-js", "JsCollect");
-const PY_COLLECT: Variant = Variant::py("replay-py", "PyCollect");
+const JS_COLLECT: Variant = Variant::in_app("test_guests_js", "replay-js", "JsCollect");
+const PY_COLLECT: Variant = Variant::in_app("test_guests_py", "replay-py", "PyCollect");
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {

@@ -62,18 +62,14 @@ fn exporting() -> Option<&'static export::Exporter> {
 
 /// What a server process installed; `shutdown` exports the spans still
 /// queued.
-pub struct Telemetry {
-    exporting: bool,
-}
+pub struct Telemetry;
 
 impl Telemetry {
     /// Exports what is queued and stops the exporter (waits for the
     /// export, up to its time-out).
     pub fn shutdown(self) {
-        if self.exporting {
-            if let Some(exporter) = exporting() {
-                exporter.shutdown();
-            }
+        if let Some(exporter) = exporting() {
+            exporter.shutdown();
         }
     }
 }
@@ -83,14 +79,11 @@ const DEFAULT_FILTER: &str = "info,wasmtime=warn,cranelift=warn";
 /// Installs the process's subscriber: log lines on stderr in `format`,
 /// and the OTLP exporter when the environment names an endpoint.
 pub fn init(format: LogFormat) -> Telemetry {
-    let exporting = match export::Settings::from_env() {
+    match export::Settings::from_env() {
         Ok(Some(settings)) => export::Exporter::start(settings, &EXPORTER),
-        Ok(None) => false,
-        Err(error) => {
-            eprintln!("durango: traces are off: {error}");
-            false
-        }
-    };
+        Ok(None) => {}
+        Err(error) => eprintln!("durango: traces are off: {error}"),
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| DEFAULT_FILTER.into());
     match format {
@@ -111,7 +104,7 @@ pub fn init(format: LogFormat) -> Telemetry {
                 .init();
         }
     }
-    Telemetry { exporting }
+    Telemetry
 }
 
 /// A span's identity: what a `traceparent` carries.

@@ -209,9 +209,9 @@ thread_local! {
 }
 
 impl Exporter {
-    /// Makes the exporter `place` holds and starts its thread; false if
-    /// there already was one.
-    pub fn start(settings: Settings, place: &'static std::sync::OnceLock<Exporter>) -> bool {
+    /// Makes the exporter `place` holds and starts its thread (nothing if
+    /// there already is one).
+    pub fn start(settings: Settings, place: &'static std::sync::OnceLock<Exporter>) {
         let exporter = Exporter {
             sampler: settings.sampler.clone(),
             encoder: Encoder::new(settings.format, &settings.resource),
@@ -222,7 +222,7 @@ impl Exporter {
             thread: Mutex::new(None),
         };
         if place.set(exporter).is_err() {
-            return false;
+            return;
         }
         let exporter = place.get().expect("just set");
         let poster = Poster::new(settings, exporter.encoder.content_type());
@@ -231,7 +231,6 @@ impl Exporter {
             .spawn(move || exporter.run(poster))
             .expect("the export thread starts");
         *exporter.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
-        true
     }
 
     /// Encodes an ended span and queues it; refused (and counted) when the
