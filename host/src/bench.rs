@@ -49,6 +49,8 @@ pub enum Scenario {
     /// Many waiting instances: memory, database size, restart (a new
     /// process).
     Parked,
+    /// The same on a JavaScript orchestrator (JsWaitOrTimeout).
+    ParkedJs,
     /// A deploy's check: every waiting instance of an app replayed on a
     /// new version of it.
     Check,
@@ -86,6 +88,12 @@ const RUST_WAIT: Variant = Variant {
 };
 const JS_WAIT: Variant = Variant::in_app("test_guests_js", "interaction-js", "JsWaitOrTimeout");
 const PY_WAIT: Variant = Variant::in_app("test_guests_py", "interaction-py", "PyWaitOrTimeout");
+const RUST_PARKED: Variant = Variant {
+    scenario: "parked",
+    orchestrator: "WaitOrTimeout",
+    app: None,
+};
+const JS_PARKED: Variant = Variant::in_app("test_guests_js", "parked-js", "JsWaitOrTimeout");
 const RUST_COLLECT: Variant = Variant {
     scenario: "replay",
     orchestrator: "Collect",
@@ -159,7 +167,7 @@ pub struct BenchArgs {
 const BENCH_KEY: &str = "bench";
 
 /// The host's default hot-instance cache (`durango serve --hot-instances`).
-const HOT_INSTANCES: usize = 1024;
+const HOT_INSTANCES: usize = crate::serve::DEFAULT_HOT_INSTANCES;
 
 struct Bench {
     args: BenchArgs,
@@ -206,11 +214,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 Scenario::Replay => bench.replay(&RUST_COLLECT).await?,
                 Scenario::ReplayJs => bench.replay(&JS_COLLECT).await?,
                 Scenario::ReplayPy => bench.replay(&PY_COLLECT).await?,
-                Scenario::Parked if bench.args.db.is_some() => {
+                Scenario::Parked | Scenario::ParkedJs if bench.args.db.is_some() => {
                     println!("parked           runs on SQLite only: skipped");
                     continue;
                 }
-                Scenario::Parked => bench.parked().await?,
+                Scenario::Parked => bench.parked(&RUST_PARKED).await?,
+                Scenario::ParkedJs => bench.parked(&JS_PARKED).await?,
                 Scenario::Check => bench.check().await?,
             };
             report["cores"] = json!(cores);
@@ -336,6 +345,7 @@ impl Bench {
             settings: Settings::default(),
             limits: GuestLimits::default(),
             hot_instances,
+            hot_bytes: crate::serve::DEFAULT_HOT_MEMORY_MB << 20,
             activity_workers: 64,
             timer_horizon: Duration::from_secs(600),
             lease: Duration::from_secs(5),
@@ -730,14 +740,18 @@ impl Bench {
         )
     }
 
-    async fn parked(&mut self) -> anyhow::Result<serde_json::Value> {
+    async fn parked(&mut self, waiter: &Variant) -> anyhow::Result<serde_json::Value> {
         // The default hot cache, as `durango serve` runs.
         let (host, db) = self.host(HOT_INSTANCES).await?;
+        if let Some(app) = waiter.app {
+            self.deploy(&host, app).await?;
+        }
         let db = PathBuf::from(db);
         let n = self.args.parked;
         let rss_before = rss_mb();
         let id = |i: usize| format!("parked-{i}");
-        let start_rate = Self::start_many(&host, "WaitOrTimeout", n, id, |_| "null".into()).await?;
+        let start_rate =
+            Self::start_many(&host, waiter.orchestrator, n, id, |_| "null".into()).await?;
         Self::wait_count(&host, RuntimeStatus::Running, n).await?;
         let rss = rss_mb();
         let db_mb = file_mb(&db);
@@ -761,10 +775,11 @@ impl Bench {
             "page cache warm"
         };
         println!(
-            "parked           {n} waiting: RSS {rss:.0} MB (was {rss_before:.0} MB before)  database {db_mb:.0} MB  started {start_rate:.0}/s  restart in a new process ({cache}): answers in {ready_ms:.0} ms, first answered in {first_ms:.1} ms, last in {last_ms:.1} ms"
+            "{:<16} {n} waiting: RSS {rss:.0} MB (was {rss_before:.0} MB before)  database {db_mb:.0} MB  started {start_rate:.0}/s  restart in a new process ({cache}): answers in {ready_ms:.0} ms, first answered in {first_ms:.1} ms, last in {last_ms:.1} ms",
+            waiter.scenario
         );
         Ok(
-            json!({"scenario": "parked", "parked": n, "rss_mb": rss, "rss_before_mb": rss_before, "db_mb": db_mb,
+            json!({"scenario": waiter.scenario, "parked": n, "rss_mb": rss, "rss_before_mb": rss_before, "db_mb": db_mb,
                   "start_per_second": start_rate, "restart_cold_cache": cold, "restart_ready_ms": ready_ms,
                   "first_answer_ms": first_ms, "last_answer_ms": last_ms}),
         )

@@ -35,6 +35,8 @@ pub struct HostConfig {
     pub limits: GuestLimits,
     /// Waiting instances kept in memory; 0 replays every episode.
     pub hot_instances: usize,
+    /// Linear memory the hot instances' guests may hold together, in bytes.
+    pub hot_bytes: usize,
     pub activity_workers: usize,
     /// Timers due within this long are held in memory.
     pub timer_horizon: Duration,
@@ -209,6 +211,7 @@ impl Host {
             settings: settings.clone(),
             links: links.clone(),
             hot_instances: config.hot_instances,
+            hot_bytes: config.hot_bytes,
             activity_workers: config.activity_workers,
             timer_horizon: config.timer_horizon,
             lease: config.lease,
@@ -233,10 +236,12 @@ impl Host {
     /// and the scheduler know read now.
     pub async fn metrics_text(&self) -> Result<String, StoreError> {
         let instances = self.store.count_by_status().await?;
+        let (hot_cache_size, hot_cache_bytes) = self.scheduler.dispatcher.hot_cache_size();
         let snapshot = Snapshot {
             instances,
             timers_pending: self.scheduler.timers.pending(),
-            hot_cache_size: self.scheduler.dispatcher.hot_cache_size(),
+            hot_cache_size,
+            hot_cache_bytes,
             inbox_depth: self.signals.events_pending(),
         };
         Ok(self.metrics.encode(&snapshot))

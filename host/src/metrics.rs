@@ -152,6 +152,8 @@ pub struct Snapshot {
     pub instances: Vec<(RuntimeStatus, u64)>,
     pub timers_pending: usize,
     pub hot_cache_size: usize,
+    /// The linear memory of the hot instances' guests.
+    pub hot_cache_bytes: usize,
     pub inbox_depth: usize,
 }
 
@@ -179,6 +181,7 @@ pub struct Metrics {
     instances: Family<StatusLabel, Gauge>,
     timers_pending: Gauge,
     hot_size: Gauge,
+    hot_bytes: Gauge,
     inbox_depth: Gauge,
 }
 
@@ -229,6 +232,7 @@ impl Metrics {
             instances: Family::default(),
             timers_pending: Gauge::default(),
             hot_size: Gauge::default(),
+            hot_bytes: Gauge::default(),
             inbox_depth: Gauge::default(),
             registry: Registry::default(),
         };
@@ -318,6 +322,12 @@ impl Metrics {
             "hot_cache_instances",
             "Waiting instances kept in memory (the hot cache)",
             m.hot_size.clone(),
+        );
+        r.register_with_unit(
+            "hot_cache",
+            "Linear memory the guests of the hot instances hold (bounded by --hot-memory-mb)",
+            Unit::Bytes,
+            m.hot_bytes.clone(),
         );
         r.register(
             "hot_cache_hits",
@@ -474,6 +484,7 @@ impl Metrics {
         }
         self.timers_pending.set(snapshot.timers_pending as i64);
         self.hot_size.set(snapshot.hot_cache_size as i64);
+        self.hot_bytes.set(snapshot.hot_cache_bytes as i64);
         self.inbox_depth.set(snapshot.inbox_depth as i64);
         let mut text = String::new();
         prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)

@@ -14,6 +14,11 @@ use crate::runtime::GuestLimits;
 use crate::settings::Settings;
 use crate::store::Durability;
 
+/// The hot cache's bounds unless told otherwise (the benchmark runs with
+/// them too).
+pub const DEFAULT_HOT_INSTANCES: usize = 1024;
+pub const DEFAULT_HOT_MEMORY_MB: usize = 2048;
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// The database: a SQLite file (created on first use), or a
@@ -34,8 +39,13 @@ pub struct ServeArgs {
     #[arg(long, env = "DURANGO_DURABILITY", value_enum, default_value = "full")]
     pub durability: Durability,
     /// Waiting instances kept in memory; 0 replays history for every episode.
-    #[arg(long, env = "DURANGO_HOT_INSTANCES", default_value_t = 1024)]
+    #[arg(long, env = "DURANGO_HOT_INSTANCES", default_value_t = DEFAULT_HOT_INSTANCES)]
     pub hot_instances: usize,
+    /// Linear memory the hot instances' guests may hold together, in MiB:
+    /// a JavaScript or Python instance holds an interpreter's heap, ten or
+    /// twenty times a Rust one's.
+    #[arg(long, env = "DURANGO_HOT_MEMORY_MB", default_value_t = DEFAULT_HOT_MEMORY_MB)]
+    pub hot_memory_mb: usize,
     /// Timers due within this many milliseconds are held in memory; later
     /// ones stay in the database until then.
     #[arg(long, env = "DURANGO_TIMER_HORIZON_MS", default_value_t = 600_000)]
@@ -130,6 +140,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             memory_bytes: args.guest_memory_mb << 20,
         },
         hot_instances: args.hot_instances,
+        hot_bytes: args.hot_memory_mb << 20,
         activity_workers: args.activity_workers,
         timer_horizon: Duration::from_millis(args.timer_horizon_ms),
         lease: Duration::from_millis(args.lease_ms),

@@ -69,6 +69,7 @@ fn every_benchmark_scenario_runs_and_reports() {
             "replay-js",
             "replay-py",
             "parked",
+            "parked-js",
             "check"
         ]
     );
@@ -108,11 +109,17 @@ fn every_benchmark_scenario_runs_and_reports() {
     for scenario in ["replay", "replay-js", "replay-py"] {
         assert_eq!(report(scenario)["history_events"], 61, "{scenario}");
     }
-    let parked = report("parked");
-    assert!(parked["rss_mb"].as_f64().unwrap() > 0.0);
-    // The restart is a new process; the page cache was left alone.
-    assert!(parked["restart_ready_ms"].as_f64().unwrap() > 0.0);
-    assert_eq!(parked["restart_cold_cache"], false);
+    for scenario in ["parked", "parked-js"] {
+        let parked = report(scenario);
+        assert_eq!(parked["parked"], 50, "{parked}");
+        assert!(parked["rss_mb"].as_f64().unwrap() > 0.0, "{parked}");
+        // The restart is a new process; the page cache was left alone.
+        assert!(
+            parked["restart_ready_ms"].as_f64().unwrap() > 0.0,
+            "{parked}"
+        );
+        assert_eq!(parked["restart_cold_cache"], false, "{parked}");
+    }
 }
 
 /// Interrupted (Ctrl-C), the benchmark still removes its databases, says

@@ -326,6 +326,7 @@ fn metrics_count_what_ran_by_function_and_route_and_name_no_instance() {
         "durango_timer_lateness_seconds",
         "durango_inbox_events",
         "durango_hot_cache_instances",
+        "durango_hot_cache_bytes",
         "durango_hot_cache_hits_total",
         "durango_hot_cache_misses_total",
         "durango_hot_cache_evictions_total",
@@ -531,4 +532,48 @@ fn traps_are_counted_by_kind_and_activity_retries_by_function() {
             );
         }
     }
+}
+
+/// The hot cache is bounded by the memory its guests hold, not only by
+/// count: with room for two JavaScript interpreters' heaps, six waiting
+/// JavaScript instances leave most of them out, the gauge stays within the
+/// bound, and every one still completes when raised (one left out is
+/// rebuilt from its rows).
+#[test]
+fn the_hot_cache_holds_no_more_guest_memory_than_allowed() {
+    const BUDGET_MB: f64 = 24.0;
+    let host = Host::start(
+        HostOptions::with_apps(&["test_guests_js"])
+            .arg("--hot-memory-mb")
+            .arg("24"),
+    );
+    let ids: Vec<String> = (0..6)
+        .map(|_| host.start_orchestration("JsWaitOrTimeout", "null"))
+        .collect();
+    // Each has run its first episode, and its guest was kept or evicted.
+    let m = wait_until("six guests kept or evicted", WAIT, || {
+        let m = scrape(&host);
+        let kept = m.value("durango_hot_cache_instances", &[]);
+        (kept + m.value("durango_hot_cache_evictions_total", &[]) == 6.0).then_some(m)
+    });
+    let kept = m.value("durango_hot_cache_instances", &[]);
+    let bytes = m.value("durango_hot_cache_bytes", &[]);
+    assert!(bytes <= BUDGET_MB * 1048576.0, "{bytes} bytes held");
+    assert!((1.0..6.0).contains(&kept), "{kept} kept hot");
+    // What is counted is the interpreter's heap: megabytes each.
+    assert!(bytes / kept > 4.0 * 1048576.0, "{bytes} bytes for {kept}");
+
+    for id in &ids {
+        let raised = host.raise(id, "Answer", "true");
+        assert_eq!(raised.status, 202, "{}", raised.text);
+    }
+    for id in &ids {
+        let status = host.wait_finished(id);
+        assert_eq!(status["runtimeStatus"], "Completed", "{status}");
+        assert_eq!(status["output"], json!(true), "{status}");
+    }
+    let m = scrape(&host);
+    assert!(m.value("durango_hot_cache_misses_total", &[]) >= 6.0 - kept);
+    assert_eq!(m.value("durango_hot_cache_instances", &[]), 0.0);
+    assert_eq!(m.value("durango_hot_cache_bytes", &[]), 0.0);
 }

@@ -143,8 +143,8 @@ impl GuestState {
     }
 }
 
-/// The store's limits, noting how large the guest's memory has grown (a
-/// guest kept for reuse holds on to all of it).
+/// The store's limits, noting how large the guest's memories have grown
+/// together (a guest kept for reuse, or kept hot, holds on to all of it).
 pub struct GuestLimiter {
     limits: StoreLimits,
     pub memory: usize,
@@ -159,7 +159,7 @@ impl ResourceLimiter for GuestLimiter {
     ) -> wasmtime::Result<bool> {
         let allowed = self.limits.memory_growing(current, desired, maximum)?;
         if allowed {
-            self.memory = self.memory.max(desired);
+            self.memory += desired.saturating_sub(current);
         }
         Ok(allowed)
     }

@@ -551,6 +551,11 @@ impl Orchestrator {
         }
     }
 
+    /// The linear memory the guest holds, in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        self.guest.store.data().limits.memory
+    }
+
     /// Reveals a history event to the guest, moving its clock along.
     pub fn reveal(&mut self, event: &crate::engine::history::HistoryEvent) {
         let data = self.guest.store.data_mut();

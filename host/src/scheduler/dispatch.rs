@@ -15,16 +15,15 @@
 //! (a deep backlog, a suspended instance) it is committed to the inbox.
 
 use std::collections::HashMap;
-use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lru::LruCache;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
 use super::activities;
+use super::hot_cache::HotCache;
 use super::ownership::Ownership;
 use super::Scheduler;
 use crate::engine::episode::{self, Origin};
@@ -123,7 +122,7 @@ pub struct Dispatcher {
     /// Instances with work and no worker yet; each id is in it at most once.
     ready: mpsc::UnboundedSender<String>,
     queue: tokio::sync::Mutex<mpsc::UnboundedReceiver<String>>,
-    hot: Option<Mutex<LruCache<String, Hot>>>,
+    hot: Option<Mutex<HotCache<Hot>>>,
     /// Each instance's last episode commit still on its way to disk (with
     /// a token telling it from a later one). Episodes commit speculatively:
     /// the next round may start before the last commit landed, and a round
@@ -136,13 +135,15 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn new(hot_instances: usize, metrics: Arc<Metrics>) -> Dispatcher {
+    /// `hot_instances` and `hot_bytes` bound the hot cache (see
+    /// `HotCache`); either 0 keeps nothing hot.
+    pub fn new(hot_instances: usize, hot_bytes: usize, metrics: Arc<Metrics>) -> Dispatcher {
         let (ready, queue) = mpsc::unbounded_channel();
         Dispatcher {
             active: Mutex::new(HashMap::new()),
             ready,
             queue: tokio::sync::Mutex::new(queue),
-            hot: NonZeroUsize::new(hot_instances).map(|n| Mutex::new(LruCache::new(n))),
+            hot: HotCache::new(hot_instances, hot_bytes).map(Mutex::new),
             landing: Mutex::default(),
             commits: AtomicU64::new(0),
             metrics,
@@ -306,24 +307,27 @@ impl Dispatcher {
     }
 
     fn take_hot(&self, id: &str) -> Option<Hot> {
-        self.hot.as_ref()?.lock().expect("hot cache").pop(id)
+        self.hot.as_ref()?.lock().expect("hot cache").remove(id)
     }
 
     fn keep_hot(&self, id: &str, hot: Hot) {
         if let Some(cache) = &self.hot {
-            let pushed_out = cache.lock().expect("hot cache").push(id.to_string(), hot);
-            // Dropped outside the lock: a guest's store takes a while to go.
-            if pushed_out.is_some_and(|(other, _)| other != id) {
+            let bytes = hot.guest.memory_bytes();
+            let left = cache.lock().expect("hot cache").insert(id, hot, bytes);
+            for _ in 0..left.evicted {
                 self.metrics.hot_cache_eviction();
             }
+            // Dropped outside the lock: a guest's store takes a while to go.
+            drop(left);
         }
     }
 
-    /// Instances in the hot cache now.
-    pub fn hot_cache_size(&self) -> usize {
-        self.hot
-            .as_ref()
-            .map_or(0, |cache| cache.lock().expect("hot cache").len())
+    /// Instances in the hot cache now, and the bytes their guests hold.
+    pub fn hot_cache_size(&self) -> (usize, usize) {
+        self.hot.as_ref().map_or((0, 0), |cache| {
+            let cache = cache.lock().expect("hot cache");
+            (cache.len(), cache.bytes())
+        })
     }
 }
 

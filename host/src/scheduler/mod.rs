@@ -10,6 +10,7 @@ pub mod activities;
 mod cluster;
 pub mod dispatch;
 pub mod durable_http;
+mod hot_cache;
 pub mod ownership;
 pub mod timers;
 
@@ -56,6 +57,7 @@ pub struct Parts {
     pub links: Arc<LinkSigner>,
     /// Waiting instances kept in memory; 0 replays every episode.
     pub hot_instances: usize,
+    pub hot_bytes: usize,
     pub activity_workers: usize,
     /// Timers due within this long are held in memory.
     pub timer_horizon: Duration,
@@ -86,7 +88,11 @@ impl Scheduler {
             notifier: parts.notifier,
             settings: parts.settings,
             links: parts.links,
-            dispatcher: Dispatcher::new(parts.hot_instances, parts.metrics.clone()),
+            dispatcher: Dispatcher::new(
+                parts.hot_instances,
+                parts.hot_bytes,
+                parts.metrics.clone(),
+            ),
             timers,
             activities: ActivityPool::new(parts.activity_workers),
             ownership,
