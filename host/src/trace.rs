@@ -397,7 +397,7 @@ impl Drop for Span {
         };
         let mut record = record.into_inner().unwrap_or_else(|e| e.into_inner());
         record.end_ns = now_ns();
-        exporter.push(&record);
+        exporter.push(record);
     }
 }
 

@@ -179,12 +179,10 @@ pub struct Exporter {
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
-/// Encoded spans, `max_batch` at most.
-#[derive(Default)]
-struct Batch {
-    bytes: Vec<u8>,
-    spans: usize,
-}
+/// Ended spans, `max_batch` at most. They are encoded on the export
+/// thread: on the hosts' workers a span's every microsecond is paid
+/// several times over, as it delays the group commits behind it.
+type Batch = Vec<Record>;
 
 #[derive(Default)]
 struct Queue {
@@ -193,8 +191,8 @@ struct Queue {
     filling: Batch,
     /// Spans in `full` and `filling`.
     queued: usize,
-    /// Buffers the export thread is done with, for the next batches.
-    spare: Vec<Vec<u8>>,
+    /// Batches the export thread is done with, for reuse.
+    spare: Vec<Batch>,
     /// Spans refused since the last report: the queue was full.
     dropped: u64,
     stopping: bool,
@@ -202,11 +200,6 @@ struct Queue {
 
 /// Buffers kept for reuse: enough for the batches in flight.
 const SPARE_BUFFERS: usize = 4;
-
-thread_local! {
-    /// Where a span is encoded before it is queued, outside the lock.
-    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
 
 impl Exporter {
     /// Makes the exporter `place` holds and starts its thread (nothing if
@@ -233,27 +226,21 @@ impl Exporter {
         *exporter.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
     }
 
-    /// Encodes an ended span and queues it; refused (and counted) when the
-    /// queue is full, so a slow collector never holds up an instance or
-    /// grows memory.
-    pub fn push(&self, record: &Record) {
-        SCRATCH.with_borrow_mut(|scratch| {
-            scratch.clear();
-            self.encoder.append_span(scratch, record);
-            let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-            if queue.queued >= self.max_queue {
-                queue.dropped += 1;
-                return;
-            }
-            queue.filling.bytes.extend_from_slice(scratch);
-            queue.filling.spans += 1;
-            queue.queued += 1;
-            if queue.filling.spans == self.max_batch {
-                let full = queue.take_filling();
-                queue.full.push_back(full);
-                self.ready.notify_one();
-            }
-        });
+    /// Queues an ended span; refused (and counted) when the queue is full,
+    /// so a slow collector never holds up an instance or grows memory.
+    pub fn push(&self, record: Record) {
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if queue.queued >= self.max_queue {
+            queue.dropped += 1;
+            return;
+        }
+        queue.filling.push(record);
+        queue.queued += 1;
+        if queue.filling.len() == self.max_batch {
+            let full = queue.take_filling();
+            queue.full.push_back(full);
+            self.ready.notify_one();
+        }
     }
 
     /// Exports what is queued, then stops the thread.
@@ -292,7 +279,7 @@ impl Exporter {
                     Some(batch) => batch,
                     None => queue.take_filling(),
                 };
-                queue.queued -= batch.spans;
+                queue.queued -= batch.len();
                 let stopping = queue.stopping;
                 (batch, std::mem::take(&mut queue.dropped), stopping)
             };
@@ -302,13 +289,14 @@ impl Exporter {
                     "spans dropped: the export queue was full (OTEL_BSP_MAX_QUEUE_SIZE)"
                 );
             }
-            let sent = batch.spans == 0 || poster.post(&self.encoder, &batch);
+            let sent = batch.is_empty() || poster.post(&self.encoder, &batch);
+            let mut batch = batch;
+            // Dropped here, outside the lock.
+            batch.clear();
             let left = {
                 let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
                 if queue.spare.len() < SPARE_BUFFERS {
-                    let mut bytes = batch.bytes;
-                    bytes.clear();
-                    queue.spare.push(bytes);
+                    queue.spare.push(batch);
                 }
                 queue.queued
             };
@@ -327,8 +315,8 @@ impl Exporter {
 impl Queue {
     /// The batch being filled, replaced by an empty one.
     fn take_filling(&mut self) -> Batch {
-        let bytes = self.spare.pop().unwrap_or_default();
-        std::mem::replace(&mut self.filling, Batch { bytes, spans: 0 })
+        let spare = self.spare.pop().unwrap_or_default();
+        std::mem::replace(&mut self.filling, spare)
     }
 }
 
@@ -339,7 +327,9 @@ struct Poster {
     content_type: &'static str,
     headers: Vec<(String, String)>,
     schedule_delay: Duration,
-    /// The request body, kept from one batch to the next.
+    /// The encoded spans and the request body, kept from one batch to
+    /// the next.
+    spans: Vec<u8>,
     body: Vec<u8>,
     /// Whether the last post failed: failures are reported once a run.
     failing: bool,
@@ -368,6 +358,7 @@ impl Poster {
             content_type,
             headers: settings.headers,
             schedule_delay: settings.schedule_delay,
+            spans: Vec::new(),
             body: Vec::new(),
             failing: false,
         }
@@ -376,7 +367,11 @@ impl Poster {
     /// Posts a batch; whether the collector took it. A failed batch is
     /// dropped (it would only grow behind a collector that is down).
     fn post(&mut self, encoder: &Encoder, batch: &Batch) -> bool {
-        encoder.request(&batch.bytes, &mut self.body);
+        self.spans.clear();
+        for record in batch {
+            encoder.append_span(&mut self.spans, record);
+        }
+        encoder.request(&self.spans, &mut self.body);
         let mut request = self
             .agent
             .post(&self.url)
@@ -410,7 +405,7 @@ impl Poster {
             }
             Err(error) => {
                 if !std::mem::replace(&mut self.failing, true) {
-                    tracing::warn!(url = %self.url, %error, spans = batch.spans, "cannot export spans; dropping them until the collector answers");
+                    tracing::warn!(url = %self.url, %error, spans = batch.len(), "cannot export spans; dropping them until the collector answers");
                 }
                 false
             }
@@ -418,14 +413,15 @@ impl Poster {
     }
 }
 
-/// Lowers the export thread's priority as tokio's threads are (see
-/// main.rs): exporting must not keep the SQLite writer from a core.
+/// Gives the export thread the lowest priority: it encodes and posts in
+/// the time the host's own threads leave (tokio's run at 5, the SQLite
+/// writer at 0, see main.rs), and still gets a small share of a busy core.
 fn stand_back() {
     #[cfg(target_os = "linux")]
     // SAFETY: setpriority only reads its arguments; who = 0 is the calling
     // thread.
     unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, 0, 5);
+        libc::setpriority(libc::PRIO_PROCESS, 0, 19);
     }
 }
 
