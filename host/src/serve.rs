@@ -43,7 +43,7 @@ pub struct ServeArgs {
     pub hot_instances: usize,
     /// Linear memory the hot instances' guests may hold together, in MiB:
     /// a JavaScript or Python instance holds an interpreter's heap, ten or
-    /// twenty times a Rust one's.
+    /// twenty times a Rust one's. 0 keeps none hot.
     #[arg(long, env = "DURANGO_HOT_MEMORY_MB", default_value_t = DEFAULT_HOT_MEMORY_MB)]
     pub hot_memory_mb: usize,
     /// Timers due within this many milliseconds are held in memory; later
@@ -140,7 +140,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             memory_bytes: args.guest_memory_mb << 20,
         },
         hot_instances: args.hot_instances,
-        hot_bytes: args.hot_memory_mb << 20,
+        hot_bytes: args.hot_memory_mb.saturating_mul(1 << 20),
         activity_workers: args.activity_workers,
         timer_horizon: Duration::from_millis(args.timer_horizon_ms),
         lease: Duration::from_millis(args.lease_ms),
