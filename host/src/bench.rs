@@ -67,6 +67,15 @@ struct Variant {
 }
 
 impl Variant {
+    /// A variant on an orchestrator of the Rust apps every run deploys.
+    const fn rust(scenario: &'static str, orchestrator: &'static str) -> Variant {
+        Variant {
+            scenario,
+            orchestrator,
+            app: None,
+        }
+    }
+
     /// A variant on an orchestrator of the test guests in another language.
     const fn in_app(
         app: &'static str,
@@ -81,24 +90,12 @@ impl Variant {
     }
 }
 
-const RUST_WAIT: Variant = Variant {
-    scenario: "interaction",
-    orchestrator: "WaitOrTimeout",
-    app: None,
-};
+const RUST_WAIT: Variant = Variant::rust("interaction", "WaitOrTimeout");
 const JS_WAIT: Variant = Variant::in_app("test_guests_js", "interaction-js", "JsWaitOrTimeout");
 const PY_WAIT: Variant = Variant::in_app("test_guests_py", "interaction-py", "PyWaitOrTimeout");
-const RUST_PARKED: Variant = Variant {
-    scenario: "parked",
-    orchestrator: "WaitOrTimeout",
-    app: None,
-};
+const RUST_PARKED: Variant = Variant::rust("parked", "WaitOrTimeout");
 const JS_PARKED: Variant = Variant::in_app("test_guests_js", "parked-js", "JsWaitOrTimeout");
-const RUST_COLLECT: Variant = Variant {
-    scenario: "replay",
-    orchestrator: "Collect",
-    app: None,
-};
+const RUST_COLLECT: Variant = Variant::rust("replay", "Collect");
 const JS_COLLECT: Variant = Variant::in_app("test_guests_js", "replay-js", "JsCollect");
 const PY_COLLECT: Variant = Variant::in_app("test_guests_py", "replay-py", "PyCollect");
 

@@ -396,8 +396,8 @@ impl Metrics {
         }
     }
 
-    pub fn hot_cache_eviction(&self) {
-        self.hot_evictions.inc();
+    pub fn hot_cache_evictions(&self, count: usize) {
+        self.hot_evictions.inc_by(count as u64);
     }
 
     /// One attempt of activity `function` ended after `took`: `Ok`, or

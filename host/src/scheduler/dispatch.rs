@@ -314,9 +314,7 @@ impl Dispatcher {
         if let Some(cache) = &self.hot {
             let bytes = hot.guest.memory_bytes();
             let left = cache.lock().expect("hot cache").insert(id, hot, bytes);
-            for _ in 0..left.evicted {
-                self.metrics.hot_cache_eviction();
-            }
+            self.metrics.hot_cache_evictions(left.evicted);
             // Dropped outside the lock: a guest's store takes a while to go.
             drop(left);
         }

@@ -198,7 +198,7 @@ struct Queue {
     stopping: bool,
 }
 
-/// Buffers kept for reuse: enough for the batches in flight.
+/// Emptied batches kept for reuse: enough for the batches in flight.
 const SPARE_BUFFERS: usize = 4;
 
 impl Exporter {
@@ -259,7 +259,7 @@ impl Exporter {
     fn run(&self, mut poster: Poster) {
         stand_back();
         loop {
-            let (batch, dropped, stopping) = {
+            let (mut batch, dropped, stopping) = {
                 let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
                 let due = Instant::now() + poster.schedule_delay;
                 while queue.full.is_empty() && !queue.stopping {
@@ -290,8 +290,7 @@ impl Exporter {
                 );
             }
             let sent = batch.is_empty() || poster.post(&self.encoder, &batch);
-            let mut batch = batch;
-            // Dropped here, outside the lock.
+            // The records are dropped here, outside the lock.
             batch.clear();
             let left = {
                 let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
