@@ -65,11 +65,20 @@ struct RequestLabel {
     code: u16,
 }
 
-/// Which kind of guest was instantiated.
+/// Which kind of guest was instantiated or reused.
 #[derive(Clone, Copy, Debug)]
 pub enum Role {
     Orchestrator,
     Activity,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Orchestrator => "orchestrator",
+            Role::Activity => "activity",
+        }
+    }
 }
 
 /// Why a guest stopped with a trap (a bounded set).
@@ -174,6 +183,7 @@ pub struct Metrics {
     hot_misses: Counter,
     hot_evictions: Counter,
     instantiations: Family<RoleLabel, Histogram>,
+    reuses: Family<RoleLabel, Counter>,
     traps: Family<TrapLabel, Counter>,
     http_requests: Family<RequestLabel, Counter>,
     http_seconds: Family<RouteLabel, Histogram>,
@@ -226,6 +236,7 @@ impl Metrics {
             hot_misses: Counter::default(),
             hot_evictions: Counter::default(),
             instantiations: Family::new_with_constructor(|| Histogram::new(latency_buckets())),
+            reuses: Family::default(),
             traps: Family::default(),
             http_requests: Family::default(),
             http_seconds: Family::new_with_constructor(|| Histogram::new(latency_buckets())),
@@ -351,6 +362,11 @@ impl Metrics {
             m.instantiations.clone(),
         );
         r.register(
+            "guest_reuses",
+            "Guests used again instead of instantiated, by role: an activity guest for its next call, an orchestrator guest whose orchestration ended for another (when its app allows it)",
+            m.reuses.clone(),
+        );
+        r.register(
             "guest_traps",
             "Guest calls that ended in a trap, by kind (epoch, out_of_fuel, memory, stack_overflow, unreachable, other)",
             m.traps.clone(),
@@ -372,8 +388,10 @@ impl Metrics {
                 kind: kind.as_str(),
             });
         }
-        for role in ["orchestrator", "activity"] {
+        for role in [Role::Orchestrator, Role::Activity] {
+            let role = role.as_str();
             let _ = metrics.instantiations.get_or_create(&RoleLabel { role });
+            let _ = metrics.reuses.get_or_create(&RoleLabel { role });
         }
         Metrics {
             registry,
@@ -436,13 +454,19 @@ impl Metrics {
     }
 
     pub fn guest_instantiated(&self, role: Role, took: Duration) {
-        let role = match role {
-            Role::Orchestrator => "orchestrator",
-            Role::Activity => "activity",
-        };
         self.instantiations
-            .get_or_create(&RoleLabel { role })
+            .get_or_create(&RoleLabel {
+                role: role.as_str(),
+            })
             .observe(took.as_secs_f64());
+    }
+
+    pub fn guest_reused(&self, role: Role) {
+        self.reuses
+            .get_or_create(&RoleLabel {
+                role: role.as_str(),
+            })
+            .inc();
     }
 
     pub fn guest_trapped(&self, kind: TrapKind) {

@@ -571,6 +571,19 @@ impl Host {
     }
 
     /// Starts an orchestration; panics unless it answers 202.
+    /// The value of one sample of `/metrics`, named with its labels as the
+    /// text format writes them (`durango_x_total{role="activity"}`).
+    pub fn metric(&self, sample: &str) -> f64 {
+        let answer = self.call("GET", "/metrics", None);
+        assert_eq!(answer.status, 200, "{}", answer.text);
+        answer
+            .text
+            .lines()
+            .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("no sample {sample} in:\n{}", answer.text))
+    }
+
     pub fn start_orchestration(&self, name: &str, input: &str) -> String {
         let answer = self.call("POST", &format!("/api/orchestrators/{name}"), Some(input));
         assert_eq!(answer.status, 202, "start {name}: {}", answer.text);

@@ -150,47 +150,62 @@ fn hot_path_and_cold_replay_give_the_same_result(sample: PhoneSample) {
 
 #[test]
 fn std_clock_and_randomness_replay_identically() {
-    clock_and_randomness_replay_identically("test_guests", "StdClockAndRandom");
+    // A Rust guest is never reused: std keeps its HashMap keys, drawn once.
+    clock_and_randomness_replay_identically("test_guests", "StdClockAndRandom", false);
 }
 
 #[test]
 fn javascript_clock_and_randomness_replay_identically() {
     // Date.now(), new Date(), Math.random(), crypto.getRandomValues().
-    clock_and_randomness_replay_identically("test_guests_js", "JsClockAndRandom");
+    clock_and_randomness_replay_identically("test_guests_js", "JsClockAndRandom", true);
 }
 
 #[test]
 fn python_clock_and_randomness_replay_identically() {
     // time.time(), datetime.now(), random.random().
-    clock_and_randomness_replay_identically("test_guests_py", "PyClockAndRandom");
+    clock_and_randomness_replay_identically("test_guests_py", "PyClockAndRandom", true);
 }
 
 /// The orchestrator reads its language's own clock and randomness before
 /// and after an event, and says what it saw first in its custom status.
-fn clock_and_randomness_replay_identically(app: &'static str, orchestrator: &str) {
+/// Two instances run one after the other: the second starts in the guest
+/// the first ended in when the app allows reuse (`reused`), and must see
+/// what a fresh guest sees.
+fn clock_and_randomness_replay_identically(app: &'static str, orchestrator: &str, reused: bool) {
     // No hot instances: the episode after the event replays the first one
-    // cold, and must see the clock and randomness the first run saw.
+    // cold, in a fresh guest, and must see the clock and randomness the
+    // first run saw.
     let host = Host::start(
         HostOptions::with_apps(&[app])
             .arg("--hot-instances")
             .arg("0"),
     );
-    let id = host.start_orchestration(orchestrator, "null");
-    let seen = wait_until("the first run's values", WAIT, || {
-        host.status(&id).body["customStatus"]
-            .as_str()
-            .map(str::to_string)
-    });
-    host.raise(&id, "Continue", "\"go\"");
-    let status = host.wait_finished(&id);
-    assert_eq!(status["runtimeStatus"], "Completed", "{status}");
-    let output = status["output"].as_str().unwrap();
-    let later = output.strip_prefix(&format!("{seen} "));
-    assert!(
-        later.is_some(),
-        "the replay saw what the first run saw ({seen}): {output}"
-    );
-    assert_ne!(later, Some(seen.as_str()), "later values are new ones");
+    const REUSES: &str = r#"durango_guest_reuses_total{role="orchestrator"}"#;
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let id = host.start_orchestration(orchestrator, "null");
+        let seen = wait_until("the first run's values", WAIT, || {
+            host.status(&id).body["customStatus"]
+                .as_str()
+                .map(str::to_string)
+        });
+        host.raise(&id, "Continue", "\"go\"");
+        let status = host.wait_finished(&id);
+        assert_eq!(status["runtimeStatus"], "Completed", "{status}");
+        let output = status["output"].as_str().unwrap().to_string();
+        let later = output.strip_prefix(&format!("{seen} "));
+        assert!(
+            later.is_some(),
+            "the replay saw what the first run saw ({seen}): {output}"
+        );
+        assert_ne!(later, Some(seen.as_str()), "later values are new ones");
+        runs.push(seen);
+    }
+    assert_ne!(runs[0], runs[1], "each instance draws its own values");
+    // The first instance ended in the guest of its replay; the second
+    // started in it.
+    let expected = if reused { 1.0 } else { 0.0 };
+    assert_eq!(host.metric(REUSES), expected, "orchestrator guests reused");
 }
 
 #[test]

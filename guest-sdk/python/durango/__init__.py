@@ -33,6 +33,7 @@ from typing import Callable, Dict, Optional, Tuple
 from componentize_py_types import Err
 from wit_world import exports
 from wit_world.imports import durango_orchestration_types as types
+from wit_world.imports import orchestration as host
 
 from . import http
 from .activity import ActivityContext, SettingMissingError, required_setting, setting
@@ -170,6 +171,9 @@ class Orchestrator(exports.Orchestrator):
         except ValueError:
             return _failed("the orchestration input is not JSON")
         _reseed()
+        # Each start resets what the guest keeps (the running orchestration,
+        # `random`'s state): the host may run the next one in this guest.
+        host.allow_reuse()
         function, context_name = entry
         running, result = Running.start(name, function, context_name, parsed)
         if isinstance(result, types.PollResult_Pending):

@@ -12,7 +12,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 
 use super::bindings::durango::orchestration::{orchestration, settings, types};
 use super::bindings::LogLevel;
-use super::sandbox::{ActivityRandom, OrchestrationClock, RandomKey};
+use super::sandbox::{self, ActivityRandom, OrchestrationClock, RandomKey};
 use super::AllowedSettings;
 use crate::engine::history::{RetryPolicy, Sender};
 use crate::engine::replay::Replay;
@@ -32,6 +32,25 @@ pub enum Role {
         clock: OrchestrationClock,
     },
     Activity(ActivityCall),
+}
+
+impl Role {
+    /// The WASI this role sees; `output` collects what the guest prints.
+    pub fn wasi(&self, output: &MemoryOutputPipe) -> WasiCtx {
+        match self {
+            Role::Orchestrator { replay, clock } => {
+                sandbox::orchestrator_wasi(replay.instance_id(), clock, output)
+            }
+            Role::Activity(call) => sandbox::activity_wasi(output, &call.random),
+        }
+    }
+
+    pub fn metric(&self) -> crate::metrics::Role {
+        match self {
+            Role::Orchestrator { .. } => crate::metrics::Role::Orchestrator,
+            Role::Activity(_) => crate::metrics::Role::Activity,
+        }
+    }
 }
 
 /// What an activity guest knows of the call it serves (it serves many in
@@ -58,6 +77,10 @@ pub struct GuestState {
     /// Where this call's output starts (an activity guest serves many calls).
     output_mark: usize,
     pub limits: GuestLimiter,
+    /// The guest said it resets itself at each start
+    /// (`orchestration.allow-reuse`): once its orchestration ended, it may
+    /// serve another.
+    pub reusable: bool,
     wasi: WasiCtx,
     http: WasiHttpCtx,
     table: ResourceTable,
@@ -83,11 +106,27 @@ impl GuestState {
             output,
             output_mark: 0,
             limits,
+            reusable: false,
             wasi,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             deny_http: DenyHttp,
         }
+    }
+
+    /// Makes a guest whose orchestration ended serve `role` (another
+    /// orchestration).
+    pub fn serve_as(&mut self, role: Role) {
+        self.role = role;
+        self.restart_sandbox();
+    }
+
+    /// Gives the guest its role's WASI afresh (an orchestrator's clock, and
+    /// its randomness from the start of the stream its instance id seeds),
+    /// and starts its output anew.
+    pub fn restart_sandbox(&mut self) {
+        self.wasi = self.role.wasi(&self.output);
+        self.output_mark = self.output.contents().len();
     }
 
     pub fn replay(&mut self) -> wasmtime::Result<&mut Replay> {
@@ -400,6 +439,11 @@ impl orchestration::Host for GuestState {
 
     fn started_version(&mut self) -> wasmtime::Result<String> {
         Ok(self.replay()?.started_version().to_string())
+    }
+
+    fn allow_reuse(&mut self) -> wasmtime::Result<()> {
+        self.reusable = true;
+        Ok(())
     }
 
     fn get_setting(&mut self, name: String) -> wasmtime::Result<Option<String>> {

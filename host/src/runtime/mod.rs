@@ -3,6 +3,7 @@
 
 mod bindings;
 mod guest;
+mod idle;
 mod links;
 mod sandbox;
 
@@ -22,6 +23,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 pub use bindings::{ActivityContext, FunctionKind, PollResult};
 use bindings::{FunctionApp, FunctionAppPre};
 use guest::{ActivityCall, GuestState, Role, OUTPUT_CAPACITY};
+use idle::IdleGuests;
 use sandbox::OrchestrationClock;
 pub use sandbox::RandomKey;
 
@@ -45,11 +47,19 @@ const TABLES_PER_GUEST: u32 = 4;
 /// the workers' time plus TLB shootdowns on the other core.
 const KEEP_RESIDENT: usize = 1 << 20;
 
-/// An activity guest is reused for further calls of its app version unless
-/// it has served this many, grown its memory this far, or filled half its
-/// output buffer: then a fresh one starts from the clean image.
-const CALLS_PER_ACTIVITY_GUEST: u32 = 1000;
-const ACTIVITY_GUEST_MEMORY: usize = 32 << 20;
+/// A guest is used again until it has served this many uses or grown its
+/// memory this far (see `Guest::worn`).
+const USES_PER_GUEST: u32 = 1000;
+const MEMORY_PER_GUEST: usize = 32 << 20;
+
+/// Most orchestrator guests kept for reuse once their orchestration ended
+/// (see `Runtime::recycle`), and the linear memory they may hold together:
+/// as many as start at once under load (a group commit ends many
+/// orchestrations at once: with 16, a Python hello sequence at concurrency
+/// 64 still instantiated for a quarter of its orchestrations), within what
+/// 64 JavaScript or Python guests hold.
+const SPARE_ORCHESTRATORS: usize = 64;
+const SPARE_MEMORY: usize = 640 << 20;
 
 /// Limits that keep a guest from hurting the host.
 #[derive(Debug, Clone)]
@@ -111,10 +121,11 @@ pub struct Runtime {
     /// One permit per guest instance the pool can hold: instantiation waits
     /// for a free slot instead of failing when the pool is full.
     slots: Arc<Semaphore>,
-    /// Activity guests between calls, per app version, most recent last.
-    idle: Mutex<HashMap<String, Vec<Guest>>>,
-    /// Most activity guests kept idle (the activity workers).
-    idle_capacity: usize,
+    /// Activity guests between calls (as many as there are activity
+    /// workers).
+    idle_activities: IdleGuests<Guest>,
+    /// Orchestrator guests whose orchestration ended, for the next one.
+    spare_orchestrators: IdleGuests<Guest>,
     linker: Linker<GuestState>,
     loaded: Mutex<HashMap<String, LoadedApp>>,
     /// A folder of compiled components by digest (see `with_compile_cache`).
@@ -132,9 +143,9 @@ impl Runtime {
     /// `orchestrators` is the most orchestrator guests alive at once (hot
     /// and running), `activity_workers` the most activities running at once.
     /// The pooling allocator reserves a slot for each guest that can be
-    /// alive (those, the idle activity guests, and a deploy's check) up
-    /// front, so a store costs no mmap/munmap and its memory starts from a
-    /// copy-on-write image.
+    /// alive (those, the idle activity guests, the spare orchestrators and
+    /// a deploy's check) up front, so a store costs no mmap/munmap and its
+    /// memory starts from a copy-on-write image.
     pub fn new(
         settings: Arc<Settings>,
         random_key: RandomKey,
@@ -144,7 +155,7 @@ impl Runtime {
         activity_workers: usize,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Runtime> {
-        let guests = orchestrators + 2 * activity_workers + 1;
+        let guests = orchestrators + SPARE_ORCHESTRATORS + 2 * activity_workers + 1;
         let instances = u32::try_from(guests)
             .map_err(|_| anyhow::anyhow!("too many guest instances: {guests}"))?;
         let memory = limits.memory_bytes.next_multiple_of(1 << 16);
@@ -189,8 +200,9 @@ impl Runtime {
         Ok(Runtime {
             engine,
             slots: Arc::new(Semaphore::new(guests)),
-            idle: Mutex::new(HashMap::new()),
-            idle_capacity: activity_workers,
+            // As many as run at once; each at most `MEMORY_PER_GUEST`.
+            idle_activities: IdleGuests::new(activity_workers, usize::MAX),
+            spare_orchestrators: IdleGuests::new(SPARE_ORCHESTRATORS, SPARE_MEMORY),
             linker,
             loaded: Mutex::new(HashMap::new()),
             compile_cache: None,
@@ -344,11 +356,12 @@ impl Runtime {
     }
 
     /// Drops a version from memory: its compiled component and its idle
-    /// activity guests. A guest of it still running keeps what it holds
-    /// until it ends.
+    /// guests. A guest of it still running keeps what it holds until it
+    /// ends.
     pub fn unload(&self, version: &str) {
         self.loaded.lock().expect("app cache").remove(version);
-        self.idle.lock().expect("idle guests").remove(version);
+        self.idle_activities.forget(version);
+        self.spare_orchestrators.forget(version);
     }
 
     pub fn is_loaded(&self, version: &str) -> bool {
@@ -373,16 +386,8 @@ impl Runtime {
             .map_err(|_| GuestFault("the runtime is shutting down".into()))?;
         let began = Instant::now();
         let output = MemoryOutputPipe::new(OUTPUT_CAPACITY);
-        let metric_role = match &role {
-            Role::Orchestrator { .. } => metrics::Role::Orchestrator,
-            Role::Activity(_) => metrics::Role::Activity,
-        };
-        let wasi = match &role {
-            Role::Orchestrator { replay, clock } => {
-                sandbox::orchestrator_wasi(replay.instance_id(), clock, &output)
-            }
-            Role::Activity(call) => sandbox::activity_wasi(&output, &call.random),
-        };
+        let metric_role = role.metric();
+        let wasi = role.wasi(&output);
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.limits.memory_bytes)
             .instances(100)
@@ -412,34 +417,81 @@ impl Runtime {
         Ok(Guest {
             store,
             app,
-            calls: 0,
+            uses: 0,
             _slot: slot,
         })
     }
 
-    /// A fresh orchestrator instance of `version` over `replay`.
+    /// An orchestrator instance of `version` over `replay`: a spare guest
+    /// of the version if there is one, else a fresh one.
     pub async fn orchestrator(
         &self,
         version: &str,
         replay: Replay,
     ) -> Result<Orchestrator, GuestFault> {
-        let loaded = self.app(version)?;
         let clock = OrchestrationClock::default();
         clock.set(replay.now());
-        let guest = self
-            .instantiate(
-                &loaded,
-                Role::Orchestrator {
-                    replay: Box::new(replay),
-                    clock,
-                },
-            )
-            .await?;
+        let role = Role::Orchestrator {
+            replay: Box::new(replay),
+            clock,
+        };
+        let guest = match self.spare_orchestrators.take(version) {
+            Some(mut guest) => {
+                guest.store.data_mut().serve_as(role);
+                self.metrics.guest_reused(metrics::Role::Orchestrator);
+                guest
+            }
+            None => {
+                let mut guest = self.instantiate(&self.app(version)?, role).await?;
+                self.warm_up(&mut guest).await?;
+                guest
+            }
+        };
         Ok(Orchestrator {
             guest,
+            version: version.to_string(),
+            ended: false,
             step_ticks: ticks(self.limits.orchestrator_step),
             metrics: self.metrics.clone(),
         })
+    }
+
+    /// Runs a fresh orchestrator guest's one-time start-up before its first
+    /// orchestration: an interpreter's runtime seeds its own generators
+    /// from WASI's randomness on its first call (componentize-py draws 2.5
+    /// KB). Then its WASI starts afresh, so a fresh guest begins each
+    /// orchestration with its randomness where a reused one begins it: at
+    /// the start of the stream the instance id seeds. Otherwise a replay in
+    /// a fresh guest would draw other values than the first run drew in a
+    /// reused one.
+    async fn warm_up(&self, guest: &mut Guest) -> Result<(), GuestFault> {
+        let Guest { store, app, .. } = guest;
+        app.durango_orchestration_app()
+            .call_functions(&mut *store)
+            .await
+            .map_err(|e| {
+                let why = fault(store, &e, &self.metrics);
+                GuestFault(format!("the guest failed to start: {why}"))
+            })?;
+        store.data_mut().restart_sandbox();
+        Ok(())
+    }
+
+    /// Takes back an orchestrator guest its instance no longer needs. It
+    /// is kept for the next orchestration of its version when it ran its
+    /// orchestration to the end (no trap, not cut short by a terminate)
+    /// and the guest allows reuse; otherwise it is dropped.
+    pub fn recycle(&self, orchestrator: Orchestrator) {
+        let Orchestrator {
+            guest,
+            version,
+            ended,
+            ..
+        } = orchestrator;
+        if ended && guest.store.data().reusable && !guest.worn() {
+            let memory = guest.memory();
+            self.spare_orchestrators.keep(&version, guest, memory);
+        }
     }
 
     /// Runs one activity attempt to completion (or its time limit).
@@ -457,8 +509,11 @@ impl Runtime {
         let limit = time_limit.unwrap_or(self.limits.activity_attempt);
         let loaded = self.app(version).map_err(|e| e.0)?;
         let run = async {
-            let mut guest = match self.take_idle(version) {
-                Some(guest) => guest,
+            let mut guest = match self.idle_activities.take(version) {
+                Some(guest) => {
+                    self.metrics.guest_reused(metrics::Role::Activity);
+                    guest
+                }
                 None => self
                     .instantiate(&loaded, Role::Activity(ActivityCall::default()))
                     .await
@@ -470,7 +525,7 @@ impl Runtime {
                 &context.idempotency_key,
                 traceparent,
             );
-            guest.calls += 1;
+            guest.uses += 1;
             let result = guest
                 .app
                 .durango_orchestration_activity()
@@ -478,7 +533,10 @@ impl Runtime {
                 .await;
             match result {
                 Ok(outcome) => {
-                    self.keep_idle(version, guest);
+                    if !guest.worn() {
+                        let memory = guest.memory();
+                        self.idle_activities.keep(version, guest, memory);
+                    }
                     outcome
                 }
                 // A trap leaves the guest unusable: it is dropped.
@@ -494,51 +552,41 @@ impl Runtime {
     }
 }
 
-impl Runtime {
-    fn take_idle(&self, version: &str) -> Option<Guest> {
-        self.idle
-            .lock()
-            .expect("idle guests")
-            .get_mut(version)?
-            .pop()
-    }
-
-    /// Keeps an activity guest that finished its call cleanly for the next
-    /// call, unless it is worn (see `CALLS_PER_ACTIVITY_GUEST`). When the
-    /// idle guests are at capacity, the oldest of the fullest version goes.
-    fn keep_idle(&self, version: &str, guest: Guest) {
-        let state = guest.store.data();
-        if guest.calls >= CALLS_PER_ACTIVITY_GUEST
-            || state.limits.memory > ACTIVITY_GUEST_MEMORY
-            || state.output_used() > OUTPUT_CAPACITY / 2
-        {
-            return;
-        }
-        let mut idle = self.idle.lock().expect("idle guests");
-        if idle.values().map(Vec::len).sum::<usize>() >= self.idle_capacity {
-            if let Some(fullest) = idle.values_mut().max_by_key(|guests| guests.len()) {
-                fullest.remove(0);
-            }
-        }
-        idle.entry(version.to_string()).or_default().push(guest);
-    }
-}
-
 /// A live guest instance and its pool slot. The store is declared first so
 /// it is dropped (giving its memory back to the pool) before the permit
 /// lets the next instantiation take the slot.
 struct Guest {
     store: wasmtime::Store<GuestState>,
     app: FunctionApp,
-    /// Calls an activity guest has served.
-    calls: u32,
+    /// Activity calls or orchestrations the guest has served.
+    uses: u32,
     _slot: OwnedSemaphorePermit,
+}
+
+impl Guest {
+    /// The linear memory it holds.
+    fn memory(&self) -> usize {
+        self.store.data().limits.memory
+    }
+
+    /// Whether it should be dropped rather than used again: it has served
+    /// `USES_PER_GUEST` uses, grown past `MEMORY_PER_GUEST`, or filled half
+    /// its output buffer. A fresh one starts from the clean image.
+    fn worn(&self) -> bool {
+        self.uses >= USES_PER_GUEST
+            || self.memory() > MEMORY_PER_GUEST
+            || self.store.data().output_used() > OUTPUT_CAPACITY / 2
+    }
 }
 
 /// An orchestrator instance: a store whose guest holds the running
 /// orchestration in its memory.
 pub struct Orchestrator {
     guest: Guest,
+    version: String,
+    /// The guest's orchestration ran to its end: it completed, failed or
+    /// continued as new.
+    ended: bool,
     step_ticks: u64,
     metrics: Arc<Metrics>,
 }
@@ -572,24 +620,31 @@ impl Orchestrator {
 
     pub async fn start(&mut self, name: &str, input: &str) -> Result<PollResult, GuestFault> {
         self.arm();
+        self.guest.uses += 1;
         let Guest { store, app, .. } = &mut self.guest;
-        let metrics = &self.metrics;
         let result = app
             .durango_orchestration_orchestrator()
             .call_start(&mut *store, name, input)
             .await;
-        result.map_err(|e| GuestFault(fault(store, &e, metrics)))
+        self.polled(result)
     }
 
     pub async fn resume(&mut self) -> Result<PollResult, GuestFault> {
         self.arm();
         let Guest { store, app, .. } = &mut self.guest;
-        let metrics = &self.metrics;
         let result = app
             .durango_orchestration_orchestrator()
             .call_resume(&mut *store)
             .await;
-        result.map_err(|e| GuestFault(fault(store, &e, metrics)))
+        self.polled(result)
+    }
+
+    /// Notes whether the orchestration ended (a trap leaves the guest
+    /// unusable, and says why in words).
+    fn polled(&mut self, result: wasmtime::Result<PollResult>) -> Result<PollResult, GuestFault> {
+        let result = result.map_err(|e| GuestFault(fault(&self.guest.store, &e, &self.metrics)));
+        self.ended = matches!(&result, Ok(poll) if !matches!(poll, PollResult::Pending));
+        result
     }
 }
 

@@ -546,6 +546,15 @@ async fn commit_round(
     in_hand: Vec<(u32, Message)>,
     span: &trace::Span,
 ) -> Result<Result<(), RuntimeStatus>, StoreError> {
+    // An ended orchestration's guest may serve another one at once; only
+    // a waiting instance keeps its own (hot, below).
+    let guest = match guest {
+        Some(guest) if !episode.waiting => {
+            sched.runtime.recycle(guest);
+            None
+        }
+        guest => guest,
+    };
     let instance = &then.instance;
     let changed = episode.commit.status.filter(|s| *s != instance.status);
     if let Some(status) = changed.filter(|s| s.is_terminal()) {
@@ -636,7 +645,7 @@ async fn commit_round(
             },
         );
     }
-    if let (true, Some(guest)) = (episode.waiting, guest) {
+    if let Some(guest) = guest {
         sched.dispatcher.keep_hot(
             id,
             Hot {
