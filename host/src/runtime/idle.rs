@@ -47,10 +47,11 @@ impl<G> IdleGuests<G> {
                 .flatten()
                 .fold((0, 0), |(n, sum), (_, size)| (n + 1, sum + size));
             while count >= self.capacity || held + bytes > self.memory {
-                let Some(fullest) = idle.values_mut().max_by_key(|guests| guests.len()) else {
+                let fullest = idle.values_mut().max_by_key(|guests| guests.len());
+                let Some((oldest, size)) = fullest.filter(|g| !g.is_empty()).map(|g| g.remove(0))
+                else {
                     break;
                 };
-                let (oldest, size) = fullest.remove(0);
                 count -= 1;
                 held -= size;
                 evicted.push(oldest);
