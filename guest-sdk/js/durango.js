@@ -316,37 +316,13 @@ export const app = {
   },
 };
 
-/** Math.random for one orchestration (xoshiro128**), seeded from the
- * instance's randomness, which the host keys by instance id. SpiderMonkey
- * seeds its own generator once per guest, and a guest may run one
- * orchestration after another (`host.allowReuse`): a generator per start
- * draws, on a replay in a fresh guest, what the first run drew. */
-function orchestrationRandom() {
-  const s = crypto.getRandomValues(new Uint32Array(4));
-  if ((s[0] | s[1] | s[2] | s[3]) === 0) s[0] = 1;
-  const rotl = (x, k) => (x << k) | (x >>> (32 - k));
-  const next = () => {
-    const result = Math.imul(rotl(Math.imul(s[1], 5), 7), 9) >>> 0;
-    const t = s[1] << 9;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 11);
-    return result;
-  };
-  // 53 random bits, as a double in [0, 1).
-  return () => ((next() >>> 5) * 67108864 + (next() >>> 6)) / 9007199254740992;
-}
-
 /** The WIT export `orchestrator`. */
 export const orchestrator = {
   start(name, input) {
-    // Each start resets what the guest keeps (the running orchestration,
-    // Math.random's state): the host may run the next one in this guest.
+    // Each start resets what the guest keeps (the running orchestration;
+    // Math.random draws from the instance's WASI randomness, which the
+    // host seeds anew): the host may run the next one in this guest.
     running = null;
-    Math.random = orchestrationRandom();
     host.allowReuse();
     const handler = orchestrators.get(name);
     if (!handler) return { tag: "failed", val: `no orchestrator named ${name} in this app` };

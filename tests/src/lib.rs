@@ -570,7 +570,6 @@ impl Host {
         )
     }
 
-    /// Starts an orchestration; panics unless it answers 202.
     /// The value of one sample of `/metrics`, named with its labels as the
     /// text format writes them (`durango_x_total{role="activity"}`).
     pub fn metric(&self, sample: &str) -> f64 {
@@ -584,6 +583,7 @@ impl Host {
             .unwrap_or_else(|| panic!("no sample {sample} in:\n{}", answer.text))
     }
 
+    /// Starts an orchestration; panics unless it answers 202.
     pub fn start_orchestration(&self, name: &str, input: &str) -> String {
         let answer = self.call("POST", &format!("/api/orchestrators/{name}"), Some(input));
         assert_eq!(answer.status, 202, "start {name}: {}", answer.text);

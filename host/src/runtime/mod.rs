@@ -48,7 +48,7 @@ const TABLES_PER_GUEST: u32 = 4;
 const KEEP_RESIDENT: usize = 1 << 20;
 
 /// A guest is used again until it has served this many uses or grown its
-/// memory this far (see `Guest::worn`).
+/// memory this far (see `Guest::keep_in`).
 const USES_PER_GUEST: u32 = 1000;
 const MEMORY_PER_GUEST: usize = 32 << 20;
 
@@ -488,9 +488,8 @@ impl Runtime {
             ended,
             ..
         } = orchestrator;
-        if ended && guest.store.data().reusable && !guest.worn() {
-            let memory = guest.memory();
-            self.spare_orchestrators.keep(&version, guest, memory);
+        if ended && guest.store.data().reusable {
+            guest.keep_in(&self.spare_orchestrators, &version);
         }
     }
 
@@ -533,10 +532,7 @@ impl Runtime {
                 .await;
             match result {
                 Ok(outcome) => {
-                    if !guest.worn() {
-                        let memory = guest.memory();
-                        self.idle_activities.keep(version, guest, memory);
-                    }
+                    guest.keep_in(&self.idle_activities, version);
                     outcome
                 }
                 // A trap leaves the guest unusable: it is dropped.
@@ -569,13 +565,18 @@ impl Guest {
         self.store.data().limits.memory
     }
 
-    /// Whether it should be dropped rather than used again: it has served
-    /// `USES_PER_GUEST` uses, grown past `MEMORY_PER_GUEST`, or filled half
-    /// its output buffer. A fresh one starts from the clean image.
-    fn worn(&self) -> bool {
-        self.uses >= USES_PER_GUEST
-            || self.memory() > MEMORY_PER_GUEST
-            || self.store.data().output_used() > OUTPUT_CAPACITY / 2
+    /// Keeps it in `idle` for the next use of `version`, unless it is worn:
+    /// it has served `USES_PER_GUEST` uses, grown past `MEMORY_PER_GUEST`,
+    /// or filled half its output buffer. Then it is dropped, and a fresh
+    /// one starts from the clean image when needed.
+    fn keep_in(self, idle: &IdleGuests<Guest>, version: &str) {
+        let memory = self.memory();
+        let worn = self.uses >= USES_PER_GUEST
+            || memory > MEMORY_PER_GUEST
+            || self.store.data().output_used() > OUTPUT_CAPACITY / 2;
+        if !worn {
+            idle.keep(version, self, memory);
+        }
     }
 }
 
@@ -601,7 +602,7 @@ impl Orchestrator {
 
     /// The linear memory the guest holds, in bytes.
     pub fn memory_bytes(&self) -> usize {
-        self.guest.store.data().limits.memory
+        self.guest.memory()
     }
 
     /// Reveals a history event to the guest, moving its clock along.
