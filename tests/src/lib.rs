@@ -318,6 +318,9 @@ pub struct HostOptions {
     /// Largest file the host may write, in bytes (RLIMIT_FSIZE): a full disk
     /// as the host sees it.
     pub file_size_limit: Option<u64>,
+    /// Most address space the host may map, in bytes (RLIMIT_AS, `ulimit
+    /// -v`).
+    pub address_space_limit: Option<u64>,
 }
 
 impl Default for HostOptions {
@@ -327,6 +330,7 @@ impl Default for HostOptions {
             env: Vec::new(),
             args: Vec::new(),
             file_size_limit: None,
+            address_space_limit: None,
         }
     }
 }
@@ -452,24 +456,31 @@ impl Host {
     }
 
     fn launch(&mut self) {
-        let mut command = match self.options.file_size_limit {
-            None => Command::new(durango_bin()),
-            // Writes past the limit then fail with EFBIG instead of killing
-            // the process with SIGXFSZ, as writes to a full disk fail.
-            Some(limit) => {
-                let mut wrapper = Command::new("python3");
-                wrapper.args([
-                    "-c",
-                    "import os, resource, signal, sys\n\
-                     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n\
-                     limit = int(sys.argv[1])\n\
-                     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))\n\
-                     os.execv(sys.argv[2], sys.argv[2:])",
-                    &limit.to_string(),
-                ]);
-                wrapper.arg(durango_bin());
-                wrapper
-            }
+        let limits: Vec<String> = [
+            ("RLIMIT_FSIZE", self.options.file_size_limit),
+            ("RLIMIT_AS", self.options.address_space_limit),
+        ]
+        .iter()
+        .filter_map(|(name, limit)| limit.map(|limit| format!("{name}={limit}")))
+        .collect();
+        let mut command = if limits.is_empty() {
+            Command::new(durango_bin())
+        } else {
+            // Writes past a file size limit then fail with EFBIG instead of
+            // killing the process with SIGXFSZ, as writes to a full disk fail.
+            let mut wrapper = Command::new("python3");
+            wrapper.args([
+                "-c",
+                "import os, resource, signal, sys\n\
+                 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n\
+                 for limit in sys.argv[1].split(','):\n\
+                 \x20   name, value = limit.split('=')\n\
+                 \x20   resource.setrlimit(getattr(resource, name), (int(value), int(value)))\n\
+                 os.execv(sys.argv[2], sys.argv[2:])",
+                &limits.join(","),
+            ]);
+            wrapper.arg(durango_bin());
+            wrapper
         };
         command
             .arg("serve")

@@ -55,6 +55,33 @@ fn a_guest_that_allocates_without_end_hits_the_memory_limit() {
     assert!(reached < 64, "the 64 MiB limit held: {message}");
 }
 
+/// Where the address space cannot give every guest memory a 4 GiB
+/// reservation (here `ulimit -v` at 2 TiB; the guarded layout takes ~10
+/// TiB), the host reserves each memory's limit and compiles bounds checks
+/// in: guests run as before, and one that allocates without end still
+/// meets its memory limit.
+#[test]
+fn guests_run_with_bounds_checks_where_the_address_space_is_short() {
+    let host = Host::start(HostOptions {
+        address_space_limit: Some(2 << 40),
+        ..HostOptions::default()
+            .arg("--guest-memory-mb")
+            .arg("64")
+            .arg("--orchestrator-step-ms")
+            .arg(AMPLE_STEP_MS)
+    });
+    assert!(
+        host.log().contains("they reserve 64 MiB and check bounds"),
+        "{}",
+        host.log()
+    );
+    let id = host.start_orchestration("E1_HelloSequence", "");
+    let status = host.wait_finished(&id);
+    assert_eq!(status["runtimeStatus"], "Completed", "{status}");
+    let message = failure(&host, "Hoards", "null");
+    assert!(message.contains("failed after "), "{message}");
+}
+
 #[test]
 fn a_stack_overflow_fails_the_instance() {
     let host = limited_host(AMPLE_STEP_MS);

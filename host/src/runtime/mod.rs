@@ -32,6 +32,34 @@ use crate::links::LinkSigner;
 use crate::metrics::{self, Metrics, TrapKind};
 use crate::settings::Settings;
 
+/// How a guest's linear memory sits in the pool's address space.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum MemoryLayout {
+    /// wasmtime's default: 4 GiB reserved for each memory, with guard
+    /// regions, so compiled code needs no bounds check on a load or store
+    /// (an access out of bounds lands in the guard and traps). An
+    /// interpreter guest does little else: its calls cost ~25 % less than
+    /// with checks (BENCHMARKS.md, session 12). The pool reserves it for
+    /// every slot up front, ~10 TiB of address space at the defaults, none
+    /// of it backed by memory.
+    Guarded,
+    /// Each memory reserves only this many bytes (the guest limit) and the
+    /// compiled code checks bounds: where the address space cannot hold the
+    /// guarded layout (`ulimit -v`, or tens of thousands of hot instances).
+    Checked(u64),
+}
+
+fn engine_config(pool: &PoolingAllocationConfig, layout: MemoryLayout) -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    if let MemoryLayout::Checked(reservation) = layout {
+        config.memory_reservation(reservation);
+    }
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool.clone()));
+    config
+}
+
 /// How often the epoch ticks; guest time limits are counted in ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
@@ -172,14 +200,14 @@ impl Runtime {
             .linear_memory_keep_resident(KEEP_RESIDENT)
             .table_keep_resident(KEEP_RESIDENT)
             .pagemap_scan(wasmtime::Enabled::Auto);
-        let mut config = Config::new();
-        config.wasm_component_model(true);
-        config.epoch_interruption(true);
-        // Reserve only what a guest may use: thousands of slots at the
-        // default 4 GiB each would take tens of TiB of address space.
-        config.memory_reservation(memory as u64);
-        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&config)?;
+        let engine = Engine::new(&engine_config(&pool, MemoryLayout::Guarded)).or_else(|error| {
+            tracing::info!(
+                %error,
+                "guest memories cannot each have a 4 GiB reservation here: they reserve {} MiB and check bounds",
+                memory >> 20
+            );
+            Engine::new(&engine_config(&pool, MemoryLayout::Checked(memory as u64)))
+        })?;
         let ticker = engine.weak();
         std::thread::Builder::new()
             .name("durango-epoch".into())
