@@ -196,7 +196,8 @@ impl Host {
                 config.hot_instances + CONCURRENT_EPISODES,
                 config.activity_workers.max(1),
                 metrics.clone(),
-            )?
+            )
+            .map_err(|e| e.context("cannot reserve the guests' memory (is `ulimit -v` too low?)"))?
             .with_compile_cache(config.compile_cache),
         );
         let catalog = Arc::new(Catalog::new(store.clone(), runtime.clone()));

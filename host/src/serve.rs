@@ -161,7 +161,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     let host = Host::start(config)
         .await
-        .with_context(|| format!("cannot open the database {}", args.db))?;
+        .with_context(|| format!("cannot start on the database {}", args.db))?;
     for file in &args.deploy {
         let app = file
             .file_stem()
