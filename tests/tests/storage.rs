@@ -200,3 +200,29 @@ fn the_compile_cache_is_filled_on_deploy_and_a_damaged_entry_is_compiled_again()
         "the entry was written again"
     );
 }
+
+/// A version whose stored compiled code another engine made (here: the
+/// bounds-checked memory layout a host falls back to under `ulimit -v`)
+/// is compiled again once, and the new code stored in its place: the next
+/// start loads it as it is.
+#[test]
+fn compiled_code_from_another_engine_is_compiled_again_once_and_stored() {
+    let mut host = Host::start(HostOptions::with_apps(&["hello_sequence"]));
+    let id = host.start_orchestration("E1_HelloSequence", "null");
+    let finished = host.wait_finished(&id);
+    // Restart without deploying again: the stored version is loaded.
+    host.restart_with(|o| HostOptions {
+        apps: vec![],
+        address_space_limit: Some(2 << 40),
+        ..o
+    });
+    let compiled_again = |host: &Host| host.log().matches("compiled again").count();
+    let id = host.start_orchestration("E1_HelloSequence", "null");
+    assert_eq!(host.wait_finished(&id)["output"], finished["output"]);
+    assert_eq!(compiled_again(&host), 1, "{}", host.log());
+
+    host.restart();
+    let id = host.start_orchestration("E1_HelloSequence", "null");
+    assert_eq!(host.wait_finished(&id)["output"], finished["output"]);
+    assert_eq!(compiled_again(&host), 1, "loaded as stored: {}", host.log());
+}

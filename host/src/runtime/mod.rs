@@ -282,15 +282,7 @@ impl Runtime {
         let (component, compiled) = match hit {
             Some(hit) => hit,
             None => {
-                let engine = self.engine.clone();
-                let bytes = wasm.to_vec();
-                let component =
-                    tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
-                        .await
-                        .map_err(|e| format!("compilation stopped: {e}"))?
-                        .map_err(|e| {
-                            format!("not a valid WebAssembly component: {}", root_cause(&e))
-                        })?;
+                let component = self.compile_wasm(wasm.to_vec()).await?;
                 let compiled = component
                     .serialize()
                     .map_err(|e| format!("cannot serialize the compiled component: {e}"))?;
@@ -357,30 +349,52 @@ impl Runtime {
             .collect())
     }
 
-    /// Makes a stored version ready to instantiate (deserializing its
-    /// compiled form, or compiling again if this wasmtime cannot read it).
-    pub fn load(
+    /// Makes a stored version ready to instantiate by deserializing its
+    /// compiled form. Where this host's engine cannot read that (another
+    /// wasmtime, other engine settings such as the memory layout), it
+    /// compiles the version again and answers the new compiled form, for
+    /// the caller to store in place of the old one.
+    pub async fn load(
         &self,
         version: &str,
         compiled: &[u8],
         wasm: &[u8],
         allowed: AllowedSettings,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Option<Vec<u8>>> {
         if self.loaded.lock().expect("app cache").contains_key(version) {
-            return Ok(());
+            return Ok(None);
         }
-        // SAFETY: the bytes were produced by `Component::serialize` on this
-        // host and stored in our own database.
-        let component = match unsafe { Component::deserialize(&self.engine, compiled) } {
-            Ok(component) => component,
-            Err(_) => Component::new(&self.engine, wasm)?,
-        };
+        // SAFETY: the bytes were produced by `Component::serialize` on a
+        // host and stored in our own database; wasmtime refuses those of
+        // another engine.
+        let (component, recompiled) =
+            match unsafe { Component::deserialize(&self.engine, compiled) } {
+                Ok(component) => (component, None),
+                Err(_) => {
+                    let component = self
+                        .compile_wasm(wasm.to_vec())
+                        .await
+                        .map_err(anyhow::Error::msg)?;
+                    let fresh = component.serialize()?;
+                    (component, Some(fresh))
+                }
+            };
         let pre = self.prepare(&component).map_err(anyhow::Error::msg)?;
         self.loaded
             .lock()
             .expect("app cache")
             .insert(version.to_string(), LoadedApp { pre, allowed });
-        Ok(())
+        Ok(recompiled)
+    }
+
+    /// Compiles `wasm` off the async threads: a JavaScript or Python app's
+    /// interpreter takes tens of seconds.
+    async fn compile_wasm(&self, wasm: Vec<u8>) -> Result<Component, String> {
+        let engine = self.engine.clone();
+        tokio::task::spawn_blocking(move || Component::new(&engine, &wasm))
+            .await
+            .map_err(|e| format!("compilation stopped: {e}"))?
+            .map_err(|e| format!("not a valid WebAssembly component: {}", root_cause(&e)))
     }
 
     /// Drops a version from memory: its compiled component and its idle

@@ -226,6 +226,10 @@ pub trait Apps: Send + Sync {
     fn deploy(&self, deployment: Deployment) -> StoreFuture<()>;
     /// A version's compiled form and original bytes.
     fn app_version(&self, version: String) -> StoreFuture<Option<StoredVersion>>;
+    /// Replaces a version's compiled form: a host whose engine could not
+    /// load the stored one (another wasmtime, other engine settings)
+    /// compiled it again.
+    fn store_compiled(&self, version: String, compiled: Vec<u8>) -> StoreFuture<()>;
     /// Every app's current version: (name, version, functions JSON).
     fn current_apps(&self) -> StoreFuture<Vec<(String, String, String)>>;
     /// The stored versions of `app` (those deployed under its name, and its

@@ -1456,6 +1456,21 @@ impl Apps for PgStore {
         })
     }
 
+    fn store_compiled(&self, version: String, compiled: Vec<u8>) -> StoreFuture<()> {
+        let (version, compiled) = (Arc::new(version), Arc::new(compiled));
+        self.writers.write("", move |c| {
+            let (version, compiled) = (version.clone(), compiled.clone());
+            Box::pin(async move {
+                c.execute(
+                    "UPDATE app_versions SET compiled = $1 WHERE version = $2",
+                    &[&*compiled, &*version],
+                )
+                .await?;
+                Ok(())
+            })
+        })
+    }
+
     fn current_apps(&self) -> StoreFuture<Vec<(String, String, String)>> {
         self.read(move |c| {
             Box::pin(async move {

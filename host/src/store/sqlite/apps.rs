@@ -68,6 +68,17 @@ impl Apps for SqliteStore {
         })
     }
 
+    fn store_compiled(&self, version: String, compiled: Vec<u8>) -> StoreFuture<()> {
+        self.write(move |conn| {
+            exec(
+                conn,
+                "UPDATE app_versions SET compiled = ?1 WHERE version = ?2",
+                params![compiled, version],
+            )?;
+            Ok(())
+        })
+    }
+
     fn current_apps(&self) -> StoreFuture<Vec<(String, String, String)>> {
         self.read(|conn| {
             let mut stmt = conn.prepare(
