@@ -84,30 +84,30 @@ impl Catalog {
         let allowed = stored
             .allowed_settings
             .map(|names| Arc::new(names.into_iter().collect()));
-        let loaded = self
+        let recompiled = match self
             .runtime
             .load(version, &stored.compiled, &stored.wasm, allowed)
-            .await;
-        match loaded {
-            Ok(None) => {}
-            Ok(Some(compiled)) => {
-                tracing::info!(
-                    version,
-                    "compiled again: this host's engine cannot load the stored compiled code (another wasmtime or other engine settings); it is stored in its place"
-                );
-                if let Err(error) = self
-                    .apps
-                    .store_compiled(version.to_string(), compiled)
-                    .await
-                {
-                    // It runs anyway; the next start compiles it again.
-                    tracing::warn!(%error, version, "the new compiled code could not be stored");
-                }
-            }
+            .await
+        {
+            Ok(recompiled) => recompiled,
             Err(e) => {
                 return Ok(Err(GuestFault(format!(
                     "app version {version} cannot be loaded: {e:#}"
                 ))))
+            }
+        };
+        if let Some(compiled) = recompiled {
+            tracing::info!(
+                version,
+                "compiled again: this host's engine cannot load the stored compiled code (another wasmtime or other engine settings); it is stored in its place"
+            );
+            if let Err(error) = self
+                .apps
+                .store_compiled(version.to_string(), compiled)
+                .await
+            {
+                // It runs anyway; the next start compiles it again.
+                tracing::warn!(%error, version, "the new compiled code could not be stored");
             }
         }
         Ok(Ok(()))

@@ -51,6 +51,33 @@ pub fn durango_bin() -> PathBuf {
         .unwrap_or_else(|| target_dir().join("debug/durango"))
 }
 
+/// A command running `durango` under these resource limits (`("RLIMIT_AS",
+/// bytes)`, as Python's `resource` names them), or plainly without any.
+pub fn durango_command(limits: &[(&str, u64)]) -> Command {
+    if limits.is_empty() {
+        return Command::new(durango_bin());
+    }
+    let limits: Vec<String> = limits
+        .iter()
+        .map(|(name, limit)| format!("{name}={limit}"))
+        .collect();
+    // Writes past a file size limit then fail with EFBIG instead of
+    // killing the process with SIGXFSZ, as writes to a full disk fail.
+    let mut wrapper = Command::new("python3");
+    wrapper.args([
+        "-c",
+        "import os, resource, signal, sys\n\
+         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n\
+         for limit in sys.argv[1].split(','):\n\
+         \x20   name, value = limit.split('=')\n\
+         \x20   resource.setrlimit(getattr(resource, name), (int(value), int(value)))\n\
+         os.execv(sys.argv[2], sys.argv[2:])",
+        &limits.join(","),
+    ]);
+    wrapper.arg(durango_bin());
+    wrapper
+}
+
 /// `durango ARGS` as a client of `host` (its URL and the system key in the
 /// environment).
 pub fn cli(host: &Host, args: &[&str]) -> std::process::Output {
@@ -456,32 +483,14 @@ impl Host {
     }
 
     fn launch(&mut self) {
-        let limits: Vec<String> = [
+        let limits: Vec<(&str, u64)> = [
             ("RLIMIT_FSIZE", self.options.file_size_limit),
             ("RLIMIT_AS", self.options.address_space_limit),
         ]
-        .iter()
-        .filter_map(|(name, limit)| limit.map(|limit| format!("{name}={limit}")))
+        .into_iter()
+        .filter_map(|(name, limit)| Some((name, limit?)))
         .collect();
-        let mut command = if limits.is_empty() {
-            Command::new(durango_bin())
-        } else {
-            // Writes past a file size limit then fail with EFBIG instead of
-            // killing the process with SIGXFSZ, as writes to a full disk fail.
-            let mut wrapper = Command::new("python3");
-            wrapper.args([
-                "-c",
-                "import os, resource, signal, sys\n\
-                 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n\
-                 for limit in sys.argv[1].split(','):\n\
-                 \x20   name, value = limit.split('=')\n\
-                 \x20   resource.setrlimit(getattr(resource, name), (int(value), int(value)))\n\
-                 os.execv(sys.argv[2], sys.argv[2:])",
-                &limits.join(","),
-            ]);
-            wrapper.arg(durango_bin());
-            wrapper
-        };
+        let mut command = durango_command(&limits);
         command
             .arg("serve")
             .arg("--db")

@@ -1,7 +1,7 @@
 //! Misbehaving guests fail their own instance, with a message that says
 //! why, while the host and other instances carry on.
 
-use durango_e2e::{durango_bin, Host, HostOptions};
+use durango_e2e::{durango_command, Host, HostOptions};
 
 /// A host with tight guest limits. Only the runaway test needs the short
 /// step limit: a guest that allocates or recurses must meet its own limit
@@ -87,12 +87,9 @@ fn guests_run_with_bounds_checks_where_the_address_space_is_short() {
 #[test]
 fn too_little_address_space_stops_the_start_with_a_clear_message() {
     let dir = tempfile::tempdir().expect("temporary folder");
-    let output = std::process::Command::new("sh")
-        .arg("-c")
-        .arg("ulimit -v 16000000; exec \"$0\" serve --db \"$1\" --listen 127.0.0.1:0")
-        .arg(durango_bin())
+    let output = durango_command(&[("RLIMIT_AS", 16 << 30)])
+        .args(["serve", "--listen", "127.0.0.1:0", "--db"])
         .arg(dir.path().join("durango.db"))
-        .env_remove("DURANGO_DB")
         .output()
         .expect("run durango serve");
     assert!(!output.status.success());

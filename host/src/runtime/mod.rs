@@ -33,7 +33,7 @@ use crate::metrics::{self, Metrics, TrapKind};
 use crate::settings::Settings;
 
 /// How a guest's linear memory sits in the pool's address space.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy)]
 enum MemoryLayout {
     /// wasmtime's default: 4 GiB reserved for each memory, with guard
     /// regions, so compiled code needs no bounds check on a load or store
