@@ -243,6 +243,9 @@ fn run_server(
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     #[cfg(target_os = "linux")]
     runtime.on_thread_start(behind_the_writer);
+    runtime
+        .on_thread_park(durango::trace::flush_thread)
+        .on_thread_stop(durango::trace::flush_thread);
     let outcome = runtime.enable_all().build()?.block_on(task);
     telemetry.shutdown();
     outcome

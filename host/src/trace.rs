@@ -60,6 +60,16 @@ fn exporting() -> Option<&'static export::Exporter> {
     EXPORTER.get()
 }
 
+/// Hands the spans this thread ended over to the exporter; from then on
+/// the thread keeps the spans it ends until its next call (or a chunk's
+/// worth). For threads that call it whenever they idle and as they stop:
+/// tokio's workers (main.rs).
+pub fn flush_thread() {
+    if let Some(exporter) = exporting() {
+        exporter.flush_thread();
+    }
+}
+
 /// What a server process installed; `shutdown` exports the spans still
 /// queued.
 pub struct Telemetry;
@@ -150,22 +160,35 @@ impl Context {
 }
 
 /// Decodes hex digits (either case) into `out`, all of them or nothing.
+/// Every span but a trace's root decodes its parent's ids: by table, and
+/// the digits' validity checked once for all of them.
 fn hex_into(digits: &[u8], out: &mut [u8]) -> Option<()> {
+    /// A digit's value, or 0x10 for what is not a hex digit.
+    const NIBBLE: [u8; 256] = {
+        let mut table = [0x10u8; 256];
+        let mut i = 0;
+        while i < 10 {
+            table[b'0' as usize + i] = i as u8;
+            i += 1;
+        }
+        let mut i = 0;
+        while i < 6 {
+            table[b'a' as usize + i] = 10 + i as u8;
+            table[b'A' as usize + i] = 10 + i as u8;
+            i += 1;
+        }
+        table
+    };
     if digits.len() != out.len() * 2 {
         return None;
     }
-    let nibble = |digit: u8| -> Option<u8> {
-        match digit {
-            b'0'..=b'9' => Some(digit - b'0'),
-            b'a'..=b'f' => Some(digit - b'a' + 10),
-            b'A'..=b'F' => Some(digit - b'A' + 10),
-            _ => None,
-        }
-    };
+    let mut invalid = 0;
     for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
-        *byte = nibble(pair[0])? << 4 | nibble(pair[1])?;
+        let (high, low) = (NIBBLE[usize::from(pair[0])], NIBBLE[usize::from(pair[1])]);
+        invalid |= high | low;
+        *byte = high << 4 | (low & 0xf);
     }
-    Some(())
+    (invalid & 0x10 == 0).then_some(())
 }
 
 /// Appends `bytes` in lower-case hex (spans make several a span: no

@@ -1,12 +1,14 @@
-//! The span exporter: a span is encoded where it ends (otlp.rs) and its
-//! bytes go onto a bounded queue of batches; a thread of its own takes the
-//! batches off and posts them to the collector over OTLP/HTTP. Only bytes
+//! The span exporter: a span is encoded where it ends (otlp.rs), into its
+//! thread's buffer, whose chunks go onto a bounded queue; a thread of its
+//! own takes a batch's worth off and posts it to the collector over
+//! OTLP/HTTP. Only bytes
 //! cross threads, in buffers that are reused: a span's own allocations are
 //! freed on the thread that made them (freeing them on the export thread
 //! cost the allocator more than the spans themselves). Its settings are
 //! the OpenTelemetry specification's environment variables, read once at
 //! start.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -172,49 +174,70 @@ pub struct Exporter {
     pub(super) sampler: Sampler,
     encoder: Encoder,
     queue: Mutex<Queue>,
-    /// Told when a batch is full or the process stops.
+    /// Told when a batch's worth is queued or the process stops.
     ready: Condvar,
     max_queue: usize,
     max_batch: usize,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
-/// Ended spans, `max_batch` at most. They are encoded on the export
-/// thread: on the hosts' workers a span's every microsecond is paid
-/// several times over, as it delays the group commits behind it.
-type Batch = Vec<Record>;
+/// Spans encoded by one thread, and how many.
+#[derive(Default)]
+struct Chunk {
+    bytes: Vec<u8>,
+    spans: usize,
+}
 
 #[derive(Default)]
 struct Queue {
-    /// Full batches, oldest first.
-    full: VecDeque<Batch>,
-    filling: Batch,
-    /// Spans in `full` and `filling`.
+    /// Handed-over chunks, oldest first.
+    chunks: VecDeque<Chunk>,
+    /// Spans in `chunks`.
     queued: usize,
-    /// Batches the export thread is done with, for reuse.
-    spare: Vec<Batch>,
+    /// Buffers the export thread is done with, for reuse.
+    spare: Vec<Vec<u8>>,
     /// Spans refused since the last report: the queue was full.
     dropped: u64,
     stopping: bool,
 }
 
-/// Emptied batches kept for reuse: enough for the batches in flight.
-const SPARE_BUFFERS: usize = 4;
+/// Emptied buffers kept for reuse: enough for the chunks in flight.
+const SPARE_BUFFERS: usize = 64;
+
+/// Spans a thread that hands over when it idles (`flush_thread`) keeps
+/// before it hands them over anyway.
+const LOCAL_SPANS: usize = 64;
+
+/// The spans this thread encoded and has not handed over yet. A span is
+/// encoded where it ends, into its thread's own buffer: the hosts' workers
+/// end thousands a second, and one lock and one hand-over for a chunk of
+/// them costs a fraction of one each (nor do their records cross threads:
+/// what a record holds is freed where it was made).
+#[derive(Default)]
+struct Local {
+    chunk: Chunk,
+    /// Whether the thread hands over when it idles (set by its first
+    /// `flush_thread`); other threads hand over each span at once.
+    keeps: bool,
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        if let Some(exporter) = super::exporting() {
+            exporter.hand_over(&mut self.chunk);
+        }
+    }
+}
+
+thread_local! {
+    static LOCAL: RefCell<Local> = RefCell::new(Local::default());
+}
 
 impl Exporter {
     /// Makes the exporter `place` holds and starts its thread (nothing if
     /// there already is one).
     pub fn start(settings: Settings, place: &'static std::sync::OnceLock<Exporter>) {
-        let exporter = Exporter {
-            sampler: settings.sampler.clone(),
-            encoder: Encoder::new(settings.format, &settings.resource),
-            queue: Mutex::new(Queue::default()),
-            ready: Condvar::new(),
-            max_queue: settings.max_queue,
-            max_batch: settings.max_batch,
-            thread: Mutex::new(None),
-        };
-        if place.set(exporter).is_err() {
+        if place.set(Exporter::new(&settings)).is_err() {
             return;
         }
         let exporter = place.get().expect("just set");
@@ -226,25 +249,82 @@ impl Exporter {
         *exporter.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
     }
 
-    /// Queues an ended span; refused (and counted) when the queue is full,
-    /// so a slow collector never holds up an instance or grows memory.
+    fn new(settings: &Settings) -> Exporter {
+        Exporter {
+            sampler: settings.sampler.clone(),
+            encoder: Encoder::new(settings.format, &settings.resource),
+            queue: Mutex::new(Queue::default()),
+            ready: Condvar::new(),
+            max_queue: settings.max_queue,
+            max_batch: settings.max_batch,
+            thread: Mutex::new(None),
+        }
+    }
+
+    /// Encodes an ended span into this thread's chunk, and hands the chunk
+    /// over when the thread does not keep one or it is full.
     pub fn push(&self, record: Record) {
-        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        if queue.queued >= self.max_queue {
-            queue.dropped += 1;
+        let kept = LOCAL.try_with(|local| {
+            let mut local = local.borrow_mut();
+            self.encoder.append_span(&mut local.chunk.bytes, &record);
+            local.chunk.spans += 1;
+            if !local.keeps || local.chunk.spans >= LOCAL_SPANS {
+                self.hand_over(&mut local.chunk);
+            }
+        });
+        if kept.is_err() {
+            // The thread is ending: its chunk is gone already.
+            let mut chunk = Chunk::default();
+            self.encoder.append_span(&mut chunk.bytes, &record);
+            chunk.spans = 1;
+            self.hand_over(&mut chunk);
+        }
+    }
+
+    /// Hands this thread's spans over now, and from now on keeps spans
+    /// until the next call (or `LOCAL_SPANS` of them): tokio's workers call
+    /// it whenever they idle and as they stop.
+    pub fn flush_thread(&self) {
+        let _ = LOCAL.try_with(|local| {
+            let mut local = local.borrow_mut();
+            local.keeps = true;
+            self.hand_over(&mut local.chunk);
+        });
+    }
+
+    /// Queues `chunk`'s spans (refused and counted when the queue is full,
+    /// so a slow collector never holds up an instance or grows memory) and
+    /// leaves it empty.
+    fn hand_over(&self, chunk: &mut Chunk) {
+        if chunk.spans == 0 {
             return;
         }
-        queue.filling.push(record);
-        queue.queued += 1;
-        if queue.filling.len() == self.max_batch {
-            let full = queue.take_filling();
-            queue.full.push_back(full);
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if queue.queued + chunk.spans > self.max_queue {
+            queue.dropped += chunk.spans as u64;
+            chunk.bytes.clear();
+            chunk.spans = 0;
+            return;
+        }
+        let before = queue.queued;
+        queue.queued += chunk.spans;
+        let spare = queue.spare.pop().unwrap_or_default();
+        let full = std::mem::replace(
+            chunk,
+            Chunk {
+                bytes: spare,
+                spans: 0,
+            },
+        );
+        queue.chunks.push_back(full);
+        if before < self.max_batch && queue.queued >= self.max_batch {
             self.ready.notify_one();
         }
     }
 
     /// Exports what is queued, then stops the thread.
     pub fn shutdown(&self) {
+        self.flush_thread();
         self.queue
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -258,11 +338,12 @@ impl Exporter {
 
     fn run(&self, mut poster: Poster) {
         stand_back();
+        let mut batch = Vec::new();
         loop {
-            let (mut batch, dropped, stopping) = {
+            let (dropped, stopping) = {
                 let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
                 let due = Instant::now() + poster.schedule_delay;
-                while queue.full.is_empty() && !queue.stopping {
+                while queue.queued < self.max_batch && !queue.stopping {
                     let now = Instant::now();
                     if now >= due {
                         break;
@@ -273,15 +354,18 @@ impl Exporter {
                         .unwrap_or_else(|e| e.into_inner())
                         .0;
                 }
-                // A full batch, else (the delay is up, or stopping) what
-                // there is.
-                let batch = match queue.full.pop_front() {
-                    Some(batch) => batch,
-                    None => queue.take_filling(),
-                };
-                queue.queued -= batch.len();
-                let stopping = queue.stopping;
-                (batch, std::mem::take(&mut queue.dropped), stopping)
+                // A batch's worth (chunks are whole: it may go a chunk
+                // over), else (the delay is up, or stopping) what there is.
+                let mut spans = 0;
+                while spans < self.max_batch {
+                    let Some(chunk) = queue.chunks.pop_front() else {
+                        break;
+                    };
+                    spans += chunk.spans;
+                    batch.push(chunk);
+                }
+                queue.queued -= spans;
+                (std::mem::take(&mut queue.dropped), queue.stopping)
             };
             if dropped > 0 {
                 tracing::warn!(
@@ -290,12 +374,14 @@ impl Exporter {
                 );
             }
             let sent = batch.is_empty() || poster.post(&self.encoder, &batch);
-            // The records are dropped here, outside the lock.
-            batch.clear();
             let left = {
                 let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-                if queue.spare.len() < SPARE_BUFFERS {
-                    queue.spare.push(batch);
+                for chunk in batch.drain(..) {
+                    if queue.spare.len() < SPARE_BUFFERS {
+                        let mut bytes = chunk.bytes;
+                        bytes.clear();
+                        queue.spare.push(bytes);
+                    }
                 }
                 queue.queued
             };
@@ -308,14 +394,6 @@ impl Exporter {
                 return;
             }
         }
-    }
-}
-
-impl Queue {
-    /// The batch being filled, replaced by an empty one.
-    fn take_filling(&mut self) -> Batch {
-        let spare = self.spare.pop().unwrap_or_default();
-        std::mem::replace(&mut self.filling, spare)
     }
 }
 
@@ -365,10 +443,10 @@ impl Poster {
 
     /// Posts a batch; whether the collector took it. A failed batch is
     /// dropped (it would only grow behind a collector that is down).
-    fn post(&mut self, encoder: &Encoder, batch: &Batch) -> bool {
+    fn post(&mut self, encoder: &Encoder, batch: &[Chunk]) -> bool {
         self.spans.clear();
-        for record in batch {
-            encoder.append_span(&mut self.spans, record);
+        for chunk in batch {
+            self.spans.extend_from_slice(&chunk.bytes);
         }
         encoder.request(&self.spans, &mut self.body);
         let mut request = self
@@ -404,7 +482,7 @@ impl Poster {
             }
             Err(error) => {
                 if !std::mem::replace(&mut self.failing, true) {
-                    tracing::warn!(url = %self.url, %error, spans = batch.len(), "cannot export spans; dropping them until the collector answers");
+                    tracing::warn!(url = %self.url, %error, spans = batch.iter().map(|c| c.spans).sum::<usize>(), "cannot export spans; dropping them until the collector answers");
                 }
                 false
             }
@@ -500,6 +578,84 @@ mod tests {
         ])
         .unwrap()
         .is_none());
+    }
+
+    fn queued(exporter: &Exporter) -> (usize, u64) {
+        let queue = exporter.queue.lock().unwrap();
+        (queue.queued, queue.dropped)
+    }
+
+    fn record() -> Record {
+        Record {
+            name: "episode",
+            trace_id: [1; 16],
+            span_id: [2; 8],
+            parent_span_id: [3; 8],
+            start_ns: 1,
+            end_ns: 2,
+            attributes: vec![("instance_id", "i".into())],
+            events: Vec::new(),
+            failed: false,
+        }
+    }
+
+    #[test]
+    fn a_worker_hands_its_spans_over_in_chunks_and_a_full_queue_refuses_them() {
+        let exporter = Exporter::new(
+            &settings(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+                ("OTEL_BSP_MAX_QUEUE_SIZE", "100"),
+            ])
+            .unwrap()
+            .unwrap(),
+        );
+        // A thread of its own: what a thread keeps is per thread.
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                exporter.push(record());
+                assert_eq!(
+                    queued(&exporter),
+                    (1, 0),
+                    "a thread that never idled hands each span over"
+                );
+                exporter.flush_thread();
+                for _ in 0..10 {
+                    exporter.push(record());
+                }
+                assert_eq!(
+                    queued(&exporter),
+                    (1, 0),
+                    "a worker keeps its spans until it idles"
+                );
+                exporter.flush_thread();
+                assert_eq!(queued(&exporter), (11, 0));
+                for _ in 0..LOCAL_SPANS {
+                    exporter.push(record());
+                }
+                assert_eq!(
+                    queued(&exporter),
+                    (75, 0),
+                    "or until it holds a chunk's worth"
+                );
+                for _ in 0..LOCAL_SPANS {
+                    exporter.push(record());
+                }
+                assert_eq!(
+                    queued(&exporter),
+                    (75, 64),
+                    "past the queue's bound a chunk is refused"
+                );
+            });
+        });
+        let queue = exporter.queue.lock().unwrap();
+        let mut one = Vec::new();
+        exporter.encoder.append_span(&mut one, &record());
+        let bytes: usize = queue.chunks.iter().map(|c| c.bytes.len()).sum();
+        assert_eq!(
+            bytes,
+            75 * one.len(),
+            "the queue holds the spans' encodings"
+        );
     }
 
     #[test]
