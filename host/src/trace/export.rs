@@ -609,42 +609,47 @@ mod tests {
             .unwrap()
             .unwrap(),
         );
+        let push = |spans: usize| (0..spans).for_each(|_| exporter.push(record()));
         // A thread of its own: what a thread keeps is per thread.
         std::thread::scope(|scope| {
             scope.spawn(|| {
-                exporter.push(record());
-                assert_eq!(
-                    queued(&exporter),
-                    (1, 0),
-                    "a thread that never idled hands each span over"
-                );
-                exporter.flush_thread();
-                for _ in 0..10 {
-                    exporter.push(record());
+                let steps: [(fn(&Exporter), usize, (usize, u64), &str); 5] = [
+                    (
+                        |_| {},
+                        1,
+                        (1, 0),
+                        "a thread that never idled hands each span over",
+                    ),
+                    (
+                        Exporter::flush_thread,
+                        10,
+                        (1, 0),
+                        "a worker keeps its spans until it idles",
+                    ),
+                    (
+                        Exporter::flush_thread,
+                        0,
+                        (11, 0),
+                        "and hands them over then",
+                    ),
+                    (
+                        |_| {},
+                        LOCAL_SPANS,
+                        (75, 0),
+                        "or once it holds a chunk's worth",
+                    ),
+                    (
+                        |_| {},
+                        LOCAL_SPANS,
+                        (75, 64),
+                        "past the queue's bound a chunk is refused",
+                    ),
+                ];
+                for (before, spans, expected, what) in steps {
+                    before(&exporter);
+                    push(spans);
+                    assert_eq!(queued(&exporter), expected, "{what}");
                 }
-                assert_eq!(
-                    queued(&exporter),
-                    (1, 0),
-                    "a worker keeps its spans until it idles"
-                );
-                exporter.flush_thread();
-                assert_eq!(queued(&exporter), (11, 0));
-                for _ in 0..LOCAL_SPANS {
-                    exporter.push(record());
-                }
-                assert_eq!(
-                    queued(&exporter),
-                    (75, 0),
-                    "or until it holds a chunk's worth"
-                );
-                for _ in 0..LOCAL_SPANS {
-                    exporter.push(record());
-                }
-                assert_eq!(
-                    queued(&exporter),
-                    (75, 64),
-                    "past the queue's bound a chunk is refused"
-                );
             });
         });
         let queue = exporter.queue.lock().unwrap();
