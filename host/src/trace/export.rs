@@ -613,40 +613,33 @@ mod tests {
         // A thread of its own: what a thread keeps is per thread.
         std::thread::scope(|scope| {
             scope.spawn(|| {
-                let steps: [(fn(&Exporter), usize, (usize, u64), &str); 5] = [
+                // (idle first, spans pushed, (queued, dropped) after, why)
+                let steps = [
                     (
-                        |_| {},
+                        false,
                         1,
                         (1, 0),
                         "a thread that never idled hands each span over",
                     ),
+                    (true, 10, (1, 0), "a worker keeps its spans until it idles"),
+                    (true, 0, (11, 0), "and hands them over then"),
                     (
-                        Exporter::flush_thread,
-                        10,
-                        (1, 0),
-                        "a worker keeps its spans until it idles",
-                    ),
-                    (
-                        Exporter::flush_thread,
-                        0,
-                        (11, 0),
-                        "and hands them over then",
-                    ),
-                    (
-                        |_| {},
+                        false,
                         LOCAL_SPANS,
                         (75, 0),
                         "or once it holds a chunk's worth",
                     ),
                     (
-                        |_| {},
+                        false,
                         LOCAL_SPANS,
                         (75, 64),
                         "past the queue's bound a chunk is refused",
                     ),
                 ];
-                for (before, spans, expected, what) in steps {
-                    before(&exporter);
+                for (idle, spans, expected, what) in steps {
+                    if idle {
+                        exporter.flush_thread();
+                    }
                     push(spans);
                     assert_eq!(queued(&exporter), expected, "{what}");
                 }
