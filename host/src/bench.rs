@@ -386,6 +386,7 @@ impl Bench {
         }
         let total = self.args.orchestrations;
         let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let commits_before = host.metrics.store.group_commits();
         let started = Instant::now();
         let mut clients = Vec::new();
         for client in 0..self.args.concurrency {
@@ -415,8 +416,11 @@ impl Bench {
         let elapsed = started.elapsed().as_secs_f64();
         let (p50, p99, max) = percentiles(&mut latencies);
         let rate = latencies.len() as f64 / elapsed;
+        let commits_after = host.metrics.store.group_commits();
+        let commits = commits_after.0 - commits_before.0;
+        let per_commit = (commits_after.1 - commits_before.1) as f64 / commits.max(1) as f64;
         println!(
-            "{orchestrator:<16} {activities} activities  {:>7.0} orchestrations/s  p50 {p50:.1} ms  p99 {p99:.1} ms  max {max:.1} ms  ({} in {elapsed:.1} s, concurrency {})",
+            "{orchestrator:<16} {activities} activities  {:>7.0} orchestrations/s  p50 {p50:.1} ms  p99 {p99:.1} ms  max {max:.1} ms  ({} in {elapsed:.1} s, concurrency {}; {commits} group commits, {per_commit:.1} transactions each)",
             rate,
             latencies.len(),
             self.args.concurrency
@@ -424,7 +428,8 @@ impl Bench {
         Ok(
             json!({"scenario": orchestrator, "activities": activities, "orchestrations": latencies.len(),
                   "per_second": rate, "p50_ms": p50, "p99_ms": p99, "max_ms": max,
-                  "concurrency": self.args.concurrency}),
+                  "concurrency": self.args.concurrency, "group_commits": commits,
+                  "transactions_per_commit": per_commit}),
         )
     }
 

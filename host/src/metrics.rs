@@ -13,7 +13,8 @@
 //! (bounded by the deployed apps, and capped here), a trap kind, a route
 //! template and an HTTP status code.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -124,6 +125,9 @@ pub struct StoreMetrics {
     episodes: Histogram,
     commit: Histogram,
     sync: Histogram,
+    /// Group commits and the transactions they carried, as running totals
+    /// a process can read (the histograms only encode).
+    totals: Arc<[AtomicU64; 2]>,
 }
 
 impl StoreMetrics {
@@ -135,6 +139,7 @@ impl StoreMetrics {
             episodes: Histogram::new(batch_buckets()),
             commit: Histogram::new(latency_buckets()),
             sync: Histogram::new(latency_buckets()),
+            totals: Arc::default(),
         }
     }
 
@@ -152,6 +157,17 @@ impl StoreMetrics {
         self.episodes.observe(episodes as f64);
         self.commit.observe(total.as_secs_f64());
         self.sync.observe(sync.as_secs_f64());
+        self.totals[0].fetch_add(1, Ordering::Relaxed);
+        self.totals[1].fetch_add(transactions as u64, Ordering::Relaxed);
+    }
+
+    /// Group commits so far, and the logical transactions they carried.
+    pub fn group_commits(&self) -> (u64, u64) {
+        let [commits, transactions] = &*self.totals;
+        (
+            commits.load(Ordering::Relaxed),
+            transactions.load(Ordering::Relaxed),
+        )
     }
 }
 

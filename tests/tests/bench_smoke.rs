@@ -95,6 +95,12 @@ fn every_benchmark_scenario_runs_and_reports() {
     assert_eq!(report("E1_HelloSequence")["orchestrations"], 20);
     assert_eq!(report("E1_HelloSequenceJs")["orchestrations"], 20);
     assert_eq!(report("E1_HelloSequencePy")["orchestrations"], 20);
+    // Each orchestration commits its start and three more episodes: the
+    // group commits carry at least those, however they were grouped.
+    let hello = report("E1_HelloSequence");
+    let commits = hello["group_commits"].as_u64().unwrap();
+    let carried = commits as f64 * hello["transactions_per_commit"].as_f64().unwrap();
+    assert!(commits >= 1 && carried >= 80.0 - 1e-6, "{hello}");
     for scenario in ["interaction", "interaction-js", "interaction-py"] {
         let interaction = report(scenario);
         assert!(interaction["p99_ms"].as_f64().is_some(), "{interaction}");
