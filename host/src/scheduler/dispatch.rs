@@ -581,6 +581,9 @@ async fn commit_round(
     };
     let history_len = then.history_len + episode.commit.events.len();
     episode.commit.fence = sched.ownership.fence(id);
+    episode.commit.deferrable = !durable.created
+        && !changed.is_some_and(RuntimeStatus::is_terminal)
+        && durable.consumed.is_empty();
     let committing = sched.store.commit_episode(episode.commit);
     let pk = if durable.created {
         match committing.await? {

@@ -341,6 +341,10 @@ pub struct EpisodeCommit {
     pub creates: Option<InstanceRow>,
     /// The lease it commits under, when hosts share the database.
     pub fence: Option<Fence>,
+    /// Nobody waits for this commit (it neither creates its instance, nor
+    /// ends it, nor consumes a message someone raised): a store may hold it
+    /// back briefly to commit it with the next one somebody does wait for.
+    pub deferrable: bool,
 }
 
 /// How an episode's commit went.

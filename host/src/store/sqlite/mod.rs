@@ -15,7 +15,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
-use writer::Writer;
+use writer::{Kind, Writer};
 
 use super::{Durability, StoreError, StoreFuture};
 use crate::metrics::StoreMetrics;
@@ -100,7 +100,7 @@ impl SqliteStore {
         let checkpoints = Connection::open(path)?;
         checkpoints.busy_timeout(std::time::Duration::from_secs(5))?;
         Ok(SqliteStore {
-            writer: Writer::start(conn, checkpoints, metrics)?,
+            writer: Writer::start(conn, checkpoints, metrics, writer::DEFER_WINDOW)?,
             reads,
         })
     }
@@ -128,16 +128,21 @@ impl SqliteStore {
         R: Send + 'static,
         F: Fn(&Connection) -> rusqlite::Result<R> + Send + 'static,
     {
-        Box::pin(self.writer.write(false, work))
+        Box::pin(self.writer.write(Kind::Other, work))
     }
 
-    /// `write`, for an episode's commit.
-    fn write_episode<R, F>(&self, work: F) -> StoreFuture<R>
+    /// `write`, for an episode's commit (see `EpisodeCommit::deferrable`).
+    fn write_episode<R, F>(&self, deferrable: bool, work: F) -> StoreFuture<R>
     where
         R: Send + 'static,
         F: Fn(&Connection) -> rusqlite::Result<R> + Send + 'static,
     {
-        Box::pin(self.writer.write(true, work))
+        let kind = if deferrable {
+            Kind::DeferrableEpisode
+        } else {
+            Kind::Episode
+        };
+        Box::pin(self.writer.write(kind, work))
     }
 }
 

@@ -6,6 +6,15 @@
 //! transaction in its own savepoint, so the failing one rolls back alone.
 //! (Savepoints on every transaction would copy each page it touches to the
 //! statement journal; the common case needs none.)
+//!
+//! A commit costs much the same for one transaction as for ten (its WAL
+//! pages, its sync), and an episode whose commit nobody waits for (see
+//! `EpisodeCommit::deferrable`) need not be on disk at once: its instance
+//! goes on regardless, and what the outside sees waits for the commit. So
+//! a batch of only such transactions waits, up to `DEFER_WINDOW`, for one
+//! somebody waits for, and they commit together. Where guest calls are
+//! long (JavaScript, Python) the writer otherwise commits nearly every
+//! episode alone (BENCHMARKS.md, sessions 14 and 15).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -21,6 +30,12 @@ use crate::metrics::StoreMetrics;
 
 /// Most transactions folded into one commit.
 const MAX_BATCH: usize = 512;
+
+/// The longest a batch of deferrable episodes waits for a commit somebody
+/// waits for. Longer than a sync (0.1-1 ms here), so that one usually
+/// comes on a busy host; short beside anything a person could notice (the
+/// status of an instance that is still running, a child's start).
+pub(crate) const DEFER_WINDOW: Duration = Duration::from_millis(2);
 
 /// Commits between two checkpoints. The writer's connection does not
 /// checkpoint itself (that would stall every caller of the commit that
@@ -47,13 +62,21 @@ trait Job: Send {
     fn run(&mut self, conn: &Connection) -> bool;
     /// Tells the caller once the commit's fate is known.
     fn finish(self: Box<Self>, committed: Result<(), StoreError>);
-    /// Whether it is an episode's commit (for the metrics).
-    fn is_episode(&self) -> bool;
+    fn kind(&self) -> Kind;
+}
+
+/// What a transaction is, for the metrics and for when it commits.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Kind {
+    Other,
+    Episode,
+    /// An episode's commit nobody waits for.
+    DeferrableEpisode,
 }
 
 struct Transaction<R, F> {
     work: F,
-    episode: bool,
+    kind: Kind,
     outcome: Option<rusqlite::Result<R>>,
     reply: oneshot::Sender<Result<R, StoreError>>,
 }
@@ -79,8 +102,8 @@ where
         let _ = self.reply.send(result);
     }
 
-    fn is_episode(&self) -> bool {
-        self.episode
+    fn kind(&self) -> Kind {
+        self.kind
     }
 }
 
@@ -91,11 +114,13 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// Starts the writer on `conn` and the checkpointer on `checkpoints`
-    /// (a second connection to the same file).
+    /// (a second connection to the same file); deferrable episodes wait up
+    /// to `defer_window` (`DEFER_WINDOW`, but for tests).
     pub(crate) fn start(
         conn: Connection,
         checkpoints: Connection,
         metrics: StoreMetrics,
+        defer_window: Duration,
     ) -> rusqlite::Result<Writer> {
         conn.execute_batch("PRAGMA wal_autocheckpoint=0")?;
         let (jobs, queue) = mpsc::channel::<Box<dyn Job>>();
@@ -104,7 +129,7 @@ impl Writer {
         let frames = wal_frames.clone();
         thread::Builder::new()
             .name("durango-writer".into())
-            .spawn(move || run(conn, queue, due, &frames, &metrics))
+            .spawn(move || run(conn, queue, due, &frames, &metrics, defer_window))
             .expect("spawn the SQLite writer thread");
         thread::Builder::new()
             .name("durango-checkpoint".into())
@@ -113,13 +138,13 @@ impl Writer {
         Ok(Writer { jobs })
     }
 
-    /// Queues `work` (an episode's commit, or not) for the next group commit at once (transactions
-    /// commit in the order they were queued); the future resolves once it
-    /// is on disk. `work` may run more than once (after a rollback caused
+    /// Queues `work` (of `kind`) for the next group commit at once
+    /// (transactions commit in the order they were queued); the future
+    /// resolves once it is on disk. `work` may run more than once (after a rollback caused
     /// by another transaction), so it must only touch the database.
     pub(crate) fn write<R, F>(
         &self,
-        episode: bool,
+        kind: Kind,
         work: F,
     ) -> impl Future<Output = Result<R, StoreError>>
     where
@@ -129,7 +154,7 @@ impl Writer {
         let (reply, answer) = oneshot::channel();
         let job = Box::new(Transaction {
             work,
-            episode,
+            kind,
             outcome: None,
             reply,
         });
@@ -147,13 +172,24 @@ fn run(
     checkpoint: mpsc::SyncSender<()>,
     wal_frames: &AtomicU32,
     metrics: &StoreMetrics,
+    defer_window: Duration,
 ) {
     let mut commits = 0u32;
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(job) => batch.push(job),
+        take_queued(&queue, &mut batch);
+        let deadline = Instant::now() + defer_window;
+        while batch.len() < MAX_BATCH
+            && batch
+                .iter()
+                .all(|job| job.kind() == Kind::DeferrableEpisode)
+        {
+            match queue.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(job) => {
+                    batch.push(job);
+                    take_queued(&queue, &mut batch);
+                }
+                // The window is over, or the store is going: commit now.
                 Err(_) => break,
             }
         }
@@ -161,7 +197,7 @@ fn run(
         let committed = commit(&conn, &mut batch);
         match &committed {
             Ok(sync) => {
-                let episodes = batch.iter().filter(|job| job.is_episode()).count();
+                let episodes = batch.iter().filter(|job| job.kind() != Kind::Other).count();
                 metrics.group_commit(batch.len(), episodes, began.elapsed(), *sync);
                 commits += 1;
                 if commits.is_multiple_of(COMMITS_PER_CHECKPOINT) {
@@ -180,6 +216,16 @@ fn run(
         let committed = committed.map(drop);
         for job in batch {
             job.finish(committed.clone());
+        }
+    }
+}
+
+/// Adds what is queued to `batch`, up to `MAX_BATCH`.
+fn take_queued(queue: &mpsc::Receiver<Box<dyn Job>>, batch: &mut Vec<Box<dyn Job>>) {
+    while batch.len() < MAX_BATCH {
+        match queue.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
         }
     }
 }
@@ -250,6 +296,7 @@ fn in_savepoint(conn: &Connection, job: &mut dyn Job) -> rusqlite::Result<()> {
 #[cfg(test)]
 mod tests {
     use std::cell::RefCell;
+    use std::path::PathBuf;
 
     use super::*;
 
@@ -258,6 +305,73 @@ mod tests {
         /// and what it was answered.
         static SECOND: RefCell<Option<Connection>> = const { RefCell::new(None) };
         static ANSWER: RefCell<Option<rusqlite::Result<Option<u32>>>> = const { RefCell::new(None) };
+    }
+
+    /// A writer on a fresh database in a folder of its own, whose
+    /// deferrable episodes wait far longer than any test: what ends a wait
+    /// is another commit, or the store going, never the clock.
+    fn writer_on(name: &str) -> (Writer, StoreMetrics, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("durango-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(x)")
+            .unwrap();
+        let metrics = StoreMetrics::unregistered();
+        let checkpoints = Connection::open(&path).unwrap();
+        let window = Duration::from_secs(600);
+        let writer = Writer::start(conn, checkpoints, metrics.clone(), window).unwrap();
+        (writer, metrics, dir)
+    }
+
+    fn insert(
+        writer: &Writer,
+        kind: Kind,
+        x: i64,
+    ) -> impl Future<Output = Result<usize, StoreError>> {
+        writer.write(kind, move |conn| {
+            conn.execute("INSERT INTO t VALUES (?1)", [x])
+        })
+    }
+
+    /// `future`'s output, which must come within a minute.
+    fn within<F: Future>(runtime: &tokio::runtime::Runtime, future: F) -> F::Output {
+        runtime
+            .block_on(async { tokio::time::timeout(Duration::from_secs(60), future).await })
+            .expect("committed within a minute")
+    }
+
+    #[test]
+    fn deferrable_episodes_wait_for_a_commit_somebody_waits_for() {
+        let (writer, metrics, dir) = writer_on("defer");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        // Not deferrable: at once, window or not.
+        for kind in [Kind::Other, Kind::Episode] {
+            assert_eq!(within(&runtime, insert(&writer, kind, 1)).unwrap(), 1);
+        }
+        assert_eq!(metrics.group_commits(), (2, 2));
+
+        // Two deferrable episodes wait; the next commit somebody waits for
+        // carries them.
+        let deferred: Vec<_> = (0..2)
+            .map(|x| insert(&writer, Kind::DeferrableEpisode, x))
+            .collect();
+        let awaited = insert(&writer, Kind::Episode, 2);
+        assert_eq!(within(&runtime, awaited).unwrap(), 1);
+        for write in deferred {
+            assert_eq!(within(&runtime, write).unwrap(), 1);
+        }
+        assert_eq!(metrics.group_commits(), (3, 5));
+
+        // A store going commits what waits.
+        let last = insert(&writer, Kind::DeferrableEpisode, 3);
+        drop(writer);
+        assert_eq!(within(&runtime, last).unwrap(), 1);
+        assert_eq!(metrics.group_commits(), (4, 6));
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

@@ -464,7 +464,7 @@ impl Episodes for SqliteStore {
     }
 
     fn commit_episode(&self, commit: EpisodeCommit) -> StoreFuture<EpisodeOutcome> {
-        self.write_episode(move |conn| {
+        self.write_episode(commit.deferrable, move |conn| {
             let id = commit.instance_id.as_str();
             let pk = match &commit.creates {
                 Some(row) => match insert_instance(conn, NewInstance::started(row))? {
