@@ -125,9 +125,14 @@ pub struct StoreMetrics {
     episodes: Histogram,
     commit: Histogram,
     sync: Histogram,
-    /// Group commits and the transactions they carried, as running totals
-    /// a process can read (the histograms only encode).
-    totals: Arc<[AtomicU64; 2]>,
+    /// Running totals a process can read (the histograms only encode).
+    totals: Arc<GroupCommitTotals>,
+}
+
+#[derive(Default)]
+struct GroupCommitTotals {
+    commits: AtomicU64,
+    transactions: AtomicU64,
 }
 
 impl StoreMetrics {
@@ -157,16 +162,17 @@ impl StoreMetrics {
         self.episodes.observe(episodes as f64);
         self.commit.observe(total.as_secs_f64());
         self.sync.observe(sync.as_secs_f64());
-        self.totals[0].fetch_add(1, Ordering::Relaxed);
-        self.totals[1].fetch_add(transactions as u64, Ordering::Relaxed);
+        self.totals.commits.fetch_add(1, Ordering::Relaxed);
+        self.totals
+            .transactions
+            .fetch_add(transactions as u64, Ordering::Relaxed);
     }
 
     /// Group commits so far, and the logical transactions they carried.
     pub fn group_commits(&self) -> (u64, u64) {
-        let [commits, transactions] = &*self.totals;
         (
-            commits.load(Ordering::Relaxed),
-            transactions.load(Ordering::Relaxed),
+            self.totals.commits.load(Ordering::Relaxed),
+            self.totals.transactions.load(Ordering::Relaxed),
         )
     }
 }

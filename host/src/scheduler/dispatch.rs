@@ -581,9 +581,7 @@ async fn commit_round(
     };
     let history_len = then.history_len + episode.commit.events.len();
     episode.commit.fence = sched.ownership.fence(id);
-    episode.commit.deferrable = !durable.created
-        && !changed.is_some_and(RuntimeStatus::is_terminal)
-        && durable.consumed.is_empty();
+    episode.commit.deferrable = !durable.awaited();
     let committing = sched.store.commit_episode(episode.commit);
     let pk = if durable.created {
         match committing.await? {
@@ -679,6 +677,15 @@ struct Durable {
 }
 
 impl Durable {
+    /// Whether somebody waits for the commit: the starter of an instance
+    /// it creates, whoever waits for the instance to end, or the sender of
+    /// a message it consumes (`EpisodeCommit::deferrable`).
+    fn awaited(&self) -> bool {
+        self.created
+            || self.changed.is_some_and(RuntimeStatus::is_terminal)
+            || !self.consumed.is_empty()
+    }
+
     fn act(self, sched: &Arc<Scheduler>, id: &str, committed: Committed) {
         if self.created {
             sched.signals.announce(id, RuntimeStatus::Pending, None);
@@ -879,5 +886,36 @@ fn trace_episode(span: &trace::Span, commit: &mut EpisodeCommit) {
             parent.as_deref(),
         );
         child.trace = start.traceparent();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_start_an_ending_or_a_consumed_message_is_awaited() {
+        let durable = |created, changed, consumed: &[i64]| Durable {
+            consumed: consumed.to_vec(),
+            created,
+            changed,
+            notify: false,
+            timers: vec![(1, 0)],
+        };
+        let step = durable(false, None, &[]);
+        assert!(!step.awaited(), "an episode that only goes on");
+        assert!(!durable(false, Some(RuntimeStatus::Running), &[]).awaited());
+        assert!(durable(true, Some(RuntimeStatus::Running), &[]).awaited());
+        for ended in [
+            RuntimeStatus::Completed,
+            RuntimeStatus::Failed,
+            RuntimeStatus::Terminated,
+        ] {
+            assert!(durable(false, Some(ended), &[]).awaited(), "{ended:?}");
+        }
+        assert!(
+            durable(false, None, &[7]).awaited(),
+            "a raised event consumed"
+        );
     }
 }

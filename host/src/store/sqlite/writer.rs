@@ -140,8 +140,9 @@ impl Writer {
 
     /// Queues `work` (of `kind`) for the next group commit at once
     /// (transactions commit in the order they were queued); the future
-    /// resolves once it is on disk. `work` may run more than once (after a rollback caused
-    /// by another transaction), so it must only touch the database.
+    /// resolves once it is on disk. `work` may run more than once (after a
+    /// rollback caused by another transaction), so it must only touch the
+    /// database.
     pub(crate) fn write<R, F>(
         &self,
         kind: Kind,
@@ -176,23 +177,7 @@ fn run(
 ) {
     let mut commits = 0u32;
     while let Ok(first) = queue.recv() {
-        let mut batch = vec![first];
-        take_queued(&queue, &mut batch);
-        let deadline = Instant::now() + defer_window;
-        while batch.len() < MAX_BATCH
-            && batch
-                .iter()
-                .all(|job| job.kind() == Kind::DeferrableEpisode)
-        {
-            match queue.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(job) => {
-                    batch.push(job);
-                    take_queued(&queue, &mut batch);
-                }
-                // The window is over, or the store is going: commit now.
-                Err(_) => break,
-            }
-        }
+        let mut batch = next_batch(first, &queue, defer_window);
         let began = Instant::now();
         let committed = commit(&conn, &mut batch);
         match &committed {
@@ -218,6 +203,37 @@ fn run(
             job.finish(committed.clone());
         }
     }
+}
+
+/// `first` and what is queued behind it. A batch of deferrable episodes
+/// only waits, up to `defer_window`, for a transaction somebody waits for,
+/// or for the store to go.
+fn next_batch(
+    first: Box<dyn Job>,
+    queue: &mpsc::Receiver<Box<dyn Job>>,
+    defer_window: Duration,
+) -> Vec<Box<dyn Job>> {
+    let mut batch = vec![first];
+    take_queued(queue, &mut batch);
+    let deadline = Instant::now() + defer_window;
+    // Jobs before `checked` are known to be deferrable.
+    let mut checked = 0;
+    while batch.len() < MAX_BATCH
+        && batch[checked..]
+            .iter()
+            .all(|job| job.kind() == Kind::DeferrableEpisode)
+    {
+        checked = batch.len();
+        match queue.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(job) => {
+                batch.push(job);
+                take_queued(queue, &mut batch);
+            }
+            // The window is over, or the store is going: commit now.
+            Err(_) => break,
+        }
+    }
+    batch
 }
 
 /// Adds what is queued to `batch`, up to `MAX_BATCH`.
@@ -354,11 +370,18 @@ mod tests {
         }
         assert_eq!(metrics.group_commits(), (2, 2));
 
-        // Two deferrable episodes wait; the next commit somebody waits for
-        // carries them.
-        let deferred: Vec<_> = (0..2)
-            .map(|x| insert(&writer, Kind::DeferrableEpisode, x))
+        // Two deferrable episodes wait: with nothing else to do, the writer
+        // still holds them a while later (the one thing a test can check
+        // of a commit that must not happen yet; the window is 600 s). The
+        // next commit somebody waits for carries them.
+        let mut deferred: Vec<_> = (0..2)
+            .map(|x| Box::pin(insert(&writer, Kind::DeferrableEpisode, x)))
             .collect();
+        let a_while = Duration::from_millis(100);
+        let early =
+            runtime.block_on(async { tokio::time::timeout(a_while, deferred[0].as_mut()).await });
+        assert!(early.is_err(), "a deferrable episode committed alone");
+        assert_eq!(metrics.group_commits(), (2, 2));
         let awaited = insert(&writer, Kind::Episode, 2);
         assert_eq!(within(&runtime, awaited).unwrap(), 1);
         for write in deferred {
