@@ -386,7 +386,7 @@ impl Bench {
         }
         let total = self.args.orchestrations;
         let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let commits_before = host.metrics.store.group_commits();
+        let (commits_before, carried_before) = host.metrics.store.group_commits();
         let started = Instant::now();
         let mut clients = Vec::new();
         for client in 0..self.args.concurrency {
@@ -416,9 +416,9 @@ impl Bench {
         let elapsed = started.elapsed().as_secs_f64();
         let (p50, p99, max) = percentiles(&mut latencies);
         let rate = latencies.len() as f64 / elapsed;
-        let commits_after = host.metrics.store.group_commits();
-        let commits = commits_after.0 - commits_before.0;
-        let per_commit = (commits_after.1 - commits_before.1) as f64 / commits.max(1) as f64;
+        let (commits_after, carried_after) = host.metrics.store.group_commits();
+        let commits = commits_after - commits_before;
+        let per_commit = (carried_after - carried_before) as f64 / commits.max(1) as f64;
         println!(
             "{orchestrator:<16} {activities} activities  {:>7.0} orchestrations/s  p50 {p50:.1} ms  p99 {p99:.1} ms  max {max:.1} ms  ({} in {elapsed:.1} s, concurrency {}; {commits} group commits, {per_commit:.1} transactions each)",
             rate,

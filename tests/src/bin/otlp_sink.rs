@@ -1,6 +1,6 @@
 //! An OTLP/HTTP sink on loopback for measuring what traces cost the host
-//! (BENCHMARKS.md): it reads each request whole and answers 200, keeping
-//! nothing. On a two-core machine the collector shares the cores with the
+//! (BENCHMARKS.md): it reads each request whole (by its Content-Length,
+//! as the host's exporter sends it) and answers 200, keeping nothing. On a two-core machine the collector shares the cores with the
 //! host; a sink that does more per request (parsing, a Python loop
 //! allocating each body) weighs on the host's own figures as well.
 //!
