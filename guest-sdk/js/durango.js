@@ -248,6 +248,8 @@ function orchestrationLogger() {
 
 // The running orchestration: the guest keeps it between the host's calls.
 let running = null;
+// Whether this guest told the host it may be reused (`allowReuse`).
+let reuseAllowed = false;
 
 function errorWords(error) {
   if (error instanceof Error) return error.message || String(error);
@@ -277,13 +279,26 @@ function drive(state, sent) {
       next = { error: new TypeError("an orchestrator yields tasks made by context.df (callActivity, createTimer, waitForExternalEvent, Task.any, Task.all)") };
       continue;
     }
-    const settled = task.settle();
+    const settled = settleOrAdvance(state, task);
     if (settled.pending) {
       state.waitingOn = task;
       return { tag: "pending" };
     }
     next = settled;
   }
+}
+
+/** What `task` gives now. While the host replays history into this guest,
+ * each event it reveals (`advance`) is looked at in this same call; once it
+ * has none left, the orchestration runs live and the host is not asked
+ * again (it resumes the guest for each new event). */
+function settleOrAdvance(state, task) {
+  let settled = task.settle();
+  while (settled.pending && state.advancing) {
+    state.advancing = host.advance();
+    if (state.advancing) settled = task.settle();
+  }
+  return settled;
 }
 
 function isGenerator(value) {
@@ -321,9 +336,13 @@ export const orchestrator = {
   start(name, input) {
     // Each start resets what the guest keeps (the running orchestration;
     // Math.random draws from the instance's WASI randomness, which the
-    // host seeds anew): the host may run the next one in this guest.
+    // host seeds anew): the host may run the next one in this guest. The
+    // host keeps that promise for the guest's life: it is made once.
     running = null;
-    host.allowReuse();
+    if (!reuseAllowed) {
+      host.allowReuse();
+      reuseAllowed = true;
+    }
     const handler = orchestrators.get(name);
     if (!handler) return { tag: "failed", val: `no orchestrator named ${name} in this app` };
     let parsed;
@@ -346,13 +365,13 @@ export const orchestrator = {
         ? { tag: "completed", val: json(produced) }
         : { tag: "continued-as-new", val: continued };
     }
-    running = { generator: produced, context: context.df, waitingOn: null };
+    running = { generator: produced, context: context.df, waitingOn: null, advancing: true };
     return drive(running, { value: undefined });
   },
 
   resume() {
     if (!running) return { tag: "failed", val: "no orchestration is running in this instance" };
-    const settled = running.waitingOn.settle();
+    const settled = settleOrAdvance(running, running.waitingOn);
     return settled.pending ? { tag: "pending" } : drive(running, settled);
   },
 };

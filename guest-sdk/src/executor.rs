@@ -2,11 +2,12 @@
 //! instance alive while the orchestration waits, so the future stays in guest
 //! memory between `start` and each `resume`: no replay on the hot path.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::OnceLock;
 use std::task::{Context, Poll, Waker};
 
 use crate::activity::ActivityContext;
+use crate::bindings::durango::orchestration::orchestration as host;
 use crate::bindings::durango::orchestration::types::{
     ActivityContext as WitActivityContext, FunctionInfo, FunctionKind, PollResult,
 };
@@ -40,6 +41,9 @@ fn registry<A: FunctionApp>() -> &'static Registry {
 
 thread_local! {
     static RUNNING: RefCell<Option<Orchestration>> = const { RefCell::new(None) };
+    /// Whether the host may still have history to reveal to the running
+    /// orchestration (see `advance`).
+    static ADVANCING: Cell<bool> = const { Cell::new(false) };
     /// Set by `continue_as_new`: the next round's input.
     static NEXT_ROUND: RefCell<Option<String>> = const { RefCell::new(None) };
 }
@@ -48,19 +52,35 @@ pub(crate) fn continue_as_new(input: String) {
     NEXT_ROUND.with(|n| *n.borrow_mut() = Some(input));
 }
 
+/// Asks the host for history's next event while it replays history into
+/// this instance, so that a replay takes one call; once it has none left,
+/// the orchestration runs live and the host is not asked again (it resumes
+/// the guest for each new event).
+fn advance() -> bool {
+    ADVANCING.with(|advancing| {
+        advancing.set(advancing.get() && host::advance());
+        advancing.get()
+    })
+}
+
+/// Polls the running orchestration until it finishes or waits (and the
+/// host has no more history for it).
 fn poll_running() -> PollResult {
     let Some(mut running) = RUNNING.with(|r| r.borrow_mut().take()) else {
         return PollResult::Failed("no orchestration was started in this instance".into());
     };
-    let outcome = match running
-        .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()))
-    {
-        Poll::Pending => {
-            RUNNING.with(|r| *r.borrow_mut() = Some(running));
-            return PollResult::Pending;
+    let outcome = loop {
+        match running
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+        {
+            Poll::Pending if advance() => continue,
+            Poll::Pending => {
+                RUNNING.with(|r| *r.borrow_mut() = Some(running));
+                return PollResult::Pending;
+            }
+            Poll::Ready(outcome) => break outcome,
         }
-        Poll::Ready(outcome) => outcome,
     };
     if let Some(input) = NEXT_ROUND.with(|n| n.borrow_mut().take()) {
         return PollResult::ContinuedAsNew(input);
@@ -96,6 +116,7 @@ impl<A: FunctionApp> orchestrator::Guest for A {
         };
         let running = function(OrchestrationContext::new(), &input);
         RUNNING.with(|r| *r.borrow_mut() = Some(running));
+        ADVANCING.with(|advancing| advancing.set(true));
         poll_running()
     }
 

@@ -154,7 +154,7 @@ async fn check_one(
         episodes: row.episodes,
         history_len: history.len(),
     };
-    match replay_history(&mut guest, &history).await {
+    match replay_history(&mut guest, history).await {
         Ok(()) => match guest.replay().steps_not_taken() {
             0 => InstanceCheck {
                 replayed: Some(replayed),

@@ -49,6 +49,11 @@ struct RoleLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ExportLabel {
+    export: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TrapLabel {
     kind: &'static str,
 }
@@ -78,6 +83,24 @@ impl Role {
         match self {
             Role::Orchestrator => "orchestrator",
             Role::Activity => "activity",
+        }
+    }
+}
+
+/// Which export of an orchestrator guest the host called.
+#[derive(Clone, Copy, Debug)]
+pub enum OrchestratorExport {
+    Start,
+    Resume,
+}
+
+impl OrchestratorExport {
+    const ALL: [OrchestratorExport; 2] = [OrchestratorExport::Start, OrchestratorExport::Resume];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            OrchestratorExport::Start => "start",
+            OrchestratorExport::Resume => "resume",
         }
     }
 }
@@ -206,6 +229,7 @@ pub struct Metrics {
     hot_evictions: Counter,
     instantiations: Family<RoleLabel, Histogram>,
     reuses: Family<RoleLabel, Counter>,
+    orchestrator_calls: Family<ExportLabel, Counter>,
     traps: Family<TrapLabel, Counter>,
     http_requests: Family<RequestLabel, Counter>,
     http_seconds: Family<RouteLabel, Histogram>,
@@ -259,6 +283,7 @@ impl Metrics {
             hot_evictions: Counter::default(),
             instantiations: Family::new_with_constructor(|| Histogram::new(latency_buckets())),
             reuses: Family::default(),
+            orchestrator_calls: Family::default(),
             traps: Family::default(),
             http_requests: Family::default(),
             http_seconds: Family::new_with_constructor(|| Histogram::new(latency_buckets())),
@@ -389,6 +414,11 @@ impl Metrics {
             m.reuses.clone(),
         );
         r.register(
+            "orchestrator_calls",
+            "Calls into orchestrator guests, by export: a start (a new instance's, or the replay of a cold one's history) or a resume (after an event the guest may act on; a guest that takes a replay by `advance` needs none for its history)",
+            m.orchestrator_calls.clone(),
+        );
+        r.register(
             "guest_traps",
             "Guest calls that ended in a trap, by kind (epoch, out_of_fuel, memory, stack_overflow, unreachable, other)",
             m.traps.clone(),
@@ -408,6 +438,11 @@ impl Metrics {
         for kind in TrapKind::ALL {
             let _ = metrics.traps.get_or_create(&TrapLabel {
                 kind: kind.as_str(),
+            });
+        }
+        for export in OrchestratorExport::ALL {
+            let _ = metrics.orchestrator_calls.get_or_create(&ExportLabel {
+                export: export.as_str(),
             });
         }
         for role in [Role::Orchestrator, Role::Activity] {
@@ -487,6 +522,14 @@ impl Metrics {
         self.reuses
             .get_or_create(&RoleLabel {
                 role: role.as_str(),
+            })
+            .inc();
+    }
+
+    pub fn orchestrator_called(&self, export: OrchestratorExport) {
+        self.orchestrator_calls
+            .get_or_create(&ExportLabel {
+                export: export.as_str(),
             })
             .inc();
     }

@@ -149,6 +149,77 @@ fn hot_path_and_cold_replay_give_the_same_result(sample: PhoneSample) {
 }
 
 #[test]
+fn a_rust_replay_takes_one_call() {
+    replay_takes_one_call("test_guests", "Collect");
+}
+
+#[test]
+fn a_javascript_replay_takes_one_call() {
+    replay_takes_one_call("test_guests_js", "JsCollect");
+}
+
+#[test]
+fn a_python_replay_takes_one_call() {
+    replay_takes_one_call("test_guests_py", "PyCollect");
+}
+
+/// With no hot instances every episode first replays the instance's
+/// history into a guest. The SDKs take it by `advance` inside the `start`
+/// call, so the only resumes are those for the new events, one an episode.
+fn replay_takes_one_call(app: &'static str, orchestrator: &str) {
+    let host = Host::start(
+        HostOptions::with_apps(&[app])
+            .arg("--hot-instances")
+            .arg("0"),
+    );
+    let ticks = 5;
+    let id = host.start_orchestration(orchestrator, &format!("[{ticks}, 0]"));
+    assert_eq!(collect_cold(&host, &id, ticks), (1 + ticks, ticks));
+}
+
+#[test]
+fn a_guest_that_never_advances_is_resumed_once_per_event() {
+    // The Python test app does not advance instances named so: as a guest
+    // built before `advance` existed, which the host must still replay.
+    let host = Host::start(
+        HostOptions::with_apps(&["test_guests_py"])
+            .arg("--hot-instances")
+            .arg("0"),
+    );
+    let ticks = 5;
+    let started = host.call(
+        "POST",
+        "/api/orchestrators/PyCollect/no-advance-1",
+        Some(&format!("[{ticks}, 0]")),
+    );
+    assert_eq!(started.status, 202, "{}", started.text);
+    // Episode k replays k - 1 events, one resume each, then takes its own:
+    // 0 + 1 + 2 + 3 + 4 resumes for history, 5 for the ticks.
+    assert_eq!(collect_cold(&host, "no-advance-1", ticks), (1 + ticks, 15));
+}
+
+/// Raises `ticks` Tick events on a Collect instance one episode at a time,
+/// then answers the orchestrator calls the host made: (starts, resumes).
+fn collect_cold(host: &Host, id: &str, ticks: usize) -> (usize, usize) {
+    host.wait_history(id, "ExecutionStarted", 1);
+    for tick in 1..=ticks {
+        let raised = host.raise(id, "Tick", "null");
+        assert_eq!(raised.status, 202, "{}", raised.text);
+        host.wait_history(id, "EventRaised", tick);
+    }
+    let status = host.wait_finished(id);
+    assert_eq!(status["runtimeStatus"], "Completed", "{status}");
+    assert_eq!(status["output"], ticks);
+    let calls = |export: &str| {
+        host.metric(&format!(
+            "durango_orchestrator_calls_total{{export=\"{export}\"}}"
+        )) as usize
+    };
+    // The new instance's start, then one replaying start an episode.
+    (calls("start"), calls("resume"))
+}
+
+#[test]
 fn std_clock_and_randomness_replay_identically() {
     // A Rust guest is never reused: std keeps its HashMap keys, drawn once.
     clock_and_randomness_replay_identically("test_guests", "StdClockAndRandom", false);

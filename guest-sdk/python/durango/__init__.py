@@ -150,6 +150,8 @@ def _failed(words: str):
 
 # The running orchestration: the guest keeps it between the host's calls.
 _running: Optional[Running] = None
+# Whether this guest told the host it may be reused (`allow_reuse`).
+_reuse_allowed = False
 
 
 class App(exports.App):
@@ -161,7 +163,7 @@ class App(exports.App):
 
 class Orchestrator(exports.Orchestrator):
     def start(self, name: str, input: str):
-        global _running
+        global _running, _reuse_allowed
         _running = None
         entry = _orchestrators.get(name)
         if entry is None:
@@ -172,8 +174,11 @@ class Orchestrator(exports.Orchestrator):
             return _failed("the orchestration input is not JSON")
         _reseed()
         # Each start resets what the guest keeps (the running orchestration,
-        # `random`'s state): the host may run the next one in this guest.
-        host.allow_reuse()
+        # `random`'s state): the host may run the next one in this guest. The
+        # host keeps that promise for the guest's life: it is made once.
+        if not _reuse_allowed:
+            host.allow_reuse()
+            _reuse_allowed = True
         function, context_name = entry
         running, result = Running.start(name, function, context_name, parsed)
         if isinstance(result, types.PollResult_Pending):

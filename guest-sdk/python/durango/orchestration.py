@@ -280,6 +280,7 @@ class Running:
         self.generator = generator
         self.context = context
         self.waiting_on = None
+        self.advancing = True
 
     def _finished(self, output: Any):
         if self.context._continued_with is not None:
@@ -308,17 +309,30 @@ class Running:
                     "create_timer, wait_for_external_event, task_any, task_all)"
                 )
                 continue
-            settled = settle()
+            settled = self._settle_or_advance(settle)
             if settled is PENDING:
                 self.waiting_on = step
                 return types.PollResult_Pending()
             value, error = settled
 
     def resume(self):
-        settled = self.waiting_on._settle()
+        settled = self._settle_or_advance(self.waiting_on._settle)
         if settled is PENDING:
             return types.PollResult_Pending()
         return self.drive(*settled)
+
+    def _settle_or_advance(self, settle: Callable):
+        """What a yielded task gives now. While the host replays history
+        into this guest, each event it reveals (`advance`) is looked at in
+        this same call; once it has none left, the orchestration runs live
+        and the host is not asked again (it resumes the guest for each new
+        event)."""
+        settled = settle()
+        while settled is PENDING and self.advancing:
+            self.advancing = host.advance()
+            if self.advancing:
+                settled = settle()
+        return settled
 
     @staticmethod
     def start(name: str, handler: Callable, argument: str, orchestrator_input: Any):

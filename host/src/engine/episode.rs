@@ -4,25 +4,25 @@
 use std::collections::VecDeque;
 
 use crate::engine::history::{Action, HistoryEvent, Message, RuntimeStatus};
+use crate::engine::replay::Cue;
 use crate::runtime::{GuestFault, Orchestrator, PollResult};
 use crate::store::{now_ms, ActivityRow, ChildStart, ContinueAsNew, EpisodeCommit, InstanceRow};
 
 /// Re-runs a fresh guest over the instance's whole history (the cold path),
 /// leaving it where the hot instance would be. A guest that finishes or
-/// faults during replay does not match its history.
+/// faults during replay does not match its history. A guest that calls
+/// `advance` where it waits takes the history in one call; one that does
+/// not (or whose replay ran out of its call's time) is resumed here once
+/// per event it may act on.
 pub async fn replay_history(
     guest: &mut Orchestrator,
-    history: &[HistoryEvent],
+    history: Vec<HistoryEvent>,
 ) -> Result<(), GuestFault> {
-    for event in history {
-        guest.reveal(event);
-        let poll = match event {
-            HistoryEvent::ExecutionStarted { name, input, .. } => guest.start(name, input).await?,
-            HistoryEvent::TaskCompleted { .. }
-            | HistoryEvent::TaskFailed { .. }
-            | HistoryEvent::TimerFired { .. }
-            | HistoryEvent::EventRaised { .. } => guest.resume().await?,
-            _ => continue,
+    guest.replay().queue(history);
+    while let Some(cue) = guest.reveal_next() {
+        let poll = match cue {
+            Cue::Start { name, input } => guest.start(&name, &input).await?,
+            Cue::Outcome => guest.resume().await?,
         };
         if !matches!(poll, PollResult::Pending) {
             return Err(GuestFault(

@@ -64,6 +64,20 @@ pub struct Replay {
     moved_from: Option<String>,
     /// The version the instance is pinned to now.
     pinned: String,
+    /// History a replay has yet to reveal, oldest first (see
+    /// [`Replay::reveal_next`]).
+    unrevealed: VecDeque<HistoryEvent>,
+}
+
+/// What a guest being replayed acts on next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cue {
+    /// An execution starts: the guest is started with this orchestrator
+    /// and input.
+    Start { name: String, input: String },
+    /// Something the guest may wait for happened: a task completed or
+    /// failed, a timer fired, an event arrived.
+    Outcome,
 }
 
 impl Replay {
@@ -111,6 +125,43 @@ impl Replay {
             divergence: None,
             moved_from,
             pinned: String::new(),
+            unrevealed: VecDeque::new(),
+        }
+    }
+
+    /// Queues `history` to be revealed, in order, by [`Replay::reveal_next`]
+    /// (the host's replay loop, and the guest's `advance` calls).
+    pub fn queue(&mut self, history: Vec<HistoryEvent>) {
+        self.unrevealed.extend(history);
+    }
+
+    /// Reveals queued history up to and including the next event a guest
+    /// acts on, and says what that is; `None` once the queue is empty. An
+    /// execution's start is revealed only when `starts` is true: a guest
+    /// asking to `advance` from inside a running execution has to return
+    /// first, so that the host starts the next one.
+    pub fn reveal_next(&mut self, starts: bool) -> Option<Cue> {
+        loop {
+            if !starts
+                && matches!(
+                    self.unrevealed.front(),
+                    Some(HistoryEvent::ExecutionStarted { .. })
+                )
+            {
+                return None;
+            }
+            let event = self.unrevealed.pop_front()?;
+            self.reveal(&event);
+            match event {
+                HistoryEvent::ExecutionStarted { name, input, .. } => {
+                    return Some(Cue::Start { name, input })
+                }
+                HistoryEvent::TaskCompleted { .. }
+                | HistoryEvent::TaskFailed { .. }
+                | HistoryEvent::TimerFired { .. }
+                | HistoryEvent::EventRaised { .. } => return Some(Cue::Outcome),
+                _ => {}
+            }
         }
     }
 
@@ -459,6 +510,58 @@ mod tests {
 
     fn patch(name: &str) -> Action {
         Action::Patch { name: name.into() }
+    }
+
+    #[test]
+    fn queued_history_is_revealed_up_to_each_event_a_guest_acts_on() {
+        let history = vec![
+            HistoryEvent::OrchestratorStarted { timestamp: 10 },
+            HistoryEvent::ExecutionStarted {
+                name: "O".into(),
+                input: "1".into(),
+                first_seq: 0,
+            },
+            taken(0, activity("A")),
+            taken(1, Action::EventWait { name: "E".into() }),
+            HistoryEvent::OrchestratorStarted { timestamp: 20 },
+            HistoryEvent::TaskCompleted {
+                seq: 0,
+                result: "\"a\"".into(),
+                attempts: 0,
+            },
+            HistoryEvent::OrchestratorStarted { timestamp: 30 },
+            HistoryEvent::EventRaised {
+                name: "E".into(),
+                input: "\"e\"".into(),
+                sender: Sender::default(),
+            },
+        ];
+        let mut r = Replay::new("i", &history);
+        r.queue(history);
+        // A guest asking to advance before its execution started is told
+        // to return: the start is the host's to make.
+        assert_eq!(r.reveal_next(false), None);
+        assert_eq!(
+            r.reveal_next(true),
+            Some(Cue::Start {
+                name: "O".into(),
+                input: "1".into()
+            })
+        );
+        assert_eq!(r.now(), 10);
+        assert_eq!(r.call_activity("A", "null", None).unwrap(), 0);
+        assert_eq!(r.wait_for_event("E").unwrap(), 1);
+        assert_eq!(r.task_result(0), None, "not revealed yet");
+        // Each outcome comes with its episode's clock.
+        assert_eq!(r.reveal_next(false), Some(Cue::Outcome));
+        assert_eq!(r.now(), 20);
+        assert!(r.task_result(0).is_some());
+        assert_eq!(r.task_result(1), None);
+        assert_eq!(r.reveal_next(false), Some(Cue::Outcome));
+        assert_eq!(r.now(), 30);
+        assert!(r.task_result(1).is_some());
+        assert_eq!(r.reveal_next(false), None, "history is all revealed");
+        assert!(r.is_replaying(), "until the host says it caught up");
     }
 
     #[test]

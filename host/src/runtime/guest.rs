@@ -3,6 +3,7 @@
 //! engine; as an activity it sees settings and real I/O.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, StoreLimits};
@@ -81,6 +82,9 @@ pub struct GuestState {
     /// (`orchestration.allow-reuse`): once its orchestration ended, it may
     /// serve another.
     pub reusable: bool,
+    /// Until when the guest's `advance` calls may reveal queued history in
+    /// this call (see `Orchestrator::arm`).
+    pub replay_until: Option<Instant>,
     wasi: WasiCtx,
     http: WasiHttpCtx,
     table: ResourceTable,
@@ -107,6 +111,7 @@ impl GuestState {
             output_mark: 0,
             limits,
             reusable: false,
+            replay_until: None,
             wasi,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
@@ -338,6 +343,22 @@ impl orchestration::Host for GuestState {
 
     fn is_replaying(&mut self) -> wasmtime::Result<bool> {
         Ok(self.replay()?.is_replaying())
+    }
+
+    fn advance(&mut self) -> wasmtime::Result<bool> {
+        self.replay()?;
+        let in_time = self
+            .replay_until
+            .is_some_and(|until| Instant::now() < until);
+        match &mut self.role {
+            Role::Orchestrator { replay, clock } if in_time => {
+                let revealed = replay.reveal_next(false).is_some();
+                clock.set(replay.now());
+                Ok(revealed)
+            }
+            // Past its time: the guest returns, the host resumes it.
+            _ => Ok(false),
+        }
     }
 
     fn new_guid(&mut self) -> wasmtime::Result<String> {

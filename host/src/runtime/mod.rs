@@ -27,9 +27,9 @@ use idle::IdleGuests;
 use sandbox::OrchestrationClock;
 pub use sandbox::RandomKey;
 
-use crate::engine::replay::{Nondeterminism, Replay};
+use crate::engine::replay::{Cue, Nondeterminism, Replay};
 use crate::links::LinkSigner;
-use crate::metrics::{self, Metrics, TrapKind};
+use crate::metrics::{self, Metrics, OrchestratorExport, TrapKind};
 use crate::settings::Settings;
 
 /// How a guest's linear memory sits in the pool's address space.
@@ -656,13 +656,33 @@ impl Orchestrator {
         }
     }
 
+    /// Reveals queued history up to the next event the guest acts on (see
+    /// `Replay::reveal_next`), moving its clock along.
+    pub fn reveal_next(&mut self) -> Option<Cue> {
+        let data = self.guest.store.data_mut();
+        match &mut data.role {
+            Role::Orchestrator { replay, clock } => {
+                let cue = replay.reveal_next(true);
+                clock.set(replay.now());
+                cue
+            }
+            Role::Activity(_) => None,
+        }
+    }
+
+    /// Gives the next call its step's time limit. A replay the guest takes
+    /// on by `advance` stops at half of it, so that the host's own loop
+    /// goes on in another call before the limit traps the guest.
     fn arm(&mut self) {
+        let step = EPOCH_TICK * u32::try_from(self.step_ticks).unwrap_or(u32::MAX);
+        self.guest.store.data_mut().replay_until = Some(Instant::now() + step / 2);
         self.guest.store.epoch_deadline_trap();
         self.guest.store.set_epoch_deadline(self.step_ticks);
     }
 
     pub async fn start(&mut self, name: &str, input: &str) -> Result<PollResult, GuestFault> {
         self.arm();
+        self.metrics.orchestrator_called(OrchestratorExport::Start);
         self.guest.uses += 1;
         let Guest { store, app, .. } = &mut self.guest;
         let result = app
@@ -674,6 +694,7 @@ impl Orchestrator {
 
     pub async fn resume(&mut self) -> Result<PollResult, GuestFault> {
         self.arm();
+        self.metrics.orchestrator_called(OrchestratorExport::Resume);
         let Guest { store, app, .. } = &mut self.guest;
         let result = app
             .durango_orchestration_orchestrator()

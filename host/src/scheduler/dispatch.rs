@@ -818,7 +818,7 @@ async fn rebuild(
         Ok(guest) => guest,
         Err(fault) => return Ok((None, len, Some(fault))),
     };
-    match episode::replay_history(&mut guest, &history).await {
+    match episode::replay_history(&mut guest, history).await {
         Ok(()) => Ok((Some(guest), len, None)),
         Err(fault) => Ok((None, len, Some(fault))),
     }
