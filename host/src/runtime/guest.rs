@@ -16,7 +16,7 @@ use super::bindings::LogLevel;
 use super::sandbox::{self, ActivityRandom, OrchestrationClock, RandomKey};
 use super::AllowedSettings;
 use crate::engine::history::{RetryPolicy, Sender};
-use crate::engine::replay::Replay;
+use crate::engine::replay::{Cue, Replay};
 use crate::links::LinkSigner;
 use crate::settings::Settings;
 
@@ -132,6 +132,18 @@ impl GuestState {
     pub fn restart_sandbox(&mut self) {
         self.wasi = self.role.wasi(&self.output);
         self.output_mark = self.output.contents().len();
+    }
+
+    /// Reveals queued history up to the next event the guest acts on (see
+    /// `Replay::reveal_next`), moving its clock along; nothing for an
+    /// activity.
+    pub fn reveal_next(&mut self, starts: bool) -> Option<Cue> {
+        let Role::Orchestrator { replay, clock } = &mut self.role else {
+            return None;
+        };
+        let cue = replay.reveal_next(starts);
+        clock.set(replay.now());
+        cue
     }
 
     pub fn replay(&mut self) -> wasmtime::Result<&mut Replay> {
@@ -350,15 +362,8 @@ impl orchestration::Host for GuestState {
         let in_time = self
             .replay_until
             .is_some_and(|until| Instant::now() < until);
-        match &mut self.role {
-            Role::Orchestrator { replay, clock } if in_time => {
-                let revealed = replay.reveal_next(false).is_some();
-                clock.set(replay.now());
-                Ok(revealed)
-            }
-            // Past its time: the guest returns, the host resumes it.
-            _ => Ok(false),
-        }
+        // Past its time the guest returns, and the host resumes it.
+        Ok(in_time && self.reveal_next(false).is_some())
     }
 
     fn new_guid(&mut self) -> wasmtime::Result<String> {

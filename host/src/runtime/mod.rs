@@ -659,15 +659,7 @@ impl Orchestrator {
     /// Reveals queued history up to the next event the guest acts on (see
     /// `Replay::reveal_next`), moving its clock along.
     pub fn reveal_next(&mut self) -> Option<Cue> {
-        let data = self.guest.store.data_mut();
-        match &mut data.role {
-            Role::Orchestrator { replay, clock } => {
-                let cue = replay.reveal_next(true);
-                clock.set(replay.now());
-                cue
-            }
-            Role::Activity(_) => None,
-        }
+        self.guest.store.data_mut().reveal_next(true)
     }
 
     /// Gives the next call its step's time limit. A replay the guest takes

@@ -1,8 +1,9 @@
 //! An OTLP/HTTP sink on loopback for measuring what traces cost the host
 //! (BENCHMARKS.md): it reads each request whole (by its Content-Length,
-//! as the host's exporter sends it) and answers 200, keeping nothing. On a two-core machine the collector shares the cores with the
-//! host; a sink that does more per request (parsing, a Python loop
-//! allocating each body) weighs on the host's own figures as well.
+//! as the host's exporter sends it) and answers 200, keeping nothing. On
+//! a two-core machine the collector shares the cores with the host; a
+//! sink that does more per request (parsing, a Python loop allocating
+//! each body) weighs on the host's own figures as well.
 //!
 //!     cargo run --release -p durango-e2e --bin otlp_sink -- 4399
 //!     OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4399 durango bench --scenario hello
