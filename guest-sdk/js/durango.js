@@ -19,6 +19,63 @@ import * as links from "durango:orchestration/links@0.1.0";
 const orchestrators = new Map();
 const activities = new Map();
 
+// ---- strings to the host ---------------------------------------------------
+
+// componentize-js 0.23's bindings hand every string to the host (an
+// activity's input and result, an orchestration's output, a name) through
+// `_utf8AllocateAndEncode`, which measures the UTF-8 length with a
+// JavaScript loop over the characters: in SpiderMonkey's interpreter about
+// 2,500 wasm instructions a character, so a 1 KB result cost a
+// millisecond (BENCHMARKS.md, session 18). The bindings run in a global of
+// their own, where that helper is a writable function; this SDK puts the
+// same encoding there, done natively, once the helper has shown it is the
+// one this SDK knows (`encodesAsExpected`), so other bindings keep theirs.
+const UTF8 = new TextEncoder();
+const SURROGATE_PAIR = /[\uD800-\uDBFF][\uDC00-\uDFFF]/g;
+
+/** The helper's contract: `s` in UTF-8, in `memory` at an allocation of
+ * its exact length by `realloc`, and where it is and its code points. */
+function utf8AllocateAndEncode(s, realloc, memory) {
+  if (typeof s !== "string") throw new TypeError(`expected a string, received [${typeof s}]`);
+  if (s.length === 0) return { ptr: 1, len: 0 };
+  const bytes = UTF8.encode(s);
+  const len = bytes.length;
+  const ptr = realloc(0, 0, 1, len);
+  new Uint8Array(memory.buffer, ptr, len).set(bytes);
+  // As many code points as UTF-16 units, but one for a surrogate pair.
+  const codepoints = len === s.length ? len : s.length - (s.match(SURROGATE_PAIR)?.length ?? 0);
+  return { ptr, len, codepoints };
+}
+
+/** Whether `encode` keeps that contract, on a two-, a four-byte character. */
+function encodesAsExpected(encode) {
+  const allocations = [];
+  const memory = { buffer: new ArrayBuffer(8) };
+  const realloc = (...args) => {
+    allocations.push(args.join());
+    return 1;
+  };
+  const where = encode("é🦀", realloc, memory);
+  return allocations.join(";") === "0,0,1,6" && where.ptr === 1 && where.len === 6 &&
+    where.codepoints === 2 && new Uint8Array(memory.buffer, 1, 6).join() === "195,169,240,159,166,128";
+}
+
+/** Whether the bindings encode strings with `utf8AllocateAndEncode`. */
+export const nativeStrings = (() => {
+  try {
+    // A host function is the bindings': its constructor evaluates in their global.
+    const bindings = host.callActivity.constructor("return this")();
+    const theirs = bindings._utf8AllocateAndEncode;
+    if (typeof theirs !== "function" || !encodesAsExpected(theirs) || !encodesAsExpected(utf8AllocateAndEncode)) {
+      return false;
+    }
+    bindings._utf8AllocateAndEncode = utf8AllocateAndEncode;
+    return bindings._utf8AllocateAndEncode === utf8AllocateAndEncode;
+  } catch {
+    return false;
+  }
+})();
+
 // ---- tasks ------------------------------------------------------------------
 
 /** A unit of durable work the orchestrator yields and the host completes. */
@@ -48,7 +105,7 @@ export class Task {
 
   /** What yielding this task gives back: pending, a value, or an error. */
   settle() {
-    const outcome = this.outcome();
+    const outcome = host.taskResult(this.id);
     if (outcome === undefined) return PENDING;
     if (outcome.tag === "ok") return { value: JSON.parse(outcome.val) };
     return { error: new Error(outcome.val) };
@@ -83,6 +140,8 @@ export class EventTask extends Task {
 }
 
 const PENDING = Object.freeze({ pending: true });
+/** The poll result of an orchestration that waits. */
+const POLL_PENDING = Object.freeze({ tag: "pending" });
 
 /** The first of several tasks to complete (`Task.any`): yields that task. */
 class WhenAny {
@@ -237,6 +296,21 @@ class DurableOrchestrationContext {
   }
 }
 
+/** What an orchestrator function is given: `context.df`, and `context.log`
+ * (made on first use: most orchestrations never log, and five closures a
+ * start were a tenth of a start's work). */
+class OrchestrationContext {
+  constructor(df) {
+    this.df = df;
+  }
+
+  get log() {
+    const log = orchestrationLogger();
+    Object.defineProperty(this, "log", { value: log, writable: true });
+    return log;
+  }
+}
+
 /** A log written once, not again on replay (`context.log`, `context.warn`, …). */
 function orchestrationLogger() {
   const at = (level) => (...parts) => host.log(level, parts.map(String).join(" "));
@@ -282,7 +356,7 @@ function drive(state, sent) {
     const settled = settleOrAdvance(state, task);
     if (settled.pending) {
       state.waitingOn = task;
-      return { tag: "pending" };
+      return POLL_PENDING;
     }
     next = settled;
   }
@@ -351,7 +425,7 @@ export const orchestrator = {
     } catch {
       return { tag: "failed", val: "the orchestration input is not JSON" };
     }
-    const context = { df: new DurableOrchestrationContext(parsed), log: orchestrationLogger() };
+    const context = new OrchestrationContext(new DurableOrchestrationContext(parsed));
     let produced;
     try {
       produced = handler(context, parsed);
@@ -372,7 +446,7 @@ export const orchestrator = {
   resume() {
     if (!running) return { tag: "failed", val: "no orchestration is running in this instance" };
     const settled = settleOrAdvance(running, running.waitingOn);
-    return settled.pending ? { tag: "pending" } : drive(running, settled);
+    return settled.pending ? POLL_PENDING : drive(running, settled);
   },
 };
 

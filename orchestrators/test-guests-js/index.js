@@ -1,6 +1,7 @@
 // Orchestrators the end-to-end tests use to prove the JavaScript SDK keeps
-// Durango's guarantees: replay-safe clocks and randomness, and the step
-// check catching code that takes another step on replay.
+// Durango's guarantees: replay-safe clocks and randomness, the step check
+// catching code that takes another step on replay, and strings that cross
+// to the host whole.
 import * as df from "../../guest-sdk/js/durango.js";
 
 // Takes another first step on replay than it took the first time.
@@ -52,6 +53,15 @@ df.app.orchestration("JsCollect", function* (context) {
     yield context.df.waitForExternalEvent("Tick");
   }
   return count;
+});
+
+// Hands its input to an activity and returns what came back: each string
+// crosses between the guest and the host on the way (the activity's input
+// and result, the orchestration's output), and whether the SDK's native
+// string encoding is in place.
+df.app.orchestration("JsPassThrough", function* (context) {
+  const echoed = yield context.df.callActivity("JsEcho", context.df.getInput());
+  return { echoed, nativeStrings: df.nativeStrings };
 });
 
 df.app.activity("JsEcho", { handler: (input) => input });
