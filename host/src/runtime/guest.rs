@@ -134,16 +134,22 @@ impl GuestState {
         self.output_mark = self.output.contents().len();
     }
 
-    /// Reveals queued history up to the next event the guest acts on (see
-    /// `Replay::reveal_next`), moving its clock along; nothing for an
-    /// activity.
-    pub fn reveal_next(&mut self, starts: bool) -> Option<Cue> {
+    /// Reveals history to the guest with `reveal`, then moves its clock to
+    /// where that left the replay: the one place the orchestration clock
+    /// follows history. `None` for an activity.
+    pub fn reveal<T>(&mut self, reveal: impl FnOnce(&mut Replay) -> T) -> Option<T> {
         let Role::Orchestrator { replay, clock } = &mut self.role else {
             return None;
         };
-        let cue = replay.reveal_next(starts);
+        let revealed = reveal(replay);
         clock.set(replay.now());
-        cue
+        Some(revealed)
+    }
+
+    /// Reveals queued history up to the next event the guest acts on (see
+    /// `Replay::reveal_next`).
+    pub fn reveal_next(&mut self, starts: bool) -> Option<Cue> {
+        self.reveal(|replay| replay.reveal_next(starts)).flatten()
     }
 
     pub fn replay(&mut self) -> wasmtime::Result<&mut Replay> {

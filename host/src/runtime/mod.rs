@@ -649,11 +649,10 @@ impl Orchestrator {
 
     /// Reveals a history event to the guest, moving its clock along.
     pub fn reveal(&mut self, event: &crate::engine::history::HistoryEvent) {
-        let data = self.guest.store.data_mut();
-        if let Role::Orchestrator { replay, clock } = &mut data.role {
-            replay.reveal(event);
-            clock.set(replay.now());
-        }
+        self.guest
+            .store
+            .data_mut()
+            .reveal(|replay| replay.reveal(event));
     }
 
     /// Reveals queued history up to the next event the guest acts on (see
