@@ -297,8 +297,8 @@ class DurableOrchestrationContext {
 }
 
 /** What an orchestrator function is given: `context.df`, and `context.log`
- * (made on first use: most orchestrations never log, and five closures a
- * start were a tenth of a start's work). */
+ * (made on first use: most orchestrations never log, and its closures were
+ * a twelfth of a start's work). */
 class OrchestrationContext {
   constructor(df) {
     this.df = df;

@@ -64,6 +64,16 @@ df.app.orchestration("JsPassThrough", function* (context) {
   return { echoed, nativeStrings: df.nativeStrings };
 });
 
+// Logs through `context.log` and its levels before and after a wait: each
+// line is written once, not again when the orchestration replays.
+df.app.orchestration("JsLogs", function* (context) {
+  context.log("before the wait:", context.df.getInput());
+  context.log.warn("a warning");
+  yield context.df.waitForExternalEvent("Continue");
+  context.log.info("after the wait");
+  return true;
+});
+
 df.app.activity("JsEcho", { handler: (input) => input });
 
 export { app, orchestrator, activity } from "../../guest-sdk/js/durango.js";

@@ -1,9 +1,10 @@
-//! The JavaScript SDK's strings, on `test_guests_js`: what a guest hands
-//! the host (an activity's input and result, an orchestration's output)
-//! arrives whole whatever its characters and size, encoded natively (the
-//! SDK replaces the bindings' character-by-character encoder).
+//! The JavaScript SDK beyond the sample, on `test_guests_js`: what a guest
+//! hands the host (an activity's input and result, an orchestration's
+//! output) arrives whole whatever its characters and size, encoded natively
+//! (the SDK replaces the bindings' character-by-character encoder); and
+//! `context.log` writes a line once, not again on replay.
 
-use durango_e2e::{Host, HostOptions};
+use durango_e2e::{wait_until, Host, HostOptions, WAIT};
 
 #[test]
 fn strings_cross_to_the_host_whole_and_natively_encoded() {
@@ -36,4 +37,33 @@ fn strings_cross_to_the_host_whole_and_natively_encoded() {
             "{status}"
         );
     }
+}
+
+#[test]
+fn context_log_writes_each_line_once_with_the_instance() {
+    // Without hot instances the episode after the wait replays the one
+    // before it, logs included.
+    let host = Host::start(
+        HostOptions::with_apps(&["test_guests_js"])
+            .arg("--hot-instances")
+            .arg("0"),
+    );
+    let id = host.start_orchestration("JsLogs", "\"log-marker\"");
+    // The first episode has logged (and waits) before the event comes, so
+    // the second replays it.
+    wait_until("the first episode's log line", WAIT, || {
+        host.log()
+            .contains("before the wait: log-marker")
+            .then_some(())
+    });
+    host.raise(&id, "Continue", "null");
+    assert_eq!(host.wait_finished(&id)["output"], true);
+    let log = host.log();
+    for line in ["before the wait: log-marker", "a warning", "after the wait"] {
+        let written: Vec<&str> = log.lines().filter(|l| l.contains(line)).collect();
+        assert_eq!(written.len(), 1, "{line:?} in:\n{log}");
+        assert!(written[0].contains(&id), "{}", written[0]);
+    }
+    let warning = log.lines().find(|l| l.contains("a warning")).unwrap();
+    assert!(warning.contains("WARN"), "{warning}");
 }
