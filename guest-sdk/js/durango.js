@@ -66,11 +66,10 @@ export const nativeStrings = (() => {
     // A host function is the bindings': its constructor evaluates in their global.
     const bindings = host.callActivity.constructor("return this")();
     const theirs = bindings._utf8AllocateAndEncode;
-    if (typeof theirs !== "function" || !encodesAsExpected(theirs) || !encodesAsExpected(utf8AllocateAndEncode)) {
-      return false;
-    }
+    if (typeof theirs !== "function" || !encodesAsExpected(theirs)) return false;
+    // Module code is strict: were the property not writable, this would throw.
     bindings._utf8AllocateAndEncode = utf8AllocateAndEncode;
-    return bindings._utf8AllocateAndEncode === utf8AllocateAndEncode;
+    return true;
   } catch {
     return false;
   }
@@ -105,7 +104,7 @@ export class Task {
 
   /** What yielding this task gives back: pending, a value, or an error. */
   settle() {
-    const outcome = host.taskResult(this.id);
+    const outcome = this.outcome();
     if (outcome === undefined) return PENDING;
     if (outcome.tag === "ok") return { value: JSON.parse(outcome.val) };
     return { error: new Error(outcome.val) };

@@ -381,6 +381,12 @@ impl HostOptions {
         self
     }
 
+    /// No hot instances: every episode first replays the instance's
+    /// history into a guest (the cold path, as after an eviction).
+    pub fn cold(self) -> Self {
+        self.arg("--hot-instances").arg("0")
+    }
+
     /// Twilio settings pointing at `sms`, the token marked secret.
     pub fn twilio(self, sms: &FakeSms) -> Self {
         self.env("TwilioAccountSid", TWILIO_SID)

@@ -6,7 +6,7 @@ use durango_e2e::{Host, HostOptions};
 fn a_non_deterministic_orchestrator_fails_naming_the_step() {
     // Without hot instances every episode replays history, so the guest's
     // change of path shows at once.
-    let host = Host::start(HostOptions::default().arg("--hot-instances").arg("0"));
+    let host = Host::start(HostOptions::default().cold());
     let id = host.start_orchestration("NonDeterministic", "null");
     let status = host.wait_finished(&id);
     assert_eq!(status["runtimeStatus"], "Failed");
@@ -103,11 +103,7 @@ fn non_deterministic_guest_fails_with_the_step_check(
     orchestrator: &str,
     activity: &str,
 ) {
-    let host = Host::start(
-        HostOptions::with_apps(&[app])
-            .arg("--hot-instances")
-            .arg("0"),
-    );
+    let host = Host::start(HostOptions::with_apps(&[app]).cold());
     let id = host.start_orchestration(orchestrator, "null");
     let status = host.wait_finished(&id);
     assert_eq!(status["runtimeStatus"], "Failed", "{status}");

@@ -141,7 +141,7 @@ fn wrong_then_right(
 fn hot_path_and_cold_replay_give_the_same_result(sample: PhoneSample) {
     let sms = FakeSms::start();
     let hot = Host::start(sample.options(&sms));
-    let cold = Host::start(sample.options(&sms).arg("--hot-instances").arg("0"));
+    let cold = Host::start(sample.options(&sms).cold());
     let hot_run = wrong_then_right(sample, &hot, &sms, "+14255550204");
     let cold_run = wrong_then_right(sample, &cold, &sms, "+14255550205");
     assert_eq!(hot_run.0, json!(true));
@@ -167,11 +167,7 @@ fn a_python_replay_takes_one_call() {
 /// history into a guest. The SDKs take it by `advance` inside the `start`
 /// call, so the only resumes are those for the new events, one an episode.
 fn replay_takes_one_call(app: &'static str, orchestrator: &str) {
-    let host = Host::start(
-        HostOptions::with_apps(&[app])
-            .arg("--hot-instances")
-            .arg("0"),
-    );
+    let host = Host::start(HostOptions::with_apps(&[app]).cold());
     let ticks = 5;
     let id = host.start_orchestration(orchestrator, &format!("[{ticks}, 0]"));
     assert_eq!(collect_cold(&host, &id, ticks), (1 + ticks, ticks));
@@ -181,11 +177,7 @@ fn replay_takes_one_call(app: &'static str, orchestrator: &str) {
 fn a_guest_that_never_advances_is_resumed_once_per_event() {
     // The Python test app does not advance instances named so: as a guest
     // built before `advance` existed, which the host must still replay.
-    let host = Host::start(
-        HostOptions::with_apps(&["test_guests_py"])
-            .arg("--hot-instances")
-            .arg("0"),
-    );
+    let host = Host::start(HostOptions::with_apps(&["test_guests_py"]).cold());
     let ticks = 5;
     let started = host.call(
         "POST",
@@ -246,11 +238,7 @@ fn clock_and_randomness_replay_identically(app: &'static str, orchestrator: &str
     // No hot instances: the episode after the event replays the first one
     // cold, in a fresh guest, and must see the clock and randomness the
     // first run saw.
-    let host = Host::start(
-        HostOptions::with_apps(&[app])
-            .arg("--hot-instances")
-            .arg("0"),
-    );
+    let host = Host::start(HostOptions::with_apps(&[app]).cold());
     const REUSES: &str = r#"durango_guest_reuses_total{role="orchestrator"}"#;
     let mut runs = Vec::new();
     for _ in 0..2 {

@@ -43,11 +43,7 @@ fn strings_cross_to_the_host_whole_and_natively_encoded() {
 fn context_log_writes_each_line_once_with_the_instance() {
     // Without hot instances the episode after the wait replays the one
     // before it, logs included.
-    let host = Host::start(
-        HostOptions::with_apps(&["test_guests_js"])
-            .arg("--hot-instances")
-            .arg("0"),
-    );
+    let host = Host::start(HostOptions::with_apps(&["test_guests_js"]).cold());
     let id = host.start_orchestration("JsLogs", "\"log-marker\"");
     // The first episode has logged (and waits) before the event comes, so
     // the second replays it.

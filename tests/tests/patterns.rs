@@ -116,7 +116,7 @@ fn a_custom_status_over_16_kb_fails_the_instance() {
 /// without the step, dropped the outcome, and the chain stopped there).
 #[test]
 fn a_chain_of_activities_finishes_with_no_hot_instances() {
-    let host = Host::start(HostOptions::default().arg("--hot-instances").arg("0"));
+    let host = Host::start(HostOptions::default().cold());
     let ids: Vec<String> = (0..10)
         .flat_map(|_| {
             [

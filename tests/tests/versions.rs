@@ -393,11 +393,7 @@ fn bad_version_requests_are_refused_with_the_reason() {
 fn a_deploy_that_drops_an_orchestrator_in_use_keeps_its_instances_on_their_version() {
     // No hot instances: every episode replays from the database, so the
     // old code is loaded by its version, not found through the catalog.
-    let host = Host::start(
-        HostOptions::with_apps(&[APP])
-            .arg("--hot-instances")
-            .arg("0"),
-    );
+    let host = Host::start(HostOptions::with_apps(&[APP]).cold());
     let v1 = current_version(&host, APP);
     for id in ["roll-1", "roll-2"] {
         start_with_id(&host, "EchoAfterEvent", id, "\"Go\"");
