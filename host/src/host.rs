@@ -534,7 +534,7 @@ impl Host {
             .await
             .inspect_err(|error| {
                 if let StartError::Conflict(_) = error {
-                    span.attribute("outcome", "conflict");
+                    span.attribute(trace::Key::Outcome, "conflict");
                 }
             })
     }

@@ -34,6 +34,10 @@ use tracing_subscriber::Layer;
 mod export;
 mod json;
 mod otlp;
+mod record;
+
+use record::Record;
+pub use record::{Key, Name, Value};
 
 /// The target of instance spans: `RUST_LOG` directives can name it.
 pub const TARGET: &str = "durango::instance";
@@ -201,55 +205,6 @@ fn hex_onto(text: &mut String, bytes: &[u8]) {
     }
 }
 
-/// An attribute's value.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Value {
-    Str(String),
-    Int(i64),
-}
-
-impl From<&str> for Value {
-    fn from(value: &str) -> Value {
-        Value::Str(value.to_string())
-    }
-}
-
-impl From<String> for Value {
-    fn from(value: String) -> Value {
-        Value::Str(value)
-    }
-}
-
-impl From<i64> for Value {
-    fn from(value: i64) -> Value {
-        Value::Int(value)
-    }
-}
-
-pub type Attributes = Vec<(&'static str, Value)>;
-
-/// A recorded span, as the exporter encodes it.
-#[derive(Debug)]
-struct Record {
-    name: &'static str,
-    trace_id: [u8; 16],
-    span_id: [u8; 8],
-    /// All zeros for a trace's root.
-    parent_span_id: [u8; 8],
-    start_ns: u64,
-    end_ns: u64,
-    attributes: Attributes,
-    events: Vec<Event>,
-    failed: bool,
-}
-
-#[derive(Debug)]
-struct Event {
-    name: &'static str,
-    time_ns: u64,
-    attributes: Attributes,
-}
-
 fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -271,12 +226,12 @@ impl Span {
     /// `traceparent`, or the starting episode's), else a new trace's root.
     pub fn start(id: &str, orchestrator: &str, version: &str, parent: Option<&str>) -> Span {
         Span::new(
-            "start",
+            Name::Start,
             parent,
-            |attributes| {
-                attributes.push(("instance_id", id.into()));
-                attributes.push(("orchestrator", orchestrator.into()));
-                attributes.push(("app_version", version.into()));
+            |record| {
+                record.attribute(Key::InstanceId, id.into());
+                record.attribute(Key::Orchestrator, orchestrator.into());
+                record.attribute(Key::AppVersion, version.into());
             },
             || tracing::info_span!(target: TARGET, parent: None, "start", instance_id = %id, orchestrator, app_version = %version),
         )
@@ -287,11 +242,11 @@ impl Span {
     // here costs on every episode.
     pub fn episode(id: &str, episode: i64, parent: Option<&str>) -> Span {
         Span::new(
-            "episode",
+            Name::Episode,
             parent,
-            |attributes| {
-                attributes.push(("instance_id", id.into()));
-                attributes.push(("episode", episode.into()));
+            |record| {
+                record.attribute(Key::InstanceId, id.into());
+                record.attribute(Key::Episode, episode.into());
             },
             || tracing::info_span!(target: TARGET, parent: None, "episode", instance_id = %id, episode),
         )
@@ -301,21 +256,21 @@ impl Span {
     /// scheduled it (or of the start span).
     pub fn activity(id: &str, activity: &str, attempt: u32, parent: Option<&str>) -> Span {
         Span::new(
-            "activity",
+            Name::Activity,
             parent,
-            |attributes| {
-                attributes.push(("instance_id", id.into()));
-                attributes.push(("activity", activity.into()));
-                attributes.push(("attempt", i64::from(attempt).into()));
+            |record| {
+                record.attribute(Key::InstanceId, id.into());
+                record.attribute(Key::Activity, activity.into());
+                record.attribute(Key::Attempt, i64::from(attempt).into());
             },
             || tracing::info_span!(target: TARGET, parent: None, "activity", instance_id = %id, activity, attempt),
         )
     }
 
     fn new(
-        name: &'static str,
+        name: Name,
         parent: Option<&str>,
-        attributes: impl FnOnce(&mut Attributes),
+        attributes: impl FnOnce(&mut Record),
         log: impl FnOnce() -> tracing::Span,
     ) -> Span {
         let log = if LOG_SPANS.load(Ordering::Relaxed) {
@@ -341,20 +296,9 @@ impl Span {
             sampled: exporter.sampler.samples(parent, &trace_id),
         };
         let record = context.sampled.then(|| {
-            // Room for the attribute set once the outcome is known.
-            let mut initial = Attributes::with_capacity(4);
-            attributes(&mut initial);
-            Mutex::new(Record {
-                name,
-                trace_id,
-                span_id: context.span_id,
-                parent_span_id,
-                start_ns: now_ns(),
-                end_ns: 0,
-                attributes: initial,
-                events: Vec::new(),
-                failed: false,
-            })
+            let mut record = Record::new(name, trace_id, context.span_id, parent_span_id, now_ns());
+            attributes(&mut record);
+            Mutex::new(record)
         });
         Span {
             context: Some(context),
@@ -384,21 +328,14 @@ impl Span {
         self.context.map(Parent)
     }
 
-    /// An event (a timer set or fired, an event received); `attributes`
-    /// are made only when the span is recorded.
-    pub fn event(&self, name: &'static str, attributes: impl FnOnce() -> Attributes) {
-        self.with_record(|record| {
-            record.events.push(Event {
-                name,
-                time_ns: now_ns(),
-                attributes: attributes(),
-            })
-        });
+    /// An event (a timer set or fired, an event received).
+    pub fn event(&self, name: Name, attributes: &[(Key, Value<'_>)]) {
+        self.with_record(|record| record.event(name, now_ns(), attributes));
     }
 
     /// Sets an attribute once its value is known.
-    pub fn attribute(&self, key: &'static str, value: impl Into<Value>) {
-        self.with_record(|record| record.attributes.push((key, value.into())));
+    pub fn attribute<'a>(&self, key: Key, value: impl Into<Value<'a>>) {
+        self.with_record(|record| record.attribute(key, value.into()));
     }
 
     /// Marks it failed (no description: errors may quote data).
@@ -418,9 +355,8 @@ impl Drop for Span {
         let (Some(record), Some(exporter)) = (self.record.take(), exporting()) else {
             return;
         };
-        let mut record = record.into_inner().unwrap_or_else(|e| e.into_inner());
-        record.end_ns = now_ns();
-        exporter.push(record);
+        let record = record.into_inner().unwrap_or_else(|e| e.into_inner());
+        exporter.push(&record, now_ns());
     }
 }
 

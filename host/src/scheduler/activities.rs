@@ -120,7 +120,7 @@ async fn attempt(sched: &Arc<Scheduler>, activity: ActivityRow, span: &trace::Sp
         Err(_) if attempt < activity.retry.max_attempts => "retrying",
         Err(_) => "failed",
     };
-    span.attribute("outcome", outcome_name);
+    span.attribute(trace::Key::Outcome, outcome_name);
     if outcome.is_err() {
         span.failed();
     }

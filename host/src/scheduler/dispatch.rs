@@ -36,7 +36,7 @@ use crate::store::{
     format_time, ActivityRow, Committed, CreateOutcome, EpisodeCommit, EpisodeOutcome, InstanceRow,
     Notification, StoreError,
 };
-use crate::trace;
+use crate::trace::{self, Key, Name};
 
 /// A waiting instance kept in memory (`G`: its guest; `()` while it is
 /// being committed).
@@ -841,34 +841,35 @@ fn trace_episode(span: &trace::Span, commit: &mut EpisodeCommit) {
                     seq,
                     action: Action::Timer { fire_at },
                     ..
-                } => span.event("timer created", || {
-                    vec![
-                        ("timer.seq", i64::from(*seq).into()),
-                        ("timer.fire_at", format_time(*fire_at).into()),
-                    ]
-                }),
+                } => span.event(
+                    Name::TimerCreated,
+                    &[
+                        (Key::TimerSeq, i64::from(*seq).into()),
+                        (Key::TimerFireAt, format_time(*fire_at).as_str().into()),
+                    ],
+                ),
                 HistoryEvent::ActionTaken {
                     action: Action::EventWait { name },
                     ..
-                } => span.event("waiting for event", || {
-                    vec![("event.name", name.as_str().into())]
-                }),
-                HistoryEvent::TimerFired { seq } => span.event("timer fired", || {
-                    vec![("timer.seq", i64::from(*seq).into())]
-                }),
-                HistoryEvent::EventRaised { name, .. } => span.event("event raised", || {
-                    vec![("event.name", name.as_str().into())]
-                }),
+                } => span.event(
+                    Name::WaitingForEvent,
+                    &[(Key::EventName, name.as_str().into())],
+                ),
+                HistoryEvent::TimerFired { seq } => {
+                    span.event(Name::TimerFired, &[(Key::TimerSeq, i64::from(*seq).into())])
+                }
+                HistoryEvent::EventRaised { name, .. } => {
+                    span.event(Name::EventRaised, &[(Key::EventName, name.as_str().into())])
+                }
                 _ => {}
             }
         }
         if !commit.cancelled_timers.is_empty() {
-            span.event("timers cancelled", || {
-                vec![("timer.count", (commit.cancelled_timers.len() as i64).into())]
-            });
+            let count = commit.cancelled_timers.len() as i64;
+            span.event(Name::TimersCancelled, &[(Key::TimerCount, count.into())]);
         }
         if let Some(status) = commit.status {
-            span.attribute("status", status.as_str());
+            span.attribute(Key::Status, status.as_str());
         }
     }
     if commit.activities.is_empty() && commit.children.is_empty() {

@@ -1,12 +1,11 @@
-//! The span exporter: a span is encoded where it ends (otlp.rs), into its
-//! thread's buffer, whose chunks go onto a bounded queue; a thread of its
-//! own takes a batch's worth off and posts it to the collector over
-//! OTLP/HTTP. Only bytes
-//! cross threads, in buffers that are reused: a span's own allocations are
-//! freed on the thread that made them (freeing them on the export thread
-//! cost the allocator more than the spans themselves). Its settings are
-//! the OpenTelemetry specification's environment variables, read once at
-//! start.
+//! The span exporter: a span's record is copied where it ends into its
+//! thread's buffer (record.rs), whose chunks go onto a bounded queue; a
+//! thread of its own takes a batch's worth off, encodes it (otlp.rs) and
+//! posts it to the collector over OTLP/HTTP. Only bytes cross threads, in
+//! buffers that are reused (records that owned allocations and were freed
+//! on the export thread cost the allocator more than the spans
+//! themselves). Its settings are the OpenTelemetry specification's
+//! environment variables, read once at start.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -15,7 +14,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::otlp::{Encoder, Format};
-use super::{Record, Sampler};
+use super::record::{self, Record};
+use super::Sampler;
 
 /// What the environment says about exporting.
 #[derive(Debug)]
@@ -181,7 +181,7 @@ pub struct Exporter {
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
-/// Spans encoded by one thread, and how many.
+/// Spans ended on one thread (`Record::end_onto`), and how many.
 #[derive(Default)]
 struct Chunk {
     bytes: Vec<u8>,
@@ -208,11 +208,10 @@ const SPARE_BUFFERS: usize = 64;
 /// before it hands them over anyway.
 const LOCAL_SPANS: usize = 64;
 
-/// The spans this thread encoded and has not handed over yet. A span is
-/// encoded where it ends, into its thread's own buffer: the hosts' workers
+/// The spans this thread ended and has not handed over yet. A span is
+/// copied where it ends into its thread's own buffer: the hosts' workers
 /// end thousands a second, and one lock and one hand-over for a chunk of
-/// them costs a fraction of one each (nor do their records cross threads:
-/// what a record holds is freed where it was made).
+/// them costs a fraction of one each.
 #[derive(Default)]
 struct Local {
     chunk: Chunk,
@@ -261,12 +260,13 @@ impl Exporter {
         }
     }
 
-    /// Encodes an ended span into this thread's chunk, and hands the chunk
-    /// over when the thread does not keep one or it is full.
-    pub fn push(&self, record: Record) {
+    /// Copies a span that ended at `end_ns` onto this thread's chunk, and
+    /// hands the chunk over when the thread does not keep one or it is
+    /// full.
+    pub fn push(&self, record: &Record, end_ns: u64) {
         let kept = LOCAL.try_with(|local| {
             let mut local = local.borrow_mut();
-            self.encoder.append_span(&mut local.chunk.bytes, &record);
+            record.end_onto(end_ns, &mut local.chunk.bytes);
             local.chunk.spans += 1;
             if !local.keeps || local.chunk.spans >= LOCAL_SPANS {
                 self.hand_over(&mut local.chunk);
@@ -275,7 +275,7 @@ impl Exporter {
         if kept.is_err() {
             // The thread is ending: its chunk is gone already.
             let mut chunk = Chunk::default();
-            self.encoder.append_span(&mut chunk.bytes, &record);
+            record.end_onto(end_ns, &mut chunk.bytes);
             chunk.spans = 1;
             self.hand_over(&mut chunk);
         }
@@ -404,8 +404,8 @@ struct Poster {
     content_type: &'static str,
     headers: Vec<(String, String)>,
     schedule_delay: Duration,
-    /// The encoded spans and the request body, kept from one batch to
-    /// the next.
+    /// The batch's spans encoded, and the request body, kept from one
+    /// batch to the next.
     spans: Vec<u8>,
     body: Vec<u8>,
     /// Whether the last post failed: failures are reported once a run.
@@ -445,8 +445,8 @@ impl Poster {
     /// dropped (it would only grow behind a collector that is down).
     fn post(&mut self, encoder: &Encoder, batch: &[Chunk]) -> bool {
         self.spans.clear();
-        for chunk in batch {
-            self.spans.extend_from_slice(&chunk.bytes);
+        for span in batch.iter().flat_map(|chunk| record::ended(&chunk.bytes)) {
+            encoder.append_span(&mut self.spans, &span);
         }
         encoder.request(&self.spans, &mut self.body);
         let mut request = self
@@ -586,17 +586,9 @@ mod tests {
     }
 
     fn record() -> Record {
-        Record {
-            name: "episode",
-            trace_id: [1; 16],
-            span_id: [2; 8],
-            parent_span_id: [3; 8],
-            start_ns: 1,
-            end_ns: 2,
-            attributes: vec![("instance_id", "i".into())],
-            events: Vec::new(),
-            failed: false,
-        }
+        let mut record = Record::new(super::super::Name::Episode, [1; 16], [2; 8], [3; 8], 1);
+        record.attribute(super::super::Key::InstanceId, "i".into());
+        record
     }
 
     #[test]
@@ -609,7 +601,7 @@ mod tests {
             .unwrap()
             .unwrap(),
         );
-        let push = |spans: usize| (0..spans).for_each(|_| exporter.push(record()));
+        let push = |spans: usize| (0..spans).for_each(|_| exporter.push(&record(), 2));
         // A thread of its own: what a thread keeps is per thread.
         std::thread::scope(|scope| {
             scope.spawn(|| {
@@ -646,14 +638,12 @@ mod tests {
             });
         });
         let queue = exporter.queue.lock().unwrap();
-        let mut one = Vec::new();
-        exporter.encoder.append_span(&mut one, &record());
-        let bytes: usize = queue.chunks.iter().map(|c| c.bytes.len()).sum();
-        assert_eq!(
-            bytes,
-            75 * one.len(),
-            "the queue holds the spans' encodings"
-        );
+        let spans: usize = queue
+            .chunks
+            .iter()
+            .map(|c| record::ended(&c.bytes).count())
+            .sum();
+        assert_eq!(spans, 75, "the queue holds the spans' records");
     }
 
     #[test]

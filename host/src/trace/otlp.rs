@@ -1,14 +1,14 @@
-//! OTLP's trace export request, encoded straight from our span records:
-//! protobuf (`http/protobuf`, the default) with prost's field encoders,
-//! nothing allocated per span; or OTLP/JSON (`http/json`). A span is
-//! encoded where it ends, onto its batch's bytes; a batch's request wraps
-//! those bytes in the resource and scope. Field numbers are those of
+//! OTLP's trace export request, encoded straight from our span records on
+//! the export thread: protobuf (`http/protobuf`, the default) with prost's
+//! field encoders, nothing allocated per span; or OTLP/JSON (`http/json`).
+//! A batch's spans are encoded onto its bytes; its request wraps those in
+//! the resource and scope. Field numbers are those of
 //! `opentelemetry/proto/trace/v1/trace.proto`.
 
 use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
 use serde_json::{json, Value as Json};
 
-use super::{Attributes, Record, Value};
+use super::record::{Ended, Item, Key, Value};
 
 /// What the exporter names itself as (the instrumentation scope).
 const SCOPE: &str = "durango";
@@ -46,7 +46,7 @@ impl Encoder {
                 let mut head = Vec::new();
                 message(&mut head, 1, |buf| {
                     for (key, value) in resource {
-                        key_value(buf, 1, key, &Value::Str(value.clone()));
+                        key_value(buf, 1, key, Value::Str(value.as_str()));
                     }
                 });
                 let mut scope = Vec::new();
@@ -83,7 +83,7 @@ impl Encoder {
     }
 
     /// Appends `span` to a batch's bytes.
-    pub fn append_span(&self, out: &mut Vec<u8>, span: &Record) {
+    pub fn append_span(&self, out: &mut Vec<u8>, span: &Ended) {
         match self.format {
             Format::Protobuf => message(out, 2, |buf| encode_span(buf, span)),
             Format::Json => {
@@ -128,23 +128,35 @@ fn key_len(tag: u32) -> u64 {
     prost::encoding::key_len(tag) as u64
 }
 
-fn encode_span(buf: &mut Vec<u8>, span: &Record) {
+fn encode_span(buf: &mut Vec<u8>, span: &Ended) {
     bytes(buf, 1, &span.trace_id);
     bytes(buf, 2, &span.span_id);
     if span.parent_span_id != [0; 8] {
         bytes(buf, 4, &span.parent_span_id);
     }
-    bytes(buf, 5, span.name.as_bytes());
+    bytes(buf, 5, span.name.text().as_bytes());
     varint(buf, 6, KIND_INTERNAL);
     fixed64(buf, 7, span.start_ns);
     fixed64(buf, 8, span.end_ns);
-    attributes(buf, 9, &span.attributes);
-    for event in &span.events {
-        message(buf, 11, |buf| {
-            fixed64(buf, 1, event.time_ns);
-            bytes(buf, 2, event.name.as_bytes());
-            attributes(buf, 3, &event.attributes);
-        });
+    // Attributes (9) and events (11) as they were set: a repeated field's
+    // items may come between another's.
+    for item in span.items() {
+        match item {
+            Item::Attribute(key, value) => key_value(buf, 9, key.text(), value),
+            Item::Event {
+                name,
+                time_ns,
+                attributes,
+            } => message(buf, 11, |buf| {
+                fixed64(buf, 1, time_ns);
+                bytes(buf, 2, name.text().as_bytes());
+                for item in attributes {
+                    if let Item::Attribute(key, value) = item {
+                        key_value(buf, 3, key.text(), value);
+                    }
+                }
+            }),
+        }
     }
     if span.failed {
         message(buf, 15, |buf| varint(buf, 3, STATUS_ERROR));
@@ -153,18 +165,12 @@ fn encode_span(buf: &mut Vec<u8>, span: &Record) {
     buf.extend_from_slice(&FLAG_SAMPLED.to_le_bytes());
 }
 
-fn attributes(buf: &mut Vec<u8>, tag: u32, attributes: &Attributes) {
-    for (key, value) in attributes {
-        key_value(buf, tag, key, value);
-    }
-}
-
-fn key_value(buf: &mut Vec<u8>, tag: u32, key: &str, value: &Value) {
+fn key_value(buf: &mut Vec<u8>, tag: u32, key: &str, value: Value) {
     // Small and many: their lengths are worked out rather than found by
     // writing and moving.
     let any = match value {
         Value::Str(text) => 1 + encoded_len_varint(text.len() as u64) + text.len(),
-        Value::Int(number) => 1 + encoded_len_varint(*number as u64),
+        Value::Int(number) => 1 + encoded_len_varint(number as u64),
     };
     let pair = 1
         + encoded_len_varint(key.len() as u64)
@@ -180,7 +186,7 @@ fn key_value(buf: &mut Vec<u8>, tag: u32, key: &str, value: &Value) {
     encode_varint(any as u64, buf);
     match value {
         Value::Str(text) => bytes(buf, 1, text.as_bytes()),
-        Value::Int(number) => varint(buf, 3, *number as u64),
+        Value::Int(number) => varint(buf, 3, number as u64),
     }
 }
 
@@ -215,32 +221,42 @@ fn fixed64(buf: &mut Vec<u8>, tag: u32, value: u64) {
 
 /// A span in OTLP/JSON: ids in hex, 64-bit numbers as strings, enums as
 /// numbers, as the specification's JSON mapping says.
-fn json_span(span: &Record) -> Json {
-    let kv = |attributes: &Attributes| -> Vec<Json> {
-        attributes
-            .iter()
-            .map(|(key, value)| {
-                let value = match value {
-                    Value::Str(text) => json!({ "stringValue": text }),
-                    Value::Int(number) => json!({ "intValue": number.to_string() }),
-                };
-                json!({ "key": key, "value": value })
-            })
-            .collect()
+fn json_span(span: &Ended) -> Json {
+    let kv = |(key, value): (Key, Value)| -> Json {
+        let value = match value {
+            Value::Str(text) => json!({ "stringValue": text }),
+            Value::Int(number) => json!({ "intValue": number.to_string() }),
+        };
+        json!({ "key": key.text(), "value": value })
     };
+    let mut events = Vec::new();
+    for item in span.items() {
+        if let Item::Event {
+            name,
+            time_ns,
+            attributes,
+        } = item
+        {
+            let attributes = attributes.filter_map(|item| match item {
+                Item::Attribute(key, value) => Some(kv((key, value))),
+                Item::Event { .. } => None,
+            });
+            events.push(json!({
+                "timeUnixNano": time_ns.to_string(),
+                "name": name.text(),
+                "attributes": attributes.collect::<Vec<_>>(),
+            }));
+        }
+    }
     let mut out = json!({
         "traceId": hex(&span.trace_id),
         "spanId": hex(&span.span_id),
-        "name": span.name,
+        "name": span.name.text(),
         "kind": KIND_INTERNAL,
         "startTimeUnixNano": span.start_ns.to_string(),
         "endTimeUnixNano": span.end_ns.to_string(),
-        "attributes": kv(&span.attributes),
-        "events": span.events.iter().map(|event| json!({
-            "timeUnixNano": event.time_ns.to_string(),
-            "name": event.name,
-            "attributes": kv(&event.attributes),
-        })).collect::<Vec<_>>(),
+        "attributes": span.attributes().map(kv).collect::<Vec<_>>(),
+        "events": events,
         "flags": FLAG_SAMPLED,
     });
     if span.parent_span_id != [0; 8] {
@@ -260,30 +276,37 @@ fn hex(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Event;
+    use super::super::record::{self, Name, Record};
     use super::*;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::common::v1::any_value;
     use prost::Message as _;
 
-    fn record(failed: bool, parent: [u8; 8]) -> Record {
-        Record {
-            name: "episode",
-            trace_id: [0xab; 16],
-            span_id: [0xcd; 8],
-            parent_span_id: parent,
-            start_ns: 1_700_000_000_000_000_000,
-            end_ns: 1_700_000_000_000_500_000,
-            attributes: vec![
-                ("instance_id", Value::Str("x".repeat(200))),
-                ("episode", Value::Int(-3)),
-            ],
-            events: vec![Event {
-                name: "event raised",
-                time_ns: 1_700_000_000_000_100_000,
-                attributes: vec![("event.name", Value::Str("Approval".into()))],
-            }],
-            failed,
+    /// An episode's span, ended, as a chunk holds it.
+    fn record(failed: bool, parent: [u8; 8]) -> Vec<u8> {
+        let mut record = Record::new(
+            Name::Episode,
+            [0xab; 16],
+            [0xcd; 8],
+            parent,
+            1_700_000_000_000_000_000,
+        );
+        record.attribute(Key::InstanceId, Value::Str(&"x".repeat(200)));
+        record.event(
+            Name::EventRaised,
+            1_700_000_000_000_100_000,
+            &[(Key::EventName, "Approval".into())],
+        );
+        record.attribute(Key::Episode, Value::Int(-3));
+        record.failed = failed;
+        let mut chunk = Vec::new();
+        record.end_onto(1_700_000_000_000_500_000, &mut chunk);
+        chunk
+    }
+
+    fn append(encoder: &Encoder, spans: &mut Vec<u8>, chunk: &[u8]) {
+        for span in record::ended(chunk) {
+            encoder.append_span(spans, &span);
         }
     }
 
@@ -294,10 +317,10 @@ mod tests {
         let encoder = Encoder::new(Format::Protobuf, &resource);
         // Two requests from one encoder: the second carries only its own.
         let mut spans = Vec::new();
-        encoder.append_span(&mut spans, &records[0]);
+        append(&encoder, &mut spans, &records[0]);
         let mut body = Vec::new();
         encoder.request(&spans, &mut body);
-        encoder.append_span(&mut spans, &records[1]);
+        append(&encoder, &mut spans, &records[1]);
         encoder.request(&spans, &mut body);
         let request = ExportTraceServiceRequest::decode(&body[..]).expect("valid protobuf");
         let resource_spans = &request.resource_spans[0];
@@ -338,8 +361,8 @@ mod tests {
         let resource = vec![("service.name".to_string(), "durango".to_string())];
         let encoder = Encoder::new(Format::Json, &resource);
         let mut spans = Vec::new();
-        encoder.append_span(&mut spans, &record(true, [0x11; 8]));
-        encoder.append_span(&mut spans, &record(false, [0; 8]));
+        append(&encoder, &mut spans, &record(true, [0x11; 8]));
+        append(&encoder, &mut spans, &record(false, [0; 8]));
         let mut body = Vec::new();
         encoder.request(&spans, &mut body);
         let request: Json = serde_json::from_slice(&body).unwrap();
@@ -356,6 +379,11 @@ mod tests {
         assert_eq!(span["parentSpanId"], "11".repeat(8));
         assert_eq!(span["startTimeUnixNano"], "1700000000000000000");
         assert_eq!(span["attributes"][1]["value"]["intValue"], "-3");
+        assert_eq!(span["events"][0]["name"], "event raised");
+        assert_eq!(
+            span["events"][0]["attributes"][0]["value"]["stringValue"],
+            "Approval"
+        );
         assert_eq!(span["status"]["code"], 2);
     }
 }

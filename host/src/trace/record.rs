@@ -1,0 +1,366 @@
+//! A span's record, as its thread keeps it and hands it to the exporter:
+//! fixed fields, then its attributes and events as bytes in the order they
+//! were set. An open span allocates nothing (its bytes sit inline until
+//! they outgrow `INLINE`), ending one copies it onto its thread's chunk,
+//! and the export thread encodes OTLP from the chunks (otlp.rs). Records
+//! of owned strings encoded on tokio's workers were most of what traces
+//! cost a busy host (BENCHMARKS.md, session 19).
+
+use smallvec::SmallVec;
+
+/// Defines a closed set of OTLP names carried as one byte in a record.
+macro_rules! names {
+    ($(#[$doc:meta])* $type:ident { $($variant:ident => $text:literal,)* }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[repr(u8)]
+        pub enum $type {
+            $($variant,)*
+        }
+
+        impl $type {
+            const ALL: &[$type] = &[$($type::$variant,)*];
+
+            /// Its name in OTLP.
+            pub fn text(self) -> &'static str {
+                match self {
+                    $($type::$variant => $text,)*
+                }
+            }
+
+            fn from_byte(byte: u8) -> Option<$type> {
+                $type::ALL.get(usize::from(byte)).copied()
+            }
+        }
+    };
+}
+
+names! {
+    /// What an attribute is called.
+    Key {
+        InstanceId => "instance_id",
+        Orchestrator => "orchestrator",
+        AppVersion => "app_version",
+        Episode => "episode",
+        Activity => "activity",
+        Attempt => "attempt",
+        Status => "status",
+        Outcome => "outcome",
+        TimerSeq => "timer.seq",
+        TimerFireAt => "timer.fire_at",
+        EventName => "event.name",
+        TimerCount => "timer.count",
+    }
+}
+
+names! {
+    /// What a span or an event is called.
+    Name {
+        Start => "start",
+        Episode => "episode",
+        Activity => "activity",
+        TimerCreated => "timer created",
+        WaitingForEvent => "waiting for event",
+        TimerFired => "timer fired",
+        EventRaised => "event raised",
+        TimersCancelled => "timers cancelled",
+    }
+}
+
+/// An attribute's value.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Value<'a> {
+    Str(&'a str),
+    Int(i64),
+}
+
+impl<'a> From<&'a str> for Value<'a> {
+    fn from(value: &'a str) -> Value<'a> {
+        Value::Str(value)
+    }
+}
+
+impl From<i64> for Value<'_> {
+    fn from(value: i64) -> Self {
+        Value::Int(value)
+    }
+}
+
+/// The body's items: an attribute with a text value (key, length, bytes),
+/// one with an integer (key, 8 bytes), an event (name, time, the length of
+/// its attributes, its attributes). Numbers are little-endian.
+const TEXT: u8 = 0;
+const INT: u8 = 1;
+const EVENT: u8 = 2;
+
+/// Body bytes a record holds without allocating: a start span's three
+/// attributes with ids and names of common lengths.
+const INLINE: usize = 112;
+
+/// An open span's record.
+#[derive(Debug)]
+pub struct Record {
+    pub name: Name,
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    /// All zeros for a trace's root.
+    pub parent_span_id: [u8; 8],
+    pub start_ns: u64,
+    pub failed: bool,
+    body: SmallVec<[u8; INLINE]>,
+}
+
+impl Record {
+    pub fn new(
+        name: Name,
+        trace_id: [u8; 16],
+        span_id: [u8; 8],
+        parent_span_id: [u8; 8],
+        start_ns: u64,
+    ) -> Record {
+        Record {
+            name,
+            trace_id,
+            span_id,
+            parent_span_id,
+            start_ns,
+            failed: false,
+            body: SmallVec::new(),
+        }
+    }
+
+    pub fn attribute(&mut self, key: Key, value: Value<'_>) {
+        put_attribute(&mut self.body, key, value);
+    }
+
+    pub fn event(&mut self, name: Name, time_ns: u64, attributes: &[(Key, Value<'_>)]) {
+        self.body.extend_from_slice(&[EVENT, name as u8]);
+        self.body.extend_from_slice(&time_ns.to_le_bytes());
+        let length_at = self.body.len();
+        self.body.extend_from_slice(&[0; 4]);
+        for &(key, value) in attributes {
+            put_attribute(&mut self.body, key, value);
+        }
+        let length = (self.body.len() - length_at - 4) as u32;
+        self.body[length_at..length_at + 4].copy_from_slice(&length.to_le_bytes());
+    }
+
+    /// Appends the record, ended at `end_ns`, to a chunk (`ended` reads
+    /// it back).
+    pub fn end_onto(&self, end_ns: u64, chunk: &mut Vec<u8>) {
+        chunk.reserve(HEAD + self.body.len());
+        chunk.extend_from_slice(&[self.name as u8, u8::from(self.failed)]);
+        chunk.extend_from_slice(&self.trace_id);
+        chunk.extend_from_slice(&self.span_id);
+        chunk.extend_from_slice(&self.parent_span_id);
+        chunk.extend_from_slice(&self.start_ns.to_le_bytes());
+        chunk.extend_from_slice(&end_ns.to_le_bytes());
+        chunk.extend_from_slice(&(self.body.len() as u32).to_le_bytes());
+        chunk.extend_from_slice(&self.body);
+    }
+}
+
+/// A record's fixed fields in a chunk: name, failed, the three ids, the
+/// two times, the body's length.
+const HEAD: usize = 2 + 16 + 8 + 8 + 8 + 8 + 4;
+
+fn put_attribute(body: &mut SmallVec<[u8; INLINE]>, key: Key, value: Value<'_>) {
+    match value {
+        Value::Str(text) => {
+            body.extend_from_slice(&[TEXT, key as u8]);
+            body.extend_from_slice(&(text.len() as u32).to_le_bytes());
+            body.extend_from_slice(text.as_bytes());
+        }
+        Value::Int(number) => {
+            body.extend_from_slice(&[INT, key as u8]);
+            body.extend_from_slice(&number.to_le_bytes());
+        }
+    }
+}
+
+/// An ended span, read back from a chunk.
+#[derive(Debug)]
+pub struct Ended<'a> {
+    pub name: Name,
+    pub failed: bool,
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub parent_span_id: [u8; 8],
+    pub start_ns: u64,
+    pub end_ns: u64,
+    body: &'a [u8],
+}
+
+impl<'a> Ended<'a> {
+    /// Its attributes and events, in the order they were set.
+    pub fn items(&self) -> Items<'a> {
+        Items(Bytes(self.body))
+    }
+
+    pub fn attributes(&self) -> impl Iterator<Item = (Key, Value<'a>)> {
+        self.items().filter_map(|item| match item {
+            Item::Attribute(key, value) => Some((key, value)),
+            Item::Event { .. } => None,
+        })
+    }
+}
+
+/// The spans `end_onto` wrote to `chunk`, in order.
+pub fn ended(chunk: &[u8]) -> impl Iterator<Item = Ended<'_>> {
+    let mut bytes = Bytes(chunk);
+    std::iter::from_fn(move || {
+        let [name, failed] = bytes.array()?;
+        Some(Ended {
+            name: Name::from_byte(name)?,
+            failed: failed == 1,
+            trace_id: bytes.array()?,
+            span_id: bytes.array()?,
+            parent_span_id: bytes.array()?,
+            start_ns: u64::from_le_bytes(bytes.array()?),
+            end_ns: u64::from_le_bytes(bytes.array()?),
+            body: bytes.sized()?,
+        })
+    })
+}
+
+/// An item of a record's body.
+pub enum Item<'a> {
+    Attribute(Key, Value<'a>),
+    Event {
+        name: Name,
+        time_ns: u64,
+        /// Attributes only.
+        attributes: Items<'a>,
+    },
+}
+
+/// A body's items. Chunks are written by `end_onto` in this process: a
+/// malformed one (a bug) ends the items rather than the process.
+pub struct Items<'a>(Bytes<'a>);
+
+impl<'a> Iterator for Items<'a> {
+    type Item = Item<'a>;
+
+    fn next(&mut self) -> Option<Item<'a>> {
+        let bytes = &mut self.0;
+        let [kind, code] = bytes.array()?;
+        match kind {
+            TEXT => {
+                let text = std::str::from_utf8(bytes.sized()?).ok()?;
+                Some(Item::Attribute(Key::from_byte(code)?, Value::Str(text)))
+            }
+            INT => Some(Item::Attribute(
+                Key::from_byte(code)?,
+                Value::Int(i64::from_le_bytes(bytes.array()?)),
+            )),
+            EVENT => Some(Item::Event {
+                name: Name::from_byte(code)?,
+                time_ns: u64::from_le_bytes(bytes.array()?),
+                attributes: Items(Bytes(bytes.sized()?)),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// A cursor over bytes a record wrote.
+struct Bytes<'a>(&'a [u8]);
+
+impl<'a> Bytes<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (taken, rest) = self.0.split_at_checked(n)?;
+        self.0 = rest;
+        Some(taken)
+    }
+
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        self.take(N)?.try_into().ok()
+    }
+
+    /// A field written as its length (4 bytes) and its bytes.
+    fn sized(&mut self) -> Option<&'a [u8]> {
+        let length = u32::from_le_bytes(self.array()?);
+        self.take(length as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chunk_reads_back_what_its_spans_wrote() {
+        let mut chunk = Vec::new();
+        let mut start = Record::new(Name::Start, [1; 16], [2; 8], [0; 8], 10);
+        let long = "i".repeat(300);
+        start.attribute(Key::InstanceId, long.as_str().into());
+        start.attribute(Key::Episode, Value::Int(-7));
+        start.event(
+            Name::TimerCreated,
+            25,
+            &[
+                (Key::TimerSeq, 3.into()),
+                (Key::TimerFireAt, "2026-12-03".into()),
+            ],
+        );
+        start.event(Name::TimersCancelled, 26, &[]);
+        start.attribute(Key::Status, "Completed".into());
+        start.end_onto(40, &mut chunk);
+        let mut failed = Record::new(Name::Activity, [3; 16], [4; 8], [2; 8], 50);
+        failed.failed = true;
+        failed.end_onto(60, &mut chunk);
+
+        let spans: Vec<Ended> = ended(&chunk).collect();
+        assert_eq!(spans.len(), 2);
+        let first = &spans[0];
+        assert_eq!(
+            (first.name, first.failed, first.trace_id, first.span_id),
+            (Name::Start, false, [1; 16], [2; 8])
+        );
+        assert_eq!(
+            (first.parent_span_id, first.start_ns, first.end_ns),
+            ([0; 8], 10, 40)
+        );
+        let attributes: Vec<_> = first.attributes().collect();
+        assert_eq!(
+            attributes,
+            [
+                (Key::InstanceId, Value::Str(&long)),
+                (Key::Episode, Value::Int(-7)),
+                (Key::Status, Value::Str("Completed")),
+            ]
+        );
+        let events: Vec<_> = first
+            .items()
+            .filter_map(|item| match item {
+                Item::Event {
+                    name,
+                    time_ns,
+                    attributes,
+                } => Some((name, time_ns, attributes.count())),
+                Item::Attribute(..) => None,
+            })
+            .collect();
+        assert_eq!(
+            events,
+            [(Name::TimerCreated, 25, 2), (Name::TimersCancelled, 26, 0)]
+        );
+        let second = &spans[1];
+        assert_eq!(
+            (second.name, second.failed, second.parent_span_id),
+            (Name::Activity, true, [2; 8])
+        );
+        assert_eq!(second.items().count(), 0);
+    }
+
+    #[test]
+    fn names_round_trip_through_their_byte() {
+        for &key in Key::ALL {
+            assert_eq!(Key::from_byte(key as u8), Some(key));
+        }
+        for &name in Name::ALL {
+            assert_eq!(Name::from_byte(name as u8), Some(name));
+        }
+        assert_eq!(Key::from_byte(200), None);
+    }
+}
