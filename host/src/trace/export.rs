@@ -194,15 +194,27 @@ struct Queue {
     chunks: VecDeque<Chunk>,
     /// Spans in `chunks`.
     queued: usize,
-    /// Buffers the export thread is done with, for reuse.
+    /// Buffers the export thread is done with, for reuse, and their
+    /// capacity in bytes.
     spare: Vec<Vec<u8>>,
+    spare_bytes: usize,
     /// Spans refused since the last report: the queue was full.
     dropped: u64,
     stopping: bool,
 }
 
-/// Emptied buffers kept for reuse: enough for the chunks in flight.
-const SPARE_BUFFERS: usize = 64;
+/// The capacity of emptied buffers kept for reuse. A busy host's workers
+/// idle, and hand over, every millisecond or so, a few spans at a time: a
+/// batch is a hundred chunks and more. Every chunk must find a buffer with
+/// room, or the worker grows a new one (allocations, copies) that the
+/// export thread then frees (a free from another thread, which the
+/// worker's allocator pays for again later). A chunk of a few spans takes
+/// a kilobyte or two: this keeps a few batches' worth.
+const SPARE_BYTES: usize = 2 << 20;
+
+/// The room a new chunk buffer starts with: a few spans' worth, so that it
+/// does not grow span by span.
+const CHUNK_ROOM: usize = 2048;
 
 /// Spans a thread that hands over when it idles (`flush_thread`) keeps
 /// before it hands them over anyway.
@@ -308,7 +320,13 @@ impl Exporter {
         }
         let before = queue.queued;
         queue.queued += chunk.spans;
-        let spare = queue.spare.pop().unwrap_or_default();
+        let spare = match queue.spare.pop() {
+            Some(spare) => {
+                queue.spare_bytes -= spare.capacity();
+                spare
+            }
+            None => Vec::with_capacity(CHUNK_ROOM),
+        };
         let full = std::mem::replace(
             chunk,
             Chunk {
@@ -377,9 +395,10 @@ impl Exporter {
             let left = {
                 let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
                 for chunk in batch.drain(..) {
-                    if queue.spare.len() < SPARE_BUFFERS {
-                        let mut bytes = chunk.bytes;
+                    let mut bytes = chunk.bytes;
+                    if queue.spare_bytes + bytes.capacity() <= SPARE_BYTES {
                         bytes.clear();
+                        queue.spare_bytes += bytes.capacity();
                         queue.spare.push(bytes);
                     }
                 }
@@ -635,6 +654,9 @@ mod tests {
                     push(spans);
                     assert_eq!(queued(&exporter), expected, "{what}");
                 }
+                // What a hand-over leaves the thread has room for spans.
+                let room = LOCAL.with(|local| local.borrow().chunk.bytes.capacity());
+                assert!(room >= CHUNK_ROOM, "{room}");
             });
         });
         let queue = exporter.queue.lock().unwrap();
