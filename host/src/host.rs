@@ -521,14 +521,14 @@ impl Host {
         id: String,
         input: String,
         callback_url: Option<String>,
-        traceparent: Option<String>,
+        traceparent: Option<trace::Parent>,
     ) -> Result<(), StartError> {
         let version = self
             .catalog
             .version_of(orchestrator)
             .ok_or_else(|| StartError::UnknownOrchestrator(orchestrator.to_string()))?;
-        let span = trace::Span::start(&id, orchestrator, &version, traceparent.as_deref());
-        let trace = span.traceparent();
+        let span = trace::Span::start(&id, orchestrator, &version, traceparent);
+        let trace = span.parent();
         self.start_row(orchestrator, id, input, callback_url, version, trace)
             .instrument(span.log())
             .await
@@ -546,7 +546,7 @@ impl Host {
         input: String,
         callback_url: Option<String>,
         version: String,
-        trace: Option<String>,
+        trace: Option<trace::Parent>,
     ) -> Result<(), StartError> {
         let notifications = self.scheduler.notifier.notifications(&Change {
             instance_id: &id,
@@ -727,7 +727,7 @@ impl Host {
                 retry: retry.retry,
                 attempt: 0,
                 run_at: now_ms(),
-                trace: row.trace.clone(),
+                trace: row.trace,
             })
             .collect();
         let rewound = self

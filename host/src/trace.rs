@@ -224,7 +224,7 @@ pub struct Span {
 impl Span {
     /// The span of a start: a child of `parent` (the caller's
     /// `traceparent`, or the starting episode's), else a new trace's root.
-    pub fn start(id: &str, orchestrator: &str, version: &str, parent: Option<&str>) -> Span {
+    pub fn start(id: &str, orchestrator: &str, version: &str, parent: Option<Parent>) -> Span {
         Span::new(
             Name::Start,
             parent,
@@ -240,7 +240,7 @@ impl Span {
     /// The span of an episode: a child of the instance's start span.
     // Its orchestrator and version are on the start span: every attribute
     // here costs on every episode.
-    pub fn episode(id: &str, episode: i64, parent: Option<&str>) -> Span {
+    pub fn episode(id: &str, episode: i64, parent: Option<Parent>) -> Span {
         Span::new(
             Name::Episode,
             parent,
@@ -254,7 +254,7 @@ impl Span {
 
     /// The span of an activity attempt: a child of the episode that
     /// scheduled it (or of the start span).
-    pub fn activity(id: &str, activity: &str, attempt: u32, parent: Option<&str>) -> Span {
+    pub fn activity(id: &str, activity: &str, attempt: u32, parent: Option<Parent>) -> Span {
         Span::new(
             Name::Activity,
             parent,
@@ -269,7 +269,7 @@ impl Span {
 
     fn new(
         name: Name,
-        parent: Option<&str>,
+        parent: Option<Parent>,
         attributes: impl FnOnce(&mut Record),
         log: impl FnOnce() -> tracing::Span,
     ) -> Span {
@@ -285,7 +285,7 @@ impl Span {
                 log,
             };
         };
-        let parent = parent.and_then(Context::parse);
+        let parent = parent.map(|p| p.0);
         let (trace_id, parent_span_id) = match parent {
             Some(parent) => (parent.trace_id, parent.span_id),
             None => (new_id(), [0; 8]),
@@ -316,11 +316,6 @@ impl Span {
     /// Whether it is recorded (events and attributes are kept).
     pub fn recording(&self) -> bool {
         self.record.is_some()
-    }
-
-    /// The `traceparent` naming it as the parent, when traces are on.
-    pub fn traceparent(&self) -> Option<String> {
-        self.context.map(|c| c.traceparent())
     }
 
     /// Its context, to name it as a parent later.
@@ -370,11 +365,18 @@ fn new_id<const N: usize>() -> [u8; N] {
     }
 }
 
-/// A traced span's context, to name it as a parent later.
-#[derive(Clone, Debug)]
+/// A traced span's context, to name it as a parent later: kept with an
+/// instance and its activity calls as it is, a W3C `traceparent` only
+/// where it is stored or sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Parent(Context);
 
 impl Parent {
+    /// A W3C `traceparent`'s context, if it is a valid one.
+    pub fn parse(traceparent: &str) -> Option<Parent> {
+        Context::parse(traceparent).map(Parent)
+    }
+
     /// Its W3C `traceparent`.
     pub fn header(&self) -> String {
         self.0.traceparent()
@@ -383,10 +385,9 @@ impl Parent {
 
 /// The W3C `traceparent` a request carried, if traces are on and it is a
 /// valid one.
-pub fn incoming(headers: &http::HeaderMap) -> Option<String> {
+pub fn incoming(headers: &http::HeaderMap) -> Option<Parent> {
     exporting()?;
-    let value = headers.get("traceparent")?.to_str().ok()?;
-    Context::parse(value).map(|c| c.traceparent())
+    Parent::parse(headers.get("traceparent")?.to_str().ok()?)
 }
 
 /// Which new traces are recorded (`OTEL_TRACES_SAMPLER`, with

@@ -10,6 +10,7 @@ use durango::store::{
     open, ActivityRow, ChildStart, CreateOutcome, Durability, EpisodeCommit, EpisodeOutcome,
     InstanceRow, Store,
 };
+use durango::trace::Parent;
 use durango_e2e::postgres;
 
 fn call(row: &InstanceRow, seq: u32) -> ActivityRow {
@@ -108,7 +109,7 @@ const OTHER_TRACE: &str = "00-0af7651916cd43dd8448eb211c80319c-b9c7c989f97918e1-
 /// comes back with its row and with its activity calls read from the store.
 async fn keeps_trace_contexts(store: &dyn Store) {
     let pending = InstanceRow {
-        trace: Some(PARENT_TRACE.into()),
+        trace: Parent::parse(PARENT_TRACE),
         ..InstanceRow::pending(
             "traced".into(),
             "Parent".into(),
@@ -128,7 +129,7 @@ async fn keeps_trace_contexts(store: &dyn Store) {
             name: "Child".into(),
             input: "null".into(),
             version: Some("v1".into()),
-            trace: Some(CHILD_TRACE.into()),
+            trace: Parent::parse(CHILD_TRACE),
         }],
         ..EpisodeCommit::default()
     };
@@ -144,15 +145,21 @@ async fn keeps_trace_contexts(store: &dyn Store) {
             .expect("read")
             .expect("there")
     };
-    assert_eq!(read("traced").await.trace.as_deref(), Some(PARENT_TRACE));
-    assert_eq!(read("traced:1").await.trace.as_deref(), Some(CHILD_TRACE));
+    assert_eq!(
+        read("traced").await.trace.map(|t| t.header()).as_deref(),
+        Some(PARENT_TRACE)
+    );
+    assert_eq!(
+        read("traced:1").await.trace.map(|t| t.header()).as_deref(),
+        Some(CHILD_TRACE)
+    );
     let calls = store.activities(None).await.expect("activities");
     let call = calls
         .iter()
         .find(|a| a.instance_id == "traced")
         .expect("the call");
     assert_eq!(
-        call.trace.as_deref(),
+        call.trace.map(|t| t.header()).as_deref(),
         Some(PARENT_TRACE),
         "the instance's context"
     );
@@ -161,12 +168,16 @@ async fn keeps_trace_contexts(store: &dyn Store) {
         .await
         .expect("round");
     assert_eq!(
-        cold.instance.expect("the row").trace.as_deref(),
+        cold.instance
+            .expect("the row")
+            .trace
+            .map(|t| t.header())
+            .as_deref(),
         Some(PARENT_TRACE)
     );
 
     let started = InstanceRow {
-        trace: Some(OTHER_TRACE.into()),
+        trace: Parent::parse(OTHER_TRACE),
         ..InstanceRow::pending(
             "two".into(),
             "Parent".into(),
@@ -180,7 +191,10 @@ async fn keeps_trace_contexts(store: &dyn Store) {
         .await
         .expect("create");
     assert!(matches!(created, CreateOutcome::Created(..)));
-    assert_eq!(read("two").await.trace.as_deref(), Some(OTHER_TRACE));
+    assert_eq!(
+        read("two").await.trace.map(|t| t.header()).as_deref(),
+        Some(OTHER_TRACE)
+    );
     let untraced =
         InstanceRow::pending("plain".into(), "P".into(), "v1".into(), "null".into(), None);
     store

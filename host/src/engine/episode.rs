@@ -283,7 +283,7 @@ impl<'a> Builder<'a> {
                         retry: retry.unwrap_or(crate::engine::history::RetryPolicy::ONCE),
                         attempt: 0,
                         run_at: timestamp,
-                        trace: self.instance.trace.clone(),
+                        trace: self.instance.trace,
                     })
                 }
                 Action::Timer { fire_at } => self.commit.timers.push((seq, *fire_at)),

@@ -56,7 +56,7 @@ async fn run_attempt(sched: &Arc<Scheduler>, activity: ActivityRow) {
         &activity.instance_id,
         &activity.name,
         activity.attempt + 1,
-        activity.trace.as_deref(),
+        activity.trace,
     );
     let log = span.log();
     attempt(sched, activity, &span).instrument(log).await

@@ -826,7 +826,7 @@ async fn rebuild(
 
 /// The span of an episode of `instance`: a child of its start span.
 fn episode_span(instance: &InstanceRow) -> trace::Span {
-    trace::Span::episode(&instance.id, instance.episodes, instance.trace.as_deref())
+    trace::Span::episode(&instance.id, instance.episodes, instance.trace)
 }
 
 /// Puts what an episode did on its span: the timers it set and fired, the
@@ -875,18 +875,18 @@ fn trace_episode(span: &trace::Span, commit: &mut EpisodeCommit) {
     if commit.activities.is_empty() && commit.children.is_empty() {
         return;
     }
-    let parent = span.traceparent();
+    let parent = span.parent();
     for activity in &mut commit.activities {
-        activity.trace = parent.clone();
+        activity.trace = parent;
     }
     for child in &mut commit.children {
         let start = trace::Span::start(
             &child.id,
             &child.name,
             child.version.as_deref().unwrap_or(""),
-            parent.as_deref(),
+            parent,
         );
-        child.trace = start.traceparent();
+        child.trace = start.parent();
     }
 }
 

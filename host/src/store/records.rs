@@ -3,6 +3,7 @@
 //! no SQL; each backend maps them to its own schema.
 
 use crate::engine::history::{HistoryEvent, Message, RetryPolicy, RuntimeStatus};
+use crate::trace::Parent;
 
 /// Milliseconds since the Unix epoch: the clock every stored time uses.
 pub fn now_ms() -> i64 {
@@ -80,9 +81,16 @@ pub struct InstanceRow {
     pub created_at: i64,
     pub updated_at: i64,
     pub callback_url: Option<String>,
-    /// The instance's trace: the W3C `traceparent` of its start span, the
-    /// parent of its later spans (`None` when it was started untraced).
-    pub trace: Option<String>,
+    /// The instance's trace: its start span, the parent of its later spans
+    /// (`None` when it was started untraced); stored as a W3C
+    /// `traceparent`.
+    pub trace: Option<Parent>,
+}
+
+/// A stored trace (`instances.trace_context`, a W3C `traceparent`) read
+/// back.
+pub fn stored_trace(traceparent: Option<String>) -> Option<Parent> {
+    traceparent.as_deref().and_then(Parent::parse)
 }
 
 impl InstanceRow {
@@ -207,9 +215,9 @@ pub struct ActivityRow {
     /// Attempts already made.
     pub attempt: u32,
     pub run_at: i64,
-    /// The `traceparent` its attempts' spans are children of: the episode
-    /// that scheduled it, or (read back from the store) its instance's.
-    pub trace: Option<String>,
+    /// The span its attempts' spans are children of: the episode that
+    /// scheduled it, or (read back from the store) its instance's start.
+    pub trace: Option<Parent>,
 }
 
 impl ActivityRow {
@@ -294,7 +302,7 @@ pub struct ChildStart {
     pub version: Option<String>,
     /// The child's trace (see `InstanceRow::trace`): its start span, a
     /// child of the parent's episode.
-    pub trace: Option<String>,
+    pub trace: Option<Parent>,
 }
 
 /// The orchestration starts over: a fresh history with `input`, and these

@@ -506,7 +506,7 @@ async fn insert_instance(
                 &parent.map(|(id, _)| id),
                 &parent.map(|(_, s)| seq(s)),
                 &partition_of(&row.id),
-                &row.trace,
+                &row.trace.map(|t| t.header()),
             ],
         )
         .await?;
@@ -527,7 +527,7 @@ async fn start_child(
         None => format!("no orchestrator named {} is deployed", child.name),
         Some(version) => {
             let row = InstanceRow {
-                trace: child.trace.clone(),
+                trace: child.trace,
                 ..InstanceRow::pending(
                     child.id.clone(),
                     child.name.clone(),

@@ -145,8 +145,8 @@ async fn create(c: &Conn, host: &str, firsts: &[&EpisodeCommit]) -> TxResult<Has
                 &host,
                 &rows
                     .iter()
-                    .map(|r| r.trace.as_deref())
-                    .collect::<Vec<Option<&str>>>(),
+                    .map(|r| r.trace.map(|t| t.header()))
+                    .collect::<Vec<Option<String>>>(),
             ],
         )
         .await?;

@@ -3,7 +3,7 @@
 use tokio_postgres::Row;
 
 use crate::engine::history::{HistoryEvent, Message, RetryPolicy, RuntimeStatus};
-use crate::store::{ActivityRow, InstanceRow, StoreError};
+use crate::store::{stored_trace, ActivityRow, InstanceRow, StoreError};
 
 pub(super) fn instance_row(row: &Row) -> InstanceRow {
     let status: String = row.get(3);
@@ -20,7 +20,7 @@ pub(super) fn instance_row(row: &Row) -> InstanceRow {
         callback_url: row.get(9),
         pk: row.get(10),
         episodes: row.get(11),
-        trace: row.get(12),
+        trace: stored_trace(row.get(12)),
     }
 }
 
@@ -57,7 +57,7 @@ pub(super) fn instance_from_json(json: &str) -> Result<InstanceRow, StoreError> 
         created_at: row.created_at,
         updated_at: row.updated_at,
         callback_url: row.callback_url,
-        trace: row.trace_context,
+        trace: stored_trace(row.trace_context),
     })
 }
 
@@ -87,7 +87,7 @@ pub(super) fn activity_row(row: &Row) -> Result<ActivityRow, StoreError> {
         attempt: attempt as u32,
         run_at: row.get(7),
         instance_pk: row.get(8),
-        trace: row.get(9),
+        trace: stored_trace(row.get(9)),
     })
 }
 

@@ -5,7 +5,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use super::SqliteStore;
 use crate::engine::history::{HistoryEvent, Message, RetryPolicy, RuntimeStatus};
 use crate::store::{
-    ActivityRow, InstanceFilter, InstanceReads, InstanceRow, PendingWork, StoreError, StoreFuture,
+    stored_trace, ActivityRow, InstanceFilter, InstanceReads, InstanceRow, PendingWork, StoreError,
+    StoreFuture,
 };
 
 pub(super) const INSTANCE_COLUMNS: &str = "id, name, version, status, input, output, \
@@ -26,7 +27,7 @@ pub(super) fn instance_row(row: &Row<'_>) -> rusqlite::Result<InstanceRow> {
         callback_url: row.get(9)?,
         pk: row.get(10)?,
         episodes: row.get(11)?,
-        trace: row.get(12)?,
+        trace: stored_trace(row.get(12)?),
     })
 }
 
@@ -50,7 +51,7 @@ pub(super) fn activity_row(row: &Row<'_>) -> rusqlite::Result<(ActivityRow, Stri
             retry: RetryPolicy::ONCE,
             attempt: row.get(6)?,
             run_at: row.get(7)?,
-            trace: row.get(9)?,
+            trace: stored_trace(row.get(9)?),
         },
         retry.unwrap_or_default(),
     ))

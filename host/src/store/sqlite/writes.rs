@@ -10,6 +10,7 @@ use crate::store::{
     EnqueueOutcome, EpisodeCommit, EpisodeOutcome, Episodes, InstanceRow, MoveCommit, Notification,
     RewindCommit, StoreFuture,
 };
+use crate::trace::Parent;
 
 /// An episode's change to its instance's row, made only if the row is
 /// still at the episode it was built on (`?7`).
@@ -269,7 +270,7 @@ fn insert_instance(
         delete_instance_rows(conn, pk)?;
     }
     let row = InstanceRow {
-        trace: new.trace.map(str::to_string),
+        trace: new.trace,
         ..InstanceRow::pending(
             new.id.to_string(),
             new.name.to_string(),
@@ -292,7 +293,7 @@ fn insert_instance(
             row.callback_url,
             new.parent.map(|(id, _)| id),
             new.parent.map(|(_, seq)| seq),
-            row.trace
+            row.trace.map(|t| t.header())
         ],
     )?;
     Ok(Ok(InstanceRow {
@@ -316,7 +317,7 @@ struct NewInstance<'a> {
     /// The parent's id and the step that awaits this child.
     parent: Option<(&'a str, u32)>,
     /// See `InstanceRow::trace`.
-    trace: Option<&'a str>,
+    trace: Option<Parent>,
 }
 
 impl<'a> NewInstance<'a> {
@@ -329,7 +330,7 @@ impl<'a> NewInstance<'a> {
             input: &row.input,
             callback_url: row.callback_url.as_deref(),
             parent: None,
-            trace: row.trace.as_deref(),
+            trace: row.trace,
         }
     }
 }
@@ -363,7 +364,7 @@ fn start_child(
         input: &child.input,
         callback_url: None,
         parent: Some((parent, child.parent_seq)),
-        trace: child.trace.as_deref(),
+        trace: child.trace,
     };
     match insert_instance(conn, new)? {
         Ok(row) => {
