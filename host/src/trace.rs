@@ -15,8 +15,9 @@
 //! attempt and outcome, never inputs, outputs or event data.
 //!
 //! Instance spans are our own records, not `tracing` spans fed through the
-//! OpenTelemetry SDK: a record is a few fixed fields and the export thread
-//! encodes OTLP straight from it. The SDK's path cost a busy host a third
+//! OpenTelemetry SDK: a record is a few fixed fields and its attributes
+//! and events as bytes (record.rs), and the export thread encodes OTLP
+//! straight from it (otlp.rs). The SDK's path cost a busy host a third
 //! of its rate (BENCHMARKS.md, session 8). With `--log-format json` an
 //! instance span is also a `tracing` span, so the lines written inside it
 //! carry its instance id. When neither reads them, a span is nothing but
