@@ -204,12 +204,12 @@ struct Queue {
 }
 
 /// The capacity of emptied buffers kept for reuse. A busy host's workers
-/// idle, and hand over, every millisecond or so, a few spans at a time: a
-/// batch is a hundred chunks and more. Every chunk must find a buffer with
-/// room, or the worker grows a new one (allocations, copies) that the
-/// export thread then frees (a free from another thread, which the
-/// worker's allocator pays for again later). A chunk of a few spans takes
-/// a kilobyte or two: this keeps a few batches' worth.
+/// idle, and so hand over, thousands of times a second, a few spans at a
+/// time: a batch is many chunks. Every chunk must find a buffer with room,
+/// or the worker grows a new one (allocations, copies) that the export
+/// thread then frees (a free from another thread, which the worker's
+/// allocator pays for again later). A chunk of a few spans takes a
+/// kilobyte or two: this keeps a few batches' worth.
 const SPARE_BYTES: usize = 2 << 20;
 
 /// The room a new chunk buffer starts with: a few spans' worth, so that it
