@@ -203,6 +203,30 @@ struct Queue {
     stopping: bool,
 }
 
+impl Queue {
+    /// A buffer for a thread's next chunk: a spare one, else a new one
+    /// with room.
+    fn room(&mut self) -> Vec<u8> {
+        match self.spare.pop() {
+            Some(spare) => {
+                self.spare_bytes -= spare.capacity();
+                spare
+            }
+            None => Vec::with_capacity(CHUNK_ROOM),
+        }
+    }
+
+    /// Keeps a buffer the export thread is done with, while the spares
+    /// stay within `SPARE_BYTES`.
+    fn reuse(&mut self, mut bytes: Vec<u8>) {
+        if self.spare_bytes + bytes.capacity() <= SPARE_BYTES {
+            bytes.clear();
+            self.spare_bytes += bytes.capacity();
+            self.spare.push(bytes);
+        }
+    }
+}
+
 /// The capacity of emptied buffers kept for reuse. A busy host's workers
 /// idle, and so hand over, thousands of times a second, a few spans at a
 /// time: a batch is many chunks. Every chunk must find a buffer with room,
@@ -320,13 +344,7 @@ impl Exporter {
         }
         let before = queue.queued;
         queue.queued += chunk.spans;
-        let spare = match queue.spare.pop() {
-            Some(spare) => {
-                queue.spare_bytes -= spare.capacity();
-                spare
-            }
-            None => Vec::with_capacity(CHUNK_ROOM),
-        };
+        let spare = queue.room();
         let full = std::mem::replace(
             chunk,
             Chunk {
@@ -395,12 +413,7 @@ impl Exporter {
             let left = {
                 let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
                 for chunk in batch.drain(..) {
-                    let mut bytes = chunk.bytes;
-                    if queue.spare_bytes + bytes.capacity() <= SPARE_BYTES {
-                        bytes.clear();
-                        queue.spare_bytes += bytes.capacity();
-                        queue.spare.push(bytes);
-                    }
+                    queue.reuse(chunk.bytes);
                 }
                 queue.queued
             };
@@ -654,9 +667,6 @@ mod tests {
                     push(spans);
                     assert_eq!(queued(&exporter), expected, "{what}");
                 }
-                // What a hand-over leaves the thread has room for spans.
-                let room = LOCAL.with(|local| local.borrow().chunk.bytes.capacity());
-                assert!(room >= CHUNK_ROOM, "{room}");
             });
         });
         let queue = exporter.queue.lock().unwrap();
@@ -666,6 +676,25 @@ mod tests {
             .map(|c| record::ended(&c.bytes).count())
             .sum();
         assert_eq!(spans, 75, "the queue holds the spans' records");
+    }
+
+    #[test]
+    fn chunks_take_emptied_buffers_back_within_the_bound() {
+        let mut queue = Queue::default();
+        let fresh = queue.room();
+        assert!(fresh.capacity() >= CHUNK_ROOM, "a new buffer has room");
+        let mut used = Vec::with_capacity(5000);
+        used.extend_from_slice(b"spans");
+        let kept = used.as_ptr();
+        queue.reuse(used);
+        let again = queue.room();
+        assert_eq!(again.as_ptr(), kept, "the emptied buffer comes back");
+        assert!(again.is_empty() && again.capacity() >= 5000);
+        assert_eq!(queue.spare_bytes, 0);
+        queue.reuse(Vec::with_capacity(SPARE_BYTES));
+        queue.reuse(Vec::with_capacity(64));
+        assert_eq!(queue.spare.len(), 1, "no more than SPARE_BYTES are kept");
+        assert_eq!(queue.spare_bytes, queue.spare[0].capacity());
     }
 
     #[test]

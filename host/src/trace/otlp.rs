@@ -150,10 +150,8 @@ fn encode_span(buf: &mut Vec<u8>, span: &Ended) {
             } => message(buf, 11, |buf| {
                 fixed64(buf, 1, time_ns);
                 bytes(buf, 2, name.text().as_bytes());
-                for item in attributes {
-                    if let Item::Attribute(key, value) = item {
-                        key_value(buf, 3, key.text(), value);
-                    }
+                for (key, value) in attributes {
+                    key_value(buf, 3, key.text(), value);
                 }
             }),
         }
@@ -237,14 +235,10 @@ fn json_span(span: &Ended) -> Json {
             attributes,
         } = item
         {
-            let attributes = attributes.filter_map(|item| match item {
-                Item::Attribute(key, value) => Some(kv((key, value))),
-                Item::Event { .. } => None,
-            });
             events.push(json!({
                 "timeUnixNano": time_ns.to_string(),
                 "name": name.text(),
-                "attributes": attributes.collect::<Vec<_>>(),
+                "attributes": attributes.map(kv).collect::<Vec<_>>(),
             }));
         }
     }

@@ -205,6 +205,18 @@ impl<'a> Ended<'a> {
     }
 }
 
+/// An event's attributes.
+pub struct Attributes<'a>(Bytes<'a>);
+
+impl<'a> Iterator for Attributes<'a> {
+    type Item = (Key, Value<'a>);
+
+    fn next(&mut self) -> Option<(Key, Value<'a>)> {
+        let [kind, key] = self.0.array()?;
+        self.0.attribute(kind, key)
+    }
+}
+
 /// The spans `end_onto` wrote to `chunk`, in order.
 pub fn ended(chunk: &[u8]) -> impl Iterator<Item = Ended<'_>> {
     let mut bytes = Bytes(chunk);
@@ -229,8 +241,7 @@ pub enum Item<'a> {
     Event {
         name: Name,
         time_ns: u64,
-        /// Attributes only.
-        attributes: Items<'a>,
+        attributes: Attributes<'a>,
     },
 }
 
@@ -244,22 +255,15 @@ impl<'a> Iterator for Items<'a> {
     fn next(&mut self) -> Option<Item<'a>> {
         let bytes = &mut self.0;
         let [kind, code] = bytes.array()?;
-        match kind {
-            TEXT => {
-                let text = std::str::from_utf8(bytes.sized()?).ok()?;
-                Some(Item::Attribute(Key::from_byte(code)?, Value::Str(text)))
-            }
-            INT => Some(Item::Attribute(
-                Key::from_byte(code)?,
-                Value::Int(i64::from_le_bytes(bytes.array()?)),
-            )),
-            EVENT => Some(Item::Event {
+        if kind == EVENT {
+            return Some(Item::Event {
                 name: Name::from_byte(code)?,
                 time_ns: u64::from_le_bytes(bytes.array()?),
-                attributes: Items(Bytes(bytes.sized()?)),
-            }),
-            _ => None,
+                attributes: Attributes(Bytes(bytes.sized()?)),
+            });
         }
+        let (key, value) = bytes.attribute(kind, code)?;
+        Some(Item::Attribute(key, value))
     }
 }
 
@@ -281,6 +285,16 @@ impl<'a> Bytes<'a> {
     fn sized(&mut self) -> Option<&'a [u8]> {
         let length = u32::from_le_bytes(self.array()?);
         self.take(length as usize)
+    }
+
+    /// An attribute's value, its kind and key read already.
+    fn attribute(&mut self, kind: u8, key: u8) -> Option<(Key, Value<'a>)> {
+        let value = match kind {
+            TEXT => Value::Str(std::str::from_utf8(self.sized()?).ok()?),
+            INT => Value::Int(i64::from_le_bytes(self.array()?)),
+            _ => return None,
+        };
+        Some((Key::from_byte(key)?, value))
     }
 }
 
