@@ -16,7 +16,8 @@ df.app.orchestration("JsNonDeterministic", function* (context) {
 
 // Reads JavaScript's own clock and randomness: the sandbox makes them
 // replay-safe. What it saw first is also its custom status, as seen on the
-// first run; a replay must see the same.
+// first run; a replay must see the same. Each reading starts with the clock
+// in milliseconds.
 df.app.orchestration("JsClockAndRandom", function* (context) {
   const look = () => [Date.now(), new Date().toISOString(), Math.random(),
     crypto.getRandomValues(new Uint32Array(1))[0]].join("/");

@@ -31,10 +31,12 @@ def PyNonDeterministic(context: df.DurableOrchestrationContext):
 def PyClockAndRandom(context: df.DurableOrchestrationContext):
     """Reads Python's own clock and randomness: the sandbox makes them
     replay-safe. What it saw first is also its custom status, as seen on
-    the first run; a replay must see the same."""
+    the first run; a replay must see the same. Each reading starts with
+    the clock in milliseconds."""
 
     def look():
-        return "/".join(str(value) for value in [time.time(), datetime.now().isoformat(), random.random()])
+        millis = int(time.time() * 1000)
+        return "/".join(str(value) for value in [millis, datetime.now().isoformat(), random.random()])
 
     seen = look()
     if not context.is_replaying:

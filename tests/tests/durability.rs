@@ -231,9 +231,12 @@ fn python_clock_and_randomness_replay_identically() {
 
 /// The orchestrator reads its language's own clock and randomness before
 /// and after an event, and says what it saw first in its custom status.
-/// Two instances run one after the other: the second starts in the guest
-/// the first ended in when the app allows reuse (`reused`), and must see
-/// what a fresh guest sees.
+/// Each reading starts with the clock in milliseconds: the event is raised
+/// once the wall clock is past the first reading, so the episode it starts
+/// must read a later clock (the clock follows history, it does not stand
+/// still). Two instances run one after the other: the second starts in the
+/// guest the first ended in when the app allows reuse (`reused`), and must
+/// see what a fresh guest sees.
 fn clock_and_randomness_replay_identically(app: &'static str, orchestrator: &str, reused: bool) {
     // No hot instances: the episode after the event replays the first one
     // cold, in a fresh guest, and must see the clock and randomness the
@@ -248,16 +251,22 @@ fn clock_and_randomness_replay_identically(app: &'static str, orchestrator: &str
                 .as_str()
                 .map(str::to_string)
         });
+        let seen_ms = clock_millis(&seen);
+        wait_until("the wall clock to pass the first reading", WAIT, || {
+            (now_ms() > seen_ms + 1).then_some(())
+        });
         host.raise(&id, "Continue", "\"go\"");
         let status = host.wait_finished(&id);
         assert_eq!(status["runtimeStatus"], "Completed", "{status}");
         let output = status["output"].as_str().unwrap().to_string();
-        let later = output.strip_prefix(&format!("{seen} "));
+        let Some(later) = output.strip_prefix(&format!("{seen} ")) else {
+            panic!("the replay saw what the first run saw ({seen}): {output}");
+        };
+        assert_ne!(later, seen, "later values are new ones");
         assert!(
-            later.is_some(),
-            "the replay saw what the first run saw ({seen}): {output}"
+            clock_millis(later) > seen_ms,
+            "the clock moved with history: {seen} then {later}"
         );
-        assert_ne!(later, Some(seen.as_str()), "later values are new ones");
         runs.push(seen);
     }
     assert_ne!(runs[0], runs[1], "each instance draws its own values");
@@ -265,6 +274,14 @@ fn clock_and_randomness_replay_identically(app: &'static str, orchestrator: &str
     // started in it.
     let expected = if reused { 1.0 } else { 0.0 };
     assert_eq!(host.metric(REUSES), expected, "orchestrator guests reused");
+}
+
+/// The clock reading a `ClockAndRandom` orchestrator put first.
+fn clock_millis(reading: &str) -> u128 {
+    let first = reading.split('/').next().unwrap_or_default();
+    first
+        .parse()
+        .unwrap_or_else(|_| panic!("a clock in milliseconds first: {reading}"))
 }
 
 #[test]

@@ -25,23 +25,22 @@ async fn echo_after_event(ctx: OrchestrationContext, name: String) -> Result<Str
 /// Reads the system clock and randomness through plain std: the sandbox
 /// makes both replay-safe, so the output is the same hot or cold. What it
 /// saw first is also its custom status, as seen on the first run: a replay
-/// must see the same.
+/// must see the same. Each reading starts with the clock in milliseconds.
 async fn std_clock_and_random(ctx: OrchestrationContext, _: ()) -> Result<String, Error> {
-    let seen = format!(
-        "{:?}/{}",
-        std::time::SystemTime::now(),
-        durango_sdk::random_u64()
-    );
+    let seen = clock_and_random();
     if !ctx.is_replaying() {
         ctx.set_custom_status(&seen);
     }
     let _: String = ctx.wait_for_event("Continue").await?;
-    let again = format!(
-        "{:?}/{}",
-        std::time::SystemTime::now(),
-        durango_sdk::random_u64()
-    );
-    Ok(format!("{seen} {again}"))
+    Ok(format!("{seen} {}", clock_and_random()))
+}
+
+/// Milliseconds since the epoch by std's clock, then a random number.
+fn clock_and_random() -> String {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("{}/{}", since_epoch.as_millis(), durango_sdk::random_u64())
 }
 
 /// Calls an activity that fails until its third attempt, with the retry
