@@ -5,10 +5,10 @@
 //! the resource and scope. Field numbers are those of
 //! `opentelemetry/proto/trace/v1/trace.proto`.
 
-use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
+use prost::encoding::{encode_varint, encoded_len_varint, WireType};
 use serde_json::{json, Value as Json};
 
-use super::record::{Ended, Item, Key, Value};
+use super::record::{Ended, Item, Key, Stored};
 
 /// What the exporter names itself as (the instrumentation scope).
 const SCOPE: &str = "durango";
@@ -46,7 +46,7 @@ impl Encoder {
                 let mut head = Vec::new();
                 message(&mut head, 1, |buf| {
                     for (key, value) in resource {
-                        key_value(buf, 1, key, Value::Str(value.as_str()));
+                        key_value(buf, 1, key, Stored::Text(value.as_bytes()));
                     }
                 });
                 let mut scope = Vec::new();
@@ -107,10 +107,10 @@ impl Encoder {
                     + key_len(2)
                     + encoded_len_varint(scope_spans) as u64
                     + scope_spans;
-                encode_key(1, WireType::LengthDelimited, body);
+                field(body, 1, WireType::LengthDelimited);
                 encode_varint(resource_spans, body);
                 body.extend_from_slice(&self.head);
-                encode_key(2, WireType::LengthDelimited, body);
+                field(body, 2, WireType::LengthDelimited);
                 encode_varint(scope_spans, body);
                 body.extend_from_slice(&self.scope);
                 body.extend_from_slice(spans);
@@ -159,16 +159,16 @@ fn encode_span(buf: &mut Vec<u8>, span: &Ended) {
     if span.failed {
         message(buf, 15, |buf| varint(buf, 3, STATUS_ERROR));
     }
-    encode_key(16, WireType::ThirtyTwoBit, buf);
+    field(buf, 16, WireType::ThirtyTwoBit);
     buf.extend_from_slice(&FLAG_SAMPLED.to_le_bytes());
 }
 
-fn key_value(buf: &mut Vec<u8>, tag: u32, key: &str, value: Value) {
+fn key_value(buf: &mut Vec<u8>, tag: u32, key: &str, value: Stored) {
     // Small and many: their lengths are worked out rather than found by
     // writing and moving.
     let any = match value {
-        Value::Str(text) => 1 + encoded_len_varint(text.len() as u64) + text.len(),
-        Value::Int(number) => 1 + encoded_len_varint(number as u64),
+        Stored::Text(text) => 1 + encoded_len_varint(text.len() as u64) + text.len(),
+        Stored::Int(number) => 1 + encoded_len_varint(number as u64),
     };
     let pair = 1
         + encoded_len_varint(key.len() as u64)
@@ -176,54 +176,83 @@ fn key_value(buf: &mut Vec<u8>, tag: u32, key: &str, value: Value) {
         + 1
         + encoded_len_varint(any as u64)
         + any;
-    encode_key(tag, WireType::LengthDelimited, buf);
-    encode_varint(pair as u64, buf);
+    field(buf, tag, WireType::LengthDelimited);
+    put_varint(buf, pair as u64);
     bytes(buf, 1, key.as_bytes());
     // AnyValue { string_value = 1 | int_value = 3 }
-    encode_key(2, WireType::LengthDelimited, buf);
-    encode_varint(any as u64, buf);
+    field(buf, 2, WireType::LengthDelimited);
+    put_varint(buf, any as u64);
     match value {
-        Value::Str(text) => bytes(buf, 1, text.as_bytes()),
-        Value::Int(number) => varint(buf, 3, number as u64),
+        Stored::Text(text) => bytes(buf, 1, text),
+        Stored::Int(number) => varint(buf, 3, number as u64),
     }
 }
 
+/// The bytes a message's length is first given: spans take 128 bytes to
+/// 16 KiB, so theirs is not moved once known.
+const LENGTH_ROOM: usize = 2;
+
 /// A length-delimited field whose body `write` appends: the length is
-/// known once written, and goes in front of it.
+/// known once written, and goes in front of it (moving the body only when
+/// it takes other than `LENGTH_ROOM` bytes).
 fn message(buf: &mut Vec<u8>, tag: u32, write: impl FnOnce(&mut Vec<u8>)) {
-    encode_key(tag, WireType::LengthDelimited, buf);
-    let start = buf.len();
+    field(buf, tag, WireType::LengthDelimited);
+    let at = buf.len();
+    buf.extend_from_slice(&[0; LENGTH_ROOM]);
     write(buf);
-    let mut prefix = [0u8; 10];
-    let mut rest = &mut prefix[..];
-    encode_varint((buf.len() - start) as u64, &mut rest);
-    let used = 10 - rest.len();
-    buf.splice(start..start, prefix[..used].iter().copied());
+    let length = buf.len() - at - LENGTH_ROOM;
+    let room = encoded_len_varint(length as u64);
+    if room < LENGTH_ROOM {
+        buf.copy_within(at + LENGTH_ROOM.., at + room);
+        buf.truncate(at + room + length);
+    } else if room > LENGTH_ROOM {
+        buf.resize(at + room + length, 0);
+        buf.copy_within(at + LENGTH_ROOM..at + LENGTH_ROOM + length, at + room);
+    }
+    encode_varint(length as u64, &mut &mut buf[at..at + room]);
+}
+
+/// A field's key, as prost's `encode_key` writes it (one byte, inline,
+/// for fields 1-15).
+#[inline]
+fn field(buf: &mut Vec<u8>, tag: u32, wire_type: WireType) {
+    put_varint(buf, u64::from(tag << 3 | wire_type as u32));
+}
+
+/// `encode_varint`, with the one-byte case (most keys and lengths here)
+/// inline.
+#[inline]
+fn put_varint(buf: &mut Vec<u8>, value: u64) {
+    if value < 0x80 {
+        buf.push(value as u8);
+    } else {
+        encode_varint(value, buf);
+    }
 }
 
 fn bytes(buf: &mut Vec<u8>, tag: u32, value: &[u8]) {
-    encode_key(tag, WireType::LengthDelimited, buf);
-    encode_varint(value.len() as u64, buf);
+    field(buf, tag, WireType::LengthDelimited);
+    put_varint(buf, value.len() as u64);
     buf.extend_from_slice(value);
 }
 
 fn varint(buf: &mut Vec<u8>, tag: u32, value: u64) {
-    encode_key(tag, WireType::Varint, buf);
-    encode_varint(value, buf);
+    field(buf, tag, WireType::Varint);
+    put_varint(buf, value);
 }
 
 fn fixed64(buf: &mut Vec<u8>, tag: u32, value: u64) {
-    encode_key(tag, WireType::SixtyFourBit, buf);
+    field(buf, tag, WireType::SixtyFourBit);
     buf.extend_from_slice(&value.to_le_bytes());
 }
 
 /// A span in OTLP/JSON: ids in hex, 64-bit numbers as strings, enums as
 /// numbers, as the specification's JSON mapping says.
 fn json_span(span: &Ended) -> Json {
-    let kv = |(key, value): (Key, Value)| -> Json {
+    let kv = |(key, value): (Key, Stored)| -> Json {
         let value = match value {
-            Value::Str(text) => json!({ "stringValue": text }),
-            Value::Int(number) => json!({ "intValue": number.to_string() }),
+            Stored::Text(text) => json!({ "stringValue": String::from_utf8_lossy(text) }),
+            Stored::Int(number) => json!({ "intValue": number.to_string() }),
         };
         json!({ "key": key.text(), "value": value })
     };
@@ -270,7 +299,7 @@ fn hex(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::record::{self, Name, Record};
+    use super::super::record::{self, Name, Record, Value};
     use super::*;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::common::v1::any_value;
@@ -348,6 +377,38 @@ mod tests {
         let root = &scope.spans[1];
         assert!(root.parent_span_id.is_empty());
         assert_eq!(root.status.as_ref().unwrap().code, 2);
+    }
+
+    #[test]
+    fn spans_of_every_length_decode() {
+        // A span's length takes one, two or three bytes, and is moved into
+        // place differently for each.
+        let encoder = Encoder::new(Format::Protobuf, &[]);
+        let mut spans = Vec::new();
+        let lengths = [0, 100, 20_000];
+        for length in lengths {
+            let mut record = Record::new(Name::Activity, [1; 16], [2; 8], [0; 8], 5);
+            record.attribute(Key::Activity, Value::Str(&"a".repeat(length)));
+            let mut chunk = Vec::new();
+            record.end_onto(6, &mut chunk);
+            append(&encoder, &mut spans, &chunk);
+        }
+        let mut body = Vec::new();
+        encoder.request(&spans, &mut body);
+        let request = ExportTraceServiceRequest::decode(&body[..]).expect("valid protobuf");
+        let decoded: Vec<_> = request.resource_spans[0].scope_spans[0]
+            .spans
+            .iter()
+            .map(
+                |span| match &span.attributes[0].value.as_ref().unwrap().value {
+                    Some(any_value::Value::StringValue(text)) => {
+                        (text.len(), span.end_time_unix_nano)
+                    }
+                    other => panic!("a text value: {other:?}"),
+                },
+            )
+            .collect();
+        assert_eq!(decoded, lengths.map(|length| (length, 6)));
     }
 
     #[test]

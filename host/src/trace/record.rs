@@ -86,6 +86,15 @@ impl From<i64> for Value<'_> {
     }
 }
 
+/// An attribute's value as a chunk holds it: text as the bytes of the
+/// `&str` it was (OTLP's protobuf carries them as they are; only JSON
+/// needs them as text).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Stored<'a> {
+    Text(&'a [u8]),
+    Int(i64),
+}
+
 /// The body's items: an attribute with a text value (key, length, bytes),
 /// one with an integer (key, 8 bytes), an event (name, time, the length of
 /// its attributes, its attributes). Numbers are little-endian.
@@ -165,15 +174,16 @@ impl Record {
 const HEAD: usize = 2 + 16 + 8 + 8 + 8 + 8 + 4;
 
 fn put_attribute(body: &mut SmallVec<[u8; INLINE]>, key: Key, value: Value<'_>) {
+    // The fixed part in one copy: each copy checks for room.
     match value {
         Value::Str(text) => {
-            body.extend_from_slice(&[TEXT, key as u8]);
-            body.extend_from_slice(&(text.len() as u32).to_le_bytes());
+            let [a, b, c, d] = (text.len() as u32).to_le_bytes();
+            body.extend_from_slice(&[TEXT, key as u8, a, b, c, d]);
             body.extend_from_slice(text.as_bytes());
         }
         Value::Int(number) => {
-            body.extend_from_slice(&[INT, key as u8]);
-            body.extend_from_slice(&number.to_le_bytes());
+            let [a, b, c, d, e, f, g, h] = number.to_le_bytes();
+            body.extend_from_slice(&[INT, key as u8, a, b, c, d, e, f, g, h]);
         }
     }
 }
@@ -197,7 +207,7 @@ impl<'a> Ended<'a> {
         Items(Bytes(self.body))
     }
 
-    pub fn attributes(&self) -> impl Iterator<Item = (Key, Value<'a>)> {
+    pub fn attributes(&self) -> impl Iterator<Item = (Key, Stored<'a>)> {
         self.items().filter_map(|item| match item {
             Item::Attribute(key, value) => Some((key, value)),
             Item::Event { .. } => None,
@@ -209,9 +219,9 @@ impl<'a> Ended<'a> {
 pub struct Attributes<'a>(Bytes<'a>);
 
 impl<'a> Iterator for Attributes<'a> {
-    type Item = (Key, Value<'a>);
+    type Item = (Key, Stored<'a>);
 
-    fn next(&mut self) -> Option<(Key, Value<'a>)> {
+    fn next(&mut self) -> Option<(Key, Stored<'a>)> {
         let [kind, key] = self.0.array()?;
         self.0.attribute(kind, key)
     }
@@ -237,7 +247,7 @@ pub fn ended(chunk: &[u8]) -> impl Iterator<Item = Ended<'_>> {
 
 /// An item of a record's body.
 pub enum Item<'a> {
-    Attribute(Key, Value<'a>),
+    Attribute(Key, Stored<'a>),
     Event {
         name: Name,
         time_ns: u64,
@@ -288,10 +298,10 @@ impl<'a> Bytes<'a> {
     }
 
     /// An attribute's value, its kind and key read already.
-    fn attribute(&mut self, kind: u8, key: u8) -> Option<(Key, Value<'a>)> {
+    fn attribute(&mut self, kind: u8, key: u8) -> Option<(Key, Stored<'a>)> {
         let value = match kind {
-            TEXT => Value::Str(std::str::from_utf8(self.sized()?).ok()?),
-            INT => Value::Int(i64::from_le_bytes(self.array()?)),
+            TEXT => Stored::Text(self.sized()?),
+            INT => Stored::Int(i64::from_le_bytes(self.array()?)),
             _ => return None,
         };
         Some((Key::from_byte(key)?, value))
@@ -339,9 +349,9 @@ mod tests {
         assert_eq!(
             attributes,
             [
-                (Key::InstanceId, Value::Str(&long)),
-                (Key::Episode, Value::Int(-7)),
-                (Key::Status, Value::Str("Completed")),
+                (Key::InstanceId, Stored::Text(long.as_bytes())),
+                (Key::Episode, Stored::Int(-7)),
+                (Key::Status, Stored::Text(b"Completed")),
             ]
         );
         let events: Vec<_> = first
