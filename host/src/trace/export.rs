@@ -128,8 +128,8 @@ impl Settings {
                 service.unwrap_or_else(|| "durango".into()),
             ),
         );
-        let max_queue = count("OTEL_BSP_MAX_QUEUE_SIZE", 2048);
-        let max_batch = count("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512).min(max_queue);
+        let max_queue = count("OTEL_BSP_MAX_QUEUE_SIZE", MAX_QUEUE);
+        let max_batch = count("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", MAX_BATCH).min(max_queue);
         let sampler = Sampler::parse(
             var("OTEL_TRACES_SAMPLER")
                 .as_deref()
@@ -153,6 +153,21 @@ impl Settings {
         }))
     }
 }
+
+/// The spans a request carries at most, unless `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`
+/// says otherwise: eight times the specification's 512. A busy host ends
+/// tens of thousands of spans a second, and what a request costs it (its
+/// round trip, the export thread's and the collector's wake-ups) weighed
+/// more than encoding and sending the spans: with 512 the export thread
+/// took two to three times the CPU, and the collector twice (BENCHMARKS.md,
+/// session 20). Collectors take such requests (about 650 KB of hello's
+/// spans; the OpenTelemetry Collector's own batches default to 8,192).
+const MAX_BATCH: usize = 4096;
+
+/// The spans queued at most before new ones are dropped (unless
+/// `OTEL_BSP_MAX_QUEUE_SIZE` says otherwise): four batches, as the
+/// specification's 2,048 are four of its batches.
+const MAX_QUEUE: usize = 4 * MAX_BATCH;
 
 /// `key=value,key=value` with percent-encoded values (the W3C baggage
 /// form the specification uses for headers and resource attributes).
@@ -558,7 +573,7 @@ mod tests {
             base.resource,
             vec![("service.name".into(), "durango".into())]
         );
-        assert_eq!((base.max_queue, base.max_batch), (2048, 512));
+        assert_eq!((base.max_queue, base.max_batch), (16384, 4096));
         assert_eq!(base.schedule_delay, Duration::from_secs(5));
         let full = settings(&[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
