@@ -362,9 +362,9 @@ impl Drop for Span {
 thread_local! {
     /// Where this thread draws ids from: a small generator seeded from the
     /// thread's cryptographic one. Ids must be unique, not unpredictable,
-    /// and drawing them from the cryptographic one was an eighth of what
-    /// spans cost tokio's workers (the OpenTelemetry SDK's id generator
-    /// draws from a small one too).
+    /// and drawing them from the cryptographic one took 0.17 % of a busy
+    /// host's CPU (BENCHMARKS.md, session 20; the OpenTelemetry SDK's id
+    /// generator draws from a small one too).
     static IDS: RefCell<SmallRng> = RefCell::new(SmallRng::from_rng(&mut rand::rng()));
 }
 
