@@ -103,8 +103,10 @@ const INT: u8 = 1;
 const EVENT: u8 = 2;
 
 /// Body bytes a record holds without allocating: a start span's three
-/// attributes with ids and names of common lengths.
-const INLINE: usize = 112;
+/// attributes (a 32-character instance id, a 40-character orchestrator
+/// name, a 64-character version: 154 bytes with their kinds, keys and
+/// lengths), or an episode's with its status and a timer it set.
+const INLINE: usize = 160;
 
 /// An open span's record.
 #[derive(Debug)]
@@ -375,6 +377,28 @@ mod tests {
             (Name::Activity, true, [2; 8])
         );
         assert_eq!(second.items().count(), 0);
+    }
+
+    #[test]
+    fn common_spans_fit_inline() {
+        let mut start = Record::new(Name::Start, [1; 16], [2; 8], [0; 8], 10);
+        start.attribute(Key::InstanceId, "i".repeat(32).as_str().into());
+        start.attribute(Key::Orchestrator, "o".repeat(40).as_str().into());
+        start.attribute(Key::AppVersion, "v".repeat(64).as_str().into());
+        assert!(!start.body.spilled(), "{} bytes", start.body.len());
+        let mut episode = Record::new(Name::Episode, [1; 16], [3; 8], [2; 8], 10);
+        episode.attribute(Key::InstanceId, "i".repeat(32).as_str().into());
+        episode.attribute(Key::Episode, Value::Int(4));
+        episode.event(
+            Name::TimerCreated,
+            20,
+            &[
+                (Key::TimerSeq, 2.into()),
+                (Key::TimerFireAt, "2026-12-03T20:00:00Z".into()),
+            ],
+        );
+        episode.attribute(Key::Status, "Running".into());
+        assert!(!episode.body.spilled(), "{} bytes", episode.body.len());
     }
 
     #[test]
