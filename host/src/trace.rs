@@ -390,8 +390,8 @@ impl Parent {
         Context::parse(traceparent).map(Parent)
     }
 
-    /// Its W3C `traceparent`.
-    pub fn header(&self) -> String {
+    /// Its W3C `traceparent`: the form it is stored and sent in.
+    pub fn traceparent(&self) -> String {
         self.0.traceparent()
     }
 }
@@ -491,6 +491,19 @@ mod tests {
         );
         assert!(Context::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1").is_none());
         assert!(Context::parse("garbage").is_none());
+    }
+
+    #[test]
+    fn each_thread_draws_ids_of_its_own() {
+        // Each thread seeds its own generator: two threads seeded alike
+        // would give their spans the same ids.
+        let draw = || (0..1000).map(|_| new_id::<8>()).collect::<Vec<_>>();
+        let mut ids = draw();
+        ids.extend(std::thread::spawn(draw).join().unwrap());
+        assert!(ids.iter().all(|id| *id != [0; 8]));
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), 2000, "every id drawn once");
     }
 
     #[test]

@@ -146,11 +146,19 @@ async fn keeps_trace_contexts(store: &dyn Store) {
             .expect("there")
     };
     assert_eq!(
-        read("traced").await.trace.map(|t| t.header()).as_deref(),
+        read("traced")
+            .await
+            .trace
+            .map(|t| t.traceparent())
+            .as_deref(),
         Some(PARENT_TRACE)
     );
     assert_eq!(
-        read("traced:1").await.trace.map(|t| t.header()).as_deref(),
+        read("traced:1")
+            .await
+            .trace
+            .map(|t| t.traceparent())
+            .as_deref(),
         Some(CHILD_TRACE)
     );
     let calls = store.activities(None).await.expect("activities");
@@ -159,7 +167,7 @@ async fn keeps_trace_contexts(store: &dyn Store) {
         .find(|a| a.instance_id == "traced")
         .expect("the call");
     assert_eq!(
-        call.trace.map(|t| t.header()).as_deref(),
+        call.trace.map(|t| t.traceparent()).as_deref(),
         Some(PARENT_TRACE),
         "the instance's context"
     );
@@ -171,7 +179,7 @@ async fn keeps_trace_contexts(store: &dyn Store) {
         cold.instance
             .expect("the row")
             .trace
-            .map(|t| t.header())
+            .map(|t| t.traceparent())
             .as_deref(),
         Some(PARENT_TRACE)
     );
@@ -192,7 +200,7 @@ async fn keeps_trace_contexts(store: &dyn Store) {
         .expect("create");
     assert!(matches!(created, CreateOutcome::Created(..)));
     assert_eq!(
-        read("two").await.trace.map(|t| t.header()).as_deref(),
+        read("two").await.trace.map(|t| t.traceparent()).as_deref(),
         Some(OTHER_TRACE)
     );
     let untraced =

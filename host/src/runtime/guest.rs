@@ -303,7 +303,7 @@ impl WasiHttpHooks for TraceHttp {
         if let Some(parent) = &self.traceparent {
             let headers = request.headers_mut();
             if !headers.contains_key(TRACEPARENT) {
-                if let Ok(value) = http::HeaderValue::from_str(&parent.header()) {
+                if let Ok(value) = http::HeaderValue::from_str(&parent.traceparent()) {
                     headers.insert(TRACEPARENT, value);
                 }
             }

@@ -61,7 +61,7 @@ pub async fn call(
         if !traced {
             request
                 .headers
-                .push(("traceparent".into(), parent.header()));
+                .push(("traceparent".into(), parent.traceparent()));
         }
     }
     tokio::task::spawn_blocking(move || send(request, limit))

@@ -242,13 +242,15 @@ impl Queue {
     }
 }
 
-/// The capacity of emptied buffers kept for reuse. A busy host's workers
-/// idle, and so hand over, thousands of times a second, a few spans at a
-/// time: a batch is many chunks. Every chunk must find a buffer with room,
-/// or the worker grows a new one (allocations, copies) that the export
-/// thread then frees (a free from another thread, which the worker's
-/// allocator pays for again later). A chunk of a few spans takes a
-/// kilobyte or two: this keeps a few batches' worth.
+/// The capacity of emptied buffers kept for reuse. A worker hands its
+/// spans over whenever it idles: a batch is many chunks (hello at full
+/// load: chunks of 35-40 spans, a few kilobytes, about a hundred to a
+/// batch; fewer spans each when the host is less busy). Every chunk must
+/// find a buffer with room, or the worker grows a new one (allocations,
+/// copies) that the export thread then frees (a free from another thread,
+/// which the worker's allocator pays for again later). This keeps a
+/// batch's worth of hello's chunks and more (BENCHMARKS.md, session 20: a
+/// run of 96,000 spans made 108-192 new buffers and freed none).
 const SPARE_BYTES: usize = 2 << 20;
 
 /// The room a new chunk buffer starts with: a few spans' worth, so that it

@@ -506,7 +506,7 @@ async fn insert_instance(
                 &parent.map(|(id, _)| id),
                 &parent.map(|(_, s)| seq(s)),
                 &partition_of(&row.id),
-                &row.trace.map(|t| t.header()),
+                &row.trace.map(|t| t.traceparent()),
             ],
         )
         .await?;

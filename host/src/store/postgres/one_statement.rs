@@ -145,7 +145,7 @@ async fn create(c: &Conn, host: &str, firsts: &[&EpisodeCommit]) -> TxResult<Has
                 &host,
                 &rows
                     .iter()
-                    .map(|r| r.trace.map(|t| t.header()))
+                    .map(|r| r.trace.map(|t| t.traceparent()))
                     .collect::<Vec<Option<String>>>(),
             ],
         )

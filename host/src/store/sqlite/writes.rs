@@ -293,7 +293,7 @@ fn insert_instance(
             row.callback_url,
             new.parent.map(|(id, _)| id),
             new.parent.map(|(_, seq)| seq),
-            row.trace.map(|t| t.header())
+            row.trace.map(|t| t.traceparent())
         ],
     )?;
     Ok(Ok(InstanceRow {
