@@ -527,7 +527,7 @@ impl Host {
             .catalog
             .version_of(orchestrator)
             .ok_or_else(|| StartError::UnknownOrchestrator(orchestrator.to_string()))?;
-        let span = trace::Span::start(&id, orchestrator, &version, traceparent);
+        let mut span = trace::Span::start(&id, orchestrator, &version, traceparent);
         let trace = span.parent();
         self.start_row(orchestrator, id, input, callback_url, version, trace)
             .instrument(span.log())

@@ -26,11 +26,11 @@
 use std::cell::RefCell;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rand::rngs::SmallRng;
-use rand::{RngExt, SeedableRng};
+use rand::{Rng, SeedableRng};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
@@ -221,7 +221,7 @@ fn now_ns() -> u64 {
 /// `tracing` span the lines inside it are written in.
 pub struct Span {
     context: Option<Context>,
-    record: Option<Mutex<Record>>,
+    record: Option<Record>,
     log: tracing::Span,
 }
 
@@ -302,7 +302,7 @@ impl Span {
         let record = context.sampled.then(|| {
             let mut record = Record::new(name, trace_id, context.span_id, parent_span_id, now_ns());
             attributes(&mut record);
-            Mutex::new(record)
+            record
         });
         Span {
             context: Some(context),
@@ -328,33 +328,32 @@ impl Span {
     }
 
     /// An event (a timer set or fired, an event received).
-    pub fn event(&self, name: Name, attributes: &[(Key, Value<'_>)]) {
-        self.with_record(|record| record.event(name, now_ns(), attributes));
+    pub fn event(&mut self, name: Name, attributes: &[(Key, Value<'_>)]) {
+        if let Some(record) = &mut self.record {
+            record.event(name, now_ns(), attributes);
+        }
     }
 
     /// Sets an attribute once its value is known.
-    pub fn attribute<'a>(&self, key: Key, value: impl Into<Value<'a>>) {
-        self.with_record(|record| record.attribute(key, value.into()));
+    pub fn attribute<'a>(&mut self, key: Key, value: impl Into<Value<'a>>) {
+        if let Some(record) = &mut self.record {
+            record.attribute(key, value.into());
+        }
     }
 
     /// Marks it failed (no description: errors may quote data).
-    pub fn failed(&self) {
-        self.with_record(|record| record.failed = true);
-    }
-
-    fn with_record(&self, change: impl FnOnce(&mut Record)) {
-        if let Some(record) = &self.record {
-            change(&mut record.lock().unwrap_or_else(|e| e.into_inner()));
+    pub fn failed(&mut self) {
+        if let Some(record) = &mut self.record {
+            record.failed = true;
         }
     }
 }
 
 impl Drop for Span {
     fn drop(&mut self) {
-        let (Some(record), Some(exporter)) = (&mut self.record, exporting()) else {
+        let (Some(record), Some(exporter)) = (&self.record, exporting()) else {
             return;
         };
-        let record = record.get_mut().unwrap_or_else(|e| e.into_inner());
         exporter.push(record, now_ns());
     }
 }
@@ -370,8 +369,11 @@ thread_local! {
 
 /// A fresh random id (never all zeros, which means "none").
 fn new_id<const N: usize>() -> [u8; N] {
+    // Filled from whole words: an array drawn element by element takes a
+    // word a byte.
     IDS.with_borrow_mut(|ids| loop {
-        let id: [u8; N] = ids.random();
+        let mut id = [0; N];
+        ids.fill_bytes(&mut id);
         if id != [0; N] {
             return id;
         }

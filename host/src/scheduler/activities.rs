@@ -52,17 +52,17 @@ impl ActivityPool {
 /// scheduled the call, or of its instance's start), which its outgoing
 /// HTTP requests name as their parent.
 async fn run_attempt(sched: &Arc<Scheduler>, activity: ActivityRow) {
-    let span = trace::Span::activity(
+    let mut span = trace::Span::activity(
         &activity.instance_id,
         &activity.name,
         activity.attempt + 1,
         activity.trace,
     );
     let log = span.log();
-    attempt(sched, activity, &span).instrument(log).await
+    attempt(sched, activity, &mut span).instrument(log).await
 }
 
-async fn attempt(sched: &Arc<Scheduler>, activity: ActivityRow, span: &trace::Span) {
+async fn attempt(sched: &Arc<Scheduler>, activity: ActivityRow, span: &mut trace::Span) {
     let attempt = activity.attempt + 1;
     // Formatted when a request goes out, not for every attempt.
     let parent = span.parent();

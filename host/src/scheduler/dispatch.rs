@@ -471,9 +471,9 @@ async fn process(sched: &Arc<Scheduler>, id: &str, work: &Work) -> Result<(), St
         }
         return Ok(());
     }
-    let span = episode_span(&instance);
+    let mut span = episode_span(&instance);
     let log = span.log();
-    let traced = &span;
+    let traced = &mut span;
     let keep = &keep;
     async move {
         let (mut guest, history_len, fault) = match (hot, history) {
@@ -544,7 +544,7 @@ async fn commit_round(
     then: Hot<()>,
     mut episode: episode::Episode,
     in_hand: Vec<(u32, Message)>,
-    span: &trace::Span,
+    span: &mut trace::Span,
 ) -> Result<Result<(), RuntimeStatus>, StoreError> {
     // An ended orchestration's guest may serve another one at once; only
     // a waiting instance keeps its own (hot, below).
@@ -734,7 +734,7 @@ async fn first_round(sched: &Arc<Scheduler>, id: &str, starting: Starting) {
         notifications: notifications.clone(),
         reply,
     };
-    let span = episode_span(&row);
+    let mut span = episode_span(&row);
     let log = span.log();
     let outcome = async {
         let began = Instant::now();
@@ -752,7 +752,7 @@ async fn first_round(sched: &Arc<Scheduler>, id: &str, starting: Starting) {
             read_upto: 0,
             inbox_consumed: true,
         };
-        commit_round(sched, id, guest, then, episode, Vec::new(), &span).await
+        commit_round(sched, id, guest, then, episode, Vec::new(), &mut span).await
     };
     match outcome.instrument(log).await {
         // Its partition moved to another host meanwhile: nothing was
@@ -833,7 +833,7 @@ fn episode_span(instance: &InstanceRow) -> trace::Span {
 /// events it waited for and received (their names, never their data), the
 /// status it left; and makes it the parent of the activity calls and
 /// sub-orchestrations it started (each child's start span is made here).
-fn trace_episode(span: &trace::Span, commit: &mut EpisodeCommit) {
+fn trace_episode(span: &mut trace::Span, commit: &mut EpisodeCommit) {
     if span.recording() {
         for event in &commit.events {
             match event {

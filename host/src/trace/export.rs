@@ -453,9 +453,7 @@ struct Poster {
     content_type: &'static str,
     headers: Vec<(String, String)>,
     schedule_delay: Duration,
-    /// The batch's spans encoded, and the request body, kept from one
-    /// batch to the next.
-    spans: Vec<u8>,
+    /// The request being encoded, kept from one batch to the next.
     body: Vec<u8>,
     /// Whether the last post failed: failures are reported once a run.
     failing: bool,
@@ -484,7 +482,6 @@ impl Poster {
             content_type,
             headers: settings.headers,
             schedule_delay: settings.schedule_delay,
-            spans: Vec::new(),
             body: Vec::new(),
             failing: false,
         }
@@ -493,11 +490,11 @@ impl Poster {
     /// Posts a batch; whether the collector took it. A failed batch is
     /// dropped (it would only grow behind a collector that is down).
     fn post(&mut self, encoder: &Encoder, batch: &[Chunk]) -> bool {
-        self.spans.clear();
+        encoder.begin(&mut self.body);
         for span in batch.iter().flat_map(|chunk| record::ended(&chunk.bytes)) {
-            encoder.append_span(&mut self.spans, &span);
+            encoder.append_span(&mut self.body, &span);
         }
-        encoder.request(&self.spans, &mut self.body);
+        let body = encoder.finish(&mut self.body);
         let mut request = self
             .agent
             .post(&self.url)
@@ -505,7 +502,7 @@ impl Poster {
         for (name, value) in &self.headers {
             request = request.header(name, value);
         }
-        let outcome = match request.send(&self.body[..]) {
+        let outcome = match request.send(body) {
             Ok(mut response) => {
                 // Read to the end, so the connection is reused.
                 let _ = response

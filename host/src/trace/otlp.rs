@@ -1,8 +1,9 @@
 //! OTLP's trace export request, encoded straight from our span records on
 //! the export thread: protobuf (`http/protobuf`, the default) with prost's
 //! field encoders, nothing allocated per span; or OTLP/JSON (`http/json`).
-//! A batch's spans are encoded onto its bytes; its request wraps those in
-//! the resource and scope. Field numbers are those of
+//! A batch's spans are encoded behind room left for the request's head
+//! (the resource and the scope), which goes in front of them once their
+//! length is known. Field numbers are those of
 //! `opentelemetry/proto/trace/v1/trace.proto`.
 
 use prost::encoding::{encode_varint, encoded_len_varint, WireType};
@@ -94,31 +95,52 @@ impl Encoder {
         }
     }
 
-    /// The request carrying a batch (what `append_span` wrote), into
-    /// `body`.
-    pub fn request(&self, spans: &[u8], body: &mut Vec<u8>) {
-        body.clear();
+    /// Starts a batch's request in `out`, leaving the room its head takes
+    /// at most: `finish` writes the head in front of the spans rather than
+    /// copying a batch's hundreds of kilobytes behind it.
+    pub fn begin(&self, out: &mut Vec<u8>) {
+        out.clear();
+        out.resize(self.head_room(), 0);
+    }
+
+    fn head_room(&self) -> usize {
+        match self.format {
+            // Two keys and two lengths, a length taking up to 10 bytes.
+            Format::Protobuf => self.head.len() + self.scope.len() + 2 * (1 + 10),
+            Format::Json => self.head.len(),
+        }
+    }
+
+    /// The request carrying the spans `append_span` added to `out` since
+    /// `begin`: its head is written in front of them.
+    pub fn finish<'a>(&self, out: &'a mut Vec<u8>) -> &'a [u8] {
+        let room = self.head_room();
         match self.format {
             Format::Protobuf => {
-                // The nesting's lengths are known now: the heads go in
-                // front without moving the spans again.
-                let scope_spans = (self.scope.len() + spans.len()) as u64;
+                let scope_spans = (self.scope.len() + out.len() - room) as u64;
                 let resource_spans = self.head.len() as u64
                     + key_len(2)
                     + encoded_len_varint(scope_spans) as u64
                     + scope_spans;
-                field(body, 1, WireType::LengthDelimited);
-                encode_varint(resource_spans, body);
-                body.extend_from_slice(&self.head);
-                field(body, 2, WireType::LengthDelimited);
-                encode_varint(scope_spans, body);
-                body.extend_from_slice(&self.scope);
-                body.extend_from_slice(spans);
+                let mut head = Vec::with_capacity(room);
+                field(&mut head, 1, WireType::LengthDelimited);
+                encode_varint(resource_spans, &mut head);
+                head.extend_from_slice(&self.head);
+                field(&mut head, 2, WireType::LengthDelimited);
+                encode_varint(scope_spans, &mut head);
+                head.extend_from_slice(&self.scope);
+                let start = room - head.len();
+                out[start..room].copy_from_slice(&head);
+                &out[start..]
             }
             Format::Json => {
-                body.extend_from_slice(&self.head);
-                body.extend_from_slice(spans.strip_suffix(b",").unwrap_or(spans));
-                body.extend_from_slice(b"]}]}]}");
+                out[..room].copy_from_slice(&self.head);
+                // Every span ended with a comma.
+                if out.len() > room {
+                    out.pop();
+                }
+                out.extend_from_slice(b"]}]}]}");
+                &out[..]
             }
         }
     }
@@ -338,14 +360,19 @@ mod tests {
         let resource = vec![("service.name".to_string(), "durango".to_string())];
         let records = [record(false, [0x11; 8]), record(true, [0; 8])];
         let encoder = Encoder::new(Format::Protobuf, &resource);
-        // Two requests from one encoder: the second carries only its own.
-        let mut spans = Vec::new();
-        append(&encoder, &mut spans, &records[0]);
-        let mut body = Vec::new();
-        encoder.request(&spans, &mut body);
-        append(&encoder, &mut spans, &records[1]);
-        encoder.request(&spans, &mut body);
-        let request = ExportTraceServiceRequest::decode(&body[..]).expect("valid protobuf");
+        // Two requests in one buffer: the second carries only its own.
+        let mut out = Vec::new();
+        encoder.begin(&mut out);
+        append(&encoder, &mut out, &records[1]);
+        append(&encoder, &mut out, &records[1]);
+        append(&encoder, &mut out, &records[1]);
+        let first = ExportTraceServiceRequest::decode(encoder.finish(&mut out)).unwrap();
+        assert_eq!(first.resource_spans[0].scope_spans[0].spans.len(), 3);
+        encoder.begin(&mut out);
+        append(&encoder, &mut out, &records[0]);
+        append(&encoder, &mut out, &records[1]);
+        let request =
+            ExportTraceServiceRequest::decode(encoder.finish(&mut out)).expect("valid protobuf");
         let resource_spans = &request.resource_spans[0];
         let attribute = &resource_spans.resource.as_ref().unwrap().attributes[0];
         assert_eq!(attribute.key, "service.name");
@@ -385,6 +412,7 @@ mod tests {
         // place differently for each.
         let encoder = Encoder::new(Format::Protobuf, &[]);
         let mut spans = Vec::new();
+        encoder.begin(&mut spans);
         let lengths = [0, 100, 20_000];
         for length in lengths {
             let mut record = Record::new(Name::Activity, [1; 16], [2; 8], [0; 8], 5);
@@ -393,9 +421,7 @@ mod tests {
             record.end_onto(6, &mut chunk);
             append(&encoder, &mut spans, &chunk);
         }
-        let mut body = Vec::new();
-        encoder.request(&spans, &mut body);
-        let request = ExportTraceServiceRequest::decode(&body[..]).expect("valid protobuf");
+        let request = ExportTraceServiceRequest::decode(encoder.finish(&mut spans)).unwrap();
         let decoded: Vec<_> = request.resource_spans[0].scope_spans[0]
             .spans
             .iter()
@@ -416,11 +442,16 @@ mod tests {
         let resource = vec![("service.name".to_string(), "durango".to_string())];
         let encoder = Encoder::new(Format::Json, &resource);
         let mut spans = Vec::new();
+        encoder.begin(&mut spans);
+        let empty: Json = serde_json::from_slice(encoder.finish(&mut spans)).unwrap();
+        assert_eq!(
+            empty["resourceSpans"][0]["scopeSpans"][0]["spans"],
+            json!([])
+        );
+        encoder.begin(&mut spans);
         append(&encoder, &mut spans, &record(true, [0x11; 8]));
         append(&encoder, &mut spans, &record(false, [0; 8]));
-        let mut body = Vec::new();
-        encoder.request(&spans, &mut body);
-        let request: Json = serde_json::from_slice(&body).unwrap();
+        let request: Json = serde_json::from_slice(encoder.finish(&mut spans)).unwrap();
         let resource = &request["resourceSpans"][0]["resource"]["attributes"][0];
         assert_eq!(resource["value"]["stringValue"], "durango");
         assert_eq!(

@@ -6,8 +6,6 @@
 //! of owned strings encoded on tokio's workers were most of what traces
 //! cost a busy host (BENCHMARKS.md, session 19).
 
-use smallvec::SmallVec;
-
 /// Defines a closed set of OTLP names carried as one byte in a record.
 macro_rules! names {
     ($(#[$doc:meta])* $type:ident { $($variant:ident => $text:literal,)* }) => {
@@ -118,7 +116,63 @@ pub struct Record {
     pub parent_span_id: [u8; 8],
     pub start_ns: u64,
     pub failed: bool,
-    body: SmallVec<[u8; INLINE]>,
+    body: Body,
+}
+
+/// A record's body: inline until it outgrows `INLINE`, then on the heap.
+/// Its writes are a few bytes each, most of a size known where they are
+/// made (a general-purpose small vector's insert cost more than the copy).
+#[derive(Debug)]
+struct Body {
+    inline: [u8; INLINE],
+    len: usize,
+    /// The whole body once it outgrew `inline`.
+    spilled: Vec<u8>,
+}
+
+impl Body {
+    fn new() -> Body {
+        Body {
+            inline: [0; INLINE],
+            len: 0,
+            spilled: Vec::new(),
+        }
+    }
+
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        let end = self.len + bytes.len();
+        if end <= INLINE {
+            self.inline[self.len..end].copy_from_slice(bytes);
+        } else {
+            if self.len <= INLINE {
+                self.spilled.extend_from_slice(&self.inline[..self.len]);
+            }
+            self.spilled.extend_from_slice(bytes);
+        }
+        self.len = end;
+    }
+
+    fn bytes(&self) -> &[u8] {
+        if self.len <= INLINE {
+            &self.inline[..self.len]
+        } else {
+            &self.spilled
+        }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        if self.len <= INLINE {
+            &mut self.inline[..self.len]
+        } else {
+            &mut self.spilled
+        }
+    }
+
+    #[cfg(test)]
+    fn spilled(&self) -> bool {
+        self.len > INLINE
+    }
 }
 
 impl Record {
@@ -136,7 +190,7 @@ impl Record {
             parent_span_id,
             start_ns,
             failed: false,
-            body: SmallVec::new(),
+            body: Body::new(),
         }
     }
 
@@ -145,29 +199,30 @@ impl Record {
     }
 
     pub fn event(&mut self, name: Name, time_ns: u64, attributes: &[(Key, Value<'_>)]) {
-        self.body.extend_from_slice(&[EVENT, name as u8]);
-        self.body.extend_from_slice(&time_ns.to_le_bytes());
-        let length_at = self.body.len();
-        self.body.extend_from_slice(&[0; 4]);
+        let [a, b, c, d, e, f, g, h] = time_ns.to_le_bytes();
+        self.body
+            .put(&[EVENT, name as u8, a, b, c, d, e, f, g, h, 0, 0, 0, 0]);
+        let length_at = self.body.len - 4;
         for &(key, value) in attributes {
             put_attribute(&mut self.body, key, value);
         }
-        let length = (self.body.len() - length_at - 4) as u32;
-        self.body[length_at..length_at + 4].copy_from_slice(&length.to_le_bytes());
+        let length = (self.body.len - length_at - 4) as u32;
+        self.body.bytes_mut()[length_at..length_at + 4].copy_from_slice(&length.to_le_bytes());
     }
 
     /// Appends the record, ended at `end_ns`, to a chunk (`ended` reads
     /// it back).
     pub fn end_onto(&self, end_ns: u64, chunk: &mut Vec<u8>) {
-        chunk.reserve(HEAD + self.body.len());
+        let body = self.body.bytes();
+        chunk.reserve(HEAD + body.len());
         chunk.extend_from_slice(&[self.name as u8, u8::from(self.failed)]);
         chunk.extend_from_slice(&self.trace_id);
         chunk.extend_from_slice(&self.span_id);
         chunk.extend_from_slice(&self.parent_span_id);
         chunk.extend_from_slice(&self.start_ns.to_le_bytes());
         chunk.extend_from_slice(&end_ns.to_le_bytes());
-        chunk.extend_from_slice(&(self.body.len() as u32).to_le_bytes());
-        chunk.extend_from_slice(&self.body);
+        chunk.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        chunk.extend_from_slice(body);
     }
 }
 
@@ -175,17 +230,17 @@ impl Record {
 /// two times, the body's length.
 const HEAD: usize = 2 + 16 + 8 + 8 + 8 + 8 + 4;
 
-fn put_attribute(body: &mut SmallVec<[u8; INLINE]>, key: Key, value: Value<'_>) {
+fn put_attribute(body: &mut Body, key: Key, value: Value<'_>) {
     // The fixed part in one copy: each copy checks for room.
     match value {
         Value::Str(text) => {
             let [a, b, c, d] = (text.len() as u32).to_le_bytes();
-            body.extend_from_slice(&[TEXT, key as u8, a, b, c, d]);
-            body.extend_from_slice(text.as_bytes());
+            body.put(&[TEXT, key as u8, a, b, c, d]);
+            body.put(text.as_bytes());
         }
         Value::Int(number) => {
             let [a, b, c, d, e, f, g, h] = number.to_le_bytes();
-            body.extend_from_slice(&[INT, key as u8, a, b, c, d, e, f, g, h]);
+            body.put(&[INT, key as u8, a, b, c, d, e, f, g, h]);
         }
     }
 }
@@ -380,12 +435,44 @@ mod tests {
     }
 
     #[test]
+    fn a_body_that_outgrows_its_room_inside_an_event_reads_back() {
+        let mut record = Record::new(Name::Episode, [1; 16], [2; 8], [0; 8], 10);
+        record.attribute(Key::InstanceId, "i".repeat(INLINE - 20).as_str().into());
+        let long = "e".repeat(INLINE);
+        record.event(
+            Name::EventRaised,
+            11,
+            &[(Key::EventName, long.as_str().into())],
+        );
+        record.attribute(Key::Episode, Value::Int(5));
+        assert!(record.body.spilled());
+        let mut chunk = Vec::new();
+        record.end_onto(12, &mut chunk);
+        let span = ended(&chunk).next().unwrap();
+        let items: Vec<_> = span
+            .items()
+            .map(|item| match item {
+                Item::Attribute(key, value) => (key, value, Vec::new()),
+                Item::Event { attributes, .. } => {
+                    (Key::EventName, Stored::Int(0), attributes.collect())
+                }
+            })
+            .collect();
+        assert_eq!(items.len(), 3);
+        assert_eq!(
+            items[1].2,
+            [(Key::EventName, Stored::Text(long.as_bytes()))]
+        );
+        assert_eq!(items[2].1, Stored::Int(5));
+    }
+
+    #[test]
     fn common_spans_fit_inline() {
         let mut start = Record::new(Name::Start, [1; 16], [2; 8], [0; 8], 10);
         start.attribute(Key::InstanceId, "i".repeat(32).as_str().into());
         start.attribute(Key::Orchestrator, "o".repeat(40).as_str().into());
         start.attribute(Key::AppVersion, "v".repeat(64).as_str().into());
-        assert!(!start.body.spilled(), "{} bytes", start.body.len());
+        assert!(!start.body.spilled(), "{} bytes", start.body.len);
         let mut episode = Record::new(Name::Episode, [1; 16], [3; 8], [2; 8], 10);
         episode.attribute(Key::InstanceId, "i".repeat(32).as_str().into());
         episode.attribute(Key::Episode, Value::Int(4));
@@ -398,7 +485,7 @@ mod tests {
             ],
         );
         episode.attribute(Key::Status, "Running".into());
-        assert!(!episode.body.spilled(), "{} bytes", episode.body.len());
+        assert!(!episode.body.spilled(), "{} bytes", episode.body.len);
     }
 
     #[test]
