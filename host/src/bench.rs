@@ -158,13 +158,24 @@ pub struct BenchArgs {
     /// Keep compiled components here (see `durango serve --compile-cache`).
     #[arg(long, env = "DURANGO_COMPILE_CACHE", value_name = "DIR")]
     pub compile_cache: Option<PathBuf>,
+    /// Waiting instances each host keeps in memory (`durango serve
+    /// --hot-instances`; the replay scenarios keep none).
+    #[arg(long, default_value_t = crate::serve::DEFAULT_HOT_INSTANCES)]
+    pub hot_instances: usize,
+    /// Activities each host runs at once (`durango serve --activity-workers`).
+    #[arg(long, default_value_t = 64)]
+    pub activity_workers: usize,
+    /// Linear memory one guest instance may use, in MiB (`durango serve
+    /// --guest-memory-mb`). The host reserves address space for it in every
+    /// guest slot up front: with this small and few hot instances and
+    /// activity workers, the bench runs where address space is short, as
+    /// under valgrind (BENCHMARKS.md counts instructions that way).
+    #[arg(long, default_value_t = 256)]
+    pub guest_memory_mb: usize,
 }
 
 /// The system key of the benchmark's hosts.
 const BENCH_KEY: &str = "bench";
-
-/// The host's default hot-instance cache (`durango serve --hot-instances`).
-const HOT_INSTANCES: usize = crate::serve::DEFAULT_HOT_INSTANCES;
 
 struct Bench {
     args: BenchArgs,
@@ -340,10 +351,13 @@ impl Bench {
             db: db.to_string(),
             durability: self.args.durability,
             settings: Settings::default(),
-            limits: GuestLimits::default(),
+            limits: GuestLimits {
+                memory_bytes: self.args.guest_memory_mb << 20,
+                ..GuestLimits::default()
+            },
             hot_instances,
             hot_bytes: crate::serve::DEFAULT_HOT_MEMORY_MB << 20,
-            activity_workers: 64,
+            activity_workers: self.args.activity_workers,
             timer_horizon: Duration::from_secs(600),
             lease: Duration::from_secs(5),
             key: Some(BENCH_KEY.into()),
@@ -359,7 +373,7 @@ impl Bench {
     /// out between the two.
     async fn second_host(&self, first: &Arc<Host>, db: &str) -> anyhow::Result<Arc<Host>> {
         anyhow::ensure!(self.args.db.is_some(), "--hosts 2 needs --db postgres://…");
-        let second = self.open(db, HOT_INSTANCES).await?;
+        let second = self.open(db, self.args.hot_instances).await?;
         let deadline = Instant::now() + Duration::from_secs(60);
         while first.partitions_held() == 0 || second.partitions_held() == 0 {
             anyhow::ensure!(
@@ -380,7 +394,7 @@ impl Bench {
         activities: usize,
         app: Option<&str>,
     ) -> anyhow::Result<serde_json::Value> {
-        let (host, _) = self.host(HOT_INSTANCES).await?;
+        let (host, _) = self.host(self.args.hot_instances).await?;
         if let Some(app) = app {
             self.deploy(&host, app).await?;
         }
@@ -500,7 +514,7 @@ impl Bench {
 
     async fn interaction(&mut self, waiter: &Variant) -> anyhow::Result<serde_json::Value> {
         let n = self.args.interaction;
-        let (host, db) = self.host(HOT_INSTANCES).await?;
+        let (host, db) = self.host(self.args.hot_instances).await?;
         if let Some(app) = waiter.app {
             self.deploy(&host, app).await?;
         }
@@ -590,7 +604,7 @@ impl Bench {
 
     async fn timers(&mut self) -> anyhow::Result<serde_json::Value> {
         let n = self.args.timers;
-        let (host, _) = self.host(HOT_INSTANCES).await?;
+        let (host, _) = self.host(self.args.hot_instances).await?;
         let window_ms = self.args.timer_window_ms as i64;
         // Far enough ahead that every start is committed before the first
         // timer falls due.
@@ -697,7 +711,7 @@ impl Bench {
     }
 
     async fn check(&mut self) -> anyhow::Result<serde_json::Value> {
-        let (host, _) = self.host(HOT_INSTANCES).await?;
+        let (host, _) = self.host(self.args.hot_instances).await?;
         let n = self.args.check_instances;
         Self::start_many(
             &host,
@@ -744,7 +758,7 @@ impl Bench {
 
     async fn parked(&mut self, waiter: &Variant) -> anyhow::Result<serde_json::Value> {
         // The default hot cache, as `durango serve` runs.
-        let (host, db) = self.host(HOT_INSTANCES).await?;
+        let (host, db) = self.host(self.args.hot_instances).await?;
         if let Some(app) = waiter.app {
             self.deploy(&host, app).await?;
         }

@@ -392,9 +392,31 @@ impl Parent {
         Context::parse(traceparent).map(Parent)
     }
 
-    /// Its W3C `traceparent`: the form it is stored and sent in.
+    /// Its W3C `traceparent`: the form it is sent in (and PostgreSQL keeps).
     pub fn traceparent(&self) -> String {
         self.0.traceparent()
+    }
+
+    /// Its 25 bytes (trace id, span id, flags): the form SQLite keeps it
+    /// in, half the text's size and neither formatted nor parsed.
+    pub fn to_bytes(&self) -> [u8; 25] {
+        let mut bytes = [0; 25];
+        bytes[..16].copy_from_slice(&self.0.trace_id);
+        bytes[16..24].copy_from_slice(&self.0.span_id);
+        bytes[24] = u8::from(self.0.sampled);
+        bytes
+    }
+
+    /// What `to_bytes` wrote, if it is a valid context.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Parent> {
+        let bytes: &[u8; 25] = bytes.try_into().ok()?;
+        let context = Context {
+            trace_id: bytes[..16].try_into().expect("16 bytes"),
+            span_id: bytes[16..24].try_into().expect("8 bytes"),
+            sampled: bytes[24] & 1 == 1,
+        };
+        let valid = context.trace_id != [0; 16] && context.span_id != [0; 8];
+        valid.then_some(Parent(context))
     }
 }
 
@@ -493,6 +515,19 @@ mod tests {
         );
         assert!(Context::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1").is_none());
         assert!(Context::parse("garbage").is_none());
+    }
+
+    #[test]
+    fn contexts_round_trip_through_their_bytes() {
+        let text = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let parent = Parent::parse(text).unwrap();
+        let bytes = parent.to_bytes();
+        assert_eq!(Parent::from_bytes(&bytes), Some(parent));
+        assert_eq!(Parent::from_bytes(&bytes).unwrap().traceparent(), text);
+        let unsampled = Parent::parse(&text.replace("-01", "-00")).unwrap();
+        assert!(!Parent::from_bytes(&unsampled.to_bytes()).unwrap().0.sampled);
+        assert_eq!(Parent::from_bytes(&bytes[..24]), None);
+        assert_eq!(Parent::from_bytes(&[0; 25]), None);
     }
 
     #[test]

@@ -82,13 +82,13 @@ pub struct InstanceRow {
     pub updated_at: i64,
     pub callback_url: Option<String>,
     /// The instance's trace: its start span, the parent of its later spans
-    /// (`None` when it was started untraced); stored as a W3C
-    /// `traceparent`.
+    /// (`None` when it was started untraced); stored in
+    /// `instances.trace_context` (SQLite: `Parent::to_bytes`; PostgreSQL: a
+    /// W3C `traceparent`).
     pub trace: Option<Parent>,
 }
 
-/// A stored trace (`instances.trace_context`, a W3C `traceparent`) read
-/// back.
+/// A trace PostgreSQL stored (a W3C `traceparent`) read back.
 pub fn stored_trace(traceparent: Option<String>) -> Option<Parent> {
     traceparent.as_deref().and_then(Parent::parse)
 }

@@ -1,13 +1,14 @@
 //! The reads the engine and the API need.
 
+use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::SqliteStore;
 use crate::engine::history::{HistoryEvent, Message, RetryPolicy, RuntimeStatus};
 use crate::store::{
-    stored_trace, ActivityRow, InstanceFilter, InstanceReads, InstanceRow, PendingWork, StoreError,
-    StoreFuture,
+    ActivityRow, InstanceFilter, InstanceReads, InstanceRow, PendingWork, StoreError, StoreFuture,
 };
+use crate::trace::Parent;
 
 pub(super) const INSTANCE_COLUMNS: &str = "id, name, version, status, input, output, \
     custom_status, created_at, updated_at, callback_url, pk, episodes, trace_context";
@@ -27,7 +28,15 @@ pub(super) fn instance_row(row: &Row<'_>) -> rusqlite::Result<InstanceRow> {
         callback_url: row.get(9)?,
         pk: row.get(10)?,
         episodes: row.get(11)?,
-        trace: stored_trace(row.get(12)?),
+        trace: stored_trace(row, 12)?,
+    })
+}
+
+/// An instance's trace as SQLite keeps it (`Parent::to_bytes`).
+fn stored_trace(row: &Row<'_>, column: usize) -> rusqlite::Result<Option<Parent>> {
+    Ok(match row.get_ref(column)? {
+        ValueRef::Blob(bytes) => Parent::from_bytes(bytes),
+        _ => None,
     })
 }
 
@@ -51,7 +60,7 @@ pub(super) fn activity_row(row: &Row<'_>) -> rusqlite::Result<(ActivityRow, Stri
             retry: RetryPolicy::ONCE,
             attempt: row.get(6)?,
             run_at: row.get(7)?,
-            trace: stored_trace(row.get(9)?),
+            trace: stored_trace(row, 9)?,
         },
         retry.unwrap_or_default(),
     ))

@@ -48,7 +48,7 @@ CREATE TABLE IF NOT EXISTS instances (
     episodes      INTEGER NOT NULL DEFAULT 0, -- committed so far: each commits on top of the last
     parent_id     TEXT,                    -- set for sub-orchestrations
     parent_seq    INTEGER,                 -- the parent's step that awaits it
-    trace_context TEXT                     -- W3C traceparent of its start span
+    trace_context BLOB                     -- its start span: trace id, span id, flags (25 bytes)
 );
 CREATE INDEX IF NOT EXISTS instances_by_created ON instances(created_at);
 CREATE INDEX IF NOT EXISTS instances_by_status ON instances(status);
@@ -105,11 +105,21 @@ CREATE TABLE IF NOT EXISTS timers (
 CREATE INDEX IF NOT EXISTS timers_by_due ON timers(fire_at);
 "#;
 
+/// Version 3's `traceparent`s (`00-` trace id `-` span id `-` flags, in
+/// hex) as their bytes; one that is not valid hex becomes NULL (an
+/// instance without a trace), as it was read before.
+const TRACES_AS_BYTES: &str = "
+UPDATE instances
+   SET trace_context = unhex(substr(trace_context, 4, 32) || substr(trace_context, 37, 16)
+                             || substr(trace_context, 54, 2))
+ WHERE typeof(trace_context) = 'text';";
+
 /// The layout this build writes, kept in `PRAGMA user_version`. Version 2
 /// keys an instance's rows by `instances.pk`; databases from before (no
 /// version) keyed them by the instance id and are migrated on open.
-/// Version 3 adds `instances.trace_context`.
-const VERSION: i64 = 3;
+/// Version 3 adds `instances.trace_context` (a W3C `traceparent`); version
+/// 4 keeps it as its 25 bytes.
+const VERSION: i64 = 4;
 
 /// Brings the database to this build's layout: creates it, or migrates one
 /// an older build wrote, in one transaction.
@@ -131,7 +141,10 @@ pub(crate) fn apply(conn: &Connection) -> Result<(), StoreError> {
             conn.execute_batch(COPY_V1)?;
         }
         if !has_column(conn, "instances", "trace_context")? {
-            conn.execute_batch("ALTER TABLE instances ADD COLUMN trace_context TEXT")?;
+            conn.execute_batch("ALTER TABLE instances ADD COLUMN trace_context BLOB")?;
+        }
+        if version == 3 {
+            conn.execute_batch(TRACES_AS_BYTES)?;
         }
         conn.execute_batch(&format!("PRAGMA user_version = {VERSION}; COMMIT"))
     })();
@@ -196,6 +209,7 @@ mod tests {
     use super::*;
     use crate::engine::history::{HistoryEvent, Message};
     use crate::store::sqlite::reads::{read_history, read_inbox};
+    use crate::trace::Parent;
 
     /// The layout builds before version 2 wrote (no `user_version`).
     const V1: &str = r#"
@@ -295,6 +309,39 @@ mod tests {
         )
         .unwrap();
         assert!(conn.last_insert_rowid() > 9);
+    }
+
+    #[test]
+    fn a_version_3_database_keeps_its_traces_as_bytes() {
+        let conn = Connection::open_in_memory().unwrap();
+        apply(&conn).unwrap();
+        let text = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        // As version 3 left it: traceparents as text, one of them not one.
+        conn.execute_batch(&format!(
+            "INSERT INTO instances (id, name, version, status, input, created_at, updated_at, trace_context)
+                  VALUES ('a', 'o', 'v', 'Running', 'null', 1, 1, '{text}'),
+                         ('b', 'o', 'v', 'Running', 'null', 1, 1, 'garbage'),
+                         ('c', 'o', 'v', 'Running', 'null', 1, 1, NULL);
+             PRAGMA user_version = 3"
+        ))
+        .unwrap();
+        apply(&conn).unwrap();
+        let stored = |id: &str| -> Option<Vec<u8>> {
+            conn.query_row(
+                "SELECT trace_context FROM instances WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        let bytes = stored("a").expect("a context");
+        assert_eq!(Parent::from_bytes(&bytes), Parent::parse(text));
+        assert_eq!(stored("b"), None);
+        assert_eq!(stored("c"), None);
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, VERSION);
     }
 
     #[test]

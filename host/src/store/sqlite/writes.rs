@@ -293,7 +293,7 @@ fn insert_instance(
             row.callback_url,
             new.parent.map(|(id, _)| id),
             new.parent.map(|(_, seq)| seq),
-            row.trace.map(|t| t.traceparent())
+            row.trace.map(|t| t.to_bytes())
         ],
     )?;
     Ok(Ok(InstanceRow {
