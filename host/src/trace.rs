@@ -5,7 +5,8 @@
 //!
 //! Every instance has a trace: its start span (child of the `traceparent`
 //! the start request carried, else the root of a new trace) is stored with
-//! the instance as a W3C `traceparent` (`instances.trace_context`), so its
+//! the instance (`instances.trace_context`: `Parent::to_bytes` in SQLite, a
+//! W3C `traceparent` in PostgreSQL), so its
 //! later spans join it on any host and after any restart: one span per
 //! episode and per activity attempt, each a child of the start span (an
 //! activity scheduled by an episode this host ran: of that episode's span).
@@ -381,8 +382,8 @@ fn new_id<const N: usize>() -> [u8; N] {
 }
 
 /// A traced span's context, to name it as a parent later: kept with an
-/// instance and its activity calls as it is, a W3C `traceparent` only
-/// where it is stored or sent.
+/// instance and its activity calls as it is; as bytes or a W3C
+/// `traceparent` only where it is stored or sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Parent(Context);
 
