@@ -757,7 +757,7 @@ impl Bench {
     }
 
     async fn parked(&mut self, waiter: &Variant) -> anyhow::Result<serde_json::Value> {
-        // The default hot cache, as `durango serve` runs.
+        // The hot cache as `durango serve` runs it (`--hot-instances`).
         let (host, db) = self.host(self.args.hot_instances).await?;
         if let Some(app) = waiter.app {
             self.deploy(&host, app).await?;

@@ -153,8 +153,12 @@ impl Context {
         hex_into(&text[36..52], &mut context.span_id)?;
         hex_into(&text[53..], &mut flags)?;
         context.sampled = flags[0] & 1 == 1;
-        let valid = context.trace_id != [0; 16] && context.span_id != [0; 8];
-        valid.then_some(context)
+        context.valid()
+    }
+
+    /// Itself, unless an id is all zeros (which W3C says is no id).
+    fn valid(self) -> Option<Context> {
+        (self.trace_id != [0; 16] && self.span_id != [0; 8]).then_some(self)
     }
 
     fn traceparent(&self) -> String {
@@ -416,8 +420,7 @@ impl Parent {
             span_id: bytes[16..24].try_into().expect("8 bytes"),
             sampled: bytes[24] & 1 == 1,
         };
-        let valid = context.trace_id != [0; 16] && context.span_id != [0; 8];
-        valid.then_some(Parent(context))
+        context.valid().map(Parent)
     }
 }
 

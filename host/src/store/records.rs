@@ -88,11 +88,6 @@ pub struct InstanceRow {
     pub trace: Option<Parent>,
 }
 
-/// A trace PostgreSQL stored (a W3C `traceparent`) read back.
-pub fn stored_trace(traceparent: Option<String>) -> Option<Parent> {
-    traceparent.as_deref().and_then(Parent::parse)
-}
-
 impl InstanceRow {
     /// An instance about to be created: Pending since now, no pk yet.
     pub fn pending(

@@ -161,14 +161,6 @@ impl Body {
         }
     }
 
-    fn bytes_mut(&mut self) -> &mut [u8] {
-        if self.len <= INLINE {
-            &mut self.inline[..self.len]
-        } else {
-            &mut self.spilled
-        }
-    }
-
     #[cfg(test)]
     fn spilled(&self) -> bool {
         self.len > INLINE
@@ -200,14 +192,16 @@ impl Record {
 
     pub fn event(&mut self, name: Name, time_ns: u64, attributes: &[(Key, Value<'_>)]) {
         let [a, b, c, d, e, f, g, h] = time_ns.to_le_bytes();
+        let length: usize = attributes
+            .iter()
+            .map(|(_, value)| attribute_len(*value))
+            .sum();
+        let [i, j, k, l] = (length as u32).to_le_bytes();
         self.body
-            .put(&[EVENT, name as u8, a, b, c, d, e, f, g, h, 0, 0, 0, 0]);
-        let length_at = self.body.len - 4;
+            .put(&[EVENT, name as u8, a, b, c, d, e, f, g, h, i, j, k, l]);
         for &(key, value) in attributes {
             put_attribute(&mut self.body, key, value);
         }
-        let length = (self.body.len - length_at - 4) as u32;
-        self.body.bytes_mut()[length_at..length_at + 4].copy_from_slice(&length.to_le_bytes());
     }
 
     /// Appends the record, ended at `end_ns`, to a chunk (`ended` reads
@@ -229,6 +223,14 @@ impl Record {
 /// A record's fixed fields in a chunk: name, failed, the three ids, the
 /// two times, the body's length.
 const HEAD: usize = 2 + 16 + 8 + 8 + 8 + 8 + 4;
+
+/// The bytes `put_attribute` writes for `value`.
+fn attribute_len(value: Value<'_>) -> usize {
+    match value {
+        Value::Str(text) => 6 + text.len(),
+        Value::Int(_) => 10,
+    }
+}
 
 fn put_attribute(body: &mut Body, key: Key, value: Value<'_>) {
     // The fixed part in one copy: each copy checks for room.

@@ -3,7 +3,13 @@
 use tokio_postgres::Row;
 
 use crate::engine::history::{HistoryEvent, Message, RetryPolicy, RuntimeStatus};
-use crate::store::{stored_trace, ActivityRow, InstanceRow, StoreError};
+use crate::store::{ActivityRow, InstanceRow, StoreError};
+use crate::trace::Parent;
+
+/// An instance's trace as PostgreSQL keeps it (a W3C `traceparent`).
+fn stored_trace(traceparent: Option<String>) -> Option<Parent> {
+    traceparent.as_deref().and_then(Parent::parse)
+}
 
 pub(super) fn instance_row(row: &Row) -> InstanceRow {
     let status: String = row.get(3);

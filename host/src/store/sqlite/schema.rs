@@ -316,9 +316,12 @@ mod tests {
         let conn = Connection::open_in_memory().unwrap();
         apply(&conn).unwrap();
         let text = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        // As version 3 left it: traceparents as text, one of them not one.
+        // As version 3 left it: a text column of traceparents, one of them
+        // not one.
         conn.execute_batch(&format!(
-            "INSERT INTO instances (id, name, version, status, input, created_at, updated_at, trace_context)
+            "ALTER TABLE instances DROP COLUMN trace_context;
+             ALTER TABLE instances ADD COLUMN trace_context TEXT;
+             INSERT INTO instances (id, name, version, status, input, created_at, updated_at, trace_context)
                   VALUES ('a', 'o', 'v', 'Running', 'null', 1, 1, '{text}'),
                          ('b', 'o', 'v', 'Running', 'null', 1, 1, 'garbage'),
                          ('c', 'o', 'v', 'Running', 'null', 1, 1, NULL);
