@@ -16,9 +16,9 @@
 //! attempt and outcome, never inputs, outputs or event data.
 //!
 //! Instance spans are our own records, not `tracing` spans fed through the
-//! OpenTelemetry SDK: a record is a few fixed fields and its attributes
-//! and events as bytes (record.rs), and the export thread encodes OTLP
-//! straight from it (otlp.rs). The SDK's path cost a busy host a third
+//! OpenTelemetry SDK: a record is the span's OTLP protobuf, written where
+//! the span happens (record.rs), and the export thread wraps a batch of
+//! them in a request (otlp.rs). The SDK's path cost a busy host a third
 //! of its rate (BENCHMARKS.md, session 8). With `--log-format json` an
 //! instance span is also a `tracing` span, so the lines written inside it
 //! carry its instance id. When neither reads them, a span is nothing but
@@ -39,6 +39,7 @@ use tracing_subscriber::Layer;
 mod export;
 mod json;
 mod otlp;
+mod proto;
 mod record;
 
 use record::Record;

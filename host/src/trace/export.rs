@@ -1,7 +1,7 @@
 //! The span exporter: a span's record is copied where it ends into its
 //! thread's buffer (record.rs), whose chunks go onto a bounded queue; a
-//! thread of its own takes a batch's worth off, encodes it (otlp.rs) and
-//! posts it to the collector over OTLP/HTTP. Only bytes cross threads, in
+//! thread of its own takes a batch's worth off, wraps it in a request
+//! (otlp.rs) and posts it to the collector over OTLP/HTTP. Only bytes cross threads, in
 //! buffers that are reused (records that owned allocations and were freed
 //! on the export thread cost the allocator more than the spans
 //! themselves). Its settings are the OpenTelemetry specification's
@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::otlp::{Encoder, Format};
-use super::record::{self, Record};
+use super::record::Record;
 use super::Sampler;
 
 /// What the environment says about exporting.
@@ -491,8 +491,8 @@ impl Poster {
     /// dropped (it would only grow behind a collector that is down).
     fn post(&mut self, encoder: &Encoder, batch: &[Chunk]) -> bool {
         encoder.begin(&mut self.body);
-        for span in batch.iter().flat_map(|chunk| record::ended(&chunk.bytes)) {
-            encoder.append_span(&mut self.body, &span);
+        for chunk in batch {
+            encoder.append(&mut self.body, &chunk.bytes);
         }
         let body = encoder.finish(&mut self.body);
         let mut request = self
@@ -687,7 +687,7 @@ mod tests {
         let spans: usize = queue
             .chunks
             .iter()
-            .map(|c| record::ended(&c.bytes).count())
+            .map(|c| super::super::proto::fields(&c.bytes).count())
             .sum();
         assert_eq!(spans, 75, "the queue holds the spans' records");
     }

@@ -1,33 +1,36 @@
 //! A span's record, as its thread keeps it and hands it to the exporter:
-//! fixed fields, then its attributes and events as bytes in the order they
-//! were set. An open span allocates nothing (its bytes sit inline until
-//! they outgrow `INLINE`), ending one copies it onto its thread's chunk,
-//! and the export thread encodes OTLP from the chunks (otlp.rs). Records
-//! of owned strings encoded on tokio's workers were most of what traces
-//! cost a busy host (BENCHMARKS.md, session 19).
+//! the OTLP `Span` message itself, in protobuf, written as the span goes
+//! (its ids, name and start when it opens, an attribute or an event when it
+//! is set, its end, status and flags when it ends). An open span allocates
+//! nothing (its bytes sit inline until they outgrow `INLINE`); ending one
+//! copies it onto its thread's chunk as a `ScopeSpans.spans` field, so a
+//! batch of chunks is a request's spans as they are (otlp.rs). Encoding
+//! on the export thread from records of our own took that thread twice the
+//! instructions of the spans' own threads (BENCHMARKS.md, session 22).
+//! Field numbers are those of `opentelemetry/proto/trace/v1/trace.proto`.
 
-/// Defines a closed set of OTLP names carried as one byte in a record.
+use prost::encoding::{encoded_len_varint, WireType};
+
+use super::proto::{
+    delimited_len, key, long_key, put_bytes, put_delimited_head, put_fixed64, put_raw_varint,
+    put_varint, varint_len, Out, Room, FIXED64_LEN,
+};
+
+/// Defines a closed set of OTLP names.
 macro_rules! names {
     ($(#[$doc:meta])* $type:ident { $($variant:ident => $text:literal,)* }) => {
         $(#[$doc])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-        #[repr(u8)]
         pub enum $type {
             $($variant,)*
         }
 
         impl $type {
-            const ALL: &[$type] = &[$($type::$variant,)*];
-
             /// Its name in OTLP.
             pub fn text(self) -> &'static str {
                 match self {
                     $($type::$variant => $text,)*
                 }
-            }
-
-            fn from_byte(byte: u8) -> Option<$type> {
-                $type::ALL.get(usize::from(byte)).copied()
             }
         }
     };
@@ -84,44 +87,37 @@ impl From<i64> for Value<'_> {
     }
 }
 
-/// An attribute's value as a chunk holds it: text as the bytes of the
-/// `&str` it was (OTLP's protobuf carries them as they are; only JSON
-/// needs them as text).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Stored<'a> {
-    Text(&'a [u8]),
-    Int(i64),
-}
+/// `Span.SpanKind.SPAN_KIND_INTERNAL`: work inside the host.
+pub const KIND_INTERNAL: u64 = 1;
+/// `Status.StatusCode.STATUS_CODE_ERROR`.
+pub const STATUS_ERROR: u64 = 2;
+/// The W3C sampled flag: every exported span was sampled.
+pub const FLAG_SAMPLED: u32 = 1;
 
-/// The body's items: an attribute with a text value (key, length, bytes),
-/// one with an integer (key, 8 bytes), an event (name, time, the length of
-/// its attributes, its attributes). Numbers are little-endian.
-const TEXT: u8 = 0;
-const INT: u8 = 1;
-const EVENT: u8 = 2;
+const DELIMITED: WireType = WireType::LengthDelimited;
 
-/// Body bytes a record holds without allocating: a start span's three
-/// attributes (a 32-character instance id, a 40-character orchestrator
-/// name, a 64-character version: 154 bytes with their kinds, keys and
-/// lengths), or an episode's with its status and a timer it set.
-const INLINE: usize = 160;
+/// `ScopeSpans.spans`: the field a chunk's spans are.
+const SCOPE_SPANS_SPANS: u8 = key(2, DELIMITED);
+/// `Span.attributes`.
+const SPAN_ATTRIBUTES: u8 = key(9, DELIMITED);
+/// `Span.Event.attributes`.
+const EVENT_ATTRIBUTES: u8 = key(3, DELIMITED);
+
+/// Body bytes a record holds without allocating: a start span's (its
+/// fixed fields, 58-70 bytes, and three attributes: a 32-character
+/// instance id, a 40-character orchestrator name, a 64-character version,
+/// 184 bytes with their keys), or an episode's with its status and a
+/// timer it set.
+const INLINE: usize = 256;
 
 /// An open span's record.
 #[derive(Debug)]
 pub struct Record {
-    pub name: Name,
-    pub trace_id: [u8; 16],
-    pub span_id: [u8; 8],
-    /// All zeros for a trace's root.
-    pub parent_span_id: [u8; 8],
-    pub start_ns: u64,
     pub failed: bool,
     body: Body,
 }
 
 /// A record's body: inline until it outgrows `INLINE`, then on the heap.
-/// Its writes are a few bytes each, most of a size known where they are
-/// made (a general-purpose small vector's insert cost more than the copy).
 #[derive(Debug)]
 struct Body {
     inline: [u8; INLINE],
@@ -139,18 +135,21 @@ impl Body {
         }
     }
 
-    #[inline]
-    fn put(&mut self, bytes: &[u8]) {
-        let end = self.len + bytes.len();
-        if end <= INLINE {
-            self.inline[self.len..end].copy_from_slice(bytes);
-        } else {
-            if self.len <= INLINE {
-                self.spilled.extend_from_slice(&self.inline[..self.len]);
-            }
-            self.spilled.extend_from_slice(bytes);
-        }
+    /// The next `n` bytes of the body, to be written: each field's length
+    /// is worked out first, so a field takes one check for room.
+    #[inline(always)]
+    fn room(&mut self, n: usize) -> Room<'_> {
+        let start = self.len;
+        let end = start + n;
         self.len = end;
+        if end <= INLINE {
+            return Room::new(&mut self.inline[start..end]);
+        }
+        if start <= INLINE {
+            self.spilled.extend_from_slice(&self.inline[..start]);
+        }
+        self.spilled.resize(end, 0);
+        Room::new(&mut self.spilled[start..end])
     }
 
     fn bytes(&self) -> &[u8] {
@@ -175,204 +174,165 @@ impl Record {
         parent_span_id: [u8; 8],
         start_ns: u64,
     ) -> Record {
+        let name = name.text().as_bytes();
+        // A root has no parent field.
+        let parent = parent_span_id != [0; 8];
+        let len = delimited_len(16)
+            + delimited_len(8)
+            + if parent { delimited_len(8) } else { 0 }
+            + delimited_len(name.len())
+            + varint_len(KIND_INTERNAL)
+            + FIXED64_LEN;
+        let mut body = Body::new();
+        let mut room = body.room(len);
+        put_bytes(&mut room, key(1, DELIMITED), &trace_id);
+        put_bytes(&mut room, key(2, DELIMITED), &span_id);
+        if parent {
+            put_bytes(&mut room, key(4, DELIMITED), &parent_span_id);
+        }
+        put_bytes(&mut room, key(5, DELIMITED), name);
+        put_varint(&mut room, key(6, WireType::Varint), KIND_INTERNAL);
+        put_fixed64(&mut room, key(7, WireType::SixtyFourBit), start_ns);
+        drop(room);
         Record {
-            name,
-            trace_id,
-            span_id,
-            parent_span_id,
-            start_ns,
             failed: false,
-            body: Body::new(),
+            body,
         }
     }
 
     pub fn attribute(&mut self, key: Key, value: Value<'_>) {
-        put_attribute(&mut self.body, key, value);
+        let len = key_value_len(key.text(), value);
+        put_key_value(&mut self.body.room(len), SPAN_ATTRIBUTES, key.text(), value);
     }
 
+    /// A `Span.Event`: its time, name and attributes.
     pub fn event(&mut self, name: Name, time_ns: u64, attributes: &[(Key, Value<'_>)]) {
-        let [a, b, c, d, e, f, g, h] = time_ns.to_le_bytes();
-        let length: usize = attributes
-            .iter()
-            .map(|(_, value)| attribute_len(*value))
-            .sum();
-        let [i, j, k, l] = (length as u32).to_le_bytes();
-        self.body
-            .put(&[EVENT, name as u8, a, b, c, d, e, f, g, h, i, j, k, l]);
+        let name = name.text().as_bytes();
+        let content = FIXED64_LEN
+            + delimited_len(name.len())
+            + attributes
+                .iter()
+                .map(|&(key, value)| key_value_len(key.text(), value))
+                .sum::<usize>();
+        let mut room = self.body.room(delimited_len(content));
+        put_delimited_head(&mut room, key(11, DELIMITED), content);
+        put_fixed64(&mut room, key(1, WireType::SixtyFourBit), time_ns);
+        put_bytes(&mut room, key(2, DELIMITED), name);
         for &(key, value) in attributes {
-            put_attribute(&mut self.body, key, value);
+            put_key_value(&mut room, EVENT_ATTRIBUTES, key.text(), value);
         }
     }
 
-    /// Appends the record, ended at `end_ns`, to a chunk (`ended` reads
-    /// it back).
+    /// Appends the span, ended at `end_ns`, to a chunk: a `ScopeSpans.spans`
+    /// field.
     pub fn end_onto(&self, end_ns: u64, chunk: &mut Vec<u8>) {
+        const STATUS: [u8; 4] = [
+            key(15, DELIMITED),
+            2,
+            key(3, WireType::Varint),
+            STATUS_ERROR as u8,
+        ];
+        const FLAGS: [u8; 2] = long_key(16, WireType::ThirtyTwoBit);
         let body = self.body.bytes();
-        chunk.reserve(HEAD + body.len());
-        chunk.extend_from_slice(&[self.name as u8, u8::from(self.failed)]);
-        chunk.extend_from_slice(&self.trace_id);
-        chunk.extend_from_slice(&self.span_id);
-        chunk.extend_from_slice(&self.parent_span_id);
-        chunk.extend_from_slice(&self.start_ns.to_le_bytes());
-        chunk.extend_from_slice(&end_ns.to_le_bytes());
-        chunk.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        let len =
+            body.len() + FIXED64_LEN + if self.failed { STATUS.len() } else { 0 } + FLAGS.len() + 4;
+        chunk.reserve(1 + encoded_len_varint(len as u64) + len);
+        put_delimited_head(chunk, SCOPE_SPANS_SPANS, len);
         chunk.extend_from_slice(body);
+        put_fixed64(chunk, key(8, WireType::SixtyFourBit), end_ns);
+        if self.failed {
+            chunk.extend_from_slice(&STATUS);
+        }
+        chunk.extend_from_slice(&FLAGS);
+        chunk.extend_from_slice(&FLAG_SAMPLED.to_le_bytes());
     }
 }
 
-/// A record's fixed fields in a chunk: name, failed, the three ids, the
-/// two times, the body's length.
-const HEAD: usize = 2 + 16 + 8 + 8 + 8 + 8 + 4;
+/// The bytes of a `KeyValue` field (with a one-byte key) `put_key_value`
+/// writes.
+#[inline]
+pub fn key_value_len(key: &str, value: Value<'_>) -> usize {
+    delimited_len(key_value_content(key, value))
+}
 
-/// The bytes `put_attribute` writes for `value`.
-fn attribute_len(value: Value<'_>) -> usize {
+#[inline]
+fn any_value_content(value: Value<'_>) -> usize {
     match value {
-        Value::Str(text) => 6 + text.len(),
-        Value::Int(_) => 10,
+        Value::Str(text) => delimited_len(text.len()),
+        Value::Int(number) => varint_len(number as u64),
     }
 }
 
-fn put_attribute(body: &mut Body, key: Key, value: Value<'_>) {
-    // The fixed part in one copy: each copy checks for room.
+#[inline]
+fn key_value_content(key: &str, value: Value<'_>) -> usize {
+    delimited_len(key.len()) + delimited_len(any_value_content(value))
+}
+
+/// A `KeyValue` as the field `field_key`: `{ key = 1, value = 2 }`, the
+/// value an `AnyValue { string_value = 1 | int_value = 3 }`.
+#[inline(always)]
+pub fn put_key_value(out: &mut impl Out, field_key: u8, key_text: &str, value: Value<'_>) {
+    let any = any_value_content(value);
+    let pair = delimited_len(key_text.len()) + delimited_len(any);
+    if pair < 0x80 {
+        // Every length takes a byte (hello's attributes all do): the bytes
+        // around the texts go in whole copies, not a byte at a time.
+        out.slice(&[
+            field_key,
+            pair as u8,
+            key(1, DELIMITED),
+            key_text.len() as u8,
+        ]);
+        out.slice(key_text.as_bytes());
+        match value {
+            Value::Str(text) => {
+                out.slice(&[
+                    key(2, DELIMITED),
+                    any as u8,
+                    key(1, DELIMITED),
+                    text.len() as u8,
+                ]);
+                out.slice(text.as_bytes());
+            }
+            Value::Int(number) => {
+                out.slice(&[key(2, DELIMITED), any as u8, key(3, WireType::Varint)]);
+                put_raw_varint(out, number as u64);
+            }
+        }
+        return;
+    }
+    put_delimited_head(out, field_key, pair);
+    put_bytes(out, key(1, DELIMITED), key_text.as_bytes());
+    put_delimited_head(out, key(2, DELIMITED), any);
     match value {
-        Value::Str(text) => {
-            let [a, b, c, d] = (text.len() as u32).to_le_bytes();
-            body.put(&[TEXT, key as u8, a, b, c, d]);
-            body.put(text.as_bytes());
-        }
-        Value::Int(number) => {
-            let [a, b, c, d, e, f, g, h] = number.to_le_bytes();
-            body.put(&[INT, key as u8, a, b, c, d, e, f, g, h]);
-        }
-    }
-}
-
-/// An ended span, read back from a chunk.
-#[derive(Debug)]
-pub struct Ended<'a> {
-    pub name: Name,
-    pub failed: bool,
-    pub trace_id: [u8; 16],
-    pub span_id: [u8; 8],
-    pub parent_span_id: [u8; 8],
-    pub start_ns: u64,
-    pub end_ns: u64,
-    body: &'a [u8],
-}
-
-impl<'a> Ended<'a> {
-    /// Its attributes and events, in the order they were set.
-    pub fn items(&self) -> Items<'a> {
-        Items(Bytes(self.body))
-    }
-
-    pub fn attributes(&self) -> impl Iterator<Item = (Key, Stored<'a>)> {
-        self.items().filter_map(|item| match item {
-            Item::Attribute(key, value) => Some((key, value)),
-            Item::Event { .. } => None,
-        })
-    }
-}
-
-/// An event's attributes.
-pub struct Attributes<'a>(Bytes<'a>);
-
-impl<'a> Iterator for Attributes<'a> {
-    type Item = (Key, Stored<'a>);
-
-    fn next(&mut self) -> Option<(Key, Stored<'a>)> {
-        let [kind, key] = self.0.array()?;
-        self.0.attribute(kind, key)
-    }
-}
-
-/// The spans `end_onto` wrote to `chunk`, in order.
-pub fn ended(chunk: &[u8]) -> impl Iterator<Item = Ended<'_>> {
-    let mut bytes = Bytes(chunk);
-    std::iter::from_fn(move || {
-        let [name, failed] = bytes.array()?;
-        Some(Ended {
-            name: Name::from_byte(name)?,
-            failed: failed == 1,
-            trace_id: bytes.array()?,
-            span_id: bytes.array()?,
-            parent_span_id: bytes.array()?,
-            start_ns: u64::from_le_bytes(bytes.array()?),
-            end_ns: u64::from_le_bytes(bytes.array()?),
-            body: bytes.sized()?,
-        })
-    })
-}
-
-/// An item of a record's body.
-pub enum Item<'a> {
-    Attribute(Key, Stored<'a>),
-    Event {
-        name: Name,
-        time_ns: u64,
-        attributes: Attributes<'a>,
-    },
-}
-
-/// A body's items. Chunks are written by `end_onto` in this process: a
-/// malformed one (a bug) ends the items rather than the process.
-pub struct Items<'a>(Bytes<'a>);
-
-impl<'a> Iterator for Items<'a> {
-    type Item = Item<'a>;
-
-    fn next(&mut self) -> Option<Item<'a>> {
-        let bytes = &mut self.0;
-        let [kind, code] = bytes.array()?;
-        if kind == EVENT {
-            return Some(Item::Event {
-                name: Name::from_byte(code)?,
-                time_ns: u64::from_le_bytes(bytes.array()?),
-                attributes: Attributes(Bytes(bytes.sized()?)),
-            });
-        }
-        let (key, value) = bytes.attribute(kind, code)?;
-        Some(Item::Attribute(key, value))
-    }
-}
-
-/// A cursor over bytes a record wrote.
-struct Bytes<'a>(&'a [u8]);
-
-impl<'a> Bytes<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let (taken, rest) = self.0.split_at_checked(n)?;
-        self.0 = rest;
-        Some(taken)
-    }
-
-    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
-        self.take(N)?.try_into().ok()
-    }
-
-    /// A field written as its length (4 bytes) and its bytes.
-    fn sized(&mut self) -> Option<&'a [u8]> {
-        let length = u32::from_le_bytes(self.array()?);
-        self.take(length as usize)
-    }
-
-    /// An attribute's value, its kind and key read already.
-    fn attribute(&mut self, kind: u8, key: u8) -> Option<(Key, Stored<'a>)> {
-        let value = match kind {
-            TEXT => Stored::Text(self.sized()?),
-            INT => Stored::Int(i64::from_le_bytes(self.array()?)),
-            _ => return None,
-        };
-        Some((Key::from_byte(key)?, value))
+        Value::Str(text) => put_bytes(out, key(1, DELIMITED), text.as_bytes()),
+        Value::Int(number) => put_varint(out, key(3, WireType::Varint), number as u64),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
+    use opentelemetry_proto::tonic::trace::v1::{ScopeSpans, Span};
+    use prost::Message as _;
+
+    /// The spans a chunk holds, as the official types read them.
+    fn spans(chunk: &[u8]) -> Vec<Span> {
+        ScopeSpans::decode(chunk)
+            .expect("a chunk is ScopeSpans' spans")
+            .spans
+    }
+
+    fn text(attribute: &KeyValue) -> (&str, Option<&any_value::Value>) {
+        (
+            attribute.key.as_str(),
+            attribute.value.as_ref().and_then(|v| v.value.as_ref()),
+        )
+    }
 
     #[test]
-    fn a_chunk_reads_back_what_its_spans_wrote() {
+    fn a_chunk_holds_the_spans_as_otlp() {
         let mut chunk = Vec::new();
         let mut start = Record::new(Name::Start, [1; 16], [2; 8], [0; 8], 10);
         let long = "i".repeat(300);
@@ -393,53 +353,64 @@ mod tests {
         failed.failed = true;
         failed.end_onto(60, &mut chunk);
 
-        let spans: Vec<Ended> = ended(&chunk).collect();
+        let spans = spans(&chunk);
         assert_eq!(spans.len(), 2);
         let first = &spans[0];
         assert_eq!(
-            (first.name, first.failed, first.trace_id, first.span_id),
-            (Name::Start, false, [1; 16], [2; 8])
+            (first.trace_id.as_slice(), first.span_id.as_slice()),
+            (&[1; 16][..], &[2; 8][..])
         );
+        assert!(first.parent_span_id.is_empty(), "a root has no parent");
+        assert_eq!((first.name.as_str(), first.kind), ("start", 1));
         assert_eq!(
-            (first.parent_span_id, first.start_ns, first.end_ns),
-            ([0; 8], 10, 40)
+            (first.start_time_unix_nano, first.end_time_unix_nano),
+            (10, 40)
         );
-        let attributes: Vec<_> = first.attributes().collect();
+        assert_eq!((first.flags, first.status.as_ref()), (1, None));
+        let attributes: Vec<_> = first.attributes.iter().map(text).collect();
         assert_eq!(
             attributes,
             [
-                (Key::InstanceId, Stored::Text(long.as_bytes())),
-                (Key::Episode, Stored::Int(-7)),
-                (Key::Status, Stored::Text(b"Completed")),
+                (
+                    "instance_id",
+                    Some(&any_value::Value::StringValue(long.clone()))
+                ),
+                ("episode", Some(&any_value::Value::IntValue(-7))),
+                (
+                    "status",
+                    Some(&any_value::Value::StringValue("Completed".into()))
+                ),
             ]
         );
         let events: Vec<_> = first
-            .items()
-            .filter_map(|item| match item {
-                Item::Event {
-                    name,
-                    time_ns,
-                    attributes,
-                } => Some((name, time_ns, attributes.count())),
-                Item::Attribute(..) => None,
-            })
+            .events
+            .iter()
+            .map(|e| (e.name.as_str(), e.time_unix_nano, e.attributes.len()))
             .collect();
         assert_eq!(
             events,
-            [(Name::TimerCreated, 25, 2), (Name::TimersCancelled, 26, 0)]
+            [("timer created", 25, 2), ("timers cancelled", 26, 0)]
+        );
+        assert_eq!(
+            text(&first.events[0].attributes[1]),
+            (
+                "timer.fire_at",
+                Some(&any_value::Value::StringValue("2026-12-03".into()))
+            )
         );
         let second = &spans[1];
         assert_eq!(
-            (second.name, second.failed, second.parent_span_id),
-            (Name::Activity, true, [2; 8])
+            (second.name.as_str(), second.parent_span_id.as_slice()),
+            ("activity", &[2; 8][..])
         );
-        assert_eq!(second.items().count(), 0);
+        assert_eq!(second.status.as_ref().map(|s| s.code), Some(2));
+        assert!(second.attributes.is_empty() && second.events.is_empty());
     }
 
     #[test]
     fn a_body_that_outgrows_its_room_inside_an_event_reads_back() {
-        let mut record = Record::new(Name::Episode, [1; 16], [2; 8], [0; 8], 10);
-        record.attribute(Key::InstanceId, "i".repeat(INLINE - 20).as_str().into());
+        let mut record = Record::new(Name::Episode, [1; 16], [2; 8], [3; 8], 10);
+        record.attribute(Key::InstanceId, "i".repeat(INLINE - 100).as_str().into());
         let long = "e".repeat(INLINE);
         record.event(
             Name::EventRaised,
@@ -450,27 +421,41 @@ mod tests {
         assert!(record.body.spilled());
         let mut chunk = Vec::new();
         record.end_onto(12, &mut chunk);
-        let span = ended(&chunk).next().unwrap();
-        let items: Vec<_> = span
-            .items()
-            .map(|item| match item {
-                Item::Attribute(key, value) => (key, value, Vec::new()),
-                Item::Event { attributes, .. } => {
-                    (Key::EventName, Stored::Int(0), attributes.collect())
-                }
+        let span = &spans(&chunk)[0];
+        assert_eq!(span.attributes.len(), 2);
+        assert_eq!(
+            text(&span.events[0].attributes[0]),
+            ("event.name", Some(&any_value::Value::StringValue(long)))
+        );
+        assert_eq!(
+            text(&span.attributes[1]),
+            ("episode", Some(&any_value::Value::IntValue(5)))
+        );
+    }
+
+    #[test]
+    fn spans_of_every_length_read_back() {
+        // A span's length takes one, two or three bytes.
+        let lengths = [0, 100, 20_000];
+        let mut chunk = Vec::new();
+        for length in lengths {
+            let mut record = Record::new(Name::Activity, [1; 16], [2; 8], [0; 8], 5);
+            record.attribute(Key::Activity, Value::Str(&"a".repeat(length)));
+            record.end_onto(6, &mut chunk);
+        }
+        let read: Vec<_> = spans(&chunk)
+            .iter()
+            .map(|span| match text(&span.attributes[0]).1 {
+                Some(any_value::Value::StringValue(text)) => (text.len(), span.end_time_unix_nano),
+                other => panic!("a text value: {other:?}"),
             })
             .collect();
-        assert_eq!(items.len(), 3);
-        assert_eq!(
-            items[1].2,
-            [(Key::EventName, Stored::Text(long.as_bytes()))]
-        );
-        assert_eq!(items[2].1, Stored::Int(5));
+        assert_eq!(read, lengths.map(|length| (length, 6)));
     }
 
     #[test]
     fn common_spans_fit_inline() {
-        let mut start = Record::new(Name::Start, [1; 16], [2; 8], [0; 8], 10);
+        let mut start = Record::new(Name::Start, [1; 16], [2; 8], [3; 8], 10);
         start.attribute(Key::InstanceId, "i".repeat(32).as_str().into());
         start.attribute(Key::Orchestrator, "o".repeat(40).as_str().into());
         start.attribute(Key::AppVersion, "v".repeat(64).as_str().into());
@@ -488,16 +473,5 @@ mod tests {
         );
         episode.attribute(Key::Status, "Running".into());
         assert!(!episode.body.spilled(), "{} bytes", episode.body.len);
-    }
-
-    #[test]
-    fn names_round_trip_through_their_byte() {
-        for &key in Key::ALL {
-            assert_eq!(Key::from_byte(key as u8), Some(key));
-        }
-        for &name in Name::ALL {
-            assert_eq!(Name::from_byte(name as u8), Some(name));
-        }
-        assert_eq!(Key::from_byte(200), None);
     }
 }
