@@ -1,15 +1,15 @@
 //! Protobuf's wire format, as much of it as OTLP's spans take: fields
 //! written into room whose size was worked out first (record.rs writes a
 //! span's fields where they happen, into an inline buffer), and fields read
-//! back (OTLP/JSON is made from the protobuf a span was recorded as).
-//! prost's varint coding underneath.
+//! back (OTLP/JSON is made from the protobuf a span was recorded as),
+//! with prost's key and varint readers.
 
 use prost::bytes::Buf;
 use prost::encoding::{decode_key, decode_varint, encoded_len_varint, WireType};
 
 /// Where fields are written: a vector, or room in a record whose size was
-/// worked out first. (`BufMut` on a slice writes each byte with a call to
-/// `memcpy`: that was most of what a span cost its thread.)
+/// worked out first. (Not `BufMut`: on a slice it copies even a single
+/// byte with a call to `memcpy`, and prost's varint writer takes one.)
 pub trait Out {
     fn byte(&mut self, byte: u8);
     fn slice(&mut self, bytes: &[u8]);

@@ -104,10 +104,10 @@ const SPAN_ATTRIBUTES: u8 = key(9, DELIMITED);
 const EVENT_ATTRIBUTES: u8 = key(3, DELIMITED);
 
 /// Body bytes a record holds without allocating: a start span's (its
-/// fixed fields, 58-70 bytes, and three attributes: a 32-character
+/// fixed fields, 46-56 bytes, and three attributes: a 32-character
 /// instance id, a 40-character orchestrator name, a 64-character version,
-/// 184 bytes with their keys), or an episode's with its status and a
-/// timer it set.
+/// 194 bytes with their keys and lengths), or an episode's with its status
+/// and a timer it set.
 const INLINE: usize = 256;
 
 /// An open span's record.
