@@ -28,7 +28,6 @@ use std::cell::RefCell;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -215,10 +214,23 @@ fn hex_onto(text: &mut String, bytes: &[u8]) {
     }
 }
 
+/// The time, in nanoseconds since the Unix epoch: a span reads it as it
+/// starts, at each event and as it ends. `SystemTime`'s subtraction and
+/// the `u128` of its `Duration` took twice the instructions of the clock's
+/// own read (BENCHMARKS.md, session 22).
 fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes the timespec it is given, and
+    // CLOCK_REALTIME is always there (a failure would leave it zero).
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_REALTIME, &mut now);
+    }
+    (now.tv_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(now.tv_nsec as u64)
 }
 
 /// An instance span: its context (for its children and outgoing requests)
@@ -533,6 +545,16 @@ mod tests {
         assert!(!Parent::from_bytes(&unsampled.to_bytes()).unwrap().0.sampled);
         assert_eq!(Parent::from_bytes(&bytes[..24]), None);
         assert_eq!(Parent::from_bytes(&[0; 25]), None);
+    }
+
+    #[test]
+    fn span_times_are_the_wall_clock() {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+        let ours = now_ns();
+        assert!(ours.abs_diff(wall) < 1_000_000_000, "{ours} against {wall}");
     }
 
     #[test]

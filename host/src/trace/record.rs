@@ -167,6 +167,9 @@ impl Body {
 }
 
 impl Record {
+    // Inlined where the span is made: a record returned from a call is
+    // copied into place, a few hundred bytes a span.
+    #[inline]
     pub fn new(
         name: Name,
         trace_id: [u8; 16],
