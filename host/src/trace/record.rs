@@ -438,8 +438,10 @@ mod tests {
 
     #[test]
     fn spans_of_every_length_read_back() {
-        // A span's length takes one, two or three bytes.
-        let lengths = [0, 100, 20_000];
+        // A span's length takes one, two or three bytes; an `activity`
+        // attribute of 113 bytes is the longest written in whole copies
+        // (its KeyValue is 127 bytes), one of 114 the shortest that is not.
+        let lengths = [0, 100, 113, 114, 20_000];
         let mut chunk = Vec::new();
         for length in lengths {
             let mut record = Record::new(Name::Activity, [1; 16], [2; 8], [0; 8], 5);
