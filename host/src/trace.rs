@@ -6,8 +6,8 @@
 //! Every instance has a trace: its start span (child of the `traceparent`
 //! the start request carried, else the root of a new trace) is stored with
 //! the instance (`instances.trace_context`: `Parent::to_bytes` in SQLite, a
-//! W3C `traceparent` in PostgreSQL), so its
-//! later spans join it on any host and after any restart: one span per
+//! W3C `traceparent` in PostgreSQL), so its later spans join it on any
+//! host and after any restart: one span per
 //! episode and per activity attempt, each a child of the start span (an
 //! activity scheduled by an episode this host ran: of that episode's span).
 //! A sub-orchestration's start span is a child of the episode that started

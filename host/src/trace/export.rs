@@ -1,8 +1,8 @@
 //! The span exporter: a span's record is copied where it ends into its
 //! thread's buffer (record.rs), whose chunks go onto a bounded queue; a
 //! thread of its own takes a batch's worth off, wraps it in a request
-//! (otlp.rs) and posts it to the collector over OTLP/HTTP. Only bytes cross threads, in
-//! buffers that are reused (records that owned allocations and were freed
+//! (otlp.rs) and posts it to the collector over OTLP/HTTP. Only bytes
+//! cross threads, in buffers that are reused (records that owned allocations and were freed
 //! on the export thread cost the allocator more than the spans
 //! themselves). Its settings are the OpenTelemetry specification's
 //! environment variables, read once at start.
@@ -453,7 +453,7 @@ struct Poster {
     content_type: &'static str,
     headers: Vec<(String, String)>,
     schedule_delay: Duration,
-    /// The request being encoded, kept from one batch to the next.
+    /// The request being put together, kept from one batch to the next.
     body: Vec<u8>,
     /// Whether the last post failed: failures are reported once a run.
     failing: bool,

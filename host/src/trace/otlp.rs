@@ -9,7 +9,7 @@ use prost::encoding::WireType;
 use serde_json::{json, Map, Value as Json};
 
 use super::proto::{delimited_len, fields, key, put_bytes, put_delimited_head, Field};
-use super::record::{key_value_len, put_key_value, Value};
+use super::record::{key_value_len, put_key_value, Value, SPANS_FIELD};
 
 /// What the exporter names itself as (the instrumentation scope).
 const SCOPE: &str = "durango";
@@ -39,8 +39,10 @@ impl Encoder {
     pub fn new(format: Format, resource: &[(String, String)]) -> Encoder {
         match format {
             Format::Protobuf => {
-                let attributes = |key: &str, value: &str| key_value_len(key, Value::Str(value));
-                let content = resource.iter().map(|(k, v)| attributes(k, v)).sum();
+                let content = resource
+                    .iter()
+                    .map(|(key, value)| key_value_len(key, Value::Str(value)))
+                    .sum();
                 let mut head = Vec::new();
                 put_delimited_head(&mut head, key(1, DELIMITED), content);
                 for (name, value) in resource {
@@ -86,8 +88,7 @@ impl Encoder {
             Format::Protobuf => out.extend_from_slice(chunk),
             Format::Json => {
                 for (number, field) in fields(chunk) {
-                    // ScopeSpans.spans
-                    if let (2, Field::Delimited(span)) = (number, field) {
+                    if let (SPANS_FIELD, Field::Delimited(span)) = (number, field) {
                         serde_json::to_writer(&mut *out, &json_span(span))
                             .expect("JSON values serialize");
                         // Every span ends with a comma; the request drops the last.

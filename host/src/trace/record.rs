@@ -96,8 +96,10 @@ pub const FLAG_SAMPLED: u32 = 1;
 
 const DELIMITED: WireType = WireType::LengthDelimited;
 
-/// `ScopeSpans.spans`: the field a chunk's spans are.
-const SCOPE_SPANS_SPANS: u8 = key(2, DELIMITED);
+/// `ScopeSpans.spans`: the field a chunk's spans are (otlp.rs reads them
+/// back for JSON).
+pub const SPANS_FIELD: u32 = 2;
+const SCOPE_SPANS_SPANS: u8 = key(SPANS_FIELD, DELIMITED);
 /// `Span.attributes`.
 const SPAN_ATTRIBUTES: u8 = key(9, DELIMITED);
 /// `Span.Event.attributes`.
@@ -204,8 +206,9 @@ impl Record {
     }
 
     pub fn attribute(&mut self, key: Key, value: Value<'_>) {
-        let len = key_value_len(key.text(), value);
-        put_key_value(&mut self.body.room(len), SPAN_ATTRIBUTES, key.text(), value);
+        let key = key.text();
+        let len = key_value_len(key, value);
+        put_key_value(&mut self.body.room(len), SPAN_ATTRIBUTES, key, value);
     }
 
     /// A `Span.Event`: its time, name and attributes.
@@ -276,7 +279,7 @@ fn key_value_content(key: &str, value: Value<'_>) -> usize {
 #[inline(always)]
 pub fn put_key_value(out: &mut impl Out, field_key: u8, key_text: &str, value: Value<'_>) {
     let any = any_value_content(value);
-    let pair = delimited_len(key_text.len()) + delimited_len(any);
+    let pair = key_value_content(key_text, value);
     if pair < 0x80 {
         // Every length takes a byte (hello's attributes all do): the bytes
         // around the texts go in whole copies, not a byte at a time.
