@@ -77,13 +77,22 @@ impl Browser {
         std::fs::write(self.shots.join(format!("{name}.png")), png).expect("write the screenshot");
     }
 
+    /// Waits for the element at `css`. Any error is retried until the
+    /// deadline, not only "no such element": a form post navigates, and a
+    /// find that meets the navigation is "aborted by navigation".
     async fn find(&self, css: &str) -> fantoccini::elements::Element {
-        self.client
-            .wait()
-            .at_most(WAIT)
-            .for_element(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("no {css} on the page: {e}"))
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match self.client.find(Locator::Css(css)).await {
+                Ok(element) => return element,
+                Err(e) if tokio::time::Instant::now() > deadline => {
+                    let name = css.replace(|c: char| !c.is_ascii_alphanumeric(), "-");
+                    self.screenshot(&format!("timeout-{name}")).await;
+                    panic!("no {css} on the page: {e}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
     }
 
     /// Waits until `check` holds of the page's text at `css`.
