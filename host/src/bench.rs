@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,8 @@ use crate::runtime::GuestLimits;
 use crate::settings::Settings;
 use crate::signals::Lifecycle;
 use crate::store::{now_ms, Durability};
+
+mod toggle;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Scenario {
@@ -172,6 +175,13 @@ pub struct BenchArgs {
     /// under valgrind (BENCHMARKS.md counts instructions that way).
     #[arg(long, default_value_t = 256)]
     pub guest_memory_mb: usize,
+    /// With traces exported (`OTEL_EXPORTER_OTLP_ENDPOINT`), the
+    /// closed-loop scenarios switch them off and on every this many
+    /// milliseconds and report the rate in each state: what traces cost,
+    /// measured where the machine's slow and fast spells fall on both
+    /// states alike (runs of their own move by more than the cost).
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(100..))]
+    pub toggle_traces_ms: Option<u64>,
 }
 
 /// The system key of the benchmark's hosts.
@@ -189,6 +199,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     } else {
         args.scenarios.clone()
     };
+    anyhow::ensure!(
+        args.toggle_traces_ms.is_none() || crate::trace::pause(false),
+        "--toggle-traces-ms needs traces exported: set OTEL_EXPORTER_OTLP_ENDPOINT"
+    );
     let dir = std::env::temp_dir().join(format!("durango-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let mut bench = Bench { args, dir, runs: 0 };
@@ -399,15 +413,24 @@ impl Bench {
             self.deploy(&host, app).await?;
         }
         let total = self.args.orchestrations;
-        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let next = Arc::new(AtomicUsize::new(0));
+        let done = Arc::new(AtomicUsize::new(0));
         let (commits_before, carried_before) = host.metrics.store.group_commits();
         let started = Instant::now();
+        let toggled = self.args.toggle_traces_ms.map(|ms| {
+            let phase = Duration::from_millis(ms);
+            // Phases that end once fewer than `concurrency` remain are
+            // the run winding down, not the state's rate.
+            let last = total.saturating_sub(self.args.concurrency);
+            tokio::spawn(toggle::toggle_traces(phase, done.clone(), last))
+        });
         let mut clients = Vec::new();
         for client in 0..self.args.concurrency {
-            let (host, next, orchestrator) = (host.clone(), next.clone(), orchestrator.to_string());
+            let (host, next, finished) = (host.clone(), next.clone(), done.clone());
+            let orchestrator = orchestrator.to_string();
             clients.push(tokio::spawn(async move {
                 let mut latencies = Vec::new();
-                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
+                while next.fetch_add(1, Ordering::Relaxed) < total {
                     let id = format!("c{client}-{}", latencies.len());
                     let t0 = Instant::now();
                     host.start_instance(&orchestrator, id.clone(), "null".into(), None, None)
@@ -419,6 +442,7 @@ impl Bench {
                         "{id} did not complete"
                     );
                     latencies.push(t0.elapsed().as_secs_f64() * 1000.0);
+                    finished.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok::<_, anyhow::Error>(latencies)
             }));
@@ -439,12 +463,16 @@ impl Bench {
             latencies.len(),
             self.args.concurrency
         );
-        Ok(
-            json!({"scenario": orchestrator, "activities": activities, "orchestrations": latencies.len(),
+        let mut report = json!({"scenario": orchestrator, "activities": activities, "orchestrations": latencies.len(),
                   "per_second": rate, "p50_ms": p50, "p99_ms": p99, "max_ms": max,
                   "concurrency": self.args.concurrency, "group_commits": commits,
-                  "transactions_per_commit": per_commit}),
-        )
+                  "transactions_per_commit": per_commit});
+        if let Some(toggled) = toggled {
+            let (line, traces) = toggled.await?.report();
+            println!("  {line}");
+            report["traces_toggled"] = traces;
+        }
+        Ok(report)
     }
 
     /// Starts `count` instances `id(i)` of `orchestrator` with `input(i)`,

@@ -63,10 +63,29 @@ static EXPORTER: OnceLock<export::Exporter> = OnceLock::new();
 /// Whether instance spans are also `tracing` spans (JSON log lines).
 static LOG_SPANS: AtomicBool = AtomicBool::new(false);
 
-/// Whether traces are exported.
+/// Whether `pause` holds new spans back (`durango bench
+/// --toggle-traces-ms`).
+static PAUSED: AtomicBool = AtomicBool::new(false);
+
+/// Whether traces are exported: the spans already recorded go out, even
+/// paused.
 #[inline]
 fn exporting() -> Option<&'static export::Exporter> {
     EXPORTER.get()
+}
+
+/// Whether new spans are recorded: traces are exported and not paused.
+#[inline]
+fn recording() -> Option<&'static export::Exporter> {
+    EXPORTER.get().filter(|_| !PAUSED.load(Ordering::Relaxed))
+}
+
+/// Holds new spans back, as if traces were off, or lets them through
+/// again; for the benchmark that measures what traces cost within one
+/// process. False when traces are not exported (nothing to pause).
+pub fn pause(paused: bool) -> bool {
+    PAUSED.store(paused, Ordering::Relaxed);
+    exporting().is_some()
 }
 
 /// Hands the spans this thread ended over to the exporter; from then on
@@ -300,7 +319,7 @@ impl Span {
         } else {
             tracing::Span::none()
         };
-        let Some(exporter) = exporting() else {
+        let Some(exporter) = recording() else {
             return Span {
                 context: None,
                 record: None,
@@ -440,7 +459,7 @@ impl Parent {
 /// The W3C `traceparent` a request carried, if traces are on and it is a
 /// valid one.
 pub fn incoming(headers: &http::HeaderMap) -> Option<Parent> {
-    exporting()?;
+    recording()?;
     Parent::parse(headers.get("traceparent")?.to_str().ok()?)
 }
 

@@ -168,3 +168,104 @@ fn an_interrupted_benchmark_removes_its_databases() {
     assert!(stderr.contains("durango: interrupted"), "{stderr}");
     assert!(!folder.exists(), "{} is left behind", folder.display());
 }
+
+/// `durango bench --scenario hello` with `extra`, traces exported only
+/// where `env` says so.
+fn bench_hello(extra: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let wasm_dir = durango_e2e::wasm("hello_sequence")
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    Command::new(durango_bin())
+        .args(["bench", "--scenario", "hello", "--wasm-dir"])
+        .arg(wasm_dir)
+        .args(extra)
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .envs(env.iter().copied())
+        .env("DURANGO_COMPILE_CACHE", durango_e2e::compile_cache())
+        .output()
+        .expect("run durango bench")
+}
+
+#[test]
+fn traces_toggled_in_a_run_report_each_state_and_only_on_phases_export() {
+    let collector = durango_e2e::Webhook::start();
+    let endpoint = collector.url.trim_end_matches("/hook").to_string();
+    let orchestrations = 5000;
+    let output = bench_hello(
+        &[
+            "--orchestrations",
+            &orchestrations.to_string(),
+            "--concurrency",
+            "8",
+            "--toggle-traces-ms",
+            "100",
+        ],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("traces toggled every 100 ms"), "{stdout}");
+    let report: Value = stdout
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .expect("a report");
+    let toggled = &report["traces_toggled"];
+    assert_eq!(toggled["phase_ms"], 100, "{toggled}");
+    // A debug build runs 5,000 orchestrations in seconds: phases of both
+    // states, each "on" one set against "off" ones either side.
+    let ratios = toggled["on_off"].as_array().unwrap();
+    assert!(!ratios.is_empty(), "{toggled}");
+    assert_eq!(toggled["on_phases"], ratios.len(), "{toggled}");
+    for ratio in ratios {
+        let ratio = ratio.as_f64().unwrap();
+        assert!(ratio.is_finite() && ratio > 0.0, "{toggled}");
+    }
+    assert!(toggled["on_per_second"].as_f64().unwrap() > 0.0);
+    assert!(toggled["off_per_second"].as_f64().unwrap() > 0.0);
+
+    // The process exported everything before it exited: start spans for
+    // the instances started while traces were on, none for the others.
+    let starts: usize = collector
+        .received()
+        .iter()
+        .map(|request| {
+            request.json()["resourceSpans"][0]["scopeSpans"][0]["spans"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|span| span["name"] == "start")
+                .count()
+        })
+        .sum();
+    assert!(
+        starts > 0 && starts < orchestrations,
+        "{starts} start spans"
+    );
+}
+
+#[test]
+fn toggling_traces_needs_them_exported_and_phases_of_100_ms_or_more() {
+    let output = bench_hello(&["--toggle-traces-ms", "500"], &[]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--toggle-traces-ms needs traces exported"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+
+    let output = bench_hello(&["--toggle-traces-ms", "50"], &[]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("50 is not in 100.."), "{stderr}");
+}
