@@ -1,13 +1,15 @@
 //! A span's record, as its thread keeps it and hands it to the exporter:
 //! the OTLP `Span` message itself, in protobuf, written as the span goes
 //! (its ids, name and start when it opens, an attribute or an event when it
-//! is set, its end, status and flags when it ends). An open span allocates
-//! nothing (its bytes sit inline until they outgrow `INLINE`); ending one
-//! copies it onto its thread's chunk as a `ScopeSpans.spans` field, so a
+//! is set, its end, status and flags when it ends), into a buffer its
+//! thread reuses (an open span allocates nothing once its thread has
+//! ended a few); ending one copies it onto its thread's chunk as a `ScopeSpans.spans` field, so a
 //! batch of chunks is a request's spans as they are (otlp.rs). Encoding
 //! on the export thread from records of our own took that thread twice the
 //! instructions of the spans' own threads (BENCHMARKS.md, session 22).
 //! Field numbers are those of `opentelemetry/proto/trace/v1/trace.proto`.
+
+use std::cell::RefCell;
 
 use prost::encoding::{encoded_len_varint, WireType};
 
@@ -105,12 +107,27 @@ const SPAN_ATTRIBUTES: u8 = key(9, DELIMITED);
 /// `Span.Event.attributes`.
 const EVENT_ATTRIBUTES: u8 = key(3, DELIMITED);
 
-/// Body bytes a record holds without allocating: a start span's (its
+/// The room a record's buffer starts with: a start span's body (its
 /// fixed fields, 46-56 bytes, and three attributes: a 32-character
 /// instance id, a 40-character orchestrator name, a 64-character version,
 /// 194 bytes with their keys and lengths), or an episode's with its status
 /// and a timer it set.
-const INLINE: usize = 256;
+const ROOM: usize = 256;
+
+/// Buffers each thread keeps for the records it makes next, and the
+/// largest kept (a record that grew past it was a rare one).
+const SPARE_RECORDS: usize = 64;
+const SPARE_CAPACITY: usize = 4 * ROOM;
+
+thread_local! {
+    /// The buffers of records this thread dropped, most recent last. A new
+    /// record takes the most recent, still in this core's cache: a buffer
+    /// of its own inside the span, zeroed and written where the span
+    /// opened, touched cold memory in every future that held a span, and
+    /// cost the host twice its instructions' worth (BENCHMARKS.md, session
+    /// 23).
+    static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
 
 /// An open span's record.
 #[derive(Debug)]
@@ -119,21 +136,22 @@ pub struct Record {
     body: Body,
 }
 
-/// A record's body: inline until it outgrows `INLINE`, then on the heap.
+/// A record's body: a buffer from the thread's spares, which it goes back
+/// to when the record is dropped.
 #[derive(Debug)]
 struct Body {
-    inline: [u8; INLINE],
-    len: usize,
-    /// The whole body once it outgrew `inline`.
-    spilled: Vec<u8>,
+    bytes: Vec<u8>,
 }
 
 impl Body {
+    #[inline]
     fn new() -> Body {
+        let spare = SPARE.try_with(|spare| spare.borrow_mut().pop());
         Body {
-            inline: [0; INLINE],
-            len: 0,
-            spilled: Vec::new(),
+            bytes: spare
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| Vec::with_capacity(ROOM)),
         }
     }
 
@@ -141,37 +159,34 @@ impl Body {
     /// is worked out first, so a field takes one check for room.
     #[inline(always)]
     fn room(&mut self, n: usize) -> Room<'_> {
-        let start = self.len;
-        let end = start + n;
-        self.len = end;
-        if end <= INLINE {
-            return Room::new(&mut self.inline[start..end]);
-        }
-        if start <= INLINE {
-            self.spilled.extend_from_slice(&self.inline[..start]);
-        }
-        self.spilled.resize(end, 0);
-        Room::new(&mut self.spilled[start..end])
+        let start = self.bytes.len();
+        self.bytes.resize(start + n, 0);
+        Room::new(&mut self.bytes[start..])
     }
 
     fn bytes(&self) -> &[u8] {
-        if self.len <= INLINE {
-            &self.inline[..self.len]
-        } else {
-            &self.spilled
-        }
+        &self.bytes
     }
+}
 
-    #[cfg(test)]
-    fn spilled(&self) -> bool {
-        self.len > INLINE
+impl Drop for Body {
+    fn drop(&mut self) {
+        if self.bytes.capacity() > SPARE_CAPACITY {
+            return;
+        }
+        let mut bytes = std::mem::take(&mut self.bytes);
+        bytes.clear();
+        // A thread that is ending has no spares left to keep it in.
+        let _ = SPARE.try_with(|spare| {
+            let mut spare = spare.borrow_mut();
+            if spare.len() < SPARE_RECORDS {
+                spare.push(bytes);
+            }
+        });
     }
 }
 
 impl Record {
-    // Inlined where the span is made: a record returned from a call is
-    // copied into place, a few hundred bytes a span.
-    #[inline]
     pub fn new(
         name: Name,
         trace_id: [u8; 16],
@@ -416,15 +431,15 @@ mod tests {
     #[test]
     fn a_body_that_outgrows_its_room_inside_an_event_reads_back() {
         let mut record = Record::new(Name::Episode, [1; 16], [2; 8], [3; 8], 10);
-        record.attribute(Key::InstanceId, "i".repeat(INLINE - 100).as_str().into());
-        let long = "e".repeat(INLINE);
+        record.attribute(Key::InstanceId, "i".repeat(ROOM - 100).as_str().into());
+        let long = "e".repeat(ROOM);
         record.event(
             Name::EventRaised,
             11,
             &[(Key::EventName, long.as_str().into())],
         );
         record.attribute(Key::Episode, Value::Int(5));
-        assert!(record.body.spilled());
+        assert!(record.body.bytes.len() > ROOM);
         let mut chunk = Vec::new();
         record.end_onto(12, &mut chunk);
         let span = &spans(&chunk)[0];
@@ -437,6 +452,34 @@ mod tests {
             text(&span.attributes[1]),
             ("episode", Some(&any_value::Value::IntValue(5)))
         );
+    }
+
+    #[test]
+    fn a_thread_reuses_the_buffers_of_the_records_it_dropped() {
+        // Each test runs on a thread of its own: the spares are this one's.
+        let record = Record::new(Name::Episode, [1; 16], [2; 8], [3; 8], 10);
+        let buffer = record.body.bytes.as_ptr();
+        drop(record);
+        let next = Record::new(Name::Activity, [1; 16], [4; 8], [3; 8], 11);
+        assert_eq!(next.body.bytes.as_ptr(), buffer, "the spare buffer");
+        let mut chunk = Vec::new();
+        next.end_onto(12, &mut chunk);
+        assert_eq!(spans(&chunk)[0].name, "activity", "written from its start");
+
+        // A record that grew large (in the one spare buffer) gives it back
+        // to the allocator.
+        drop(next);
+        let mut large = Record::new(Name::Episode, [1; 16], [2; 8], [3; 8], 10);
+        large.attribute(Key::EventName, "e".repeat(SPARE_CAPACITY).as_str().into());
+        drop(large);
+        assert_eq!(SPARE.with(|spare| spare.borrow().len()), 0);
+
+        // And a thread keeps no more than its share of them.
+        let many: Vec<_> = (0..2 * SPARE_RECORDS)
+            .map(|_| Record::new(Name::Episode, [1; 16], [2; 8], [3; 8], 10))
+            .collect();
+        drop(many);
+        assert_eq!(SPARE.with(|spare| spare.borrow().len()), SPARE_RECORDS);
     }
 
     #[test]
@@ -462,12 +505,16 @@ mod tests {
     }
 
     #[test]
-    fn common_spans_fit_inline() {
+    fn common_spans_fit_the_room_a_buffer_starts_with() {
         let mut start = Record::new(Name::Start, [1; 16], [2; 8], [3; 8], 10);
         start.attribute(Key::InstanceId, "i".repeat(32).as_str().into());
         start.attribute(Key::Orchestrator, "o".repeat(40).as_str().into());
         start.attribute(Key::AppVersion, "v".repeat(64).as_str().into());
-        assert!(!start.body.spilled(), "{} bytes", start.body.len);
+        assert!(
+            start.body.bytes.len() <= ROOM,
+            "{} bytes",
+            start.body.bytes.len()
+        );
         let mut episode = Record::new(Name::Episode, [1; 16], [3; 8], [2; 8], 10);
         episode.attribute(Key::InstanceId, "i".repeat(32).as_str().into());
         episode.attribute(Key::Episode, Value::Int(4));
@@ -480,6 +527,10 @@ mod tests {
             ],
         );
         episode.attribute(Key::Status, "Running".into());
-        assert!(!episode.body.spilled(), "{} bytes", episode.body.len);
+        assert!(
+            episode.body.bytes.len() <= ROOM,
+            "{} bytes",
+            episode.body.bytes.len()
+        );
     }
 }
