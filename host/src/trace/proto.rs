@@ -1,14 +1,14 @@
 //! Protobuf's wire format, as much of it as OTLP's spans take: fields
 //! written into room whose size was worked out first (record.rs writes a
-//! span's fields where they happen, into an inline buffer), and fields read
-//! back (OTLP/JSON is made from the protobuf a span was recorded as),
-//! with prost's key and varint readers.
+//! span's fields where they happen, into a buffer its thread reuses), and
+//! fields read back (OTLP/JSON is made from the protobuf a span was
+//! recorded as), with prost's key and varint readers.
 
 use prost::bytes::Buf;
 use prost::encoding::{decode_key, decode_varint, encoded_len_varint, WireType};
 
-/// Where fields are written: a vector, or room in a record whose size was
-/// worked out first. (Not `BufMut`: on a slice it copies even a single
+/// Where fields are written: a vector, or room at the end of a record
+/// whose size was worked out first. (Not `BufMut`: on a slice it copies even a single
 /// byte with a call to `memcpy`, and prost's varint writer takes one.)
 pub trait Out {
     fn byte(&mut self, byte: u8);
@@ -27,37 +27,38 @@ impl Out for Vec<u8> {
     }
 }
 
-/// Room of a known size, written from its start (a write past its end is
-/// a bug in working out its size, and panics).
+/// Room of a known size at the end of a vector, reserved up front so that
+/// no write grows it (a size worked out wrong is a bug: the vector would
+/// grow, and a debug build panics).
 pub struct Room<'a> {
-    bytes: &'a mut [u8],
-    at: usize,
+    bytes: &'a mut Vec<u8>,
+    end: usize,
 }
 
 impl<'a> Room<'a> {
-    pub fn new(bytes: &'a mut [u8]) -> Room<'a> {
-        Room { bytes, at: 0 }
+    #[inline(always)]
+    pub fn new(bytes: &'a mut Vec<u8>, n: usize) -> Room<'a> {
+        bytes.reserve(n);
+        let end = bytes.len() + n;
+        Room { bytes, end }
     }
 }
 
 impl Drop for Room<'_> {
     fn drop(&mut self) {
-        // A size worked out too large would leave zeros in the message.
-        debug_assert_eq!(self.at, self.bytes.len(), "room written whole");
+        debug_assert_eq!(self.bytes.len(), self.end, "room written whole");
     }
 }
 
 impl Out for Room<'_> {
-    #[inline]
+    #[inline(always)]
     fn byte(&mut self, byte: u8) {
-        self.bytes[self.at] = byte;
-        self.at += 1;
+        self.bytes.push(byte);
     }
 
-    #[inline]
+    #[inline(always)]
     fn slice(&mut self, bytes: &[u8]) {
-        self.bytes[self.at..self.at + bytes.len()].copy_from_slice(bytes);
-        self.at += bytes.len();
+        self.bytes.extend_from_slice(bytes);
     }
 }
 

@@ -29,6 +29,7 @@ macro_rules! names {
 
         impl $type {
             /// Its name in OTLP.
+            #[inline]
             pub fn text(self) -> &'static str {
                 match self {
                     $($type::$variant => $text,)*
@@ -156,12 +157,10 @@ impl Body {
     }
 
     /// The next `n` bytes of the body, to be written: each field's length
-    /// is worked out first, so a field takes one check for room.
+    /// is worked out first, so a field grows the buffer at most once.
     #[inline(always)]
     fn room(&mut self, n: usize) -> Room<'_> {
-        let start = self.bytes.len();
-        self.bytes.resize(start + n, 0);
-        Room::new(&mut self.bytes[start..])
+        Room::new(&mut self.bytes, n)
     }
 
     fn bytes(&self) -> &[u8] {
@@ -220,6 +219,9 @@ impl Record {
         }
     }
 
+    // Inlined where it is called: the key is a constant there, and its
+    // text is copied as one.
+    #[inline(always)]
     pub fn attribute(&mut self, key: Key, value: Value<'_>) {
         let key = key.text();
         let len = key_value_len(key, value);
