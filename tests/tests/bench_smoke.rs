@@ -230,8 +230,11 @@ fn traces_toggled_in_a_run_report_each_state_and_only_on_phases_export() {
         let ratio = ratio.as_f64().unwrap();
         assert!(ratio.is_finite() && ratio > 0.0, "{toggled}");
     }
-    assert!(toggled["on_per_second"].as_f64().unwrap() > 0.0);
-    assert!(toggled["off_per_second"].as_f64().unwrap() > 0.0);
+    for measure in ["on_per_second", "off_per_second", "on_cpu_us", "off_cpu_us"] {
+        assert!(toggled[measure].as_f64().unwrap() > 0.0, "{toggled}");
+    }
+    let cpu = toggled["cpu_on_off_median"].as_f64().unwrap();
+    assert!(cpu.is_finite() && cpu > 0.0, "{toggled}");
 
     // The process exported everything before it exited: start spans for
     // the instances started while traces were on, none for the others.

@@ -1,6 +1,6 @@
 //! What traces cost, measured within one run (`durango bench
 //! --toggle-traces-ms`): the closed loop goes on while traces are switched
-//! off and on in turn, and each phase's rate is counted. On this VM the
+//! off and on in turn, and each phase's rate and CPU are counted. On this VM the
 //! speed moves by more than the cost between runs of their own, in spells
 //! of seconds (BENCHMARKS.md, session 23); phases a fraction of a second
 //! long, side by side, see the same machine.
@@ -12,16 +12,34 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::time::Instant;
 
-/// A phase's state and the rate counted in it.
+/// A phase's state and what was counted in it: the rate, and the
+/// process's CPU time an orchestration (all its threads: the cost in CPU,
+/// where the rate also moves with what waits on what).
 struct Phase {
     on: bool,
     per_second: f64,
+    cpu_us: f64,
 }
 
 /// The phases of a run, in order (on and off alternate).
 pub struct Phases {
     length: Duration,
     phases: Vec<Phase>,
+}
+
+/// The CPU time this process has used, user and system, all threads.
+fn process_cpu() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given, which is
+    // plain integers (zeroed is a valid value).
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let time = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    time(usage.ru_utime) + time(usage.ru_stime)
 }
 
 /// Switches traces on and off every `length`, from on, until more than
@@ -37,56 +55,69 @@ pub async fn toggle_traces(length: Duration, done: Arc<AtomicUsize>, last: usize
     loop {
         crate::trace::pause(!on);
         tokio::time::sleep(settle).await;
-        let (from, start) = (done.load(Ordering::Relaxed), Instant::now());
+        let (from, start, cpu) = (done.load(Ordering::Relaxed), Instant::now(), process_cpu());
         tokio::time::sleep(length - settle).await;
         let (to, end) = (done.load(Ordering::Relaxed), Instant::now());
+        let cpu = process_cpu() - cpu;
         if to > last {
             break;
         }
-        let per_second = (to - from) as f64 / (end - start).as_secs_f64();
-        phases.push(Phase { on, per_second });
+        let finished = (to - from).max(1) as f64;
+        phases.push(Phase {
+            on,
+            per_second: (to - from) as f64 / (end - start).as_secs_f64(),
+            cpu_us: cpu.as_secs_f64() * 1e6 / finished,
+        });
         on = !on;
     }
     crate::trace::pause(false);
     Phases { length, phases }
 }
 
+/// The median of `values` (None when there are none).
+fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied()
+}
+
 impl Phases {
-    /// Each "on" phase's rate over the mean of the "off" phases either
-    /// side (a machine speeding up or slowing down through the run
+    /// Each "on" phase's `measure` over the mean of the "off" phases
+    /// either side (a machine speeding up or slowing down through the run
     /// cancels), in order.
-    fn ratios(&self) -> Vec<f64> {
+    fn ratios(&self, measure: impl Fn(&Phase) -> f64) -> Vec<f64> {
         self.phases
             .windows(3)
             .filter(|w| w[1].on)
-            .map(|w| w[1].per_second / ((w[0].per_second + w[2].per_second) / 2.0))
+            .map(|w| measure(&w[1]) / ((measure(&w[0]) + measure(&w[2])) / 2.0))
             .collect()
     }
 
-    /// The mean rate of the phases in state `on`.
-    fn mean_rate(&self, on: bool) -> Option<f64> {
-        let rates: Vec<f64> = self
+    /// The mean of `measure` over the phases in state `on`.
+    fn mean(&self, on: bool, measure: impl Fn(&Phase) -> f64) -> Option<f64> {
+        let values: Vec<f64> = self
             .phases
             .iter()
             .filter(|p| p.on == on)
-            .map(|p| p.per_second)
+            .map(measure)
             .collect();
-        (!rates.is_empty()).then(|| rates.iter().sum::<f64>() / rates.len() as f64)
+        (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
     }
 
     /// A line for people, and the report's `traces_toggled`: the phases'
-    /// length, each state's mean rate, and the on / off ratios with their
-    /// median (null where the run was too short for a phase).
+    /// length; each state's mean rate and CPU an orchestration; the on /
+    /// off ratios of the rate with their median, and the median of the CPU's
+    /// (null where the run was too short for a phase).
     pub fn report(&self) -> (String, serde_json::Value) {
-        let ratios = self.ratios();
-        let mut sorted = ratios.clone();
-        sorted.sort_by(f64::total_cmp);
-        let median = (!sorted.is_empty()).then(|| sorted[sorted.len() / 2]);
-        let (on, off) = (self.mean_rate(true), self.mean_rate(false));
+        let rate = |p: &Phase| p.per_second;
+        let cpu = |p: &Phase| p.cpu_us;
+        let ratios = self.ratios(rate);
+        let (median_rate, median_cpu) = (median(&ratios), median(&self.ratios(cpu)));
+        let (on, off) = (self.mean(true, rate), self.mean(false, rate));
         let ms = self.length.as_millis() as u64;
-        let line = match (on, off, median) {
-            (Some(on), Some(off), Some(median)) => format!(
-                "traces toggled every {ms} ms: on {on:.0}/s, off {off:.0}/s; on / off {median:.3} (the median of {} on phases, each against the off phases either side)",
+        let line = match (on, off, median_rate, median_cpu) {
+            (Some(on), Some(off), Some(median_rate), Some(median_cpu)) => format!(
+                "traces toggled every {ms} ms: on {on:.0}/s, off {off:.0}/s; on / off {median_rate:.3}, CPU an orchestration {median_cpu:.3} (medians of {} on phases, each against the off phases either side)",
                 ratios.len()
             ),
             _ => format!("traces toggled every {ms} ms: the run was too short to measure"),
@@ -95,9 +126,12 @@ impl Phases {
             "phase_ms": ms,
             "on_per_second": on,
             "off_per_second": off,
+            "on_cpu_us": self.mean(true, cpu),
+            "off_cpu_us": self.mean(false, cpu),
             "on_phases": ratios.len(),
-            "on_off_median": median,
+            "on_off_median": median_rate,
             "on_off": ratios,
+            "cpu_on_off_median": median_cpu,
         });
         (line, report)
     }
@@ -107,6 +141,8 @@ impl Phases {
 mod tests {
     use super::*;
 
+    /// Phases from on, with these rates, each on one taking 1 % more CPU
+    /// an orchestration than the off ones.
     fn phases(rates: &[f64]) -> Phases {
         Phases {
             length: Duration::from_millis(500),
@@ -116,6 +152,7 @@ mod tests {
                 .map(|(i, &per_second)| Phase {
                     on: i % 2 == 0,
                     per_second,
+                    cpu_us: if i % 2 == 0 { 101.0 } else { 100.0 },
                 })
                 .collect(),
         }
@@ -134,7 +171,10 @@ mod tests {
             94.0 * 0.98,
         ];
         let (line, report) = phases(&rates).report();
-        assert!(line.contains("on / off 0.980"), "{line}");
+        assert!(
+            line.contains("on / off 0.980, CPU an orchestration 1.010"),
+            "{line}"
+        );
         let ratios: Vec<f64> = serde_json::from_value(report["on_off"].clone()).unwrap();
         assert_eq!(ratios.len(), 2, "{report}");
         for ratio in ratios {
@@ -142,6 +182,11 @@ mod tests {
         }
         assert!((report["on_off_median"].as_f64().unwrap() - 0.98).abs() < 1e-9);
         assert_eq!(report["off_per_second"], json!(97.0));
+        assert!((report["cpu_on_off_median"].as_f64().unwrap() - 1.01).abs() < 1e-9);
+        assert_eq!(
+            (report["on_cpu_us"].clone(), report["off_cpu_us"].clone()),
+            (json!(101.0), json!(100.0))
+        );
     }
 
     #[test]
@@ -151,5 +196,6 @@ mod tests {
         assert_eq!(report["on_phases"], json!(0));
         assert!(report["on_off_median"].is_null(), "{report}");
         assert!(report["on_per_second"].is_null(), "{report}");
+        assert!(report["cpu_on_off_median"].is_null(), "{report}");
     }
 }
