@@ -200,7 +200,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         args.scenarios.clone()
     };
     anyhow::ensure!(
-        args.toggle_traces_ms.is_none() || crate::trace::pause(false),
+        args.toggle_traces_ms.is_none() || crate::trace::exported(),
         "--toggle-traces-ms needs traces exported: set OTEL_EXPORTER_OTLP_ENDPOINT"
     );
     let dir = std::env::temp_dir().join(format!("durango-bench-{}", std::process::id()));

@@ -80,12 +80,16 @@ fn recording() -> Option<&'static export::Exporter> {
     EXPORTER.get().filter(|_| !PAUSED.load(Ordering::Relaxed))
 }
 
+/// Whether this process exports traces (an OTLP endpoint was set).
+pub fn exported() -> bool {
+    exporting().is_some()
+}
+
 /// Holds new spans back, as if traces were off, or lets them through
 /// again; for the benchmark that measures what traces cost within one
-/// process. False when traces are not exported (nothing to pause).
-pub fn pause(paused: bool) -> bool {
+/// process.
+pub fn pause(paused: bool) {
     PAUSED.store(paused, Ordering::Relaxed);
-    exporting().is_some()
 }
 
 /// Hands the spans this thread ended over to the exporter; from then on

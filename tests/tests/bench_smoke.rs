@@ -6,15 +6,27 @@ use std::process::Command;
 use durango_e2e::durango_bin;
 use serde_json::Value;
 
-#[test]
-fn every_benchmark_scenario_runs_and_reports() {
+/// `durango bench` on the suite's guests and compile cache, traces
+/// exported only where a test sets the endpoint.
+fn bench() -> Command {
     let wasm_dir = durango_e2e::wasm("test_guests")
         .parent()
         .unwrap()
         .to_path_buf();
-    let output = Command::new(durango_bin())
+    let mut command = Command::new(durango_bin());
+    command
+        .arg("bench")
+        .env("DURANGO_WASM_DIR", wasm_dir)
+        .env("DURANGO_COMPILE_CACHE", durango_e2e::compile_cache())
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+    command
+}
+
+#[test]
+fn every_benchmark_scenario_runs_and_reports() {
+    let output = bench()
         .args([
-            "bench",
             "--orchestrations",
             "20",
             "--concurrency",
@@ -33,10 +45,7 @@ fn every_benchmark_scenario_runs_and_reports() {
             "50",
             "--check-instances",
             "30",
-            "--wasm-dir",
         ])
-        .arg(wasm_dir)
-        .env("DURANGO_COMPILE_CACHE", durango_e2e::compile_cache())
         .output()
         .expect("run durango bench");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -133,14 +142,8 @@ fn every_benchmark_scenario_runs_and_reports() {
 #[test]
 fn an_interrupted_benchmark_removes_its_databases() {
     let tmp = tempfile::tempdir().expect("temporary folder");
-    let wasm_dir = durango_e2e::wasm("test_guests")
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let mut bench = Command::new(durango_bin())
-        .args(["bench", "--scenario", "parked", "--parked", "100000000"])
-        .arg("--wasm-dir")
-        .arg(wasm_dir)
+    let mut bench = bench()
+        .args(["--scenario", "parked", "--parked", "100000000"])
         .env("TMPDIR", tmp.path())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -169,21 +172,12 @@ fn an_interrupted_benchmark_removes_its_databases() {
     assert!(!folder.exists(), "{} is left behind", folder.display());
 }
 
-/// `durango bench --scenario hello` with `extra`, traces exported only
-/// where `env` says so.
+/// `durango bench --scenario hello` with `extra`, and `env`.
 fn bench_hello(extra: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let wasm_dir = durango_e2e::wasm("hello_sequence")
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    Command::new(durango_bin())
-        .args(["bench", "--scenario", "hello", "--wasm-dir"])
-        .arg(wasm_dir)
+    bench()
+        .args(["--scenario", "hello"])
         .args(extra)
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
         .envs(env.iter().copied())
-        .env("DURANGO_COMPILE_CACHE", durango_e2e::compile_cache())
         .output()
         .expect("run durango bench")
 }

@@ -77,42 +77,54 @@ impl Browser {
         std::fs::write(self.shots.join(format!("{name}.png")), png).expect("write the screenshot");
     }
 
-    /// Waits for the element at `css`. Any error is retried until the
-    /// deadline, not only "no such element": a form post navigates, and a
-    /// find that meets the navigation is "aborted by navigation".
-    async fn find(&self, css: &str) -> fantoccini::elements::Element {
+    /// Tries `attempt` every 50 ms until it succeeds; at the deadline, a
+    /// screenshot and a panic with `failure` and the last error.
+    async fn until<T, F, Fut>(&self, failure: &str, attempt: F) -> T
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, String>>,
+    {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            match self.client.find(Locator::Css(css)).await {
-                Ok(element) => return element,
+            match attempt().await {
+                Ok(value) => return value,
                 Err(e) if tokio::time::Instant::now() > deadline => {
-                    let name = css.replace(|c: char| !c.is_ascii_alphanumeric(), "-");
+                    let name = failure.replace(|c: char| !c.is_ascii_alphanumeric(), "-");
                     self.screenshot(&format!("timeout-{name}")).await;
-                    panic!("no {css} on the page: {e}")
+                    panic!("{failure}: {e}")
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         }
     }
 
+    /// Waits for the element at `css`. Any error is retried, not only "no
+    /// such element": a form post navigates, and a find that meets the
+    /// navigation is "aborted by navigation".
+    async fn find(&self, css: &str) -> fantoccini::elements::Element {
+        self.until(&format!("no {css} on the page"), || async {
+            self.client
+                .find(Locator::Css(css))
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await
+    }
+
     /// Waits until `check` holds of the page's text at `css`.
     async fn wait_text(&self, css: &str, what: &str, check: impl Fn(&str) -> bool) -> String {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            if let Ok(element) = self.client.find(Locator::Css(css)).await {
-                if let Ok(text) = element.text().await {
-                    if check(&text) {
-                        return text;
-                    }
-                }
+        let failure = format!("timed out waiting for {what} at {css}");
+        self.until(&failure, || async {
+            let element = self.client.find(Locator::Css(css)).await;
+            let text = element.map_err(|e| e.to_string())?.text().await;
+            let text = text.map_err(|e| e.to_string())?;
+            if check(&text) {
+                Ok(text)
+            } else {
+                Err(format!("the text is {text:?}"))
             }
-            if tokio::time::Instant::now() > deadline {
-                self.screenshot(&format!("timeout-{}", what.replace(' ', "-")))
-                    .await;
-                panic!("timed out waiting for {what} at {css}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 
     /// Clicks the element at `css`, found again if a live redraw replaced
@@ -134,16 +146,10 @@ impl Browser {
         F: Fn(fantoccini::elements::Element) -> Fut,
         Fut: std::future::Future<Output = Result<T, fantoccini::error::CmdError>>,
     {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            match act(self.find(css).await).await {
-                Ok(value) => return value,
-                Err(e) if tokio::time::Instant::now() > deadline => {
-                    panic!("cannot {what} {css}: {e}")
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
+        self.until(&format!("cannot {what} {css}"), || async {
+            act(self.find(css).await).await.map_err(|e| e.to_string())
+        })
+        .await
     }
 
     /// Clicks a button whose action asks to confirm, and confirms.

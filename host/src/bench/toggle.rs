@@ -1,9 +1,9 @@
 //! What traces cost, measured within one run (`durango bench
 //! --toggle-traces-ms`): the closed loop goes on while traces are switched
-//! off and on in turn, and each phase's rate and CPU are counted. On this VM the
-//! speed moves by more than the cost between runs of their own, in spells
-//! of seconds (BENCHMARKS.md, session 23); phases a fraction of a second
-//! long, side by side, see the same machine.
+//! off and on in turn, and each phase's rate and CPU are counted. On this
+//! VM the speed moves by more than the cost between runs of their own, in
+//! spells of seconds (BENCHMARKS.md, session 23); phases a fraction of a
+//! second long, side by side, see the same machine.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

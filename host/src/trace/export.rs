@@ -2,9 +2,9 @@
 //! thread's buffer (record.rs), whose chunks go onto a bounded queue; a
 //! thread of its own takes a batch's worth off, wraps it in a request
 //! (otlp.rs) and posts it to the collector over OTLP/HTTP. Only bytes
-//! cross threads, in buffers that are reused (records that owned allocations and were freed
-//! on the export thread cost the allocator more than the spans
-//! themselves). Its settings are the OpenTelemetry specification's
+//! cross threads, in buffers that are reused (records that owned
+//! allocations and were freed on the export thread cost the allocator
+//! more than the spans themselves). Its settings are the OpenTelemetry specification's
 //! environment variables, read once at start.
 
 use std::cell::RefCell;

@@ -7,9 +7,8 @@
 use prost::bytes::Buf;
 use prost::encoding::{decode_key, decode_varint, encoded_len_varint, WireType};
 
-/// Where fields are written: a vector, or room at the end of a record
-/// whose size was worked out first. (Not `BufMut`: on a slice it copies even a single
-/// byte with a call to `memcpy`, and prost's varint writer takes one.)
+/// Where fields are written: a vector (a chunk, a request's head), or room
+/// at the end of a record whose size was worked out first.
 pub trait Out {
     fn byte(&mut self, byte: u8);
     fn slice(&mut self, bytes: &[u8]);
@@ -50,15 +49,17 @@ impl Drop for Room<'_> {
     }
 }
 
+/// The vector's own writes: the room only checks, in debug builds, that
+/// they filled it exactly.
 impl Out for Room<'_> {
     #[inline(always)]
     fn byte(&mut self, byte: u8) {
-        self.bytes.push(byte);
+        self.bytes.byte(byte);
     }
 
     #[inline(always)]
     fn slice(&mut self, bytes: &[u8]) {
-        self.bytes.extend_from_slice(bytes);
+        self.bytes.slice(bytes);
     }
 }
 

@@ -3,8 +3,9 @@
 //! (its ids, name and start when it opens, an attribute or an event when it
 //! is set, its end, status and flags when it ends), into a buffer its
 //! thread reuses (an open span allocates nothing once its thread has
-//! ended a few); ending one copies it onto its thread's chunk as a `ScopeSpans.spans` field, so a
-//! batch of chunks is a request's spans as they are (otlp.rs). Encoding
+//! ended a few); ending one copies it onto its thread's chunk as a
+//! `ScopeSpans.spans` field, so a batch of chunks is a request's spans as
+//! they are (otlp.rs). Encoding
 //! on the export thread from records of our own took that thread twice the
 //! instructions of the spans' own threads (BENCHMARKS.md, session 22).
 //! Field numbers are those of `opentelemetry/proto/trace/v1/trace.proto`.
@@ -121,12 +122,11 @@ const SPARE_RECORDS: usize = 64;
 const SPARE_CAPACITY: usize = 4 * ROOM;
 
 thread_local! {
-    /// The buffers of records this thread dropped, most recent last. A new
-    /// record takes the most recent, still in this core's cache: a buffer
-    /// of its own inside the span, zeroed and written where the span
-    /// opened, touched cold memory in every future that held a span, and
-    /// cost the host twice its instructions' worth (BENCHMARKS.md, session
-    /// 23).
+    /// The buffers of records this thread dropped, most recent last; a new
+    /// record takes the most recent, likely still in this core's cache.
+    /// The record used to be 256 zeroed bytes inside the span (and in every
+    /// future that held one); a span is now about 80 bytes. The wall clock
+    /// did not tell the two apart (BENCHMARKS.md, session 23).
     static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
 }
 
