@@ -242,14 +242,22 @@ fn hex_onto(text: &mut String, bytes: &[u8]) {
 /// the `u128` of its `Duration` took twice the instructions of the clock's
 /// own read (BENCHMARKS.md, session 22).
 fn now_ns() -> u64 {
+    clock_ns(libc::CLOCK_REALTIME)
+}
+
+/// A clock's time in nanoseconds (`CLOCK_REALTIME`: since the Unix
+/// epoch; `CLOCK_MONOTONIC`: as profilers stamp their samples).
+#[inline]
+pub fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut now = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime only writes the timespec it is given, and
-    // CLOCK_REALTIME is always there (a failure would leave it zero).
+    // the clocks asked for are always there (a failure would leave it
+    // zero).
     unsafe {
-        libc::clock_gettime(libc::CLOCK_REALTIME, &mut now);
+        libc::clock_gettime(clock, &mut now);
     }
     (now.tv_sec as u64)
         .wrapping_mul(1_000_000_000)

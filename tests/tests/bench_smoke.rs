@@ -229,6 +229,21 @@ fn traces_toggled_in_a_run_report_each_state_and_only_on_phases_export() {
     }
     let cpu = toggled["cpu_on_off_median"].as_f64().unwrap();
     assert!(cpu.is_finite() && cpu > 0.0, "{toggled}");
+    // Every phase, on and off in turn, with its bounds on the monotonic
+    // clock (ascending, apart) and what finished in it.
+    let phases = toggled["phases"].as_array().unwrap();
+    assert!(phases.len() > ratios.len(), "{toggled}");
+    let mut end = 0;
+    for (i, phase) in phases.iter().enumerate() {
+        assert_eq!(phase["on"], i % 2 == 0, "{toggled}");
+        let (from, to) = (
+            phase["from_ns"].as_u64().unwrap(),
+            phase["to_ns"].as_u64().unwrap(),
+        );
+        assert!(end < from && from < to, "{toggled}");
+        end = to;
+        assert!(phase["orchestrations"].as_u64().is_some(), "{toggled}");
+    }
 
     // The process exported everything before it exited: start spans for
     // the instances started while traces were on, none for the others.

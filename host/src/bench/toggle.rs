@@ -19,6 +19,14 @@ struct Phase {
     on: bool,
     per_second: f64,
     cpu_us: f64,
+    /// Where its counted part began and ended (`CLOCK_MONOTONIC`, in
+    /// nanoseconds, the clock `perf record -k CLOCK_MONOTONIC` stamps its
+    /// samples with), and the orchestrations that finished in it: a
+    /// profile of the run can be split by phase, the cost of traces found
+    /// function by function (BENCHMARKS.md, session 24).
+    from_ns: u64,
+    to_ns: u64,
+    orchestrations: usize,
 }
 
 /// The phases of a run, in order (on and off alternate).
@@ -56,9 +64,13 @@ pub async fn toggle_traces(length: Duration, done: Arc<AtomicUsize>, last: usize
         crate::trace::pause(!on);
         tokio::time::sleep(settle).await;
         let (from, start, cpu) = (done.load(Ordering::Relaxed), Instant::now(), process_cpu());
+        let from_ns = crate::trace::clock_ns(libc::CLOCK_MONOTONIC);
         tokio::time::sleep(length - settle).await;
         let (to, end) = (done.load(Ordering::Relaxed), Instant::now());
-        let cpu = process_cpu() - cpu;
+        let (cpu, to_ns) = (
+            process_cpu() - cpu,
+            crate::trace::clock_ns(libc::CLOCK_MONOTONIC),
+        );
         if to > last {
             break;
         }
@@ -67,6 +79,9 @@ pub async fn toggle_traces(length: Duration, done: Arc<AtomicUsize>, last: usize
             on,
             per_second: (to - from) as f64 / (end - start).as_secs_f64(),
             cpu_us: cpu.as_secs_f64() * 1e6 / finished,
+            from_ns,
+            to_ns,
+            orchestrations: to - from,
         });
         on = !on;
     }
@@ -107,7 +122,8 @@ impl Phases {
     /// A line for people, and the report's `traces_toggled`: the phases'
     /// length; each state's mean rate and CPU an orchestration; the on /
     /// off ratios of the rate with their median, and the median of the CPU's
-    /// (null where the run was too short for a phase).
+    /// (null where the run was too short for a phase); and every phase, in
+    /// order, with its bounds and orchestrations.
     pub fn report(&self) -> (String, serde_json::Value) {
         let rate = |p: &Phase| p.per_second;
         let cpu = |p: &Phase| p.cpu_us;
@@ -132,6 +148,12 @@ impl Phases {
             "on_off_median": median_rate,
             "on_off": ratios,
             "cpu_on_off_median": median_cpu,
+            "phases": self.phases.iter().map(|p| json!({
+                "on": p.on,
+                "from_ns": p.from_ns,
+                "to_ns": p.to_ns,
+                "orchestrations": p.orchestrations,
+            })).collect::<Vec<_>>(),
         });
         (line, report)
     }
@@ -153,6 +175,9 @@ mod tests {
                     on: i % 2 == 0,
                     per_second,
                     cpu_us: if i % 2 == 0 { 101.0 } else { 100.0 },
+                    from_ns: i as u64 * 500_000_000,
+                    to_ns: (i as u64 + 1) * 500_000_000,
+                    orchestrations: per_second as usize / 2,
                 })
                 .collect(),
         }
@@ -187,6 +212,11 @@ mod tests {
             (report["on_cpu_us"].clone(), report["off_cpu_us"].clone()),
             (json!(101.0), json!(100.0))
         );
+        assert_eq!(
+            report["phases"][1],
+            json!({"on": false, "from_ns": 500_000_000u64, "to_ns": 1_000_000_000u64, "orchestrations": 49})
+        );
+        assert_eq!(report["phases"].as_array().unwrap().len(), rates.len());
     }
 
     #[test]

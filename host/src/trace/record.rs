@@ -11,6 +11,7 @@
 //! Field numbers are those of `opentelemetry/proto/trace/v1/trace.proto`.
 
 use std::cell::RefCell;
+use std::sync::Mutex;
 
 use prost::encoding::{encoded_len_varint, WireType};
 
@@ -121,6 +122,11 @@ const ROOM: usize = 256;
 const SPARE_RECORDS: usize = 64;
 const SPARE_CAPACITY: usize = 4 * ROOM;
 
+/// The buffers a thread passes on at once when its spares are full, or
+/// takes when it has none; and the most the threads' common pool keeps.
+const PASSED: usize = SPARE_RECORDS / 2;
+const SHARED_RECORDS: usize = 16 * SPARE_RECORDS;
+
 thread_local! {
     /// The buffers of records this thread dropped, most recent last; a new
     /// record takes the most recent, likely still in this core's cache.
@@ -128,6 +134,37 @@ thread_local! {
     /// future that held one); a span is now about 80 bytes. The wall clock
     /// did not tell the two apart (BENCHMARKS.md, session 23).
     static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Spare buffers between threads. A span often ends on another worker than
+/// the one it started on (tokio moves tasks between them), so one thread's
+/// spares fill while another's run out: without this, one record in twelve
+/// of hello's was a new allocation, freed later on another thread
+/// (BENCHMARKS.md, session 24). Buffers move `PASSED` at a time, so the
+/// lock is taken once in that many records at most.
+static SHARED: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+/// A spare buffer: this thread's most recent, else some from `shared`.
+fn take_spare(spare: &mut Vec<Vec<u8>>, shared: &Mutex<Vec<Vec<u8>>>) -> Option<Vec<u8>> {
+    if spare.is_empty() {
+        let mut shared = shared.lock().unwrap_or_else(|e| e.into_inner());
+        let from = shared.len().saturating_sub(PASSED);
+        spare.extend(shared.drain(from..));
+    }
+    spare.pop()
+}
+
+/// Keeps an emptied buffer among this thread's spares, passing some on to
+/// `shared` when they are full (and dropping what it has no room for).
+fn keep_spare(spare: &mut Vec<Vec<u8>>, shared: &Mutex<Vec<Vec<u8>>>, bytes: Vec<u8>) {
+    if spare.len() >= SPARE_RECORDS {
+        let mut shared = shared.lock().unwrap_or_else(|e| e.into_inner());
+        let room = SHARED_RECORDS - shared.len().min(SHARED_RECORDS);
+        // The oldest go: the most recent are the likeliest in this cache.
+        let passed = spare.drain(..PASSED);
+        shared.extend(passed.take(room));
+    }
+    spare.push(bytes);
 }
 
 /// An open span's record.
@@ -147,7 +184,7 @@ struct Body {
 impl Body {
     #[inline]
     fn new() -> Body {
-        let spare = SPARE.try_with(|spare| spare.borrow_mut().pop());
+        let spare = SPARE.try_with(|spare| take_spare(&mut spare.borrow_mut(), &SHARED));
         Body {
             bytes: spare
                 .ok()
@@ -176,12 +213,7 @@ impl Drop for Body {
         let mut bytes = std::mem::take(&mut self.bytes);
         bytes.clear();
         // A thread that is ending has no spares left to keep it in.
-        let _ = SPARE.try_with(|spare| {
-            let mut spare = spare.borrow_mut();
-            if spare.len() < SPARE_RECORDS {
-                spare.push(bytes);
-            }
-        });
+        let _ = SPARE.try_with(|spare| keep_spare(&mut spare.borrow_mut(), &SHARED, bytes));
     }
 }
 
@@ -475,13 +507,42 @@ mod tests {
         large.attribute(Key::EventName, "e".repeat(SPARE_CAPACITY).as_str().into());
         drop(large);
         assert_eq!(SPARE.with(|spare| spare.borrow().len()), 0);
+    }
 
-        // And a thread keeps no more than its share of them.
-        let many: Vec<_> = (0..2 * SPARE_RECORDS)
-            .map(|_| Record::new(Name::Episode, [1; 16], [2; 8], [3; 8], 10))
+    #[test]
+    fn spares_pass_from_a_thread_with_too_many_to_one_with_none() {
+        let shared = Mutex::new(Vec::new());
+        let (mut full, mut empty) = (Vec::new(), Vec::new());
+        let buffers: Vec<Vec<u8>> = (0..SPARE_RECORDS + 1)
+            .map(|_| Vec::with_capacity(ROOM))
             .collect();
-        drop(many);
-        assert_eq!(SPARE.with(|spare| spare.borrow().len()), SPARE_RECORDS);
+        let oldest = buffers[0].as_ptr();
+        for buffer in buffers {
+            keep_spare(&mut full, &shared, buffer);
+        }
+        // The last one found the spares full: the oldest half moved on.
+        assert_eq!(full.len(), SPARE_RECORDS - PASSED + 1);
+        assert_eq!(shared.lock().unwrap().len(), PASSED);
+        assert_eq!(shared.lock().unwrap()[0].as_ptr(), oldest);
+        // A thread with none takes them, rather than allocating.
+        let taken = take_spare(&mut empty, &shared).expect("a shared spare");
+        assert_eq!((empty.len(), shared.lock().unwrap().len()), (PASSED - 1, 0));
+        assert_eq!(empty[0].as_ptr(), oldest);
+        assert!(taken.capacity() >= ROOM);
+        // With nothing anywhere, there is nothing to take.
+        let (mut none, nowhere) = (Vec::new(), Mutex::new(Vec::new()));
+        assert!(take_spare(&mut none, &nowhere).is_none());
+    }
+
+    #[test]
+    fn the_shared_spares_are_bounded() {
+        let shared = Mutex::new(Vec::new());
+        let mut spare = Vec::new();
+        for _ in 0..SPARE_RECORDS + 2 * SHARED_RECORDS {
+            keep_spare(&mut spare, &shared, Vec::with_capacity(ROOM));
+        }
+        assert!(spare.len() <= SPARE_RECORDS);
+        assert_eq!(shared.lock().unwrap().len(), SHARED_RECORDS);
     }
 
     #[test]
