@@ -453,8 +453,9 @@ struct Poster {
     content_type: &'static str,
     headers: Vec<(String, String)>,
     schedule_delay: Duration,
-    /// The request being put together, kept from one batch to the next.
-    body: Vec<u8>,
+    /// A request's head (or its whole body in JSON), kept from one batch
+    /// to the next.
+    head: Vec<u8>,
     /// Whether the last post failed: failures are reported once a run.
     failing: bool,
 }
@@ -482,7 +483,7 @@ impl Poster {
             content_type,
             headers: settings.headers,
             schedule_delay: settings.schedule_delay,
-            body: Vec::new(),
+            head: Vec::new(),
             failing: false,
         }
     }
@@ -490,19 +491,19 @@ impl Poster {
     /// Posts a batch; whether the collector took it. A failed batch is
     /// dropped (it would only grow behind a collector that is down).
     fn post(&mut self, encoder: &Encoder, batch: &[Chunk]) -> bool {
-        encoder.begin(&mut self.body);
-        for chunk in batch {
-            encoder.append(&mut self.body, &chunk.bytes);
-        }
-        let body = encoder.finish(&mut self.body);
+        let chunks: Vec<&[u8]> = batch.iter().map(|chunk| &chunk.bytes[..]).collect();
+        let parts = encoder.request(&mut self.head, &chunks);
+        let length: usize = parts.iter().map(|part| part.len()).sum();
         let mut request = self
             .agent
             .post(&self.url)
-            .header("content-type", self.content_type);
+            .header("content-type", self.content_type)
+            .header("content-length", length);
         for (name, value) in &self.headers {
             request = request.header(name, value);
         }
-        let outcome = match request.send(body) {
+        let mut body = Parts::new(parts);
+        let outcome = match request.send(ureq::SendBody::from_reader(&mut body)) {
             Ok(mut response) => {
                 // Read to the end, so the connection is reused.
                 let _ = response
@@ -536,6 +537,40 @@ impl Poster {
     }
 }
 
+/// A request's parts read as one body: ureq copies them into its own
+/// buffer, a buffer's worth at a time, as it sends.
+struct Parts<'a> {
+    parts: std::vec::IntoIter<&'a [u8]>,
+    part: &'a [u8],
+}
+
+impl<'a> Parts<'a> {
+    fn new(parts: Vec<&'a [u8]>) -> Parts<'a> {
+        Parts {
+            parts: parts.into_iter(),
+            part: &[],
+        }
+    }
+}
+
+impl std::io::Read for Parts<'_> {
+    /// Fills `out` from as many parts as it takes (a read a chunk would be
+    /// a write a chunk, hundreds a request).
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let mut filled = 0;
+        while filled < out.len() {
+            if self.part.is_empty() {
+                match self.parts.next() {
+                    Some(part) => self.part = part,
+                    None => break,
+                }
+            }
+            filled += self.part.read(&mut out[filled..])?;
+        }
+        Ok(filled)
+    }
+}
+
 /// Gives the export thread the lowest priority: it encodes and posts in
 /// the time the host's own threads leave (tokio's run at 5, the SQLite
 /// writer at 0, see main.rs), and still gets a small share of a busy core.
@@ -551,6 +586,24 @@ fn stand_back() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parts_read_as_one_body_filling_each_read() {
+        use std::io::Read;
+        let parts: Vec<&[u8]> = vec![b"head", b"", b"chunk one", b"2"];
+        let mut whole = Vec::new();
+        Parts::new(parts.clone()).read_to_end(&mut whole).unwrap();
+        assert_eq!(whole, b"headchunk one2");
+        // A read takes from as many parts as fit, not one part a read.
+        let mut body = Parts::new(parts);
+        let mut out = [0; 6];
+        assert_eq!(body.read(&mut out).unwrap(), 6);
+        assert_eq!(&out, b"headch");
+        let mut rest = [0; 100];
+        assert_eq!(body.read(&mut rest).unwrap(), 8);
+        assert_eq!(&rest[..8], b"unk one2");
+        assert_eq!(body.read(&mut rest).unwrap(), 0, "the end");
+    }
 
     fn settings(vars: &[(&str, &str)]) -> anyhow::Result<Option<Settings>> {
         Settings::from(|name| {

@@ -82,64 +82,44 @@ impl Encoder {
         }
     }
 
-    /// Appends a chunk's spans (`Record::end_onto`) to a batch's bytes.
-    pub fn append(&self, out: &mut Vec<u8>, chunk: &[u8]) {
-        match self.format {
-            Format::Protobuf => out.extend_from_slice(chunk),
-            Format::Json => {
-                for (number, field) in fields(chunk) {
-                    if let (SPANS_FIELD, Field::Delimited(span)) = (number, field) {
-                        serde_json::to_writer(&mut *out, &json_span(span))
-                            .expect("JSON values serialize");
-                        // Every span ends with a comma; the request drops the last.
-                        out.push(b',');
-                    }
-                }
-            }
-        }
-    }
-
-    /// Starts a batch's request in `out`, leaving the room its head takes
-    /// at most: `finish` writes the head in front of the spans rather than
-    /// copying a batch's hundreds of kilobytes behind it.
-    pub fn begin(&self, out: &mut Vec<u8>) {
-        out.clear();
-        out.resize(self.head_room(), 0);
-    }
-
-    fn head_room(&self) -> usize {
-        match self.format {
-            // Two keys and two lengths, a length taking up to 10 bytes.
-            Format::Protobuf => self.head.len() + self.scope.len() + 2 * (1 + 10),
-            Format::Json => self.head.len(),
-        }
-    }
-
-    /// The request carrying the spans `append` added to `out` since
-    /// `begin`: its head is written in front of them.
-    pub fn finish<'a>(&self, out: &'a mut Vec<u8>) -> &'a [u8] {
-        let room = self.head_room();
+    /// A batch's request, as parts sent one after the other: in protobuf
+    /// the head (written into `head`: the resource, the scope and their
+    /// lengths) and then the chunks (`Record::end_onto`) as they are, a
+    /// batch's hundreds of kilobytes never copied into one body; in JSON
+    /// the whole request, made in `head`.
+    pub fn request<'a>(&self, head: &'a mut Vec<u8>, chunks: &[&'a [u8]]) -> Vec<&'a [u8]> {
+        head.clear();
         match self.format {
             Format::Protobuf => {
-                let scope_spans = self.scope.len() + out.len() - room;
+                let spans: usize = chunks.iter().map(|chunk| chunk.len()).sum();
+                let scope_spans = self.scope.len() + spans;
                 let resource_spans = self.head.len() + delimited_len(scope_spans);
-                let mut head = Vec::with_capacity(room);
-                put_delimited_head(&mut head, key(1, DELIMITED), resource_spans);
+                put_delimited_head(head, key(1, DELIMITED), resource_spans);
                 head.extend_from_slice(&self.head);
-                put_delimited_head(&mut head, key(2, DELIMITED), scope_spans);
+                put_delimited_head(head, key(2, DELIMITED), scope_spans);
                 head.extend_from_slice(&self.scope);
-                let start = room - head.len();
-                out[start..room].copy_from_slice(&head);
-                &out[start..]
+                let mut parts = Vec::with_capacity(1 + chunks.len());
+                parts.push(&head[..]);
+                parts.extend_from_slice(chunks);
+                parts
             }
             Format::Json => {
-                out[..room].copy_from_slice(&self.head);
-                // Every span ended with a comma.
-                if out.len() > room {
-                    out.pop();
+                head.extend_from_slice(&self.head);
+                for chunk in chunks {
+                    for (number, field) in fields(chunk) {
+                        if let (SPANS_FIELD, Field::Delimited(span)) = (number, field) {
+                            serde_json::to_writer(&mut *head, &json_span(span))
+                                .expect("JSON values serialize");
+                            head.push(b',');
+                        }
+                    }
                 }
-                out.extend_from_slice(b"]}]}]}");
-                &out[..]
+                // Every span ended with a comma.
+                if head.len() > self.head.len() {
+                    head.pop();
+                }
+                head.extend_from_slice(b"]}]}]}");
+                vec![&head[..]]
             }
         }
     }
@@ -246,6 +226,11 @@ mod tests {
     use opentelemetry_proto::tonic::common::v1::any_value;
     use prost::Message as _;
 
+    /// A request's parts, as they go out.
+    fn sent(parts: Vec<&[u8]>) -> Vec<u8> {
+        parts.concat()
+    }
+
     /// An episode's span, ended, as a chunk holds it.
     fn record(failed: bool, parent: [u8; 8]) -> Vec<u8> {
         let mut record = Record::new(
@@ -273,19 +258,18 @@ mod tests {
         let resource = vec![("service.name".to_string(), "durango".to_string())];
         let records = [record(false, [0x11; 8]), record(true, [0; 8])];
         let encoder = Encoder::new(Format::Protobuf, &resource);
-        // Two requests in one buffer: the second carries only its own.
-        let mut out = Vec::new();
-        encoder.begin(&mut out);
-        encoder.append(&mut out, &records[1]);
-        encoder.append(&mut out, &records[1]);
-        encoder.append(&mut out, &records[1]);
-        let first = ExportTraceServiceRequest::decode(encoder.finish(&mut out)).unwrap();
+        // Two requests from one head buffer: the second carries only its
+        // own.
+        let mut head = Vec::new();
+        let three = [&records[1][..], &records[1], &records[1]];
+        let first =
+            ExportTraceServiceRequest::decode(&sent(encoder.request(&mut head, &three))[..])
+                .unwrap();
         assert_eq!(first.resource_spans[0].scope_spans[0].spans.len(), 3);
-        encoder.begin(&mut out);
-        encoder.append(&mut out, &records[0]);
-        encoder.append(&mut out, &records[1]);
-        let request =
-            ExportTraceServiceRequest::decode(encoder.finish(&mut out)).expect("valid protobuf");
+        let parts = encoder.request(&mut head, &[&records[0], &records[1]]);
+        assert_eq!(parts.len(), 3, "the head, then the chunks as they are");
+        assert_eq!((parts[1], parts[2]), (&records[0][..], &records[1][..]));
+        let request = ExportTraceServiceRequest::decode(&sent(parts)[..]).expect("valid protobuf");
         let resource_spans = &request.resource_spans[0];
         let attribute = &resource_spans.resource.as_ref().unwrap().attributes[0];
         assert_eq!(attribute.key, "service.name");
@@ -323,17 +307,16 @@ mod tests {
     fn json_follows_the_otlp_mapping() {
         let resource = vec![("service.name".to_string(), "durango".to_string())];
         let encoder = Encoder::new(Format::Json, &resource);
-        let mut spans = Vec::new();
-        encoder.begin(&mut spans);
-        let empty: Json = serde_json::from_slice(encoder.finish(&mut spans)).unwrap();
+        let mut head = Vec::new();
+        let empty: Json = serde_json::from_slice(&sent(encoder.request(&mut head, &[]))).unwrap();
         assert_eq!(
             empty["resourceSpans"][0]["scopeSpans"][0]["spans"],
             json!([])
         );
-        encoder.begin(&mut spans);
-        encoder.append(&mut spans, &record(true, [0x11; 8]));
-        encoder.append(&mut spans, &record(false, [0; 8]));
-        let request: Json = serde_json::from_slice(encoder.finish(&mut spans)).unwrap();
+        let (failed, root) = (record(true, [0x11; 8]), record(false, [0; 8]));
+        let parts = encoder.request(&mut head, &[&failed, &root]);
+        assert_eq!(parts.len(), 1, "one body");
+        let request: Json = serde_json::from_slice(&sent(parts)).unwrap();
         let resource = &request["resourceSpans"][0]["resource"]["attributes"][0];
         assert_eq!(resource["value"]["stringValue"], "durango");
         assert_eq!(
