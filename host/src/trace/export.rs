@@ -155,14 +155,16 @@ impl Settings {
 }
 
 /// The spans a request carries at most, unless `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`
-/// says otherwise: eight times the specification's 512. A busy host ends
-/// tens of thousands of spans a second, and what a request costs it (its
-/// round trip, the export thread's and the collector's wake-ups) weighed
-/// more than encoding and sending the spans: with 512 the export thread
-/// took two to three times the CPU, and the collector twice (BENCHMARKS.md,
-/// session 20). Collectors take such requests (about 650 KB of hello's
-/// spans; the OpenTelemetry Collector's own batches default to 8,192).
-const MAX_BATCH: usize = 4096;
+/// says otherwise: sixteen times the specification's 512, as many as the
+/// OpenTelemetry Collector's own batches. A busy host ends tens of
+/// thousands of spans a second, and what a request costs it (its round
+/// trip, the export thread's and the collector's wake-ups) weighs more
+/// than sending the spans: hello lost 8.6 % of its rate to traces with
+/// requests of 512 spans, 6.7 % with 1,024, 4.8-5.0 % with 4,096, 3.9 %
+/// with 8,192 and 3.8 % with 16,384 (BENCHMARKS.md, session 24). About
+/// 1.3 MB of hello's spans, where the Collector's receivers take up to
+/// 20 MiB.
+const MAX_BATCH: usize = 8192;
 
 /// The spans queued at most before new ones are dropped (unless
 /// `OTEL_BSP_MAX_QUEUE_SIZE` says otherwise): four batches, as the
@@ -244,14 +246,14 @@ impl Queue {
 
 /// The capacity of emptied buffers kept for reuse. A worker hands its
 /// spans over whenever it idles: a batch is many chunks (hello at full
-/// load: chunks of 35-40 spans, a few kilobytes, about a hundred to a
+/// load: chunks of 35-40 spans, a few kilobytes, about two hundred to a
 /// batch; fewer spans each when the host is less busy). Every chunk must
 /// find a buffer with room, or the worker grows a new one (allocations,
 /// copies) that the export thread then frees (a free from another thread,
 /// which the worker's allocator pays for again later). This keeps a
 /// batch's worth of hello's chunks and more (BENCHMARKS.md, session 20: a
 /// run of 96,000 spans made 108-192 new buffers and freed none).
-const SPARE_BYTES: usize = 2 << 20;
+const SPARE_BYTES: usize = 4 << 20;
 
 /// The room a new chunk buffer starts with: a few spans' worth, so that it
 /// does not grow span by span.
@@ -625,7 +627,7 @@ mod tests {
             base.resource,
             vec![("service.name".into(), "durango".into())]
         );
-        assert_eq!((base.max_queue, base.max_batch), (16384, 4096));
+        assert_eq!((base.max_queue, base.max_batch), (32_768, 8192));
         assert_eq!(base.schedule_delay, Duration::from_secs(5));
         let full = settings(&[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
