@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::time::Instant;
 
 /// A phase's state and what was counted in it: the rate, and the
 /// process's CPU time an orchestration (all its threads: the cost in CPU,
@@ -50,6 +49,11 @@ fn process_cpu() -> Duration {
     time(usage.ru_utime) + time(usage.ru_stime)
 }
 
+/// The clock a phase's bounds are read on.
+fn monotonic_ns() -> u64 {
+    crate::trace::clock_ns(libc::CLOCK_MONOTONIC)
+}
+
 /// Switches traces on and off every `length`, from on, until more than
 /// `last` orchestrations are done (the run winding down), then leaves
 /// them on.
@@ -63,13 +67,12 @@ pub async fn toggle_traces(length: Duration, done: Arc<AtomicUsize>, last: usize
     loop {
         crate::trace::pause(!on);
         tokio::time::sleep(settle).await;
-        let (from, start, cpu) = (done.load(Ordering::Relaxed), Instant::now(), process_cpu());
-        let from_ns = crate::trace::clock_ns(libc::CLOCK_MONOTONIC);
+        let (from, from_ns, cpu) = (done.load(Ordering::Relaxed), monotonic_ns(), process_cpu());
         tokio::time::sleep(length - settle).await;
-        let (to, end) = (done.load(Ordering::Relaxed), Instant::now());
-        let (cpu, to_ns) = (
+        let (to, to_ns, cpu) = (
+            done.load(Ordering::Relaxed),
+            monotonic_ns(),
             process_cpu() - cpu,
-            crate::trace::clock_ns(libc::CLOCK_MONOTONIC),
         );
         if to > last {
             break;
@@ -77,7 +80,7 @@ pub async fn toggle_traces(length: Duration, done: Arc<AtomicUsize>, last: usize
         let finished = (to - from).max(1) as f64;
         phases.push(Phase {
             on,
-            per_second: (to - from) as f64 / (end - start).as_secs_f64(),
+            per_second: (to - from) as f64 * 1e9 / (to_ns - from_ns).max(1) as f64,
             cpu_us: cpu.as_secs_f64() * 1e6 / finished,
             from_ns,
             to_ns,
