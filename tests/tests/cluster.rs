@@ -316,3 +316,79 @@ fn instances_moved_through_one_host_go_on_on_the_new_version_where_they_run() {
         );
     }
 }
+
+/// A first episode creates its instance's row under its host's lease, and
+/// its guard comes after, in the same transaction. A lease that runs out
+/// between the two (its host a little late renewing) must not leave a row
+/// the start then calls a conflict, nor one that never runs: the start is
+/// accepted and the instance runs once. A trigger stands in for the late
+/// renewal: each new row expires its partition's lease at once, inside the
+/// creating transaction. Three ways a first episode commits: in its
+/// writer's wave (a new id), a step at a time (it starts a child), and
+/// replacing a finished instance of the same id.
+#[test]
+fn a_lease_running_out_while_an_instance_is_created_leaves_no_orphan() {
+    let sms = FakeSms::start();
+    let db = postgres::fresh_database();
+    let hosts = cluster(&db, 1, &sms);
+    spread_over(&db, 1);
+    let host = &hosts[0];
+    let start = |orchestrator: &str, id: &str| {
+        let answer = host.call(
+            "POST",
+            &format!("/api/orchestrators/{orchestrator}/{id}"),
+            Some("\"Go\""),
+        );
+        assert_eq!(answer.status, 202, "starting {id}: {}", answer.text);
+    };
+    start("EchoAfterEvent", "again");
+    assert_eq!(raise(host, "again", "Go", "\"first\""), 202);
+    assert_echoed_once(host, "again", "first");
+
+    postgres::psql(
+        &db,
+        "CREATE FUNCTION lease_runs_out() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             UPDATE partitions SET expires_at = clock_timestamp() - interval '1 millisecond'
+              WHERE id = NEW.partition;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER lease_runs_out AFTER INSERT ON instances
+            FOR EACH ROW EXECUTE FUNCTION lease_runs_out();",
+    );
+    start("EchoAfterEvent", "fresh");
+    start("ParentOfEcho", "parent");
+    start("EchoAfterEvent", "again");
+    postgres::psql(&db, "DROP TRIGGER lease_runs_out ON instances");
+
+    for (id, reply) in [
+        ("fresh", "fresh"),
+        ("parent-child", "child"),
+        ("again", "second"),
+    ] {
+        wait_until(
+            &format!("{id} waiting for its event"),
+            Duration::from_secs(30),
+            || {
+                let status = host.call(
+                    "GET",
+                    &format!("/runtime/webhooks/durabletask/instances/{id}"),
+                    None,
+                );
+                (status.body["runtimeStatus"] == "Running").then_some(())
+            },
+        );
+        assert_eq!(raise(host, id, "Go", &format!("\"{reply}\"")), 202);
+        assert_echoed_once(host, id, reply);
+    }
+    let parent = host.wait_finished("parent");
+    assert_eq!(parent["runtimeStatus"], "Completed", "{parent}");
+    assert_eq!(parent["output"], json!("child"), "{parent}");
+    for id in ["fresh", "parent", "parent-child", "again"] {
+        assert_eq!(
+            host.history_events(id, "ExecutionStarted").len(),
+            1,
+            "{id}: started once"
+        );
+    }
+}

@@ -607,6 +607,16 @@ enum Applied {
     },
 }
 
+/// The lease an episode's guard checks: none for a first episode, whose
+/// lease was checked when its row was created, earlier in the same
+/// transaction. That check locked the partition's row (KEY SHARE), and a
+/// takeover skips a locked partition, so until the commit only the lease's
+/// clock can run out; checking it again would refuse an episode whose row
+/// is already written, and leave that row behind without its start.
+fn guarded_fence(commit: &EpisodeCommit) -> Option<Fence> {
+    commit.fence.filter(|_| commit.creates.is_none())
+}
+
 /// Applies an episode to its instance's row, only if the row is still at
 /// the episode it was built on.
 async fn update_instance(
@@ -616,7 +626,7 @@ async fn update_instance(
     commit: &EpisodeCommit,
 ) -> TxResult<Applied> {
     let now = now_ms();
-    let fence = commit.fence;
+    let fence = guarded_fence(commit);
     let (partition, epoch) = (fence.map(|f| f.partition), fence.map(|f| f.epoch));
     if let Some(restart) = &commit.continue_as_new {
         let changed = c

@@ -17,7 +17,7 @@ use tokio_postgres::Row;
 
 use super::conn::Conn;
 use super::writer::{Mergeable, TxResult};
-use super::{commit_episode, leases, now_ms, pg_error, seq, settle};
+use super::{commit_episode, guarded_fence, leases, now_ms, pg_error, seq, settle};
 use crate::store::{partition_of, EpisodeCommit, EpisodeOutcome, InstanceRow, Remote, StoreError};
 
 /// Every write joins `g`, the rows whose guard held, so nothing is written
@@ -213,8 +213,9 @@ impl<'a> Columns<'a> {
         self.custom
             .push(commit.custom_status.as_ref().and_then(Option::as_deref));
         self.after.push(commit.after_episodes);
-        self.partition.push(commit.fence.map(|f| f.partition));
-        self.epoch.push(commit.fence.map(|f| f.epoch));
+        let fence = guarded_fence(commit);
+        self.partition.push(fence.map(|f| f.partition));
+        self.epoch.push(fence.map(|f| f.epoch));
         self.ends.push(ends);
         self.position.push(commit.first_position as i32);
         self.events.push(
