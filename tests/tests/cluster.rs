@@ -369,14 +369,7 @@ fn a_lease_running_out_while_an_instance_is_created_leaves_no_orphan() {
         wait_until(
             &format!("{id} waiting for its event"),
             Duration::from_secs(30),
-            || {
-                let status = host.call(
-                    "GET",
-                    &format!("/runtime/webhooks/durabletask/instances/{id}"),
-                    None,
-                );
-                (status.body["runtimeStatus"] == "Running").then_some(())
-            },
+            || (host.status(id).body["runtimeStatus"] == "Running").then_some(()),
         );
         assert_eq!(raise(host, id, "Go", &format!("\"{reply}\"")), 202);
         assert_echoed_once(host, id, reply);
