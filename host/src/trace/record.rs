@@ -502,12 +502,12 @@ mod tests {
 
         // A record that grew large (in the one spare buffer) gives it back
         // to the allocator.
-        // (Counted against what the thread held just before: a thread out
-        // of spares takes some from the shared pool, which other tests'
-        // threads may have filled.)
         drop(next);
         let mut large = Record::new(Name::Episode, [1; 16], [2; 8], [3; 8], 10);
         large.attribute(Key::EventName, "e".repeat(SPARE_CAPACITY).as_str().into());
+        // Counted against what the thread held just before: a thread out
+        // of spares takes some from the shared pool, which other tests'
+        // threads may have filled.
         let held = SPARE.with(|spare| spare.borrow().len());
         drop(large);
         assert_eq!(SPARE.with(|spare| spare.borrow().len()), held);
